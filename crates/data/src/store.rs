@@ -1,0 +1,527 @@
+//! On-disk layout of a dataset, the atomic writer and the checking reader.
+//!
+//! ```text
+//! DATASET/
+//!   dataset.json                                   DatasetSpec + format name + schema version
+//!   episodes/<task>/<kind>-<index:05>.safetensors  one episode per file ('/' in task names becomes '__')
+//! ```
+//! Each episode file is a plain safetensors file with the arrays `frames` (U8 `[T+1,H,W,3]`), `actions`
+//! (F32 `[T,A]`), `rewards` (F32 `[T]`), `success` (U8 `[T+1]`) and, when the state is recorded, `states`
+//! (F32 `[T+1,S]`). Its `__metadata__` holds `world4rl` (the [`EpisodeMeta`] as JSON) and `crc32` (a JSON
+//! object with the CRC-32 of each array's bytes), so a flipped bit is caught as well as a truncation.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+
+use crate::episode::{DatasetSpec, Episode, EpisodeKind, EpisodeMeta, SCHEMA_VERSION};
+use crate::DataError;
+
+/// Name of the dataset description file.
+pub const DATASET_FILE: &str = "dataset.json";
+/// Folder holding the episode files.
+pub const EPISODES_DIR: &str = "episodes";
+const FORMAT_NAME: &str = "world4rl-dataset";
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatasetFile {
+    format: String,
+    schema_version: u32,
+    #[serde(flatten)]
+    spec: DatasetSpec,
+}
+
+/// Folder name of a task inside `episodes/`.
+pub fn task_dir_name(task: &str) -> String {
+    task.replace('/', "__")
+}
+
+/// File name of an episode inside its task folder.
+pub fn episode_file_name(kind: EpisodeKind, index: usize) -> String {
+    format!("{}-{index:05}.safetensors", kind.as_str())
+}
+
+/// Writes `bytes` to `path` atomically: a hidden temporary file in the same folder, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(DataError::io(path, e));
+    }
+    Ok(())
+}
+
+fn read_spec(dir: &Path) -> Result<DatasetSpec, DataError> {
+    let path = dir.join(DATASET_FILE);
+    let text = fs::read_to_string(&path).map_err(|e| DataError::io(&path, e))?;
+    let file: DatasetFile = serde_json::from_str(&text).map_err(|e| DataError::Corrupt {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    if file.format != FORMAT_NAME {
+        return Err(DataError::Corrupt {
+            path,
+            reason: format!("format is '{}', expected '{FORMAT_NAME}'", file.format),
+        });
+    }
+    if file.schema_version != SCHEMA_VERSION {
+        return Err(DataError::Corrupt {
+            path,
+            reason: format!(
+                "schema version {} is not supported (this build reads {SCHEMA_VERSION})",
+                file.schema_version
+            ),
+        });
+    }
+    file.spec.validate()?;
+    Ok(file.spec)
+}
+
+/// Writes episodes into a dataset folder, one atomic file each.
+#[derive(Debug)]
+pub struct DatasetWriter {
+    dir: PathBuf,
+    spec: DatasetSpec,
+}
+
+impl DatasetWriter {
+    /// Creates the dataset, or re-opens it when `dataset.json` already holds the same spec
+    /// (so an interrupted collection can be completed). Stale temporary files are removed.
+    pub fn create(dir: impl AsRef<Path>, spec: DatasetSpec) -> Result<Self, DataError> {
+        let dir = dir.as_ref().to_path_buf();
+        spec.validate()?;
+        let spec_path = dir.join(DATASET_FILE);
+        if spec_path.exists() {
+            let existing = read_spec(&dir)?;
+            if existing != spec {
+                return Err(DataError::Invalid(format!(
+                    "{} already holds a dataset with a different spec ({:?}); use another --out folder",
+                    dir.display(),
+                    existing
+                )));
+            }
+        } else {
+            let file = DatasetFile {
+                format: FORMAT_NAME.into(),
+                schema_version: SCHEMA_VERSION,
+                spec: spec.clone(),
+            };
+            let text = serde_json::to_string_pretty(&file).expect("spec serialises");
+            write_atomic(&spec_path, text.as_bytes())?;
+        }
+        let episodes = dir.join(EPISODES_DIR);
+        fs::create_dir_all(&episodes).map_err(|e| DataError::io(&episodes, e))?;
+        remove_stale_tmp(&episodes);
+        Ok(Self { dir, spec })
+    }
+
+    /// The dataset's spec.
+    pub fn spec(&self) -> &DatasetSpec {
+        &self.spec
+    }
+
+    /// The dataset folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Path an episode of (task, kind, index) is written to.
+    pub fn episode_path(&self, task: &str, kind: EpisodeKind, index: usize) -> PathBuf {
+        self.dir
+            .join(EPISODES_DIR)
+            .join(task_dir_name(task))
+            .join(episode_file_name(kind, index))
+    }
+
+    /// True when the episode file exists (it was committed whole, since writes are atomic).
+    pub fn contains(&self, task: &str, kind: EpisodeKind, index: usize) -> bool {
+        self.episode_path(task, kind, index).exists()
+    }
+
+    /// Validates the episode against the spec and commits it atomically. Returns its path.
+    pub fn write(&self, episode: &Episode) -> Result<PathBuf, DataError> {
+        let m = &episode.meta;
+        let s = &self.spec;
+        if m.suite != s.suite
+            || m.image_size != s.image_size
+            || m.action_dim != s.action_dim
+            || m.state_dim != s.state_dim
+            || m.action_low != s.action_low
+            || m.action_high != s.action_high
+        {
+            return Err(DataError::Invalid(format!(
+                "episode {} {} #{} does not match the dataset spec (suite, image size, action or state dims, bounds)",
+                m.task, m.kind, m.index
+            )));
+        }
+        if m.schema_version != SCHEMA_VERSION {
+            return Err(DataError::Invalid(format!(
+                "episode schema version {} != {SCHEMA_VERSION}",
+                m.schema_version
+            )));
+        }
+        episode.validate()?;
+        let bytes = encode_episode(episode)?;
+        let path = self.episode_path(&m.task, m.kind, m.index);
+        write_atomic(&path, &bytes)?;
+        Ok(path)
+    }
+}
+
+fn remove_stale_tmp(episodes: &Path) {
+    let Ok(tasks) = fs::read_dir(episodes) else {
+        return;
+    };
+    for task in tasks.flatten() {
+        if let Ok(files) = fs::read_dir(task.path()) {
+            for f in files.flatten() {
+                let name = f.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') && name.ends_with(".tmp") {
+                    let _ = fs::remove_file(f.path());
+                }
+            }
+        }
+    }
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn bytes_f32(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Serialises an episode to the bytes of its safetensors file.
+pub fn encode_episode(ep: &Episode) -> Result<Vec<u8>, DataError> {
+    let m = &ep.meta;
+    let t = m.steps;
+    let h = m.image_size;
+    let actions = f32_bytes(&ep.actions);
+    let rewards = f32_bytes(&ep.rewards);
+    let states = f32_bytes(&ep.states);
+    let mut arrays: Vec<(&str, Dtype, Vec<usize>, &[u8])> = vec![
+        ("frames", Dtype::U8, vec![t + 1, h, h, 3], &ep.frames),
+        ("actions", Dtype::F32, vec![t, m.action_dim], &actions),
+        ("rewards", Dtype::F32, vec![t], &rewards),
+        ("success", Dtype::U8, vec![t + 1], &ep.success),
+    ];
+    if m.state_dim > 0 {
+        arrays.push(("states", Dtype::F32, vec![t + 1, m.state_dim], &states));
+    }
+    let mut crc = serde_json::Map::new();
+    let mut views = Vec::new();
+    for (name, dtype, shape, data) in arrays {
+        crc.insert(name.into(), crc32fast::hash(data).into());
+        let view = TensorView::new(dtype, shape, data)
+            .map_err(|e| DataError::Invalid(format!("array '{name}': {e:?}")))?;
+        views.push((name, view));
+    }
+    let mut header = HashMap::new();
+    header.insert(
+        "world4rl".to_string(),
+        serde_json::to_string(m).expect("meta serialises"),
+    );
+    header.insert(
+        "crc32".to_string(),
+        serde_json::Value::Object(crc).to_string(),
+    );
+    safetensors::serialize(views, &Some(header))
+        .map_err(|e| DataError::Invalid(format!("serialising episode: {e:?}")))
+}
+
+fn corrupt(path: &Path, reason: impl Into<String>) -> DataError {
+    DataError::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn map_file(path: &Path) -> Result<memmap2::Mmap, DataError> {
+    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
+    // SAFETY: the file is opened read-only; episode files are never modified in place (writes go
+    // through a temporary file and a rename), so the mapping stays valid.
+    unsafe { memmap2::Mmap::map(&file) }.map_err(|e| DataError::io(path, e))
+}
+
+/// Reads only the metadata of an episode file (still checks the header against the file size).
+pub fn read_episode_meta(path: &Path) -> Result<EpisodeMeta, DataError> {
+    let map = map_file(path)?;
+    let (_, md) = SafeTensors::read_metadata(&map).map_err(|e| corrupt(path, format!("{e:?}")))?;
+    meta_from_header(path, md.metadata())
+}
+
+fn meta_from_header(
+    path: &Path,
+    header: &Option<HashMap<String, String>>,
+) -> Result<EpisodeMeta, DataError> {
+    let text = header
+        .as_ref()
+        .and_then(|h| h.get("world4rl"))
+        .ok_or_else(|| corrupt(path, "no world4rl metadata in the header"))?;
+    let meta: EpisodeMeta =
+        serde_json::from_str(text).map_err(|e| corrupt(path, format!("metadata: {e}")))?;
+    if meta.schema_version != SCHEMA_VERSION {
+        return Err(corrupt(
+            path,
+            format!(
+                "schema version {} is not supported (this build reads {SCHEMA_VERSION})",
+                meta.schema_version
+            ),
+        ));
+    }
+    Ok(meta)
+}
+
+/// Reads and fully checks one episode file: dtypes and shapes against the metadata, checksums,
+/// value ranges. Any problem is an error naming the file.
+pub fn read_episode(path: &Path) -> Result<Episode, DataError> {
+    let map = map_file(path)?;
+    let st = SafeTensors::deserialize(&map).map_err(|e| corrupt(path, format!("{e:?}")))?;
+    let (_, md) = SafeTensors::read_metadata(&map).map_err(|e| corrupt(path, format!("{e:?}")))?;
+    let header = md.metadata();
+    let meta = meta_from_header(path, header)?;
+    let crc: serde_json::Map<String, serde_json::Value> = header
+        .as_ref()
+        .and_then(|h| h.get("crc32"))
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| corrupt(path, "no crc32 checksums in the header"))?;
+    let t = meta.steps;
+    let h = meta.image_size;
+    let get = |name: &str, dtype: Dtype, shape: Vec<usize>| -> Result<Vec<u8>, DataError> {
+        let view = st
+            .tensor(name)
+            .map_err(|_| corrupt(path, format!("array '{name}' is missing")))?;
+        if view.dtype() != dtype {
+            return Err(corrupt(
+                path,
+                format!(
+                    "array '{name}' has dtype {:?}, expected {dtype:?}",
+                    view.dtype()
+                ),
+            ));
+        }
+        if view.shape() != shape.as_slice() {
+            return Err(corrupt(
+                path,
+                format!(
+                    "array '{name}' has shape {:?}, metadata implies {shape:?}",
+                    view.shape()
+                ),
+            ));
+        }
+        let want = crc
+            .get(name)
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| corrupt(path, format!("no checksum for '{name}'")))?;
+        if crc32fast::hash(view.data()) as u64 != want {
+            return Err(corrupt(
+                path,
+                format!("array '{name}' fails its CRC-32 check"),
+            ));
+        }
+        Ok(view.data().to_vec())
+    };
+    let frames = get("frames", Dtype::U8, vec![t + 1, h, h, 3])?;
+    let actions = bytes_f32(&get("actions", Dtype::F32, vec![t, meta.action_dim])?);
+    let rewards = bytes_f32(&get("rewards", Dtype::F32, vec![t])?);
+    let success = get("success", Dtype::U8, vec![t + 1])?;
+    let states = if meta.state_dim > 0 {
+        bytes_f32(&get("states", Dtype::F32, vec![t + 1, meta.state_dim])?)
+    } else {
+        Vec::new()
+    };
+    let ep = Episode {
+        meta,
+        frames,
+        actions,
+        rewards,
+        success,
+        states,
+    };
+    ep.validate().map_err(|e| corrupt(path, e.to_string()))?;
+    Ok(ep)
+}
+
+/// One episode file of a dataset, known by its metadata.
+#[derive(Clone, Debug)]
+pub struct EpisodeEntry {
+    /// The episode file.
+    pub path: PathBuf,
+    /// Its metadata (read from the header).
+    pub meta: EpisodeMeta,
+}
+
+/// A dataset opened for reading. Opening reads `dataset.json` and every episode header.
+#[derive(Debug)]
+pub struct Dataset {
+    dir: PathBuf,
+    spec: DatasetSpec,
+    entries: Vec<EpisodeEntry>,
+    bad: Vec<(PathBuf, String)>,
+}
+
+/// Every `*.safetensors` file under `episodes/`, sorted; hidden temporary files are skipped.
+pub fn episode_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let root = dir.join(EPISODES_DIR);
+    let mut out = Vec::new();
+    let tasks = match fs::read_dir(&root) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(DataError::io(&root, e)),
+    };
+    for task in tasks {
+        let task = task.map_err(|e| DataError::io(&root, e))?;
+        if !task.path().is_dir() {
+            continue;
+        }
+        for f in fs::read_dir(task.path()).map_err(|e| DataError::io(task.path(), e))? {
+            let f = f.map_err(|e| DataError::io(task.path(), e))?;
+            let name = f.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && name.ends_with(".safetensors") {
+                out.push(f.path());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl Dataset {
+    /// Opens a dataset. An unreadable episode header makes this fail with an error naming the file;
+    /// use [`Dataset::open_lenient`] to skip such files (as `data verify` does to list them all).
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, DataError> {
+        let ds = Self::open_lenient(dir)?;
+        if let Some((path, reason)) = ds.bad.first() {
+            return Err(DataError::Corrupt {
+                path: path.clone(),
+                reason: reason.clone(),
+            });
+        }
+        Ok(ds)
+    }
+
+    /// Opens a dataset, setting aside the episode files whose header cannot be read.
+    pub fn open_lenient(dir: impl AsRef<Path>) -> Result<Self, DataError> {
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.join(DATASET_FILE).exists() {
+            return Err(DataError::Invalid(format!(
+                "{} is not a world4rl dataset (no {DATASET_FILE}); create one with `world4rl collect`",
+                dir.display()
+            )));
+        }
+        let spec = read_spec(&dir)?;
+        let mut entries = Vec::new();
+        let mut bad = Vec::new();
+        for path in episode_files(&dir)? {
+            match read_episode_meta(&path)
+                .and_then(|m| check_meta_against_spec(&path, &m, &spec).map(|_| m))
+            {
+                Ok(meta) => entries.push(EpisodeEntry { path, meta }),
+                Err(e) => bad.push((path, e.to_string())),
+            }
+        }
+        Ok(Self {
+            dir,
+            spec,
+            entries,
+            bad,
+        })
+    }
+
+    /// The dataset folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The spec every episode shares.
+    pub fn spec(&self) -> &DatasetSpec {
+        &self.spec
+    }
+
+    /// Episodes whose header was read, sorted by path.
+    pub fn entries(&self) -> &[EpisodeEntry] {
+        &self.entries
+    }
+
+    /// Files set aside by [`Dataset::open_lenient`], with the reason.
+    pub fn unreadable(&self) -> &[(PathBuf, String)] {
+        &self.bad
+    }
+
+    /// Loads and checks episode `i` of [`Dataset::entries`].
+    pub fn load(&self, i: usize) -> Result<Episode, DataError> {
+        let entry = self
+            .entries
+            .get(i)
+            .ok_or_else(|| DataError::Invalid(format!("episode {i} out of range")))?;
+        read_episode(&entry.path)
+    }
+
+    /// Loads every episode whose metadata passes `keep`, in entry order.
+    pub fn load_where(
+        &self,
+        mut keep: impl FnMut(&EpisodeMeta) -> bool,
+    ) -> Result<Vec<Episode>, DataError> {
+        self.entries
+            .iter()
+            .filter(|e| keep(&e.meta))
+            .map(|e| read_episode(&e.path))
+            .collect()
+    }
+
+    /// Sorted task names present in the dataset.
+    pub fn tasks(&self) -> Vec<String> {
+        let mut t: Vec<String> = self.entries.iter().map(|e| e.meta.task.clone()).collect();
+        t.sort();
+        t.dedup();
+        t
+    }
+}
+
+fn check_meta_against_spec(path: &Path, m: &EpisodeMeta, s: &DatasetSpec) -> Result<(), DataError> {
+    if m.suite != s.suite
+        || m.image_size != s.image_size
+        || m.action_dim != s.action_dim
+        || m.state_dim != s.state_dim
+    {
+        return Err(corrupt(
+            path,
+            format!(
+                "metadata (suite {}, image {}, action dim {}, state dim {}) disagrees with dataset.json",
+                m.suite, m.image_size, m.action_dim, m.state_dim
+            ),
+        ));
+    }
+    let expected = episode_file_name(m.kind, m.index);
+    if path
+        .file_name()
+        .map(|n| n.to_string_lossy() != expected)
+        .unwrap_or(true)
+    {
+        return Err(corrupt(
+            path,
+            format!("file name does not match its metadata (expected {expected})"),
+        ));
+    }
+    Ok(())
+}

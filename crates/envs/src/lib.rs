@@ -1,0 +1,1 @@
+//! world4rl environments.

@@ -1,0 +1,1 @@
+//! World4RL in Rust.
