@@ -1,4 +1,76 @@
-fn main() {
-    tch::set_num_threads(2);
-    println!("{}", tch::Tensor::from_slice(&[1.0f32, 2.0]).sum(tch::Kind::Float).double_value(&[]));
+//! The `world4rl` command-line tool. Run `world4rl --help`.
+
+mod cmd_collect;
+mod cmd_data;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// World4RL in Rust: pre-train a diffusion world model on multi-task robot data, then refine an
+/// imitation policy with PPO entirely inside it.
+#[derive(Debug, Parser)]
+#[command(name = "world4rl", version, about, propagate_version = true)]
+struct Cli {
+    /// Device for tensors: cpu, cuda, cuda:N or auto.
+    #[arg(long, global = true, default_value = "cpu")]
+    device: String,
+    /// libtorch threads (default: the machine's cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// Seed overriding the config's experiment seed.
+    #[arg(long, global = true)]
+    seed: Option<u64>,
+    /// Log more (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the paper's data recipe (expert, policy-rollout and random episodes per task).
+    Collect(cmd_collect::CollectArgs),
+    /// Inspect and verify episode datasets.
+    #[command(subcommand)]
+    Data(cmd_data::DataCmd),
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let threads = cli.threads.unwrap_or_else(world4rl::device::default_threads);
+    world4rl::device::set_threads(threads);
+    let result = (|| -> anyhow::Result<bool> {
+        let _device = world4rl::device::resolve(&cli.device)?;
+        match cli.cmd {
+            Cmd::Collect(a) => cmd_collect::run(a, cli.seed).map(|_| true),
+            Cmd::Data(c) => cmd_data::run(c),
+        }
+    })();
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,1 +1,15 @@
-//! World4RL in Rust.
+//! World4RL in Rust: diffusion world model, reward classifier, BC policy, PPO in imagination, pipeline.
+//!
+//! Stage 1 trains three learners on one episode dataset (crate `w4rl_data`): the world model
+//! ([`world_model`]), the reward classifier ([`reward`]) and the Gaussian BC policy ([`policy`]).
+//! Stage 2 freezes the first two and refines the policy with PPO ([`ppo`]) in the imagined
+//! environment ([`imagined_env`]). See the README for the pipeline and DESIGN.md for the decisions.
+
+pub mod checkpoint;
+pub mod collect;
+pub mod config;
+pub mod device;
+pub mod optim;
+pub mod progress;
+pub mod run;
+pub mod seeds;

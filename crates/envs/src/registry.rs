@@ -1,0 +1,108 @@
+//! The task registry: [`list_tasks`], [`make`], [`make_expert`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::tabletop::{self, push_block, push_t, slide_handle, turn_lever, Task, TabletopEnv};
+use crate::{Env, EnvConfig, EnvError, Expert, NoisyExpert, RandomPolicy};
+
+/// What [`list_tasks`] reports about a task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    /// Registry name, e.g. `push-t`.
+    pub name: String,
+    /// Suite, e.g. `tabletop`.
+    pub suite: String,
+    /// Action dimension.
+    pub action_dim: usize,
+    /// Default episode length.
+    pub max_steps: usize,
+    /// One-line description.
+    pub description: String,
+}
+
+struct Entry {
+    def: tabletop::TaskDef,
+    make: fn(&EnvConfig) -> Result<Box<dyn Env>, EnvError>,
+    expert: fn() -> Box<dyn Expert>,
+}
+
+fn boxed<T: Task>(cfg: &EnvConfig) -> Result<Box<dyn Env>, EnvError> {
+    Ok(Box::new(TabletopEnv::<T>::new(cfg)?))
+}
+
+fn entries() -> [Entry; 4] {
+    [
+        Entry {
+            def: push_t::PushT::DEF,
+            make: boxed::<push_t::PushT>,
+            expert: || Box::<push_t::PushTExpert>::default(),
+        },
+        Entry {
+            def: push_block::PushBlock::DEF,
+            make: boxed::<push_block::PushBlock>,
+            expert: || Box::<push_block::PushBlockExpert>::default(),
+        },
+        Entry {
+            def: turn_lever::TurnLever::DEF,
+            make: boxed::<turn_lever::TurnLever>,
+            expert: || Box::<turn_lever::TurnLeverExpert>::default(),
+        },
+        Entry {
+            def: slide_handle::SlideHandle::DEF,
+            make: boxed::<slide_handle::SlideHandle>,
+            expert: || Box::<slide_handle::SlideHandleExpert>::default(),
+        },
+    ]
+}
+
+fn find(task: &str) -> Result<Entry, EnvError> {
+    entries()
+        .into_iter()
+        .find(|e| e.def.name == task)
+        .ok_or_else(|| EnvError::UnknownTask {
+            task: task.to_string(),
+            known: entries().iter().map(|e| e.def.name.to_string()).collect(),
+        })
+}
+
+/// Every registered task of every suite.
+pub fn list_tasks() -> Vec<TaskInfo> {
+    entries()
+        .iter()
+        .map(|e| TaskInfo {
+            name: e.def.name.to_string(),
+            suite: tabletop::SUITE.to_string(),
+            action_dim: tabletop::action_spec().dim,
+            max_steps: e.def.max_steps,
+            description: e.def.description.to_string(),
+        })
+        .collect()
+}
+
+/// Names of every registered task.
+pub fn task_names() -> Vec<String> {
+    entries().iter().map(|e| e.def.name.to_string()).collect()
+}
+
+/// Makes the environment of `task`, already reset with seed 0. Unknown names are refused with the list of
+/// known tasks.
+pub fn make(task: &str, cfg: &EnvConfig) -> Result<Box<dyn Env>, EnvError> {
+    (find(task)?.make)(cfg)
+}
+
+/// The scripted expert of `task` (reads the privileged state).
+pub fn make_expert(task: &str) -> Result<Box<dyn Expert>, EnvError> {
+    Ok((find(task)?.expert)())
+}
+
+/// The expert of `task` with Gaussian action noise of standard deviation `std` (0 = noiseless).
+pub fn make_noisy_expert(task: &str, std: f32) -> Result<Box<dyn Expert>, EnvError> {
+    let e = make_expert(task)?;
+    Ok(Box::new(NoisyExpert::new(e, std, &tabletop::action_spec())))
+}
+
+/// A uniform-random-action policy for `task`'s action space.
+pub fn make_random_policy(task: &str) -> Result<Box<dyn Expert>, EnvError> {
+    find(task)?;
+    Ok(Box::new(RandomPolicy::new(&tabletop::action_spec())))
+}

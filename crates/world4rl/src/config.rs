@@ -1,0 +1,119 @@
+//! Experiment configuration: one TOML file describes a whole experiment (see `configs/`).
+//!
+//! Every section rejects unknown keys; an error names the file, the line and the key. Sections left out
+//! take their documented defaults. Each stage defines its own section struct at the top of its file;
+//! this module only composes them.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::collect::CollectConfig;
+
+
+/// `[experiment]`: what is run and where.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExperimentSection {
+    /// Name shown in the report.
+    pub name: String,
+    /// Suite of the tasks (`tabletop` or `metaworld`).
+    pub suite: String,
+    /// Tasks of the experiment; the world model is trained on all of them pooled.
+    pub tasks: Vec<String>,
+    /// Master seed; every stage derives its own seeds from it.
+    pub seed: u64,
+    /// Side length of the frames the environments render and the dataset stores.
+    pub image_size: usize,
+}
+
+impl Default for ExperimentSection {
+    fn default() -> Self {
+        Self {
+            name: "world4rl".into(),
+            suite: "tabletop".into(),
+            tasks: Vec::new(),
+            seed: 0,
+            image_size: 64,
+        }
+    }
+}
+
+/// A whole experiment.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// What is run.
+    pub experiment: ExperimentSection,
+    /// The data recipe.
+    pub collect: CollectConfig,
+}
+
+/// Formats a TOML error as "FILE: line L, column C: message".
+fn describe(path: &Path, text: &str, err: &toml::de::Error) -> String {
+    let msg = err.message().trim().to_string();
+    match err.span() {
+        Some(span) => {
+            let upto = &text[..span.start.min(text.len())];
+            let line = upto.matches('\n').count() + 1;
+            let col = upto.len() - upto.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+            let src = text.lines().nth(line - 1).unwrap_or("").trim();
+            format!("{}: line {line}, column {col}: {msg} (in `{src}`)", path.display())
+        }
+        None => format!("{}: {msg}", path.display()),
+    }
+}
+
+impl ExperimentConfig {
+    /// Parses a config file. Unknown keys and wrong types are errors naming the file, line and key.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses config text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let cfg: Self = toml::from_str(text).map_err(|e| anyhow::anyhow!(describe(path, text, &e)))?;
+        cfg.validate().with_context(|| format!("{}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<()> {
+        anyhow::ensure!(self.experiment.image_size >= 8, "experiment.image_size must be at least 8");
+        anyhow::ensure!(!self.experiment.tasks.is_empty(), "experiment.tasks is empty: name at least one task (see `world4rl env list`)");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let text = "[experiment]\nname = \"x\"\ntasks = [\"push-t\"]\n\n[collect]\nexpert_episodse = 3\n";
+        let err = ExperimentConfig::parse(text, Path::new("cfg.toml")).unwrap_err().to_string();
+        assert!(err.contains("cfg.toml"), "{err}");
+        assert!(err.contains("line 6"), "{err}");
+        assert!(err.contains("expert_episodse"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let text = "[experiment]\ntasks = [\"push-t\"]\nseed = \"zero\"\n";
+        let err = ExperimentConfig::parse(text, Path::new("c.toml")).unwrap_err().to_string();
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn defaults_round_trip() {
+        let text = "[experiment]\ntasks = [\"push-t\"]\n";
+        let cfg = ExperimentConfig::parse(text, Path::new("c.toml")).unwrap();
+        let back = ExperimentConfig::parse(&toml::to_string(&cfg).unwrap(), Path::new("c.toml")).unwrap();
+        assert_eq!(cfg, back);
+    }
+}

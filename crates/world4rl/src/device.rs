@@ -1,0 +1,64 @@
+//! Device selection: `--device cpu|cuda|auto`.
+//!
+//! The whole code base is device-agnostic (tensors are created on the device a stage is given); only CPU
+//! runs are tested here, since the development machines have no GPU.
+
+use anyhow::{bail, Result};
+use tch::Device;
+
+/// Resolves a device name. `auto` picks the first CUDA device when there is one, else the CPU; asking
+/// for `cuda` where none is available is an error.
+pub fn resolve(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(Device::cuda_if_available()),
+        "cuda" => {
+            if tch::Cuda::is_available() {
+                Ok(Device::Cuda(0))
+            } else {
+                bail!("--device cuda was asked for but no CUDA device is available (use --device cpu or auto)")
+            }
+        }
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(i)) if tch::Cuda::is_available() && i < tch::Cuda::device_count() as usize => {
+                Ok(Device::Cuda(i))
+            }
+            Some(Ok(i)) => bail!(
+                "--device cuda:{i} was asked for but only {} CUDA device(s) are available",
+                tch::Cuda::device_count()
+            ),
+            _ => bail!("unknown device '{other}': use cpu, cuda, cuda:N or auto"),
+        },
+    }
+}
+
+/// Sets libtorch's intra-op thread count (and a single inter-op thread). libtorch's OpenMP threads
+/// collapse when cores are oversubscribed, so every command sets this explicitly.
+pub fn set_threads(n: usize) {
+    let n = n.max(1);
+    tch::set_num_threads(n as i32);
+    tch::set_num_interop_threads(1);
+}
+
+/// The machine's core count, the default for `--threads`.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(resolve("cpu").unwrap(), Device::Cpu);
+        assert!(resolve("tpu").is_err());
+        if !tch::Cuda::is_available() {
+            let err = resolve("cuda").unwrap_err().to_string();
+            assert!(err.contains("no CUDA device"), "{err}");
+            assert_eq!(resolve("auto").unwrap(), Device::Cpu);
+        }
+    }
+}
