@@ -3,13 +3,14 @@
 
 Runs metaworld 3.1.1 on MuJoCo 3.17.0 (the library the Rust side links; metaworld patched for its 12 weld
 slots, see mwref.py) in third_party/.venv-mw, which it creates when missing. For each of the eight tasks it
-records two 50-step episodes of MT1(task, seed=0):
+records two episodes of MT1(task, seed=0):
   - "expert": train task 0, actions from metaworld's scripted policy, until 3 steps after the first success
     (at most --expert-steps steps), so that success flags of both values are compared;
-  - "random": train task 1, uniform actions in [-1, 1] from numpy's default_rng(1234).
-Each episode stores the task vector (`rand_vec`, replayed by the Rust env), the float32 actions, the reset
-observation, the observation, reward and success flag after every step. Observations and rewards are rounded to
-1e-7 (the Rust test compares with tolerance 1e-3). Run once; the outputs are committed:
+  - "random": train task 1, 50 uniform actions in [-1, 1] from numpy's default_rng(1234).
+Each episode stores the task vector (`rand_vec`, exact decimal strings, replayed by the Rust env), the float32
+actions, the reset observation, and the observation, reward and success flag after every step. Observations
+and rewards are rounded to 1e-7 (the Rust test compares with tolerance 1e-3). Run once; the outputs are
+committed:
 
     python3 scripts/metaworld/golden.py [--out crates/envs/tests/golden/metaworld] [--steps 50] [--expert-steps 250]
 """
@@ -43,7 +44,9 @@ def run_episode(env, task, actions_fn, steps: int, until_success: int | None = N
     rand_vec = pickle.loads(task.data)["rand_vec"]
     obs, _ = env.reset()
     ep = {
-        "rand_vec": [float(v) for v in rand_vec],
+        # as decimal strings (Python's shortest round-trip repr), parsed exactly by Rust's str::parse; JSON number
+        # parsers may be 1 ulp off, which contact-rich scenes amplify
+        "rand_vec": [repr(float(v)) for v in rand_vec],
         "reset_obs": [r7(v) for v in obs],
         "actions": [],
         "obs": [],

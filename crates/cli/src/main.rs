@@ -2,8 +2,10 @@
 
 mod cmd_collect;
 mod cmd_data;
+mod cmd_env;
 mod output;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +38,21 @@ enum Cmd {
     /// Inspect and verify episode datasets.
     #[command(subcommand)]
     Data(cmd_data::DataCmd),
+    /// Environments: list tasks, run scripted experts, benchmark, render GIFs.
+    #[command(subcommand)]
+    Env(cmd_env::EnvCmd),
+    /// Experiment configs.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Parse a config (unknown keys and wrong types are errors) and print it with every default filled in.
+    Check {
+        /// The TOML file.
+        config: std::path::PathBuf,
+    },
 }
 
 fn init_logging(verbose: u8) {
@@ -50,6 +67,7 @@ fn init_logging(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -63,6 +81,12 @@ fn main() -> ExitCode {
         match cli.cmd {
             Cmd::Collect(a) => cmd_collect::run(a, cli.seed).map(|_| true),
             Cmd::Data(c) => cmd_data::run(c),
+            Cmd::Env(c) => cmd_env::run(c).map(|_| true),
+            Cmd::Config(ConfigCmd::Check { config }) => {
+                let cfg = world4rl::config::ExperimentConfig::load(&config)?;
+                print!("{}", toml::to_string_pretty(&cfg)?);
+                Ok(true)
+            }
         }
     })();
     match result {

@@ -150,9 +150,11 @@ impl DatasetWriter {
             .join(episode_file_name(kind, index))
     }
 
-    /// True when the episode file exists (it was committed whole, since writes are atomic).
+    /// True when the episode file exists and its header is readable (writes are atomic, so a file
+    /// only fails this when it was damaged afterwards; a re-run then writes it again).
     pub fn contains(&self, task: &str, kind: EpisodeKind, index: usize) -> bool {
-        self.episode_path(task, kind, index).exists()
+        let path = self.episode_path(task, kind, index);
+        path.exists() && read_episode_meta(&path).is_ok()
     }
 
     /// Validates the episode against the spec and commits it atomically. Returns its path.

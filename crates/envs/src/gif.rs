@@ -20,7 +20,7 @@ pub fn write_gif(
         message,
     };
     let n = size * size * 3;
-    if n == 0 || frames.is_empty() || frames.len() % n != 0 {
+    if frames.is_empty() || frames.len().checked_rem(n) != Some(0) {
         return Err(gif_err(format!(
             "{} bytes is not a whole number of {size}x{size} RGB frames",
             frames.len()

@@ -20,6 +20,9 @@
 mod env;
 mod error;
 pub mod gif;
+pub mod measure;
+#[cfg(feature = "mujoco")]
+pub mod metaworld;
 mod policy;
 mod registry;
 pub mod tabletop;

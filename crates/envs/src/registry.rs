@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::tabletop::{self, push_block, push_t, slide_handle, turn_lever, Task, TabletopEnv};
+use crate::tabletop::{self, push_block, push_t, slide_handle, turn_lever, TabletopEnv, Task};
 use crate::{Env, EnvConfig, EnvError, Expert, NoisyExpert, RandomPolicy};
 
 /// What [`list_tasks`] reports about a task.

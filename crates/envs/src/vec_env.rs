@@ -59,7 +59,9 @@ impl SyncVecEnv {
 
     /// `n` copies of one task.
     pub fn make(task: &str, n: usize, cfg: &EnvConfig) -> Result<Self, EnvError> {
-        let envs = (0..n).map(|_| make(task, cfg)).collect::<Result<Vec<_>, _>>()?;
+        let envs = (0..n)
+            .map(|_| make(task, cfg))
+            .collect::<Result<Vec<_>, _>>()?;
         Self::new(envs)
     }
 

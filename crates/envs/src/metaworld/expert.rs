@@ -21,7 +21,12 @@ fn isclose(a: f64, b: f64, atol: f64) -> bool {
 }
 
 fn action(delta: Vec3, grab: f64) -> [f32; 4] {
-    [delta[0] as f32, delta[1] as f32, delta[2] as f32, grab as f32]
+    [
+        delta[0] as f32,
+        delta[1] as f32,
+        delta[2] as f32,
+        grab as f32,
+    ]
 }
 
 /// The scripted expert's action for `task` (a name from [`super::TASKS`]) given a 39-D observation.
@@ -72,23 +77,7 @@ pub fn expert_action(task: &str, obs: &[f64; 39]) -> Option<[f32; 4]> {
             };
             action(mv(hand, to, 10.0), grab)
         }
-        "soccer" => {
-            let ball = add3(obj, [0.0, 0.0, 0.03]);
-            let desired_z = if dist_xy(hand, ball) < 0.02 { 0.1 } else { 0.03 };
-            let offset = 0.03;
-            // push from behind the ball, or from its side when it is off the goal's line
-            let mut push = if ball[0] - goal[0] < -0.05 {
-                add3(ball, [-offset, 0.0, 0.0])
-            } else if ball[0] - goal[0] > 0.05 {
-                add3(ball, [offset, 0.0, 0.0])
-            } else {
-                add3(ball, [0.0, -offset, 0.0])
-            };
-            push[2] = desired_z;
-            let d = sub3(hand, push);
-            let to = if (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt() > 0.01 { push } else { ball };
-            action(mv(hand, to, 25.0), 1.0)
-        }
+        "soccer" => action(soccer(hand, obj, goal), 1.0),
         "hammer" => {
             let puck = add3(obj, [-0.04, 0.0, -0.01]);
             let nail_goal = add3([0.24, 0.71, 0.11], [-0.19, 0.0, 0.05]);
@@ -96,7 +85,9 @@ pub fn expert_action(task: &str, obs: &[f64; 39]) -> Option<[f32; 4]> {
                 add3(puck, [0.0, 0.0, 0.1])
             } else if (hand[2] - puck[2]).abs() > 0.05 && puck[2] < 0.03 {
                 add3(puck, [0.0, 0.0, 0.03])
-            } else if ((hand[0] - nail_goal[0]).powi(2) + (hand[2] - nail_goal[2]).powi(2)).sqrt() > 0.02 {
+            } else if ((hand[0] - nail_goal[0]).powi(2) + (hand[2] - nail_goal[2]).powi(2)).sqrt()
+                > 0.02
+            {
                 [nail_goal[0], hand[1], nail_goal[2]]
             } else {
                 nail_goal
@@ -149,4 +140,45 @@ pub fn expert_action(task: &str, obs: &[f64; 39]) -> Option<[f32; 4]> {
         }
         _ => return None,
     })
+}
+
+/// Soccer. Meta-World's scripted policy pushes the ball along x until it is level with the goal, then along y;
+/// its sideways approaches often knock the ball away (0.86-0.92 success over 50 configurations here). This
+/// one pushes along the ball-goal line from a point behind the ball, and lifts the closed gripper over the
+/// ball when the ball lies on its way to that point.
+fn soccer(hand: Vec3, ball: Vec3, goal: Vec3) -> Vec3 {
+    const PUSH_Z: f64 = 0.03; // below the mocap bound: the hand goes as low as it can
+    const SAFE_Z: f64 = 0.15;
+    const BEHIND: f64 = 0.05;
+    let (dx, dy) = (goal[0] - ball[0], goal[1] - ball[1]);
+    let len = (dx * dx + dy * dy).sqrt().max(1e-9);
+    let d = [dx / len, dy / len];
+    let behind = [ball[0] - d[0] * BEHIND, ball[1] - d[1] * BEHIND];
+    let to_behind = ((hand[0] - behind[0]).powi(2) + (hand[1] - behind[1]).powi(2)).sqrt();
+    // distance from the ball to the straight path hand -> behind point, in x-y
+    let (sx, sy) = (behind[0] - hand[0], behind[1] - hand[1]);
+    let seg2 = sx * sx + sy * sy;
+    let u = if seg2 > 0.0 {
+        (((ball[0] - hand[0]) * sx + (ball[1] - hand[1]) * sy) / seg2).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let (px, py) = (hand[0] + u * sx - ball[0], hand[1] + u * sy - ball[1]);
+    let blocked = (px * px + py * py).sqrt() < 0.045 && to_behind > 0.015;
+    let to = if blocked && hand[2] < 0.1 {
+        // lift in place first
+        [hand[0], hand[1], SAFE_Z]
+    } else if to_behind > 0.015 {
+        [behind[0], behind[1], if blocked { SAFE_Z } else { PUSH_Z }]
+    } else if hand[2] > 0.08 {
+        [behind[0], behind[1], PUSH_Z]
+    } else {
+        // in line behind the ball and low: push through it towards the goal
+        return mv(
+            hand,
+            [ball[0] + d[0] * BEHIND, ball[1] + d[1] * BEHIND, PUSH_Z],
+            10.0,
+        );
+    };
+    mv(hand, to, 25.0)
 }

@@ -111,7 +111,10 @@ impl Sim {
         if sim.model().ffi().nu != 2 {
             return Err(MetaWorldError::ModelLoad {
                 path: sim.xml.clone(),
-                reason: format!("expected 2 gripper actuators, found {}", sim.model().ffi().nu),
+                reason: format!(
+                    "expected 2 gripper actuators, found {}",
+                    sim.model().ffi().nu
+                ),
             });
         }
         sim.data.forward();
@@ -138,7 +141,9 @@ impl Sim {
     }
 
     fn id(&self, ty: MjtObjBase, kind: &str, name: &str) -> Result<usize, MetaWorldError> {
-        self.model().name_to_id(ty, name).ok_or_else(|| self.missing(kind, name))
+        self.model()
+            .name_to_id(ty, name)
+            .ok_or_else(|| self.missing(kind, name))
     }
     pub fn body(&self, name: &str) -> Result<usize, MetaWorldError> {
         self.id(MjtObjBase::mjOBJ_BODY, "body", name)
@@ -181,9 +186,6 @@ impl Sim {
     }
     pub fn set_site_pos(&mut self, site: usize, pos: Vec3) {
         self.model_mut().site_pos_mut()[site] = pos;
-    }
-    pub fn site_model_pos(&self, site: usize) -> Vec3 {
-        self.model().site_pos()[site]
     }
 
     /// `set_state(qpos', qvel')` after editing a few entries: writes them and runs `mj_forward`.
@@ -236,7 +238,11 @@ impl Sim {
     pub fn tcp_center(&self) -> Vec3 {
         let r = self.site_xpos(self.ids.right_ee);
         let l = self.site_xpos(self.ids.left_ee);
-        [(r[0] + l[0]) / 2.0, (r[1] + l[1]) / 2.0, (r[2] + l[2]) / 2.0]
+        [
+            (r[0] + l[0]) / 2.0,
+            (r[1] + l[1]) / 2.0,
+            (r[2] + l[2]) / 2.0,
+        ]
     }
 
     /// The 18 current-frame values: hand position, gripper opening (finger distance / 0.1 clipped to [0, 1]),
@@ -244,7 +250,10 @@ impl Sim {
     pub fn curr_obs(&self, objects: &[f64; 14]) -> [f64; 18] {
         let mut o = [0.0; 18];
         o[..3].copy_from_slice(&self.xpos(self.ids.hand));
-        let d = norm3(sub3(self.xpos(self.ids.rightclaw), self.xpos(self.ids.leftclaw)));
+        let d = norm3(sub3(
+            self.xpos(self.ids.rightclaw),
+            self.xpos(self.ids.leftclaw),
+        ));
         o[3] = (d / 0.1).clamp(0.0, 1.0);
         o[4..].copy_from_slice(objects);
         o

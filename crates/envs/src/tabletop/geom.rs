@@ -49,7 +49,11 @@ pub fn area(p: &[V2]) -> f32 {
 /// Sutherland-Hodgman: `subject` clipped by the convex polygon `clipper` (either orientation).
 /// Exact for a convex clipper; the result is the intersection polygon (possibly empty).
 pub fn clip_convex(subject: &[V2], clipper: &[V2]) -> Vec<V2> {
-    let orient = if signed_area(clipper) >= 0.0 { 1.0 } else { -1.0 };
+    let orient = if signed_area(clipper) >= 0.0 {
+        1.0
+    } else {
+        -1.0
+    };
     let mut out: Vec<V2> = subject.to_vec();
     let mut inp: Vec<V2> = Vec::with_capacity(subject.len() + clipper.len());
     for i in 0..clipper.len() {

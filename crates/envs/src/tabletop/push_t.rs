@@ -26,7 +26,9 @@ use rapier2d::prelude::*;
 
 use super::canvas::Canvas;
 use super::control::{around, reach};
-use super::geom::{intersection_area, rot, segment_poly_dist, transform, wrap_angle, V2};
+use super::geom::{
+    intersection_area, point_poly_dist, rot, segment_poly_dist, transform, wrap_angle, V2,
+};
 use super::{sample_pusher, to_sim, Eval, Scene, Task, TaskDef, ARENA, PUSHER_RADIUS, SIM};
 use crate::{Expert, Obs};
 
@@ -88,7 +90,8 @@ pub struct PushT {
 impl Task for PushT {
     const DEF: TaskDef = TaskDef {
         name: "push-t",
-        description: "push the grey T onto the green T (gym-pusht rules: success when coverage > 95 %)",
+        description:
+            "push the grey T onto the green T (gym-pusht rules: success when coverage > 95 %)",
         max_steps: 200,
     };
 
@@ -106,7 +109,13 @@ impl Task for PushT {
             }
         }
         let parts = parts_at(pose[0], pose[1], pose[2]);
-        let pusher = sample_pusher(rng, 50.0, 450.0, PUSHER_RADIUS + 2.0, &[&parts[0], &parts[1]]);
+        let pusher = sample_pusher(
+            rng,
+            50.0,
+            450.0,
+            PUSHER_RADIUS + 2.0,
+            &[&parts[0], &parts[1]],
+        );
         let mut scene = Scene::new(pusher);
         let w = &mut scene.world;
         let block = w.bodies.insert(
@@ -137,9 +146,15 @@ impl Task for PushT {
         scene.freeze(self.block);
     }
 
-    fn object_pose(&self, scene: &Scene) -> [f32; 3] {
-        let (p, th) = scene.pose(self.block);
-        [p.x, p.y, th]
+    fn at_rest_and_clear(&self, scene: &Scene, p: V2, margin: f32) -> bool {
+        let o = self.object_pose(scene);
+        parts_at(o[0], o[1], o[2])
+            .iter()
+            .all(|poly| point_poly_dist(p, poly) > margin)
+    }
+
+    fn object(&self) -> RigidBodyHandle {
+        self.block
     }
 
     fn goal_pose(&self) -> [f32; 3] {
@@ -363,7 +378,7 @@ impl Expert for PushTExpert {
 
     fn act(&mut self, obs: &Obs) -> Vec<f32> {
         let s = &obs.state;
-        if s.len() < 10 {
+        if s.len() < super::STATE_DIM {
             return vec![0.0, 0.0];
         }
         let p = V2::new(s[0], s[1]);

@@ -225,14 +225,14 @@ mod tests {
             let s = (sigma.square() + offset * offset).sqrt().view([-1, 1, 1, 1]);
             let close = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]) < 1e-9;
             // EDM Table 1 formulas
-            assert!(close(&cs.c_skip, &(s.square() + sd * sd).reciprocal().mul(sd * sd)));
+            assert!(close(&cs.c_skip, &((s.square() + sd * sd).reciprocal() * (sd * sd))));
             assert!(close(&cs.c_out, &(&s * sd / (s.square() + sd * sd).sqrt())));
             assert!(close(&cs.c_in, &(s.square() + sd * sd).rsqrt()));
             assert!(close(&cs.c_noise.view([-1, 1, 1, 1]), &(s.log() / 4.0)));
             // unit-variance network input: c_in² (σ² + σ_d²) = 1
             assert!(close(&(cs.c_in.square() * (s.square() + sd * sd)), &cs.c_in.ones_like()));
             // unit-variance training target: ((1 - c_skip)² σ_d² + c_skip² σ²) = c_out²
-            let var = (1.0 - &cs.c_skip).square() * sd * sd + cs.c_skip.square() * s.square();
+            let var = (-&cs.c_skip + 1.0).square() * (sd * sd) + cs.c_skip.square() * s.square();
             assert!(close(&var, &cs.c_out.square()));
         }
         // limits: σ → 0 gives D = x (c_skip → 1, c_out → 0)

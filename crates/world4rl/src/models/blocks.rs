@@ -344,7 +344,7 @@ mod tests {
     fn attention_matches_a_plain_softmax_computation() {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let a = SelfAttention2d::new(vs.root(), SelfAttention2dConfig { channels: 16, head_dim: 8 });
+        let mut a = SelfAttention2d::new(vs.root(), SelfAttention2dConfig { channels: 16, head_dim: 8 });
         // give the zero-initialised output projection some weights so the test sees the attention
         tch::no_grad(|| {
             let _ = a.out.ws.copy_(&Tensor::randn([16, 16, 1, 1], (Kind::Float, Device::Cpu)));

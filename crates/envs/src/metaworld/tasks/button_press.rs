@@ -64,7 +64,10 @@ impl TaskImpl for ButtonPress {
     }
 
     fn objects(&self, sim: &Sim) -> [f64; 14] {
-        one_object(add3(sim.xpos(self.button), BUTTON_OFFSET), sim.xquat(self.button))
+        one_object(
+            add3(sim.xpos(self.button), BUTTON_OFFSET),
+            sim.xquat(self.button),
+        )
     }
 
     fn evaluate(&self, sim: &Sim, obs: &[f64; 39], _action: [f32; 4]) -> (f64, bool) {

@@ -2,7 +2,9 @@
 //! (mug position, goal position); the machine sits 0.22 behind the mug. Success: the mug within 0.07 of the goal.
 
 use super::{one_object, TaskImpl, TaskSpec, HAND_HIGH, HAND_LOW};
-use crate::metaworld::reward::{gripper_caging, hamacher_product, tolerance, Caging, CagingDensity};
+use crate::metaworld::reward::{
+    gripper_caging, hamacher_product, tolerance, Caging, CagingDensity,
+};
 use crate::metaworld::sim::{add3, mul3, norm3, quat_xyzw_from_mat, sub3, vec3, Sim, Vec3};
 use crate::metaworld::MetaWorldError;
 
@@ -73,7 +75,10 @@ impl TaskImpl for CoffeePull {
     }
 
     fn objects(&self, sim: &Sim) -> [f64; 14] {
-        one_object(sim.xpos(self.obj), quat_xyzw_from_mat(&sim.geom_xmat(self.mug)))
+        one_object(
+            sim.xpos(self.obj),
+            quat_xyzw_from_mat(&sim.geom_xmat(self.mug)),
+        )
     }
 
     fn evaluate(&self, sim: &Sim, obs: &[f64; 39], action: [f32; 4]) -> (f64, bool) {
@@ -86,7 +91,8 @@ impl TaskImpl for CoffeePull {
         let in_place = tolerance(target_to_obj, 0.0, 0.05, target_to_obj_init);
         let tcp_opened = obs[3];
         let tcp_to_obj = norm3(sub3(obj, sim.tcp_center()));
-        let object_grasped = gripper_caging(sim, &CAGING, action[3], obj, self.obj_init, self.init_tcp);
+        let object_grasped =
+            gripper_caging(sim, &CAGING, action[3], obj, self.obj_init, self.init_tcp);
         let mut reward = hamacher_product(object_grasped, in_place);
         if tcp_to_obj < 0.04 && tcp_opened > 0.0 {
             reward += 1.0 + 5.0 * in_place;

@@ -61,7 +61,10 @@ impl TaskImpl for DrawerOpen {
     }
 
     fn objects(&self, sim: &Sim) -> [f64; 14] {
-        one_object(add3(sim.xpos(self.drawer_link), HANDLE_OFFSET), sim.xquat(self.drawer_link))
+        one_object(
+            add3(sim.xpos(self.drawer_link), HANDLE_OFFSET),
+            sim.xquat(self.drawer_link),
+        )
     }
 
     fn evaluate(&self, _sim: &Sim, obs: &[f64; 39], _action: [f32; 4]) -> (f64, bool) {
@@ -74,7 +77,8 @@ impl TaskImpl for DrawerOpen {
         let scale = [3.0, 3.0, 1.0];
         let gripper_error = mul3(sub3(handle, gripper), scale);
         let gripper_error_init = mul3(sub3(handle_pos_init, self.init_tcp), scale);
-        let reward_for_caging = tolerance(norm3(gripper_error), 0.0, 0.01, norm3(gripper_error_init));
+        let reward_for_caging =
+            tolerance(norm3(gripper_error), 0.0, 0.01, norm3(gripper_error_init));
         let reward = 5.0 * (reward_for_caging + reward_for_opening);
         (reward, handle_error <= 0.03)
     }

@@ -95,7 +95,14 @@ impl TaskImpl for Hammer {
         let q = &obs[7..11];
         let quat_err = ((q[0] - 1.0).powi(2) + q[1].powi(2) + q[2].powi(2) + q[3].powi(2)).sqrt();
         let reward_quat = (1.0 - quat_err / 0.4).max(0.0);
-        let reward_grab = gripper_caging(sim, &CAGING, action[3], threshed, self.obj_init, self.init_tcp);
+        let reward_grab = gripper_caging(
+            sim,
+            &CAGING,
+            action[3],
+            threshed,
+            self.obj_init,
+            self.init_tcp,
+        );
         let lifted = if hammer_head[2] > 0.02 { 1.0 } else { 0.0 };
         let reward_in_place =
             0.1 * lifted + 0.9 * tolerance(norm3(sub3(self.target, hammer_head)), 0.0, 0.02, 0.2);

@@ -2,7 +2,9 @@
 //! Success: the handle within 0.05 (in z) of the goal.
 
 use super::{one_object, TaskImpl, TaskSpec, HAND_HIGH, HAND_LOW};
-use crate::metaworld::reward::{gripper_caging, hamacher_product, tolerance, Caging, CagingDensity};
+use crate::metaworld::reward::{
+    gripper_caging, hamacher_product, tolerance, Caging, CagingDensity,
+};
 use crate::metaworld::sim::{norm3, sub3, vec3, Sim, Vec3};
 use crate::metaworld::MetaWorldError;
 
@@ -77,7 +79,8 @@ impl TaskImpl for HandlePull {
         let target_to_obj = (self.target[2] - obj[2]).abs();
         let target_to_obj_init = (self.target[2] - self.obj_init[2]).abs();
         let in_place = tolerance(target_to_obj, 0.0, TARGET_RADIUS, target_to_obj_init);
-        let object_grasped = gripper_caging(sim, &CAGING, action[3], obj, self.obj_init, self.init_tcp);
+        let object_grasped =
+            gripper_caging(sim, &CAGING, action[3], obj, self.obj_init, self.init_tcp);
         let mut reward = hamacher_product(object_grasped, in_place);
         let tcp_opened = obs[3];
         let tcp_to_obj = norm3(sub3(obj, sim.tcp_center()));

@@ -68,7 +68,10 @@ impl TaskImpl for LeverPull {
     }
 
     fn objects(&self, sim: &Sim) -> [f64; 14] {
-        one_object(sim.site_xpos(self.lever_start), quat_xyzw_from_mat(&sim.geom_xmat(self.obj_geom)))
+        one_object(
+            sim.site_xpos(self.lever_start),
+            quat_xyzw_from_mat(&sim.geom_xmat(self.obj_geom)),
+        )
     }
 
     fn evaluate(&self, sim: &Sim, obs: &[f64; 39], _action: [f32; 4]) -> (f64, bool) {
@@ -78,8 +81,16 @@ impl TaskImpl for LeverPull {
         let scale = [4.0, 1.0, 4.0];
         let offset = [0.0, 0.055, 0.07];
         let shoulder_to_lever = mul3(sub3(add3(gripper, offset), lever), scale);
-        let shoulder_to_lever_init = mul3(sub3(add3(self.init_tcp, offset), self.lever_pos_init), scale);
-        let ready_to_lift = tolerance(norm3(shoulder_to_lever), 0.0, 0.02, norm3(shoulder_to_lever_init));
+        let shoulder_to_lever_init = mul3(
+            sub3(add3(self.init_tcp, offset), self.lever_pos_init),
+            scale,
+        );
+        let ready_to_lift = tolerance(
+            norm3(shoulder_to_lever),
+            0.0,
+            0.02,
+            norm3(shoulder_to_lever_init),
+        );
         let lever_angle = -sim.qpos(self.axis_qpos);
         let lever_error = (lever_angle - PI / 2.0).abs();
         let obj_to_target = norm3(sub3(lever, self.target));

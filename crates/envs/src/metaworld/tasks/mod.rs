@@ -52,9 +52,16 @@ pub struct TaskSpec {
 impl TaskSpec {
     /// Checks a task vector: its length, finiteness, range, and the object-goal distance where one applies.
     pub fn check_vector(&self, rv: &[f64]) -> Result<(), MetaWorldError> {
-        let bad = |reason: String| MetaWorldError::BadTaskVector { task: self.name.to_string(), reason };
+        let bad = |reason: String| MetaWorldError::BadTaskVector {
+            task: self.name.to_string(),
+            reason,
+        };
         if rv.len() != self.reset_low.len() {
-            return Err(bad(format!("expected {} values, got {}", self.reset_low.len(), rv.len())));
+            return Err(bad(format!(
+                "expected {} values, got {}",
+                self.reset_low.len(),
+                rv.len()
+            )));
         }
         for (i, v) in rv.iter().enumerate() {
             let (lo, hi) = (self.reset_low[i], self.reset_high[i]);

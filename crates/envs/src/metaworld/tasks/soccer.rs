@@ -94,7 +94,10 @@ impl TaskImpl for Soccer {
     }
 
     fn objects(&self, sim: &Sim) -> [f64; 14] {
-        one_object(sim.xpos(self.ball), quat_xyzw_from_mat(&sim.xmat(self.ball)))
+        one_object(
+            sim.xpos(self.ball),
+            quat_xyzw_from_mat(&sim.xmat(self.ball)),
+        )
     }
 
     fn evaluate(&self, sim: &Sim, obs: &[f64; 39], _action: [f32; 4]) -> (f64, bool) {
@@ -106,7 +109,8 @@ impl TaskImpl for Soccer {
         let mut in_place = tolerance(target_to_obj, 0.0, TARGET_RADIUS, target_to_obj_init);
         let goal_line = target[1] - 0.1;
         if obj[1] > goal_line && (obj[0] - target[0]).abs() > 0.10 {
-            in_place = (in_place - 2.0 * ((obj[1] - goal_line) / (1.0 - goal_line))).clamp(0.0, 1.0);
+            in_place =
+                (in_place - 2.0 * ((obj[1] - goal_line) / (1.0 - goal_line))).clamp(0.0, 1.0);
         }
         let object_grasped = self.caging(sim, obj);
         let mut reward = 3.0 * object_grasped + 6.5 * in_place;

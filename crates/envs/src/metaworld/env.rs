@@ -1,0 +1,405 @@
+//! [`MetaWorldEnv`]: a Meta-World task as a [`crate::Env`] (frames + 39-D state), its scripted expert as a
+//! [`crate::Expert`], and the registry entries of the `metaworld` suite.
+//!
+//! The OpenGL context of the renderer belongs to the thread that created it, while [`crate::Env`] must be
+//! `Send` (vectorised environments step on rayon's threads). So each [`MetaWorldEnv`] runs its simulation and
+//! renderer on a dedicated worker thread and forwards `reset` / `step` to it; one call costs a channel round
+//! trip (microseconds) next to the physics and the render (milliseconds).
+
+use std::sync::mpsc;
+use std::thread;
+
+use super::{
+    expert_action, spec, MetaWorld, MetaWorldConfig, MetaWorldError, MetaWorldRenderer, MwStep,
+    RenderConfig, TaskSpec, ACTION_DIM, DEFAULT_MAX_STEPS, OBS_DIM, TASKS,
+};
+use crate::{
+    check_action, ActionSpec, Env, EnvConfig, EnvError, Expert, Info, Obs, RewardKind, Step,
+    TaskInfo,
+};
+
+/// Suite name.
+pub const SUITE: &str = "metaworld";
+/// Registry names are `metaworld/<task>`.
+pub const PREFIX: &str = "metaworld/";
+/// Render quality of registry-made environments: `cheap` (default) or `full` (see [`RenderConfig`]).
+pub const RENDER_QUALITY_ENV: &str = "WORLD4RL_METAWORLD_RENDER";
+/// Camera of registry-made environments (default `corner`).
+pub const CAMERA_ENV: &str = "WORLD4RL_METAWORLD_CAMERA";
+
+/// The action space shared by the suite.
+pub fn action_spec() -> ActionSpec {
+    ActionSpec {
+        dim: ACTION_DIM,
+        low: vec![-1.0; ACTION_DIM],
+        high: vec![1.0; ACTION_DIM],
+        meaning: vec![
+            "x displacement of the hand's mocap target, times 1/100 m (+x to the robot's right)"
+                .into(),
+            "y displacement of the hand's mocap target, times 1/100 m (+y away from the robot)"
+                .into(),
+            "z displacement of the hand's mocap target, times 1/100 m (+z up)".into(),
+            "gripper: finger position controls [a, -a] (+1 closes, -1 opens)".into(),
+        ],
+    }
+}
+
+fn to_env_error(task: &str, e: MetaWorldError) -> EnvError {
+    match e {
+        MetaWorldError::ActionDim(got) => EnvError::ActionDim {
+            task: task.to_string(),
+            expected: ACTION_DIM,
+            got,
+        },
+        MetaWorldError::NonFiniteAction { index, value } => EnvError::NonFiniteAction {
+            task: task.to_string(),
+            index,
+            value,
+        },
+        MetaWorldError::EpisodeOver(steps) => EnvError::EpisodeOver {
+            task: task.to_string(),
+            steps,
+        },
+        other => EnvError::Config(other.to_string()),
+    }
+}
+
+type Job = Box<dyn FnOnce(&mut MetaWorld, &mut MetaWorldRenderer) + Send>;
+
+/// The thread that owns the simulation and the renderer.
+struct Worker {
+    jobs: Option<mpsc::Sender<Job>>,
+    handle: Option<thread::JoinHandle<()>>,
+}
+
+impl Worker {
+    fn spawn(
+        task: &str,
+        cfg: MetaWorldConfig,
+        render: RenderConfig,
+    ) -> Result<Worker, MetaWorldError> {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), MetaWorldError>>(1);
+        let name = task.to_string();
+        let handle = thread::Builder::new()
+            .name(format!("metaworld-{}", name.trim_start_matches(PREFIX)))
+            .spawn(move || {
+                let made = MetaWorld::new(&name, &cfg).and_then(|mut env| {
+                    MetaWorldRenderer::new(&mut env, &render).map(|r| (env, r))
+                });
+                let (mut env, mut renderer) = match made {
+                    Ok(x) => {
+                        let _ = ready_tx.send(Ok(()));
+                        x
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                while let Ok(job) = rx.recv() {
+                    job(&mut env, &mut renderer);
+                }
+            })
+            .map_err(|e| {
+                MetaWorldError::Render(format!("cannot start the Meta-World worker thread: {e}"))
+            })?;
+        let worker = Worker {
+            jobs: Some(jobs),
+            handle: Some(handle),
+        };
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(worker),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(MetaWorldError::Render(
+                "the Meta-World worker thread stopped while starting".into(),
+            )),
+        }
+    }
+
+    fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut MetaWorld, &mut MetaWorldRenderer) -> R + Send + 'static,
+    ) -> Result<R, MetaWorldError> {
+        let stopped = || MetaWorldError::Render("the Meta-World worker thread has stopped".into());
+        let (tx, rx) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |env, r| {
+            let _ = tx.send(f(env, r));
+        });
+        self.jobs
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(job)
+            .map_err(|_| stopped())?;
+        rx.recv().map_err(|_| stopped())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A Meta-World task as a [`crate::Env`]: RGB frames of the `corner` camera plus the 39-D observation as the
+/// state (`f32`), Meta-World's dense reward divided by 10 (so in `[0, 1]`; 1 on success for most tasks) or
+/// the sparse success reward.
+///
+/// Render quality and camera of environments made through the registry follow the environment variables
+/// `WORLD4RL_METAWORLD_RENDER` (`cheap`, the default, or `full`) and `WORLD4RL_METAWORLD_CAMERA`; use
+/// [`MetaWorldEnv::with_render`] to set them in code.
+pub struct MetaWorldEnv {
+    name: String,
+    spec: &'static TaskSpec,
+    action_spec: ActionSpec,
+    cfg: EnvConfig,
+    max_steps: usize,
+    size: usize,
+    worker: Worker,
+    over: bool,
+    steps: usize,
+    /// An error of the worker during `reset` (which cannot fail), reported by the next `step`.
+    pending: Option<MetaWorldError>,
+}
+
+impl MetaWorldEnv {
+    /// Makes `metaworld/<task>` (or `<task>`) with the render settings of the environment variables.
+    pub fn new(task: &str, cfg: &EnvConfig) -> Result<Self, MetaWorldError> {
+        let mut render = RenderConfig::with_size(cfg.image_size);
+        if let Ok(q) = std::env::var(RENDER_QUALITY_ENV) {
+            render = render.with_quality(q.trim())?;
+        }
+        if let Ok(c) = std::env::var(CAMERA_ENV) {
+            render.camera = c.trim().to_string();
+        }
+        Self::with_render(task, cfg, render)
+    }
+
+    /// Makes the task with explicit render settings (`render.size` wins over `cfg.image_size`).
+    pub fn with_render(
+        task: &str,
+        cfg: &EnvConfig,
+        render: RenderConfig,
+    ) -> Result<Self, MetaWorldError> {
+        let short = task.strip_prefix(PREFIX).unwrap_or(task);
+        let spec = spec(short).ok_or_else(|| MetaWorldError::UnknownTask(task.to_string()))?;
+        if cfg.max_steps == Some(0) {
+            return Err(MetaWorldError::Config(
+                "max_steps is 0 but must be at least 1".into(),
+            ));
+        }
+        render.validate()?;
+        let max_steps = cfg.max_steps.unwrap_or(DEFAULT_MAX_STEPS);
+        let size = render.size;
+        let mw = MetaWorldConfig {
+            max_steps,
+            ..MetaWorldConfig::default()
+        };
+        let worker = Worker::spawn(spec.name, mw, render)?;
+        let mut env = MetaWorldEnv {
+            name: format!("{PREFIX}{}", spec.name),
+            spec,
+            action_spec: action_spec(),
+            cfg: EnvConfig {
+                image_size: size,
+                ..cfg.clone()
+            },
+            max_steps,
+            size,
+            worker,
+            over: false,
+            steps: 0,
+            pending: None,
+        };
+        env.try_reset(None, 0)?;
+        Ok(env)
+    }
+
+    /// The task's static description.
+    pub fn task_spec(&self) -> &'static TaskSpec {
+        self.spec
+    }
+
+    /// Starts an episode from an explicit task vector (Meta-World's `rand_vec`), e.g. to replay a recorded one.
+    pub fn reset_to(&mut self, task_vector: &[f64]) -> Result<Obs, MetaWorldError> {
+        self.try_reset(Some(task_vector.to_vec()), 0)
+    }
+
+    /// The task vector of the current episode.
+    pub fn task_vector(&self) -> Result<Vec<f64>, MetaWorldError> {
+        self.worker.call(|env, _| env.task_vector().to_vec())
+    }
+
+    fn try_reset(&mut self, vector: Option<Vec<f64>>, seed: u64) -> Result<Obs, MetaWorldError> {
+        self.over = false;
+        self.steps = 0;
+        self.pending = None;
+        let size = self.size;
+        let (obs, frame) = self.worker.call(move |env, r| {
+            let obs = match &vector {
+                Some(v) => env.reset_to(v)?,
+                None => env.reset(seed)?,
+            };
+            Ok::<_, MetaWorldError>((obs, r.render(env)?))
+        })??;
+        Ok(make_obs(&obs, frame, size))
+    }
+
+    /// Steps and returns Meta-World's own values too (raw reward in `[0, 10]`, `f64` observation).
+    pub fn step_raw(&mut self, action: &[f32]) -> Result<(MwStep, Vec<u8>), EnvError> {
+        if let Some(e) = self.pending.take() {
+            self.over = true;
+            return Err(to_env_error(&self.name, e));
+        }
+        let a = check_action(&self.name, &self.action_spec, action)?;
+        if self.over {
+            return Err(EnvError::EpisodeOver {
+                task: self.name.clone(),
+                steps: self.steps,
+            });
+        }
+        let res = self
+            .worker
+            .call(move |env, r| {
+                let s = env.step(&a)?;
+                Ok::<_, MetaWorldError>((s, r.render(env)?))
+            })
+            .and_then(|x| x);
+        match res {
+            Ok((s, frame)) => {
+                self.steps += 1;
+                if s.truncated || (self.cfg.terminate_on_success && s.success) {
+                    self.over = true;
+                }
+                Ok((s, frame))
+            }
+            Err(e) => Err(to_env_error(&self.name, e)),
+        }
+    }
+}
+
+fn make_obs(obs: &[f64; OBS_DIM], frame: Vec<u8>, size: usize) -> Obs {
+    Obs {
+        frame,
+        size,
+        state: obs.iter().map(|&v| v as f32).collect(),
+    }
+}
+
+impl Env for MetaWorldEnv {
+    fn task(&self) -> &str {
+        &self.name
+    }
+    fn suite(&self) -> &str {
+        SUITE
+    }
+    fn action_spec(&self) -> &ActionSpec {
+        &self.action_spec
+    }
+    fn max_steps(&self) -> usize {
+        self.max_steps
+    }
+    fn state_dim(&self) -> usize {
+        OBS_DIM
+    }
+    fn image_size(&self) -> usize {
+        self.size
+    }
+
+    fn reset(&mut self, seed: u64) -> Obs {
+        match self.try_reset(None, seed) {
+            Ok(obs) => obs,
+            Err(e) => {
+                // `Env::reset` cannot fail: hand back a blank observation and report the error on `step`
+                self.pending = Some(e);
+                Obs {
+                    frame: vec![0; self.size * self.size * 3],
+                    size: self.size,
+                    state: vec![0.0; OBS_DIM],
+                }
+            }
+        }
+    }
+
+    fn step(&mut self, action: &[f32]) -> Result<Step, EnvError> {
+        let (s, frame) = self.step_raw(action)?;
+        let reward = match self.cfg.reward {
+            RewardKind::Dense => (s.reward / 10.0) as f32,
+            RewardKind::Sparse => f32::from(u8::from(s.success)),
+        };
+        Ok(Step {
+            obs: make_obs(&s.obs, frame, self.size),
+            reward,
+            terminated: self.cfg.terminate_on_success && s.success,
+            truncated: s.truncated,
+            info: Info { success: s.success },
+        })
+    }
+}
+
+/// The scripted expert of a Meta-World task (see [`expert_action`]); reads the 39-D state.
+pub struct MetaWorldExpert {
+    task: &'static str,
+}
+
+impl MetaWorldExpert {
+    pub fn new(task: &str) -> Result<Self, MetaWorldError> {
+        let short = task.strip_prefix(PREFIX).unwrap_or(task);
+        let spec = spec(short).ok_or_else(|| MetaWorldError::UnknownTask(task.to_string()))?;
+        Ok(MetaWorldExpert { task: spec.name })
+    }
+}
+
+impl Expert for MetaWorldExpert {
+    fn reset(&mut self, _seed: u64) {}
+
+    fn act(&mut self, obs: &Obs) -> Vec<f32> {
+        if obs.state.len() != OBS_DIM {
+            return vec![0.0; ACTION_DIM];
+        }
+        let mut o = [0.0f64; OBS_DIM];
+        for (d, s) in o.iter_mut().zip(&obs.state) {
+            *d = *s as f64;
+        }
+        expert_action(self.task, &o)
+            .map(|a| a.to_vec())
+            .unwrap_or_else(|| vec![0.0; ACTION_DIM])
+    }
+}
+
+/// The suite's tasks for the registry.
+pub fn list_tasks() -> Vec<TaskInfo> {
+    TASKS
+        .iter()
+        .map(|t| TaskInfo {
+            name: format!("{PREFIX}{}", t.name),
+            suite: SUITE.to_string(),
+            action_dim: ACTION_DIM,
+            max_steps: DEFAULT_MAX_STEPS,
+            description: format!("Meta-World v3 {}: {}", t.name, t.description),
+        })
+        .collect()
+}
+
+/// Makes `metaworld/<task>` for the registry; `None` when the name is not of this suite.
+pub fn make(task: &str, cfg: &EnvConfig) -> Option<Result<Box<dyn Env>, EnvError>> {
+    let short = task.strip_prefix(PREFIX)?;
+    spec(short)?;
+    Some(
+        cfg.validate()
+            .and_then(|_| MetaWorldEnv::new(task, cfg).map_err(|e| to_env_error(task, e)))
+            .map(|e| Box::new(e) as Box<dyn Env>),
+    )
+}
+
+/// The expert of `metaworld/<task>` for the registry; `None` when the name is not of this suite.
+pub fn make_expert(task: &str) -> Option<Box<dyn Expert>> {
+    let short = task.strip_prefix(PREFIX)?;
+    spec(short)?;
+    MetaWorldExpert::new(short)
+        .ok()
+        .map(|e| Box::new(e) as Box<dyn Expert>)
+}

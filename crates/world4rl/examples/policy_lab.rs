@@ -1,0 +1,42 @@
+// Scratch experiments (not part of the project; deleted before hand-off).
+use std::path::Path;
+use anyhow::Result;
+use w4rl_data::Dataset;
+use world4rl::evaluate::{evaluate_policy, EvalConfig};
+use world4rl::policy::bc::{self, BcConfig};
+use world4rl::reward::{self, RewardConfig};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let threads: i32 = std::env::var("T").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    tch::set_num_threads(threads);
+    tch::set_num_interop_threads(1);
+    let ds = Dataset::open("/tmp/w4/data")?;
+    match args[1].as_str() {
+        "bc" => {
+            let task = &args[2];
+            let n: usize = args[3].parse()?;
+            let steps: usize = args[4].parse()?;
+            let size: usize = args.get(5).map(|s| s.parse().unwrap()).unwrap_or(32);
+            let cfg = BcConfig { demos: n, steps, image_size: size, seed: 1, ..Default::default() };
+            let (p, r) = bc::train_task(&cfg, &ds, task, tch::Device::Cpu, |v| { eprintln!("{v}"); Ok(()) })?;
+            println!("{}", serde_json::to_string(&r)?);
+            p.save(Path::new(&format!("/tmp/w4/bc-{task}-{n}.safetensors")), serde_json::json!({}))?;
+            let e = evaluate_policy(&p, task, &EvalConfig { episodes: 100, ..Default::default() })?;
+            println!("{}", serde_json::to_string(&e)?);
+        }
+        "eval" => {
+            let (p, _) = world4rl::policy::GaussianPolicy::load(Path::new(&args[2]), tch::Device::Cpu)?;
+            let e = evaluate_policy(&p, &args[3], &EvalConfig { episodes: 100, ..Default::default() })?;
+            println!("{}", serde_json::to_string(&e)?);
+        }
+        "reward" => {
+            let task = &args[2];
+            let size: usize = args.get(3).map(|s| s.parse().unwrap()).unwrap_or(32); let steps: usize = args.get(4).map(|s| s.parse().unwrap()).unwrap_or(1500); let cfg = RewardConfig { image_size: size, steps, ..Default::default() };
+            let (_c, r) = reward::train_task(&cfg, &ds, task, tch::Device::Cpu, |v| { eprintln!("{v}"); Ok(()) })?;
+            println!("{}", serde_json::to_string(&r)?);
+        }
+        _ => anyhow::bail!("?"),
+    }
+    Ok(())
+}

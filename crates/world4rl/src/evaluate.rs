@@ -1,0 +1,206 @@
+//! Policy evaluation in the real environment: success rate with a 95 % Wilson score interval and mean
+//! episode length, on reset seeds disjoint from every training seed ([`crate::seeds::eval_seed`] sets
+//! the top bit, which collection seeds never have).
+//!
+//! Episodes end on the first success (`terminate_on_success`), so the episode length measures speed;
+//! the policy acts with its mean action. Frames are rendered at the size the policy's training data had
+//! and reduced to the policy's input size exactly as the training frames were.
+
+use std::time::Instant;
+
+use anyhow::{ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use w4rl_envs::{make, Env, EnvConfig, Obs};
+
+use crate::collect::BatchPolicy;
+use crate::policy::gaussian::GaussianPolicy;
+use crate::seeds::eval_seed;
+
+/// The 95 % two-sided normal quantile.
+pub const Z95: f64 = 1.959_963_984_540_054;
+
+/// Wilson score interval of `successes` out of `n` at normal quantile `z` (e.g. [`Z95`]); `(0, 1)` for
+/// `n = 0`.
+pub fn wilson_interval(successes: usize, n: usize, z: f64) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let n_f = n as f64;
+    let p = successes.min(n) as f64 / n_f;
+    let z2 = z * z;
+    let denom = 1.0 + z2 / n_f;
+    let center = (p + z2 / (2.0 * n_f)) / denom;
+    let half = z / denom * (p * (1.0 - p) / n_f + z2 / (4.0 * n_f * n_f)).sqrt();
+    ((center - half).max(0.0), (center + half).min(1.0))
+}
+
+/// Evaluation options.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Episodes (default 100).
+    pub episodes: usize,
+    /// Environments stepped together (default 16).
+    pub num_envs: usize,
+    /// Base of the evaluation seeds (default 0; the experiment seed in a pipeline).
+    pub seed: u64,
+    /// Rendered frame size; 0 = the size recorded in the policy (its training data's).
+    pub render_size: usize,
+    /// Episode length override; 0 = the task's.
+    pub max_steps: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            episodes: 100,
+            num_envs: 16,
+            seed: 0,
+            render_size: 0,
+            max_steps: 0,
+        }
+    }
+}
+
+/// The result of [`evaluate_policy`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EvalReport {
+    /// Task.
+    pub task: String,
+    /// Episodes run.
+    pub episodes: usize,
+    /// Successful episodes.
+    pub successes: usize,
+    /// successes / episodes.
+    pub success_rate: f64,
+    /// Lower end of the 95 % Wilson interval.
+    pub ci_low: f64,
+    /// Upper end of the 95 % Wilson interval.
+    pub ci_high: f64,
+    /// Mean episode length (steps until success, or the episode limit).
+    pub mean_episode_length: f64,
+    /// Base of the evaluation seeds.
+    pub seed: u64,
+    /// Seconds.
+    pub seconds: f64,
+}
+
+/// Runs `cfg.episodes` episodes of `task` with the policy's mean action.
+pub fn evaluate_policy(policy: &GaussianPolicy, task: &str, cfg: &EvalConfig) -> Result<EvalReport> {
+    ensure!(cfg.episodes > 0, "the number of evaluation episodes must be positive");
+    ensure!(cfg.num_envs > 0, "eval num_envs must be positive");
+    let start = Instant::now();
+    let render = if cfg.render_size > 0 {
+        cfg.render_size
+    } else {
+        policy.spec().render_size()
+    };
+    let env_cfg = EnvConfig {
+        image_size: render,
+        terminate_on_success: true,
+        max_steps: (cfg.max_steps > 0).then_some(cfg.max_steps),
+        ..EnvConfig::default()
+    };
+    let k = cfg.num_envs.min(cfg.episodes);
+    let mut envs: Vec<Box<dyn Env>> = (0..k)
+        .map(|_| make(task, &env_cfg))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("making the evaluation environment '{task}'"))?;
+    ensure!(
+        envs[0].action_spec().dim == policy.spec().action_dim,
+        "the policy acts in {} dimensions but '{task}' expects {}; was it trained for another suite?",
+        policy.spec().action_dim,
+        envs[0].action_spec().dim
+    );
+    ensure!(
+        !policy.config().use_state || envs[0].state_dim() == policy.spec().state_dim,
+        "the policy reads a state of {} values but '{task}' has {}",
+        policy.spec().state_dim,
+        envs[0].state_dim()
+    );
+    let mut next = 0usize;
+    let mut obs: Vec<Option<Obs>> = Vec::with_capacity(k);
+    let mut len = vec![0usize; k];
+    for env in envs.iter_mut() {
+        obs.push(Some(env.reset(eval_seed(cfg.seed, task, next))));
+        next += 1;
+    }
+    let (mut successes, mut done_eps, mut total_len) = (0usize, 0usize, 0usize);
+    while obs.iter().any(Option::is_some) {
+        let live: Vec<usize> = (0..k).filter(|&i| obs[i].is_some()).collect();
+        let batch: Vec<&Obs> = live.iter().filter_map(|&i| obs[i].as_ref()).collect();
+        let actions = policy.act_mean(&policy.obs_batch(&batch)?)?;
+        for (&i, a) in live.iter().zip(actions) {
+            let st = envs[i].step(&a).with_context(|| format!("stepping '{task}'"))?;
+            len[i] += 1;
+            if st.terminated || st.truncated {
+                done_eps += 1;
+                successes += st.info.success as usize;
+                total_len += len[i];
+                len[i] = 0;
+                obs[i] = if next < cfg.episodes {
+                    next += 1;
+                    Some(envs[i].reset(eval_seed(cfg.seed, task, next - 1)))
+                } else {
+                    None
+                };
+            } else {
+                obs[i] = Some(st.obs);
+            }
+        }
+    }
+    let (lo, hi) = wilson_interval(successes, done_eps, Z95);
+    Ok(EvalReport {
+        task: task.to_string(),
+        episodes: done_eps,
+        successes,
+        success_rate: successes as f64 / done_eps.max(1) as f64,
+        ci_low: lo,
+        ci_high: hi,
+        mean_episode_length: total_len as f64 / done_eps.max(1) as f64,
+        seed: cfg.seed,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// A [`GaussianPolicy`] acting for data collection ([`BatchPolicy`]): mean actions, or samples.
+pub struct PolicyActor<'p> {
+    /// The policy.
+    pub policy: &'p GaussianPolicy,
+    /// Sample from N(μ, σ²) instead of acting with μ.
+    pub stochastic: bool,
+}
+
+impl BatchPolicy for PolicyActor<'_> {
+    fn act(&mut self, obs: &[&Obs]) -> Result<Vec<Vec<f32>>> {
+        let batch = self.policy.obs_batch(obs)?;
+        if self.stochastic {
+            let a = tch::no_grad(|| self.policy.forward(&batch, 0))?.sample();
+            self.policy.to_env_actions(&a)
+        } else {
+            self.policy.act_mean(&batch)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_known_values() {
+        // reference values (e.g. statsmodels proportion_confint(method="wilson"))
+        let cases = [
+            (0usize, 10usize, 0.0, 0.277_532),
+            (5, 10, 0.236_593, 0.763_407),
+            (8, 10, 0.490_162, 0.943_318),
+            (50, 100, 0.403_832, 0.596_168),
+            (100, 100, 0.963_007, 1.0),
+        ];
+        for (k, n, lo, hi) in cases {
+            let (l, h) = wilson_interval(k, n, Z95);
+            assert!((l - lo).abs() < 1e-5 && (h - hi).abs() < 1e-5, "{k}/{n}: ({l}, {h}) vs ({lo}, {hi})");
+        }
+        assert_eq!(wilson_interval(0, 0, Z95), (0.0, 1.0));
+    }
+}

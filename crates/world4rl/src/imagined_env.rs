@@ -1,0 +1,373 @@
+//! The imagined environment: a batched [`VecEnv`] over the frozen diffusion world model and the frozen
+//! success classifier (World4RL §III-C, Algorithm 1 steps 3-5; DIAMOND's `WorldModelEnv`).
+//!
+//! * **Start states** come from the recorded data of the target task, never from a simulator: an
+//!   episode is reset by picking (from the reset seed) a dataset episode and a start frame
+//!   `s <= start_max_step` (default 0: the episode's first frame, i.e. a real initial state), and the
+//!   context window ending there (earlier positions are padding, as in training).
+//! * **Step**: the action of every row enters one batched world-model call
+//!   ([`RollingContext::step`]), which samples `x_{t+1}` (quantised to 8 bits); the classifier gives
+//!   `r_t = 1[C(x_{t+1}) > threshold]` (or the probability, by the classifier's mode).
+//! * **Episode end**: `terminated` on the first imagined success when `terminate_on_success` (default),
+//!   `truncated` after `horizon` steps (default: the longest start episode of the task, i.e. the task's
+//!   episode length).
+//! * Observations carry the imagined frame at the world model's size and an empty state.
+
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+use w4rl_data::{Dataset, Episode, EpisodeKind};
+use w4rl_envs::{check_action, expand_seeds, ActionSpec, EnvError, Info, Obs, Step, VecEnv};
+
+use crate::diffusion;
+use crate::policy::obs::to_u8;
+use crate::reward::RewardClassifier;
+use crate::world_model::{RollingContext, WorldModel};
+
+/// `[refine.imagination]`: the imagined environment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImaginedEnvConfig {
+    /// Episode length in imagined steps; 0 = the task's episode length in the data.
+    pub horizon: usize,
+    /// End an imagined episode at the first step the classifier calls successful (default true).
+    pub terminate_on_success: bool,
+    /// Episode kinds whose frames provide start states (default: every kind).
+    pub start_kinds: Vec<EpisodeKind>,
+    /// Start frames are drawn from `0..=start_max_step` of an episode (default 0: real initial states).
+    pub start_max_step: usize,
+}
+
+impl Default for ImaginedEnvConfig {
+    fn default() -> Self {
+        Self {
+            horizon: 0,
+            terminate_on_success: true,
+            start_kinds: EpisodeKind::ALL.to_vec(),
+            start_max_step: 0,
+        }
+    }
+}
+
+/// Wall-clock spent inside the imagined environment.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct ImaginationStats {
+    /// Batched steps taken.
+    pub steps: u64,
+    /// Seconds in the world model.
+    pub world_model_seconds: f64,
+    /// Seconds in the classifier.
+    pub classifier_seconds: f64,
+}
+
+/// The imagined environment (see the module docs).
+pub struct ImaginedEnv<'a> {
+    wm: &'a WorldModel,
+    clf: &'a RewardClassifier,
+    starts: Vec<Episode>,
+    ctx: RollingContext,
+    spec: ActionSpec,
+    horizon: usize,
+    terminate_on_success: bool,
+    start_max_step: usize,
+    steps: Vec<usize>,
+    over: Vec<bool>,
+    task: String,
+    stats: ImaginationStats,
+}
+
+/// Keeps the first `s + 1` frames (and `s` actions) of an episode.
+fn head(ep: &Episode, s: usize) -> Episode {
+    let s = s.min(ep.steps());
+    let (fl, a, sd) = (ep.frame_len(), ep.meta.action_dim, ep.meta.state_dim);
+    let mut meta = ep.meta.clone();
+    meta.steps = s;
+    Episode {
+        meta,
+        frames: ep.frames[..(s + 1) * fl].to_vec(),
+        actions: ep.actions[..s * a].to_vec(),
+        rewards: ep.rewards[..s].to_vec(),
+        success: ep.success[..s + 1].to_vec(),
+        states: ep.states[..(s + 1) * sd].to_vec(),
+    }
+}
+
+impl<'a> ImaginedEnv<'a> {
+    /// `num_envs` imagined environments of `task`, starting from the task's episodes in `dataset`.
+    pub fn new(
+        wm: &'a WorldModel,
+        clf: &'a RewardClassifier,
+        dataset: &Dataset,
+        task: &str,
+        num_envs: usize,
+        cfg: &ImaginedEnvConfig,
+    ) -> Result<Self> {
+        ensure!(num_envs > 0, "the imagined environment needs at least one env (num_envs = 0)");
+        ensure!(!cfg.start_kinds.is_empty(), "imagination.start_kinds is empty");
+        let spec = dataset.spec();
+        ensure!(
+            spec.action_dim == wm.action_dim(),
+            "the dataset's actions have {} dimensions, the world model's {}",
+            spec.action_dim,
+            wm.action_dim()
+        );
+        let mut starts = Vec::new();
+        let mut longest = 0;
+        for (i, e) in dataset.entries().iter().enumerate() {
+            if e.meta.task != task || !cfg.start_kinds.contains(&e.meta.kind) || e.meta.steps == 0 {
+                continue;
+            }
+            let ep = dataset.load(i).with_context(|| format!("loading start states of '{task}'"))?;
+            longest = longest.max(ep.steps());
+            starts.push(head(&ep, cfg.start_max_step));
+        }
+        if starts.is_empty() {
+            bail!(
+                "the dataset {} has no {:?} episodes of task '{task}' to start imagined episodes from (tasks: {})",
+                dataset.dir().display(),
+                cfg.start_kinds,
+                dataset.tasks().join(", ")
+            );
+        }
+        let horizon = if cfg.horizon == 0 { longest } else { cfg.horizon };
+        let action_spec = ActionSpec {
+            dim: spec.action_dim,
+            low: spec.action_low.clone(),
+            high: spec.action_high.clone(),
+            meaning: vec![String::new(); spec.action_dim],
+        };
+        let picks: Vec<(&Episode, usize)> = (0..num_envs).map(|_| (&starts[0], 0)).collect();
+        let ctx = RollingContext::from_episodes(wm, &picks)?;
+        let mut env = Self {
+            wm,
+            clf,
+            ctx,
+            spec: action_spec,
+            horizon,
+            terminate_on_success: cfg.terminate_on_success,
+            start_max_step: cfg.start_max_step,
+            steps: vec![0; num_envs],
+            over: vec![false; num_envs],
+            task: task.to_string(),
+            stats: ImaginationStats::default(),
+            starts,
+        };
+        env.reset(&[0]);
+        Ok(env)
+    }
+
+    /// Episode length in imagined steps.
+    pub fn horizon(&self) -> usize {
+        self.horizon
+    }
+
+    /// Number of distinct start episodes.
+    pub fn num_start_episodes(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// Time spent so far.
+    pub fn stats(&self) -> ImaginationStats {
+        self.stats
+    }
+
+    /// Task name.
+    pub fn task(&self) -> &str {
+        &self.task
+    }
+
+    fn pick(&self, seed: u64) -> (usize, usize) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let e = rng.gen_range(0..self.starts.len());
+        let s = rng.gen_range(0..=self.start_max_step.min(self.starts[e].steps()));
+        (e, s)
+    }
+
+    fn obs_of(frames: &Tensor) -> Result<Vec<Obs>> {
+        // [B, 3, S, S] in [-1, 1] -> B observations of u8 [S, S, 3]
+        let size = frames.size()[3] as usize;
+        let bytes = Vec::<u8>::try_from(diffusion::frames_to_u8(frames).to_device(Device::Cpu).flatten(0, -1))?;
+        let fl = size * size * 3;
+        Ok(bytes
+            .chunks(fl)
+            .map(|f| Obs {
+                frame: f.to_vec(),
+                size,
+                state: Vec::new(),
+            })
+            .collect())
+    }
+
+    /// Restarts row `i` from the start state chosen by `seed`.
+    pub fn reset_row(&mut self, i: usize, seed: u64) -> Result<Obs> {
+        ensure!(i < self.steps.len(), "env index {i} is out of range ({} envs)", self.steps.len());
+        let (e, s) = self.pick(seed);
+        let fresh = RollingContext::from_episodes(self.wm, &[(&self.starts[e], s)])?;
+        self.ctx.reset_rows(&[i as i64], &fresh)?;
+        self.steps[i] = 0;
+        self.over[i] = false;
+        Ok(Self::obs_of(&fresh.last_frame())?.remove(0))
+    }
+}
+
+impl VecEnv for ImaginedEnv<'_> {
+    fn num_envs(&self) -> usize {
+        self.steps.len()
+    }
+
+    fn action_spec(&self) -> &ActionSpec {
+        &self.spec
+    }
+
+    fn image_size(&self) -> usize {
+        self.wm.image_size()
+    }
+
+    fn reset(&mut self, seeds: &[u64]) -> Vec<Obs> {
+        let seeds = expand_seeds(seeds, self.steps.len());
+        let picks: Vec<(&Episode, usize)> = seeds
+            .iter()
+            .map(|&s| {
+                let (e, t) = self.pick(s);
+                (&self.starts[e], t)
+            })
+            .collect();
+        // Building a context from validated dataset episodes cannot fail for shape reasons; keep the
+        // previous context if it ever does rather than panicking.
+        match RollingContext::from_episodes(self.wm, &picks) {
+            Ok(ctx) => self.ctx = ctx,
+            Err(e) => tracing::error!("imagined env: reset failed: {e:#}"),
+        }
+        self.steps.iter_mut().for_each(|s| *s = 0);
+        self.over.iter_mut().for_each(|o| *o = false);
+        Self::obs_of(&self.ctx.last_frame()).unwrap_or_default()
+    }
+
+    fn step(&mut self, actions: &[Vec<f32>]) -> Result<Vec<Step>, EnvError> {
+        let n = self.steps.len();
+        if actions.len() != n {
+            return Err(EnvError::BatchSize {
+                expected: n,
+                got: actions.len(),
+            });
+        }
+        let mut flat = Vec::with_capacity(n * self.spec.dim);
+        for (i, a) in actions.iter().enumerate() {
+            flat.extend(check_action(&self.task, &self.spec, a)?);
+            if self.over[i] {
+                return Err(EnvError::EpisodeOver {
+                    task: format!("{} (imagined env {i})", self.task),
+                    steps: self.steps[i],
+                });
+            }
+        }
+        let wrap = |e: anyhow::Error| EnvError::Config(format!("imagination failed: {e:#}"));
+        let a = Tensor::from_slice(&flat).view([n as i64, self.spec.dim as i64]).to_device(self.wm.device());
+        let t0 = Instant::now();
+        let next = self.ctx.step(self.wm, &a).map_err(wrap)?;
+        let t1 = Instant::now();
+        let p = self.clf.prob_u8(&to_u8(&next));
+        let r = self.clf.reward_of(&p);
+        let probs = Vec::<f32>::try_from(p.to_device(Device::Cpu).to_kind(Kind::Float)).map_err(|e| wrap(e.into()))?;
+        let rewards = Vec::<f32>::try_from(r.to_device(Device::Cpu).to_kind(Kind::Float)).map_err(|e| wrap(e.into()))?;
+        self.stats.steps += 1;
+        self.stats.world_model_seconds += (t1 - t0).as_secs_f64();
+        self.stats.classifier_seconds += t1.elapsed().as_secs_f64();
+        let obs = Self::obs_of(&next).map_err(wrap)?;
+        let thr = self.clf.threshold() as f32;
+        Ok(obs
+            .into_iter()
+            .enumerate()
+            .map(|(i, o)| {
+                self.steps[i] += 1;
+                let success = probs[i] > thr;
+                let terminated = self.terminate_on_success && success;
+                let truncated = self.steps[i] >= self.horizon;
+                self.over[i] = terminated || truncated;
+                Step {
+                    obs: o,
+                    reward: rewards[i],
+                    terminated,
+                    truncated,
+                    info: Info { success },
+                }
+            })
+            .collect())
+    }
+}
+
+/// The classifier's metrics on world-model frames of recorded episodes, against the recorded success
+/// flags of the same time steps.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct ImaginedClassifierMetrics {
+    /// Each frame predicted one step ahead from the real context (teacher forcing).
+    pub one_step: crate::reward::BinaryMetrics,
+    /// Frames imagined open-loop from the episode's first frame by replaying its recorded actions
+    /// (what the classifier sees during refinement, compounding error included).
+    pub open_loop: crate::reward::BinaryMetrics,
+    /// The same episodes' real frames (reduced to the classifier's size), for comparison.
+    pub real: crate::reward::BinaryMetrics,
+}
+
+/// Measures `clf` on world-model frames of `episodes` (see [`ImaginedClassifierMetrics`]); `batch`
+/// windows per world-model call.
+pub fn classifier_on_world_model(
+    wm: &WorldModel,
+    clf: &RewardClassifier,
+    episodes: &[&Episode],
+    batch: usize,
+) -> Result<ImaginedClassifierMetrics> {
+    use crate::reward::BinaryMetrics;
+    ensure!(batch > 0, "batch must be positive");
+    let thr = clf.threshold();
+    let predict = |frames: &Tensor| -> Result<Vec<bool>> {
+        Ok(Vec::<bool>::try_from(clf.prob_u8(&to_u8(frames)).gt(thr).to_device(Device::Cpu))?)
+    };
+    // one step ahead: windows ending at every (episode, t) with t >= 1
+    let mut pairs: Vec<(&Episode, usize)> = Vec::new();
+    for ep in episodes {
+        for t in 1..=ep.steps() {
+            pairs.push((ep, t));
+        }
+    }
+    ensure!(!pairs.is_empty(), "the episodes hold no transitions");
+    let (mut pred, mut labels) = (Vec::new(), Vec::new());
+    for chunk in pairs.chunks(batch) {
+        // context ends at frame t - 1; the action taken there produces frame t
+        let starts: Vec<(&Episode, usize)> = chunk.iter().map(|&(e, t)| (e, t - 1)).collect();
+        let mut ctx = RollingContext::from_episodes(wm, &starts)?;
+        let acts: Vec<f32> = chunk.iter().flat_map(|&(e, t)| e.action(t - 1).to_vec()).collect();
+        let a = Tensor::from_slice(&acts).view([chunk.len() as i64, wm.action_dim() as i64]);
+        pred.extend(predict(&ctx.step(wm, &a)?)?);
+        labels.extend(chunk.iter().map(|&(e, t)| e.success[t] == 1));
+    }
+    let one_step = BinaryMetrics::from_predictions(&pred, &labels);
+    // open loop: episodes of equal length are rolled out together
+    let (mut pred, mut labels) = (Vec::new(), Vec::new());
+    for chunk in episodes.chunks(batch) {
+        let t_max = chunk.iter().map(|e| e.steps()).min().unwrap_or(0);
+        let starts: Vec<(&Episode, usize)> = chunk.iter().map(|&e| (e, 0)).collect();
+        let mut ctx = RollingContext::from_episodes(wm, &starts)?;
+        for t in 0..t_max {
+            let acts: Vec<f32> = chunk.iter().flat_map(|e| e.action(t).to_vec()).collect();
+            let a = Tensor::from_slice(&acts).view([chunk.len() as i64, wm.action_dim() as i64]);
+            pred.extend(predict(&ctx.step(wm, &a)?)?);
+            labels.extend(chunk.iter().map(|e| e.success[t + 1] == 1));
+        }
+    }
+    let open_loop = BinaryMetrics::from_predictions(&pred, &labels);
+    // real frames of the same steps
+    let (mut pred, mut labels) = (Vec::new(), Vec::new());
+    for ep in episodes {
+        let n = ep.steps();
+        let frames = crate::policy::obs::frames_to_u8(&ep.frames[ep.frame_len()..], n, ep.meta.image_size, clf.image_size(), clf.device())?;
+        pred.extend(Vec::<bool>::try_from(clf.prob_u8(&frames).gt(thr).to_device(Device::Cpu))?);
+        labels.extend(ep.success[1..].iter().map(|&s| s == 1));
+    }
+    let real = BinaryMetrics::from_predictions(&pred, &labels);
+    Ok(ImaginedClassifierMetrics { one_step, open_loop, real })
+}

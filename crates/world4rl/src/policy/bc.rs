@@ -1,0 +1,314 @@
+//! Behaviour cloning of the Gaussian policy on expert demonstrations (World4RL §III-A, Eq. 2):
+//! `L_BC(ξ) = -E_{(x_t, a_t) ~ D_exp} [ log π_ξ(a_t | x_t) ]`, one policy per task.
+//!
+//! CleanRL-style: every hyper-parameter in [`BcConfig`], the loop reads top to bottom in [`train_task`].
+//! The policy is trained on the first `demos` expert episodes of the task (by episode index); up to
+//! `val_demos` further expert episodes, when the dataset has them, measure held-out NLL and MSE.
+
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::{nn::OptimizerConfig, Device, Kind, Tensor};
+use w4rl_data::{Dataset, Episode, EpisodeKind};
+
+use super::gaussian::{GaussianPolicy, ObsBatch, PolicyConfig, PolicySpec};
+use super::obs::frames_to_u8;
+use crate::run::RunDir;
+
+/// `[bc]`: behaviour cloning.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BcConfig {
+    /// Network architecture and σ bounds.
+    pub policy: PolicyConfig,
+    /// Tasks to train a policy for (empty: every task of the dataset).
+    pub tasks: Vec<String>,
+    /// Expert episodes per task used for training (the lowest indices; 0 = all of them).
+    pub demos: usize,
+    /// Further expert episodes held out for validation when the dataset has them (default 5).
+    pub val_demos: usize,
+    /// Input frame size; 0 = the dataset's. Set it to the world model's frame size (frames are
+    /// reduced by area averaging).
+    pub image_size: usize,
+    /// Gradient steps (default 3000).
+    pub steps: usize,
+    /// Minibatch size (default 64).
+    pub batch_size: usize,
+    /// Adam learning rate (default 3e-4).
+    pub lr: f64,
+    /// Adam weight decay (default 0).
+    pub weight_decay: f64,
+    /// Random-shift augmentation in pixels (default 2; 0 = off).
+    pub shift_pad: i64,
+    /// Log the training loss every this many steps, and validate every 5x as many (default 100).
+    pub log_every: usize,
+    /// Seed of initialisation and minibatch sampling.
+    pub seed: u64,
+}
+
+impl Default for BcConfig {
+    fn default() -> Self {
+        Self {
+            policy: PolicyConfig::default(),
+            tasks: Vec::new(),
+            demos: 0,
+            val_demos: 5,
+            image_size: 0,
+            steps: 3000,
+            batch_size: 64,
+            lr: 3e-4,
+            weight_decay: 0.0,
+            shift_pad: 2,
+            log_every: 100,
+            seed: 0,
+        }
+    }
+}
+
+impl BcConfig {
+    /// Checks value ranges.
+    pub fn validate(&self) -> Result<()> {
+        self.policy.validate()?;
+        ensure!(self.steps > 0, "bc.steps must be positive");
+        ensure!(self.batch_size > 0, "bc.batch_size must be positive");
+        ensure!(self.lr > 0.0 && self.lr.is_finite(), "bc.lr must be positive (got {})", self.lr);
+        ensure!(self.shift_pad >= 0, "bc.shift_pad must be >= 0");
+        ensure!(self.log_every > 0, "bc.log_every must be positive");
+        Ok(())
+    }
+}
+
+/// What BC reports for one task.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BcReport {
+    /// Task.
+    pub task: String,
+    /// Expert episodes trained on.
+    pub demos: usize,
+    /// (frame, action) pairs trained on.
+    pub transitions: usize,
+    /// Held-out expert episodes.
+    pub val_demos: usize,
+    /// Training NLL averaged over the last logging window.
+    pub train_nll: f64,
+    /// Held-out NLL (None without held-out episodes).
+    pub val_nll: Option<f64>,
+    /// Held-out MSE of the mean action in the normalised box.
+    pub val_mse: Option<f64>,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// Tensors of a set of (frame, action, state) pairs.
+pub struct BcData {
+    /// Inputs.
+    pub obs: ObsBatch,
+    /// Normalised actions `[N, A]`.
+    pub actions: Tensor,
+    /// Raw states `[N, S]` (for the normaliser; `S` may be 0).
+    pub states: Tensor,
+}
+
+/// The policy spec implied by a dataset for `task` at input size `image_size` (0 = the dataset's).
+pub fn spec_for(dataset: &Dataset, task: &str, image_size: usize, cfg: &PolicyConfig) -> PolicySpec {
+    let s = dataset.spec();
+    PolicySpec {
+        image_size: if image_size == 0 { s.image_size } else { image_size },
+        action_dim: s.action_dim,
+        state_dim: if cfg.use_state { s.state_dim } else { 0 },
+        action_low: s.action_low.clone(),
+        action_high: s.action_high.clone(),
+        task: task.to_string(),
+        render_size: s.image_size,
+    }
+}
+
+/// Every `(frames[t], actions[t])` pair (`t < T`) of the episodes, as tensors for `policy`.
+pub fn pairs(episodes: &[&Episode], policy: &GaussianPolicy) -> Result<BcData> {
+    let spec = policy.spec();
+    let dev = policy.device();
+    let (mut images, mut actions, mut states) = (Vec::new(), Vec::new(), Vec::new());
+    let mut sd = 0;
+    for ep in episodes {
+        let t = ep.steps();
+        if t == 0 {
+            continue;
+        }
+        let size = ep.meta.image_size;
+        sd = ep.meta.state_dim;
+        if policy.config().use_image {
+            images.push(frames_to_u8(&ep.frames[..t * ep.frame_len()], t, size, spec.image_size, dev)?);
+        }
+        actions.push(policy.normalize_actions(&ep.actions)?);
+        states.push(Tensor::from_slice(&ep.states[..t * sd]).view([t as i64, sd as i64]));
+    }
+    ensure!(!actions.is_empty(), "the episodes hold no transitions");
+    let states = Tensor::cat(&states, 0).to_device(dev);
+    let obs = ObsBatch {
+        image: (!images.is_empty()).then(|| Tensor::cat(&images, 0)),
+        state: (policy.config().use_state && sd > 0).then(|| states.shallow_clone()),
+    };
+    Ok(BcData {
+        obs,
+        actions: Tensor::cat(&actions, 0),
+        states,
+    })
+}
+
+/// Loads the expert episodes of `task`: `(train, validation)` by episode index.
+pub fn expert_episodes(dataset: &Dataset, task: &str, demos: usize, val_demos: usize) -> Result<(Vec<Episode>, Vec<Episode>)> {
+    let mut eps = dataset
+        .load_where(|m| m.task == task && m.kind == EpisodeKind::Expert)
+        .with_context(|| format!("loading the expert episodes of '{task}' from {}", dataset.dir().display()))?;
+    if eps.is_empty() {
+        bail!(
+            "the dataset {} has no expert episodes of task '{task}' (tasks: {}); collect some first",
+            dataset.dir().display(),
+            dataset.tasks().join(", ")
+        );
+    }
+    eps.sort_by_key(|e| e.meta.index);
+    let n_train = if demos == 0 { eps.len() } else { demos.min(eps.len()) };
+    if demos > eps.len() {
+        tracing::warn!("bc: '{task}' has only {} expert episodes, {demos} were asked for", eps.len());
+    }
+    let val: Vec<Episode> = eps.split_off(n_train).into_iter().take(val_demos).collect();
+    Ok((eps, val))
+}
+
+/// Mean NLL and MSE (normalised box) of `policy` on `data`, without augmentation.
+pub fn evaluate(policy: &GaussianPolicy, data: &BcData) -> Result<(f64, f64)> {
+    tch::no_grad(|| {
+        let n = data.actions.size()[0];
+        let (mut nll, mut mse) = (0.0, 0.0);
+        let mut start = 0;
+        while start < n {
+            let len = (n - start).min(1024);
+            let idx = Tensor::arange_start(start, start + len, (Kind::Int64, data.actions.device()));
+            let out = policy.forward(&data.obs.select(&idx), 0)?;
+            let a = data.actions.index_select(0, &idx);
+            nll -= out.log_prob(&a).sum(Kind::Float).double_value(&[]);
+            mse += (&out.mean - &a).square().mean_dim(-1, false, Kind::Float).sum(Kind::Float).double_value(&[]);
+            start += len;
+        }
+        Ok((nll / n as f64, mse / n as f64))
+    })
+}
+
+/// Trains the BC policy of one task; `log` receives one JSON object per logging step.
+pub fn train_task(
+    cfg: &BcConfig,
+    dataset: &Dataset,
+    task: &str,
+    device: Device,
+    mut log: impl FnMut(serde_json::Value) -> Result<()>,
+) -> Result<(GaussianPolicy, BcReport)> {
+    cfg.validate()?;
+    let start = Instant::now();
+    tch::manual_seed(cfg.seed as i64);
+
+    // ---- data
+    let (train_eps, val_eps) = expert_episodes(dataset, task, cfg.demos, cfg.val_demos)?;
+    let spec = spec_for(dataset, task, cfg.image_size, &cfg.policy);
+    let mut policy = GaussianPolicy::new(&cfg.policy, &spec, device)?;
+    let train = pairs(&train_eps.iter().collect::<Vec<_>>(), &policy)?;
+    let val = if val_eps.is_empty() {
+        None
+    } else {
+        Some(pairs(&val_eps.iter().collect::<Vec<_>>(), &policy)?)
+    };
+    if cfg.policy.use_state {
+        let m = Vec::<f32>::try_from(train.states.mean_dim(0, false, Kind::Float))?;
+        let s = Vec::<f32>::try_from(train.states.std_dim(0, false, false))?;
+        policy.set_state_normalizer(&m, &s)?;
+    }
+    let n = train.actions.size()[0];
+    tracing::info!("bc '{task}': {} demos, {n} transitions, {} held-out demos", train_eps.len(), val_eps.len());
+
+    // ---- optimisation
+    let mut opt = tch::nn::Adam {
+        wd: cfg.weight_decay,
+        ..Default::default()
+    }
+    .build(policy.var_store(), cfg.lr)?;
+    let bar = crate::progress::bar(cfg.steps as u64, format!("bc {task}"));
+    let (mut window, mut window_n, mut last_train) = (0.0, 0usize, f64::NAN);
+    for step in 1..=cfg.steps {
+        let idx = Tensor::randint(n, [cfg.batch_size as i64], (Kind::Int64, device));
+        let out = policy.forward(&train.obs.select(&idx), cfg.shift_pad)?;
+        let loss = -out.log_prob(&train.actions.index_select(0, &idx)).mean(Kind::Float);
+        opt.backward_step(&loss);
+        let l = loss.double_value(&[]);
+        ensure!(l.is_finite(), "bc '{task}': the loss became {l} at step {step}; lower bc.lr");
+        window += l;
+        window_n += 1;
+        bar.inc(1);
+        if step % cfg.log_every == 0 || step == cfg.steps {
+            last_train = window / window_n as f64;
+            let mut rec = serde_json::json!({"task": task, "step": step, "train_nll": last_train});
+            if step % (5 * cfg.log_every) == 0 || step == cfg.steps {
+                if let Some(v) = &val {
+                    let (nll, mse) = evaluate(&policy, v)?;
+                    rec["val_nll"] = nll.into();
+                    rec["val_mse"] = mse.into();
+                }
+            }
+            log(rec)?;
+            bar.set_prefix(format!("nll {last_train:.3}"));
+            window = 0.0;
+            window_n = 0;
+        }
+    }
+    bar.finish_and_clear();
+    let (val_nll, val_mse) = match &val {
+        Some(v) => {
+            let (a, b) = evaluate(&policy, v)?;
+            (Some(a), Some(b))
+        }
+        None => (None, None),
+    };
+    let report = BcReport {
+        task: task.to_string(),
+        demos: train_eps.len(),
+        transitions: n as usize,
+        val_demos: val_eps.len(),
+        train_nll: last_train,
+        val_nll,
+        val_mse,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    Ok((policy, report))
+}
+
+/// Path of the BC policy of `task` in a run: `RUN/bc/<task>/policy.safetensors`.
+pub fn checkpoint_path(run: &RunDir, task: &str) -> std::path::PathBuf {
+    run.checkpoint(&format!("bc/{task}"), "policy")
+}
+
+/// Trains (or, when already done, skips) the BC policy of every configured task; writes
+/// `RUN/bc/<task>/{policy.safetensors, metrics.jsonl, done.json}`.
+pub fn train_all(cfg: &BcConfig, dataset: &Dataset, run: &RunDir, device: Device) -> Result<Vec<BcReport>> {
+    let tasks = if cfg.tasks.is_empty() { dataset.tasks() } else { cfg.tasks.clone() };
+    let mut reports = Vec::new();
+    for task in &tasks {
+        let stage = format!("bc/{task}");
+        if let Some(done) = run.done_summary(&stage) {
+            if let Ok(r) = serde_json::from_value::<BcReport>(done) {
+                tracing::info!("bc '{task}': already trained, skipping");
+                reports.push(r);
+                continue;
+            }
+        }
+        let mut metrics = run.metrics(&stage)?;
+        metrics.truncate_after(0)?;
+        let (policy, report) = train_task(cfg, dataset, task, device, |v| metrics.log(&v))?;
+        policy.save(
+            &checkpoint_path(run, task),
+            serde_json::json!({"stage": "bc", "report": report, "dataset": dataset.dir()}),
+        )?;
+        run.mark_done(&stage, &serde_json::to_value(&report)?)?;
+        reports.push(report);
+    }
+    Ok(reports)
+}

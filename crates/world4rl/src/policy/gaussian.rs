@@ -1,0 +1,489 @@
+//! The Gaussian policy π(a|x) = N(μ(x), diag σ(x)²) of World4RL Eq. (1).
+//!
+//! * Image encoder: [`ConvEncoder`] on the frame at the world model's frame size; optionally the
+//!   low-dimensional state (normalised by statistics stored in the checkpoint) is concatenated. The
+//!   imagined environment has no state, so a policy refined in imagination must be image-only.
+//! * Heads: a 2-layer MLP, then `μ = tanh(·)` in the normalised action box `[-1, 1]^A` and a
+//!   state-dependent `log σ`, clamped to `[ln std_min, ln std_max]`. `std_max = 1` is the paper's cap
+//!   `log σ ≤ 0` (§III-C); the lower bound keeps the likelihood finite and exploration alive.
+//! * Actions are modelled in the normalised box and mapped to the environment's `[low, high]` affinely;
+//!   sampled actions are clipped to the box when sent to an environment (the world model's two-hot
+//!   encoding clamps them anyway), while their log-probability is computed on the unclipped sample.
+//! * At evaluation the policy acts with its mean μ(x).
+
+use std::borrow::Borrow;
+use std::path::Path;
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module};
+use tch::{Device, Kind, Tensor};
+use w4rl_envs::Obs;
+
+use super::encoder::{ConvEncoder, EncoderConfig};
+use super::obs::{frames_to_u8, random_shift, to_float};
+use crate::checkpoint;
+
+/// Architecture and σ bounds of [`GaussianPolicy`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Image encoder.
+    pub encoder: EncoderConfig,
+    /// Width of the two hidden layers of the head (default 256).
+    pub hidden: i64,
+    /// Feed the frame (default true).
+    pub use_image: bool,
+    /// Feed the low-dimensional state too (default false: the imagined environment has no state).
+    pub use_state: bool,
+    /// Initial σ (the bias of the log-σ head; default 0.3).
+    pub std_init: f64,
+    /// Lower bound of σ (default 0.02).
+    pub std_min: f64,
+    /// Upper bound of σ (default 1.0: the paper's cap log σ ≤ 0).
+    pub std_max: f64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            encoder: EncoderConfig::default(),
+            hidden: 256,
+            use_image: true,
+            use_state: false,
+            std_init: 0.3,
+            std_min: 0.02,
+            std_max: 1.0,
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// Checks value ranges.
+    pub fn validate(&self) -> Result<()> {
+        self.encoder.validate()?;
+        ensure!(self.hidden > 0, "policy.hidden must be positive (got {})", self.hidden);
+        ensure!(
+            self.use_image || self.use_state,
+            "the policy needs an input: set policy.use_image or policy.use_state"
+        );
+        check_std_bounds(self.std_min, self.std_max)?;
+        ensure!(
+            self.std_init > 0.0 && self.std_init.is_finite(),
+            "policy.std_init must be positive (got {})",
+            self.std_init
+        );
+        Ok(())
+    }
+}
+
+/// Checks `0 < std_min <= std_max`.
+pub fn check_std_bounds(std_min: f64, std_max: f64) -> Result<()> {
+    ensure!(
+        std_min > 0.0 && std_min.is_finite() && std_max.is_finite() && std_min <= std_max,
+        "σ bounds must satisfy 0 < std_min <= std_max (got std_min = {std_min}, std_max = {std_max})"
+    );
+    Ok(())
+}
+
+/// What the data fixes about a policy: sizes and the action box.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    /// Side of the input frames in pixels (the world model's frame size).
+    pub image_size: usize,
+    /// Action dimensions.
+    pub action_dim: usize,
+    /// Low-dimensional state length (0 when absent or unused).
+    pub state_dim: usize,
+    /// Lower action bound per dimension (environment units).
+    pub action_low: Vec<f32>,
+    /// Upper action bound per dimension.
+    pub action_high: Vec<f32>,
+    /// Task the policy was trained for (informative).
+    #[serde(default)]
+    pub task: String,
+    /// Side of the frames of the data the policy was trained on (0 = `image_size`); real frames are
+    /// rendered at this size and reduced to `image_size`, as the training frames were.
+    #[serde(default)]
+    pub render_size: usize,
+}
+
+impl PolicySpec {
+    /// The size real frames are rendered at before being reduced to [`image_size`](Self::image_size).
+    pub fn render_size(&self) -> usize {
+        if self.render_size == 0 {
+            self.image_size
+        } else {
+            self.render_size
+        }
+    }
+
+    /// Checks internal consistency.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.image_size >= 8, "policy image_size must be at least 8 (got {})", self.image_size);
+        ensure!(self.action_dim > 0, "action_dim must be positive");
+        ensure!(
+            self.action_low.len() == self.action_dim && self.action_high.len() == self.action_dim,
+            "action bounds have {} / {} entries for action_dim {}",
+            self.action_low.len(),
+            self.action_high.len(),
+            self.action_dim
+        );
+        for (lo, hi) in self.action_low.iter().zip(&self.action_high) {
+            ensure!(lo.is_finite() && hi.is_finite() && lo < hi, "action bound [{lo}, {hi}] is not a box");
+        }
+        Ok(())
+    }
+}
+
+/// Network inputs of a batch: `u8 [B, 3, h, w]` frames and/or `f32 [B, S]` raw states.
+#[derive(Debug)]
+pub struct ObsBatch {
+    /// Frames at the policy's size (`None` when the policy ignores images).
+    pub image: Option<Tensor>,
+    /// Raw low-dimensional states (`None` when the policy ignores the state).
+    pub state: Option<Tensor>,
+}
+
+impl ObsBatch {
+    /// Rows `idx` of every part.
+    pub fn select(&self, idx: &Tensor) -> ObsBatch {
+        ObsBatch {
+            image: self.image.as_ref().map(|t| t.index_select(0, idx)),
+            state: self.state.as_ref().map(|t| t.index_select(0, idx)),
+        }
+    }
+
+    /// Concatenates batches along the batch dimension.
+    pub fn cat(parts: &[ObsBatch]) -> ObsBatch {
+        let image: Vec<&Tensor> = parts.iter().filter_map(|p| p.image.as_ref()).collect();
+        let state: Vec<&Tensor> = parts.iter().filter_map(|p| p.state.as_ref()).collect();
+        ObsBatch {
+            image: (!image.is_empty()).then(|| Tensor::cat(&image, 0)),
+            state: (!state.is_empty()).then(|| Tensor::cat(&state, 0)),
+        }
+    }
+
+    /// Batch size.
+    pub fn len(&self) -> i64 {
+        self.image
+            .as_ref()
+            .or(self.state.as_ref())
+            .map(|t| t.size()[0])
+            .unwrap_or(0)
+    }
+
+    /// True when the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Output of the policy network.
+#[derive(Debug)]
+pub struct GaussianOut {
+    /// Mean in the normalised action box, `[B, A]`.
+    pub mean: Tensor,
+    /// Clamped log-σ, `[B, A]`.
+    pub log_std: Tensor,
+}
+
+impl GaussianOut {
+    /// Log-density of normalised actions `a` (`[B, A]`), summed over dimensions: `[B]`.
+    pub fn log_prob(&self, a: &Tensor) -> Tensor {
+        gaussian_log_prob(&self.mean, &self.log_std, a)
+    }
+
+    /// Differential entropy, summed over dimensions: `[B]`.
+    pub fn entropy(&self) -> Tensor {
+        (&self.log_std + 0.5 * (1.0 + (2.0 * std::f64::consts::PI).ln())).sum_dim_intlist(-1, false, Kind::Float)
+    }
+
+    /// A reparameterised sample `μ + σ ε`.
+    pub fn sample(&self) -> Tensor {
+        &self.mean + self.log_std.exp() * self.mean.randn_like()
+    }
+}
+
+/// `log N(a; μ, σ²)` summed over the last dimension.
+pub fn gaussian_log_prob(mean: &Tensor, log_std: &Tensor, a: &Tensor) -> Tensor {
+    let z = (a - mean) / log_std.exp();
+    (z.square() * -0.5 - log_std - 0.5 * (2.0 * std::f64::consts::PI).ln()).sum_dim_intlist(-1, false, Kind::Float)
+}
+
+/// The Gaussian policy. It owns its variables.
+pub struct GaussianPolicy {
+    vs: nn::VarStore,
+    cfg: PolicyConfig,
+    spec: PolicySpec,
+    encoder: Option<ConvEncoder>,
+    fc1: nn::Linear,
+    fc2: nn::Linear,
+    mean_head: nn::Linear,
+    log_std_head: nn::Linear,
+    state_mean: Tensor,
+    state_std: Tensor,
+    log_std_bounds: (f64, f64),
+}
+
+impl std::fmt::Debug for GaussianPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GaussianPolicy")
+            .field("cfg", &self.cfg)
+            .field("spec", &self.spec)
+            .field("log_std_bounds", &self.log_std_bounds)
+            .finish()
+    }
+}
+
+impl GaussianPolicy {
+    /// A freshly initialised policy on `device`.
+    pub fn new(cfg: &PolicyConfig, spec: &PolicySpec, device: Device) -> Result<Self> {
+        cfg.validate()?;
+        spec.validate()?;
+        if cfg.use_state && spec.state_dim == 0 {
+            bail!("policy.use_state is set but the data has no low-dimensional state (state_dim = 0)");
+        }
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let encoder = if cfg.use_image {
+            Some(ConvEncoder::new(&root / "encoder", 3, &cfg.encoder)?)
+        } else {
+            None
+        };
+        let s = if cfg.use_state { spec.state_dim as i64 } else { 0 };
+        let state_mean = root.zeros_no_train("state_mean", &[s.max(1)]);
+        let state_std = root.ones_no_train("state_std", &[s.max(1)]);
+        let in_dim = encoder.as_ref().map_or(0, |e| e.features()) + s;
+        let a = spec.action_dim as i64;
+        let fc1 = nn::linear(&root / "fc1", in_dim, cfg.hidden, Default::default());
+        let fc2 = nn::linear(&root / "fc2", cfg.hidden, cfg.hidden, Default::default());
+        let small = nn::LinearConfig {
+            ws_init: nn::Init::Uniform { lo: -1e-3, up: 1e-3 },
+            bs_init: Some(nn::Init::Const(0.0)),
+            bias: true,
+        };
+        let mean_head = nn::linear(&root / "mean", cfg.hidden, a, small);
+        let log_std_head = nn::linear(
+            &root / "log_std",
+            cfg.hidden,
+            a,
+            nn::LinearConfig {
+                bs_init: Some(nn::Init::Const(cfg.std_init.ln())),
+                ..small
+            },
+        );
+        Ok(Self {
+            vs,
+            cfg: cfg.clone(),
+            spec: spec.clone(),
+            encoder,
+            fc1,
+            fc2,
+            mean_head,
+            log_std_head,
+            state_mean,
+            state_std,
+            log_std_bounds: (cfg.std_min.ln(), cfg.std_max.ln()),
+        })
+    }
+
+    /// The variables (for optimisers and checkpoints).
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    /// Mutable access to the variables.
+    pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
+        &mut self.vs
+    }
+
+    /// Architecture.
+    pub fn config(&self) -> &PolicyConfig {
+        &self.cfg
+    }
+
+    /// Sizes and action box.
+    pub fn spec(&self) -> &PolicySpec {
+        &self.spec
+    }
+
+    /// Device of the variables.
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// Current σ bounds.
+    pub fn std_bounds(&self) -> (f64, f64) {
+        (self.log_std_bounds.0.exp(), self.log_std_bounds.1.exp())
+    }
+
+    /// Replaces the σ bounds (PPO applies its own, e.g. the paper's σ ≤ 1).
+    pub fn set_std_bounds(&mut self, std_min: f64, std_max: f64) -> Result<()> {
+        check_std_bounds(std_min, std_max)?;
+        self.log_std_bounds = (std_min.ln(), std_max.ln());
+        Ok(())
+    }
+
+    /// Sets the state normalisation `(s - mean) / std` (BC computes it from the demonstrations).
+    pub fn set_state_normalizer(&mut self, mean: &[f32], std: &[f32]) -> Result<()> {
+        if !self.cfg.use_state {
+            return Ok(());
+        }
+        ensure!(
+            mean.len() == self.spec.state_dim && std.len() == self.spec.state_dim,
+            "state statistics have {} / {} entries, the policy expects {}",
+            mean.len(),
+            std.len(),
+            self.spec.state_dim
+        );
+        let std: Vec<f32> = std.iter().map(|s| s.max(1e-3)).collect();
+        tch::no_grad(|| {
+            self.state_mean.copy_(&Tensor::from_slice(mean).to_device(self.device()));
+            self.state_std.copy_(&Tensor::from_slice(&std).to_device(self.device()));
+        });
+        Ok(())
+    }
+
+    /// Network inputs from environment observations (frames are resized to the policy's size).
+    pub fn obs_batch<O: Borrow<Obs>>(&self, obs: &[O]) -> Result<ObsBatch> {
+        ensure!(!obs.is_empty(), "no observations given");
+        let dev = self.device();
+        let image = if self.cfg.use_image {
+            let size = obs[0].borrow().size;
+            let mut bytes = Vec::with_capacity(obs.len() * size * size * 3);
+            for o in obs {
+                let o = o.borrow();
+                ensure!(o.size == size, "observations of one batch have different frame sizes");
+                bytes.extend_from_slice(&o.frame);
+            }
+            Some(frames_to_u8(&bytes, obs.len(), size, self.spec.image_size, dev)?)
+        } else {
+            None
+        };
+        let state = if self.cfg.use_state {
+            let s = self.spec.state_dim;
+            let mut v = Vec::with_capacity(obs.len() * s);
+            for o in obs {
+                let o = o.borrow();
+                ensure!(
+                    o.state.len() == s,
+                    "observation has a state of {} values, the policy expects {s}",
+                    o.state.len()
+                );
+                v.extend_from_slice(&o.state);
+            }
+            Some(Tensor::from_slice(&v).view([obs.len() as i64, s as i64]).to_device(dev))
+        } else {
+            None
+        };
+        Ok(ObsBatch { image, state })
+    }
+
+    /// μ and clamped log σ. `shift_pad > 0` applies random-shift augmentation to the frames (training).
+    pub fn forward(&self, obs: &ObsBatch, shift_pad: i64) -> Result<GaussianOut> {
+        let mut parts = Vec::with_capacity(2);
+        if let Some(enc) = &self.encoder {
+            let img = obs
+                .image
+                .as_ref()
+                .context("the policy needs frames but the batch has none")?;
+            let x = random_shift(&to_float(img), shift_pad);
+            parts.push(enc.forward(&x));
+        }
+        if self.cfg.use_state {
+            let s = obs
+                .state
+                .as_ref()
+                .context("the policy needs the low-dimensional state but the batch has none")?;
+            parts.push((s.to_kind(Kind::Float) - &self.state_mean) / &self.state_std);
+        }
+        let h = Tensor::cat(&parts, 1).apply(&self.fc1).relu().apply(&self.fc2).relu();
+        let mean = self.mean_head.forward(&h).tanh();
+        let log_std = self
+            .log_std_head
+            .forward(&h)
+            .clamp(self.log_std_bounds.0, self.log_std_bounds.1);
+        Ok(GaussianOut { mean, log_std })
+    }
+
+    /// Mean actions in environment units, one vector per row (evaluation).
+    pub fn act_mean(&self, obs: &ObsBatch) -> Result<Vec<Vec<f32>>> {
+        let out = tch::no_grad(|| self.forward(obs, 0))?;
+        self.to_env_actions(&out.mean)
+    }
+
+    /// Normalised actions `[B, A]` to environment actions (clipped to the box).
+    pub fn to_env_actions(&self, a: &Tensor) -> Result<Vec<Vec<f32>>> {
+        let a = a.detach().to_device(Device::Cpu).to_kind(Kind::Float).clamp(-1.0, 1.0);
+        let (b, d) = (a.size()[0] as usize, a.size()[1] as usize);
+        ensure!(d == self.spec.action_dim, "action tensor has {d} columns, expected {}", self.spec.action_dim);
+        let flat = Vec::<f32>::try_from(a.flatten(0, -1)).context("reading actions")?;
+        Ok((0..b)
+            .map(|i| {
+                (0..d)
+                    .map(|j| {
+                        let (lo, hi) = (self.spec.action_low[j], self.spec.action_high[j]);
+                        lo + (flat[i * d + j] + 1.0) * 0.5 * (hi - lo)
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Environment actions `[B * A]` (row-major) to the normalised box, as a `[B, A]` tensor.
+    pub fn normalize_actions(&self, actions: &[f32]) -> Result<Tensor> {
+        let d = self.spec.action_dim;
+        ensure!(actions.len() % d == 0, "{} action values do not split into rows of {d}", actions.len());
+        let v: Vec<f32> = actions
+            .iter()
+            .enumerate()
+            .map(|(k, &a)| {
+                let (lo, hi) = (self.spec.action_low[k % d], self.spec.action_high[k % d]);
+                (2.0 * (a - lo) / (hi - lo) - 1.0).clamp(-1.0, 1.0)
+            })
+            .collect();
+        Ok(Tensor::from_slice(&v)
+            .view([(actions.len() / d) as i64, d as i64])
+            .to_device(self.device()))
+    }
+
+    /// Writes the policy (weights, architecture, spec, σ bounds, `extra`) atomically to `path`.
+    pub fn save(&self, path: &Path, extra: serde_json::Value) -> Result<()> {
+        let meta = serde_json::json!({
+            "kind": "gaussian-policy",
+            "config": self.cfg,
+            "spec": self.spec,
+            "std_bounds": [self.std_bounds().0, self.std_bounds().1],
+            "extra": extra,
+        });
+        checkpoint::save(path, &self.vs, &meta)
+    }
+
+    /// Loads a policy written by [`save`](Self::save); returns it and its `extra` metadata.
+    pub fn load(path: &Path, device: Device) -> Result<(Self, serde_json::Value)> {
+        let (tensors, meta) = checkpoint::load_tensors(path)?;
+        if meta.get("kind").and_then(|k| k.as_str()) != Some("gaussian-policy") {
+            bail!(
+                "{} is not a policy checkpoint (its metadata kind is {}); pass a file written by `world4rl train bc` or `world4rl refine`",
+                path.display(),
+                meta.get("kind").map_or("missing".to_string(), |k| k.to_string())
+            );
+        }
+        let cfg: PolicyConfig = serde_json::from_value(meta["config"].clone())
+            .with_context(|| format!("{}: bad policy config in metadata", path.display()))?;
+        let spec: PolicySpec = serde_json::from_value(meta["spec"].clone())
+            .with_context(|| format!("{}: bad policy spec in metadata", path.display()))?;
+        let mut p = Self::new(&cfg, &spec, device)?;
+        checkpoint::copy_into_varstore(&tensors, &mut p.vs, "model.", path)?;
+        let bounds = meta["std_bounds"].as_array();
+        let lo = bounds.and_then(|v| v.first()).and_then(|x| x.as_f64());
+        let hi = bounds.and_then(|v| v.get(1)).and_then(|x| x.as_f64());
+        if let (Some(lo), Some(hi)) = (lo, hi) {
+            p.set_std_bounds(lo, hi)
+                .with_context(|| format!("{}: bad σ bounds in metadata", path.display()))?;
+        }
+        Ok((p, meta["extra"].clone()))
+    }
+}

@@ -1,0 +1,11 @@
+//! The Gaussian policy π(a|x) (World4RL Eq. 1), its image encoder, frame preprocessing and behaviour
+//! cloning (Eq. 2).
+
+pub mod bc;
+pub mod encoder;
+pub mod gaussian;
+pub mod obs;
+
+pub use bc::{BcConfig, BcReport};
+pub use encoder::{ConvEncoder, EncoderConfig};
+pub use gaussian::{GaussianOut, GaussianPolicy, ObsBatch, PolicyConfig, PolicySpec};

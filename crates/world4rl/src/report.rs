@@ -1,0 +1,367 @@
+//! The experiment report: `RUN/report.md` and a self-contained `RUN/report.html` (plots inline as SVG,
+//! GIFs inline as data URIs, so it opens offline and can be mailed as one file).
+//!
+//! Tables follow the paper: success rates BC vs refined per task with 95 % Wilson intervals (the shape of
+//! Table II) and world-model fidelity per horizon against copy-last-frame.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use base64::Engine as _;
+use plotters::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// A success rate with its 95 % Wilson interval.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Rate {
+    /// Successful episodes.
+    pub successes: usize,
+    /// Episodes.
+    pub episodes: usize,
+    /// Lower bound of the 95 % interval.
+    pub lo: f64,
+    /// Upper bound of the 95 % interval.
+    pub hi: f64,
+}
+
+impl Rate {
+    /// Point estimate.
+    pub fn rate(&self) -> f64 {
+        if self.episodes == 0 {
+            0.0
+        } else {
+            self.successes as f64 / self.episodes as f64
+        }
+    }
+
+    fn cell(&self) -> String {
+        format!(
+            "{:.1} % [{:.1}, {:.1}] ({}/{})",
+            100.0 * self.rate(),
+            100.0 * self.lo,
+            100.0 * self.hi,
+            self.successes,
+            self.episodes
+        )
+    }
+}
+
+/// One row of the success table.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SuccessRow {
+    /// Task name.
+    pub task: String,
+    /// The BC policy in the real environment.
+    pub bc: Option<Rate>,
+    /// The refined policy in the real environment.
+    pub refined: Option<Rate>,
+}
+
+/// One row of the fidelity table (open-loop imagination vs real frames, held-out episodes).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FidelityRow {
+    /// Imagination step (1 = next frame).
+    pub horizon: usize,
+    /// PSNR of the world model, dB.
+    pub psnr: f64,
+    /// SSIM of the world model.
+    pub ssim: f64,
+    /// PSNR of copying the last real context frame, dB.
+    pub psnr_copy: f64,
+    /// SSIM of copying the last real context frame.
+    pub ssim_copy: f64,
+}
+
+/// A line chart.
+#[derive(Clone, Debug, Default)]
+pub struct Chart {
+    /// Title above the chart.
+    pub title: String,
+    /// X axis label.
+    pub x_label: String,
+    /// Named series of (x, y) points.
+    pub series: Vec<(String, Vec<(f64, f64)>)>,
+}
+
+/// Everything a report shows.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Title (experiment name).
+    pub title: String,
+    /// Key facts: config file, preset, machine, timings.
+    pub facts: Vec<(String, String)>,
+    /// Ablation switches and their values.
+    pub switches: Vec<(String, String)>,
+    /// Success table.
+    pub success: Vec<SuccessRow>,
+    /// Fidelity table.
+    pub fidelity: Vec<FidelityRow>,
+    /// Extra tables: (title, header, rows).
+    pub tables: Vec<(String, Vec<String>, Vec<Vec<String>>)>,
+    /// Training curves.
+    pub charts: Vec<Chart>,
+    /// GIFs: (caption, file).
+    pub gifs: Vec<(String, PathBuf)>,
+}
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+/// Renders a chart to an SVG string.
+pub fn chart_svg(chart: &Chart) -> Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (560, 320)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let pts = chart.series.iter().flat_map(|(_, p)| p.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
+        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+        for &(x, y) in pts {
+            x0 = x0.min(x);
+            x1 = x1.max(x);
+            y0 = y0.min(y);
+            y1 = y1.max(y);
+        }
+        if x0 > x1 {
+            (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+        }
+        if x1 - x0 < 1e-12 {
+            x1 = x0 + 1.0;
+        }
+        let pad = ((y1 - y0) * 0.05).max(1e-6);
+        let mut c = ChartBuilder::on(&root)
+            .caption(&chart.title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(56)
+            .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        c.configure_mesh()
+            .x_desc(chart.x_label.as_str())
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (i, (name, points)) in chart.series.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let pts: Vec<(f64, f64)> = points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+            c.draw_series(LineSeries::new(pts, color.stroke_width(2)))
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+        }
+        if chart.series.len() > 1 {
+            c.configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.3))
+                .draw()
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(svg)
+}
+
+fn md_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "| {} |", header.join(" | "));
+    let _ = writeln!(s, "|{}|", header.iter().map(|_| "---").collect::<Vec<_>>().join("|"));
+    for r in rows {
+        let _ = writeln!(s, "| {} |", r.join(" | "));
+    }
+    s
+}
+
+fn html_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut s = String::from("<table><thead><tr>");
+    for h in header {
+        let _ = write!(s, "<th>{}</th>", esc(h));
+    }
+    s.push_str("</tr></thead><tbody>");
+    for r in rows {
+        s.push_str("<tr>");
+        for c in r {
+            let _ = write!(s, "<td>{}</td>", esc(c));
+        }
+        s.push_str("</tr>");
+    }
+    s.push_str("</tbody></table>");
+    s
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+impl Report {
+    fn success_rows(&self) -> (Vec<&'static str>, Vec<Vec<String>>) {
+        let cell = |r: &Option<Rate>| r.map(|r| r.cell()).unwrap_or_else(|| "-".into());
+        let mut rows: Vec<Vec<String>> = self
+            .success
+            .iter()
+            .map(|r| {
+                let delta = match (r.bc, r.refined) {
+                    (Some(b), Some(f)) => format!("{:+.1}", 100.0 * (f.rate() - b.rate())),
+                    _ => "-".into(),
+                };
+                vec![r.task.clone(), cell(&r.bc), cell(&r.refined), delta]
+            })
+            .collect();
+        let both: Vec<&SuccessRow> = self.success.iter().filter(|r| r.bc.is_some() && r.refined.is_some()).collect();
+        if both.len() > 1 {
+            let n = both.len() as f64;
+            let b: f64 = both.iter().map(|r| r.bc.unwrap().rate()).sum::<f64>() / n;
+            let f: f64 = both.iter().map(|r| r.refined.unwrap().rate()).sum::<f64>() / n;
+            rows.push(vec![
+                "average".into(),
+                format!("{:.1} %", 100.0 * b),
+                format!("{:.1} %", 100.0 * f),
+                format!("{:+.1}", 100.0 * (f - b)),
+            ]);
+        }
+        (vec!["task", "BC", "World4RL (refined)", "Δ points"], rows)
+    }
+
+    fn fidelity_rows(&self) -> (Vec<&'static str>, Vec<Vec<String>>) {
+        let rows = self
+            .fidelity
+            .iter()
+            .map(|r| {
+                vec![
+                    r.horizon.to_string(),
+                    format!("{:.2}", r.psnr),
+                    format!("{:.2}", r.psnr_copy),
+                    format!("{:.3}", r.ssim),
+                    format!("{:.3}", r.ssim_copy),
+                ]
+            })
+            .collect();
+        (vec!["horizon", "PSNR world model (dB)", "PSNR copy-last (dB)", "SSIM world model", "SSIM copy-last"], rows)
+    }
+
+    /// Writes `dir/report.md` (with plots as `dir/plots/*.svg`) and `dir/report.html`, atomically.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let plots = dir.join("plots");
+        std::fs::create_dir_all(&plots).with_context(|| format!("creating {}", plots.display()))?;
+        let mut md = String::new();
+        let mut html = String::new();
+        let _ = writeln!(md, "# {}\n", self.title);
+        let _ = write!(
+            html,
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{}</title><style>\
+             body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}\
+             table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}\
+             th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}\
+             figure{{display:inline-block;margin:.5em}}img{{image-rendering:pixelated}}</style></head><body><h1>{}</h1>",
+            esc(&self.title),
+            esc(&self.title)
+        );
+        if !self.facts.is_empty() {
+            let rows: Vec<Vec<String>> = self.facts.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect();
+            md.push_str(&md_table(&["", ""], &rows));
+            html.push_str(&html_table(&["", ""], &rows));
+        }
+        if !self.switches.is_empty() {
+            let rows: Vec<Vec<String>> = self.switches.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect();
+            md.push_str("\n## Ablation switches of this run\n\n");
+            md.push_str(&md_table(&["switch", "value"], &rows));
+            html.push_str("<h2>Ablation switches of this run</h2>");
+            html.push_str(&html_table(&["switch", "value"], &rows));
+        }
+        if !self.success.is_empty() {
+            let (h, rows) = self.success_rows();
+            md.push_str("\n## Success rate in the real environment (95 % Wilson intervals)\n\n");
+            md.push_str(&md_table(&h, &rows));
+            html.push_str("<h2>Success rate in the real environment (95 % Wilson intervals)</h2>");
+            html.push_str(&html_table(&h, &rows));
+        }
+        if !self.fidelity.is_empty() {
+            let (h, rows) = self.fidelity_rows();
+            md.push_str("\n## World-model fidelity (open-loop, held-out episodes)\n\n");
+            md.push_str(&md_table(&h, &rows));
+            html.push_str("<h2>World-model fidelity (open-loop, held-out episodes)</h2>");
+            html.push_str(&html_table(&h, &rows));
+        }
+        for (title, header, rows) in &self.tables {
+            let h: Vec<&str> = header.iter().map(String::as_str).collect();
+            let _ = writeln!(md, "\n## {title}\n");
+            md.push_str(&md_table(&h, rows));
+            let _ = write!(html, "<h2>{}</h2>", esc(title));
+            html.push_str(&html_table(&h, rows));
+        }
+        if !self.charts.is_empty() {
+            md.push_str("\n## Training curves\n\n");
+            html.push_str("<h2>Training curves</h2>");
+            for (i, chart) in self.charts.iter().enumerate() {
+                let svg = chart_svg(chart)?;
+                let name = format!("plot-{i:02}.svg");
+                w4rl_data::write_atomic(&plots.join(&name), svg.as_bytes())?;
+                let _ = writeln!(md, "![{}](plots/{name})\n", chart.title);
+                let _ = write!(html, "<figure>{svg}</figure>");
+            }
+        }
+        if !self.gifs.is_empty() {
+            md.push_str("\n## Rollouts\n\n");
+            html.push_str("<h2>Rollouts</h2>");
+            for (caption, path) in &self.gifs {
+                let rel = path.strip_prefix(dir).unwrap_or(path);
+                let _ = writeln!(md, "**{caption}**\n\n![{caption}]({})\n", rel.display());
+                match std::fs::read(path) {
+                    Ok(bytes) => {
+                        let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+                        let _ = write!(
+                            html,
+                            "<figure><img src=\"data:image/gif;base64,{b64}\" alt=\"{}\"><figcaption>{}</figcaption></figure>",
+                            esc(caption),
+                            esc(caption)
+                        );
+                    }
+                    Err(e) => {
+                        let _ = write!(html, "<p>missing GIF {}: {}</p>", esc(&path.display().to_string()), esc(&e.to_string()));
+                    }
+                }
+            }
+        }
+        html.push_str("</body></html>\n");
+        w4rl_data::write_atomic(&dir.join("report.md"), md.as_bytes())?;
+        w4rl_data::write_atomic(&dir.join("report.html"), html.as_bytes())?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_tables_and_inline_plots() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Report {
+            title: "t".into(),
+            success: vec![SuccessRow {
+                task: "push-block".into(),
+                bc: Some(Rate { successes: 40, episodes: 100, lo: 0.31, hi: 0.5 }),
+                refined: Some(Rate { successes: 70, episodes: 100, lo: 0.6, hi: 0.78 }),
+            }],
+            fidelity: vec![FidelityRow { horizon: 1, psnr: 30.0, ssim: 0.9, psnr_copy: 25.0, ssim_copy: 0.8 }],
+            charts: vec![Chart {
+                title: "loss".into(),
+                x_label: "step".into(),
+                series: vec![("train".into(), vec![(0.0, 1.0), (1.0, 0.5)])],
+            }],
+            ..Default::default()
+        };
+        r.write(dir.path()).unwrap();
+        let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+        assert!(md.contains("| push-block | 40.0 % [31.0, 50.0] (40/100) | 70.0 % [60.0, 78.0] (70/100) | +30.0 |"), "{md}");
+        assert!(md.contains("| 1 | 30.00 | 25.00 | 0.900 | 0.800 |"), "{md}");
+        let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+        assert!(html.contains("<svg") && html.contains("<table>"));
+        assert!(dir.path().join("plots/plot-00.svg").exists());
+    }
+}

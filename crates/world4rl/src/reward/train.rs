@@ -1,0 +1,326 @@
+//! Training the success classifier with BCE (Eq. 3) on the frames of expert and policy-rollout episodes
+//! of one task, labelled with their per-frame success flags (`C(frames[t]) -> success[t]`).
+//!
+//! CleanRL-style: every hyper-parameter in [`RewardConfig`], the loop in [`train_task`].
+//! * **Class balance**: every minibatch holds as many successful as unsuccessful frames, whatever their
+//!   ratio in the data.
+//! * **Held-out metrics**: whole episodes are held out (stratified by episode success), and accuracy,
+//!   precision, recall and F1 at the threshold are reported on their frames.
+//! * **Robustness to generated frames**: random shifts and Gaussian pixel noise during training, since the
+//!   classifier is trained on real frames only but labels world-model frames during refinement.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::{nn::OptimizerConfig, Device, Kind, Tensor};
+use w4rl_data::{holdout_split, Dataset, EpisodeKind};
+
+use super::classifier::{ClassifierConfig, RewardClassifier, RewardMode};
+use super::metrics::BinaryMetrics;
+use crate::policy::obs::frames_to_u8;
+use crate::run::RunDir;
+
+/// `[reward]`: the success classifier.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RewardConfig {
+    /// Architecture.
+    pub classifier: ClassifierConfig,
+    /// Optional safetensors file of a pretrained backbone (e.g. torchvision's ResNet-18) to start from.
+    pub pretrained: Option<PathBuf>,
+    /// Name prefix of the backbone tensors inside `pretrained` (default none).
+    pub pretrained_prefix: String,
+    /// Tasks to train a classifier for (empty: every task of the dataset).
+    pub tasks: Vec<String>,
+    /// Episode kinds whose frames are used (default expert and policy, as in the paper).
+    pub kinds: Vec<EpisodeKind>,
+    /// Input frame size; 0 = the dataset's. Set it to the world model's frame size.
+    pub image_size: usize,
+    /// Gradient steps (default 1500).
+    pub steps: usize,
+    /// Minibatch size, half successful frames (default 64).
+    pub batch_size: usize,
+    /// Adam learning rate (default 3e-4).
+    pub lr: f64,
+    /// Adam weight decay (default 0).
+    pub weight_decay: f64,
+    /// Random-shift augmentation in pixels (default 2).
+    pub shift_pad: i64,
+    /// Std of Gaussian noise added to the `[-1, 1]` input during training (default 0.03).
+    pub noise_std: f64,
+    /// Fraction of episodes held out for the metrics (default 0.2).
+    pub holdout_fraction: f64,
+    /// Decision threshold on P(success) (default 0.5).
+    pub threshold: f64,
+    /// `binary` (default, 1[C > threshold]) or `probability`.
+    pub reward: RewardMode,
+    /// Log every this many steps (default 100).
+    pub log_every: usize,
+    /// Seed of the split, initialisation and sampling.
+    pub seed: u64,
+}
+
+impl Default for RewardConfig {
+    fn default() -> Self {
+        Self {
+            classifier: ClassifierConfig::default(),
+            pretrained: None,
+            pretrained_prefix: String::new(),
+            tasks: Vec::new(),
+            kinds: vec![EpisodeKind::Expert, EpisodeKind::Policy],
+            image_size: 0,
+            steps: 1500,
+            batch_size: 64,
+            lr: 3e-4,
+            weight_decay: 0.0,
+            shift_pad: 2,
+            noise_std: 0.03,
+            holdout_fraction: 0.2,
+            threshold: 0.5,
+            reward: RewardMode::Binary,
+            log_every: 100,
+            seed: 0,
+        }
+    }
+}
+
+impl RewardConfig {
+    /// Checks value ranges.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.steps > 0, "reward.steps must be positive");
+        ensure!(self.batch_size >= 2, "reward.batch_size must be at least 2");
+        ensure!(self.lr > 0.0 && self.lr.is_finite(), "reward.lr must be positive");
+        ensure!(self.shift_pad >= 0, "reward.shift_pad must be >= 0");
+        ensure!(self.noise_std >= 0.0, "reward.noise_std must be >= 0");
+        ensure!(
+            (0.0..1.0).contains(&self.holdout_fraction),
+            "reward.holdout_fraction must lie in [0, 1) (got {})",
+            self.holdout_fraction
+        );
+        ensure!((0.0..1.0).contains(&self.threshold), "reward.threshold must lie in [0, 1)");
+        ensure!(!self.kinds.is_empty(), "reward.kinds is empty: list at least one episode kind");
+        ensure!(self.log_every > 0, "reward.log_every must be positive");
+        Ok(())
+    }
+}
+
+/// What training reports for one task.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ClassifierReport {
+    /// Task.
+    pub task: String,
+    /// Episodes trained on / held out.
+    pub train_episodes: usize,
+    /// Held-out episodes.
+    pub heldout_episodes: usize,
+    /// Training frames and how many are successful.
+    pub train_frames: usize,
+    /// Successful training frames.
+    pub train_positives: usize,
+    /// Metrics on the training frames (no augmentation).
+    pub train: BinaryMetrics,
+    /// Metrics on the held-out frames.
+    pub heldout: BinaryMetrics,
+    /// Backbone tensors copied from the pretrained file.
+    pub pretrained_tensors: usize,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// Frames and labels.
+struct Frames {
+    images: Tensor,
+    labels: Vec<bool>,
+}
+
+fn load_frames(dataset: &Dataset, entries: &[usize], size: usize, device: Device) -> Result<Frames> {
+    let mut images = Vec::with_capacity(entries.len());
+    let mut labels = Vec::new();
+    for &i in entries {
+        let ep = dataset.load(i)?;
+        let n = ep.steps() + 1;
+        images.push(frames_to_u8(&ep.frames, n, ep.meta.image_size, size, device)?);
+        labels.extend(ep.success.iter().map(|&s| s == 1));
+    }
+    let images = if images.is_empty() {
+        Tensor::zeros([0, 3, size as i64, size as i64], (Kind::Uint8, device))
+    } else {
+        Tensor::cat(&images, 0)
+    };
+    Ok(Frames { images, labels })
+}
+
+/// Metrics of `clf` on `u8 [N, 3, h, w]` frames against `labels`, at its threshold.
+pub fn evaluate_frames(clf: &RewardClassifier, frames: &Tensor, labels: &[bool]) -> Result<BinaryMetrics> {
+    let n = frames.size()[0];
+    ensure!(n as usize == labels.len(), "{n} frames but {} labels", labels.len());
+    let mut pred = Vec::with_capacity(labels.len());
+    let mut start = 0;
+    while start < n {
+        let len = (n - start).min(512);
+        let p = clf.prob_u8(&frames.narrow(0, start, len)).gt(clf.threshold());
+        pred.extend(Vec::<bool>::try_from(p.to_device(Device::Cpu))?);
+        start += len;
+    }
+    Ok(BinaryMetrics::from_predictions(&pred, labels))
+}
+
+/// Trains the classifier of one task; `log` receives one JSON object per logging step.
+pub fn train_task(
+    cfg: &RewardConfig,
+    dataset: &Dataset,
+    task: &str,
+    device: Device,
+    mut log: impl FnMut(serde_json::Value) -> Result<()>,
+) -> Result<(RewardClassifier, ClassifierReport)> {
+    cfg.validate()?;
+    let start = Instant::now();
+    tch::manual_seed(cfg.seed as i64);
+    let size = if cfg.image_size == 0 { dataset.spec().image_size } else { cfg.image_size };
+
+    // ---- data: whole episodes held out, stratified by episode success
+    let entries: Vec<usize> = dataset
+        .entries()
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.meta.task == task && cfg.kinds.contains(&e.meta.kind))
+        .map(|(i, _)| i)
+        .collect();
+    if entries.is_empty() {
+        bail!(
+            "the dataset {} has no {:?} episodes of task '{task}' (tasks: {})",
+            dataset.dir().display(),
+            cfg.kinds,
+            dataset.tasks().join(", ")
+        );
+    }
+    let keys: Vec<&str> = entries
+        .iter()
+        .map(|&i| if dataset.entries()[i].meta.success { "success" } else { "failure" })
+        .collect();
+    let (tr, ho) = holdout_split(&keys, cfg.holdout_fraction, cfg.seed);
+    let train_entries: Vec<usize> = tr.iter().map(|&k| entries[k]).collect();
+    let held_entries: Vec<usize> = ho.iter().map(|&k| entries[k]).collect();
+    let train = load_frames(dataset, &train_entries, size, device)?;
+    let held = load_frames(dataset, &held_entries, size, device)?;
+    let pos: Vec<i64> = (0..train.labels.len() as i64).filter(|&i| train.labels[i as usize]).collect();
+    let neg: Vec<i64> = (0..train.labels.len() as i64).filter(|&i| !train.labels[i as usize]).collect();
+    if pos.is_empty() || neg.is_empty() {
+        bail!(
+            "task '{task}': the training frames hold {} successful and {} unsuccessful frames; the classifier needs both (collect expert episodes that succeed)",
+            pos.len(),
+            neg.len()
+        );
+    }
+    tracing::info!(
+        "reward '{task}': {} train frames ({} successful), {} held-out frames",
+        train.labels.len(),
+        pos.len(),
+        held.labels.len()
+    );
+    let pos_t = Tensor::from_slice(&pos).to_device(device);
+    let neg_t = Tensor::from_slice(&neg).to_device(device);
+
+    // ---- model
+    let mut clf = RewardClassifier::new(&cfg.classifier, size, cfg.threshold, cfg.reward, task, device)?;
+    let pretrained_tensors = match &cfg.pretrained {
+        Some(p) => clf
+            .load_backbone(p, &cfg.pretrained_prefix)
+            .with_context(|| format!("initialising the classifier backbone from {}", p.display()))?,
+        None => 0,
+    };
+    let mut opt = tch::nn::Adam {
+        wd: cfg.weight_decay,
+        ..Default::default()
+    }
+    .build(clf.var_store(), cfg.lr)?;
+
+    // ---- balanced BCE
+    let half = (cfg.batch_size / 2) as i64;
+    let labels = Tensor::cat(
+        &[
+            Tensor::ones([half], (Kind::Float, device)),
+            Tensor::zeros([cfg.batch_size as i64 - half], (Kind::Float, device)),
+        ],
+        0,
+    );
+    let bar = crate::progress::bar(cfg.steps as u64, format!("reward {task}"));
+    let (mut window, mut window_n) = (0.0, 0usize);
+    for step in 1..=cfg.steps {
+        let ip = pos_t.index_select(0, &Tensor::randint(pos.len() as i64, [half], (Kind::Int64, device)));
+        let ineg = neg_t.index_select(
+            0,
+            &Tensor::randint(neg.len() as i64, [cfg.batch_size as i64 - half], (Kind::Int64, device)),
+        );
+        let x = train.images.index_select(0, &Tensor::cat(&[ip, ineg], 0));
+        let logits = clf.logits_augmented(&x, cfg.shift_pad, cfg.noise_std);
+        let loss = logits.binary_cross_entropy_with_logits::<Tensor>(&labels, None, None, tch::Reduction::Mean);
+        opt.backward_step(&loss);
+        let l = loss.double_value(&[]);
+        ensure!(l.is_finite(), "reward '{task}': the loss became {l} at step {step}; lower reward.lr");
+        window += l;
+        window_n += 1;
+        bar.inc(1);
+        if step % cfg.log_every == 0 || step == cfg.steps {
+            let mut rec = serde_json::json!({"task": task, "step": step, "bce": window / window_n as f64});
+            if (step % (5 * cfg.log_every) == 0 || step == cfg.steps) && !held.labels.is_empty() {
+                let m = evaluate_frames(&clf, &held.images, &held.labels)?;
+                rec["heldout_f1"] = m.f1.into();
+                rec["heldout_accuracy"] = m.accuracy.into();
+            }
+            log(rec)?;
+            bar.set_prefix(format!("bce {:.3}", window / window_n as f64));
+            window = 0.0;
+            window_n = 0;
+        }
+    }
+    bar.finish_and_clear();
+    let train_m = evaluate_frames(&clf, &train.images, &train.labels)?;
+    let held_m = evaluate_frames(&clf, &held.images, &held.labels)?;
+    let report = ClassifierReport {
+        task: task.to_string(),
+        train_episodes: train_entries.len(),
+        heldout_episodes: held_entries.len(),
+        train_frames: train.labels.len(),
+        train_positives: pos.len(),
+        train: train_m,
+        heldout: held_m,
+        pretrained_tensors,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    Ok((clf, report))
+}
+
+/// Path of the classifier of `task` in a run: `RUN/reward/<task>/classifier.safetensors`.
+pub fn checkpoint_path(run: &RunDir, task: &str) -> PathBuf {
+    run.checkpoint(&format!("reward/{task}"), "classifier")
+}
+
+/// Trains (or skips, when done) the classifier of every configured task; writes
+/// `RUN/reward/<task>/{classifier.safetensors, metrics.jsonl, done.json}`.
+pub fn train_all(cfg: &RewardConfig, dataset: &Dataset, run: &RunDir, device: Device) -> Result<Vec<ClassifierReport>> {
+    let tasks = if cfg.tasks.is_empty() { dataset.tasks() } else { cfg.tasks.clone() };
+    let mut reports = Vec::new();
+    for task in &tasks {
+        let stage = format!("reward/{task}");
+        if let Some(done) = run.done_summary(&stage) {
+            if let Ok(r) = serde_json::from_value::<ClassifierReport>(done) {
+                tracing::info!("reward '{task}': already trained, skipping");
+                reports.push(r);
+                continue;
+            }
+        }
+        let mut metrics = run.metrics(&stage)?;
+        metrics.truncate_after(0)?;
+        let (clf, report) = train_task(cfg, dataset, task, device, |v| metrics.log(&v))?;
+        clf.save(
+            &checkpoint_path(run, task),
+            serde_json::json!({"stage": "reward", "report": report, "dataset": dataset.dir()}),
+        )?;
+        run.mark_done(&stage, &serde_json::to_value(&report)?)?;
+        reports.push(report);
+    }
+    Ok(reports)
+}

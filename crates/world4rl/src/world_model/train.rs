@@ -1,0 +1,399 @@
+//! Training the diffusion world model (World4RL §III-A, Eq. 7), CleanRL-style: every
+//! hyper-parameter is in [`WorldModelTrainConfig`] at the top, the loop reads from top to bottom.
+//!
+//! One step: draw a batch of windows (L context frames + actions → next frame) from the training
+//! episodes of all tasks pooled (optionally re-weighted per task and per kind), compute the EDM loss
+//! of Eq. 7, AdamW with linear warm-up and gradient clipping, update the EMA weights. Every
+//! `val_every` steps the EMA model's loss on a fixed set of windows from held-out episodes is logged.
+//! Checkpoints go to `RUN/world_model/`:
+//!
+//! * `model.safetensors` — the EMA weights with the model config (what `dream`, `eval` and the
+//!   imagined environment load with [`WorldModel::load`]);
+//! * `train_state.safetensors` — raw weights, EMA weights, AdamW moments, step and elapsed time, so
+//!   a re-run on the same run folder resumes exactly where it stopped;
+//! * `holdout.json` — the held-out episodes (task, kind, index), reused by `eval world-model`;
+//! * `metrics.jsonl`, `config.toml`, and `done.json` once the step or time budget is used up.
+//!
+//! Defaults follow DIAMOND's Atari trainer (AdamW lr 1e-4, wd 1e-2, eps 1e-8, 100 warm-up steps,
+//! grad-clip 1, batch 32) except where the CPU budget asks otherwise (see the presets).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::Device;
+use w4rl_data::{Dataset, Episode, EpisodeKind, SamplerConfig as WindowConfig, WindowSampler};
+
+use super::{Batch, WorldModel, WorldModelConfig};
+use crate::optim::{ema_update, warmup_lr, AdamW, AdamWConfig};
+use crate::run::RunDir;
+
+/// Stage name: folder of the run directory.
+pub const STAGE: &str = "world_model";
+
+/// `[world_model]`: everything about training the world model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorldModelTrainConfig {
+    /// The model (architecture, noise, sampler); default: the `cpu` preset.
+    pub model: WorldModelConfig,
+    /// Windows per batch.
+    pub batch_size: usize,
+    /// AdamW (lr, betas, eps, weight decay).
+    pub optimizer: AdamWConfig,
+    /// Linear learning-rate warm-up steps.
+    pub warmup_steps: u64,
+    /// Clip the global gradient norm to this (0 = off).
+    pub grad_clip: f64,
+    /// EMA decay of the weights used for imagination (ramped up as min(decay, (1+t)/(10+t))).
+    pub ema_decay: f64,
+    /// Stop after this many optimiser steps...
+    pub max_steps: u64,
+    /// ...or after this many minutes of training (summed over resumes; 0 = no time limit).
+    pub max_minutes: f64,
+    /// Fraction of the episodes of every task held out for validation and `eval world-model`.
+    pub holdout_fraction: f64,
+    /// Validation every this many steps (and at the end).
+    pub val_every: u64,
+    /// Batches of held-out windows in the (fixed) validation set.
+    pub val_batches: usize,
+    /// Log the training loss every this many steps.
+    pub log_every: u64,
+    /// Checkpoint every this many steps (and at the end).
+    pub checkpoint_every: u64,
+    /// Per-task sampling weights (missing: 1; 0 removes the task).
+    pub task_weights: BTreeMap<String, f64>,
+    /// Per-kind sampling weights, keys `expert`, `policy`, `random` (missing: 1).
+    pub kind_weights: BTreeMap<EpisodeKind, f64>,
+    /// Seed of the split, the sampler and the initialisation.
+    pub seed: u64,
+}
+
+impl Default for WorldModelTrainConfig {
+    fn default() -> Self {
+        Self::preset("cpu").expect("cpu preset exists")
+    }
+}
+
+impl WorldModelTrainConfig {
+    /// Training presets matching [`WorldModelConfig::preset`]:
+    /// * `tiny`: 200 steps, batch 8 — a smoke test;
+    /// * `cpu`: ≤ 30 minutes on 2 cores, batch 32, lr 3e-4 (a short budget favours a larger step);
+    /// * `paper`: DIAMOND's CS:GO-sized run for a GPU (lr 1e-4, grad-clip 10, many steps).
+    pub fn preset(name: &str) -> Result<Self> {
+        let model = WorldModelConfig::preset(name)?;
+        let base = Self {
+            model,
+            batch_size: 32,
+            optimizer: AdamWConfig { lr: 1e-4, weight_decay: 1e-2, eps: 1e-8, ..Default::default() },
+            warmup_steps: 100,
+            grad_clip: 1.0,
+            ema_decay: 0.999,
+            max_steps: 100_000,
+            max_minutes: 0.0,
+            holdout_fraction: 0.1,
+            val_every: 500,
+            val_batches: 8,
+            log_every: 50,
+            checkpoint_every: 500,
+            task_weights: BTreeMap::new(),
+            kind_weights: BTreeMap::new(),
+            seed: 0,
+        };
+        Ok(match name {
+            "tiny" => Self { batch_size: 8, max_steps: 200, val_every: 100, val_batches: 2, log_every: 20, checkpoint_every: 100, warmup_steps: 20, ema_decay: 0.99, optimizer: AdamWConfig { lr: 1e-3, ..base.optimizer.clone() }, ..base },
+            "cpu" => Self { max_steps: 20_000, max_minutes: 30.0, optimizer: AdamWConfig { lr: 3e-4, ..base.optimizer.clone() }, ema_decay: 0.995, val_every: 250, ..base },
+            "paper" => Self { max_steps: 1_000_000, grad_clip: 10.0, val_every: 5_000, checkpoint_every: 5_000, log_every: 100, ..base },
+            _ => base,
+        })
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.model.validate()?;
+        ensure!(self.batch_size >= 1, "world_model.batch_size must be at least 1");
+        ensure!(self.optimizer.lr > 0.0 && self.optimizer.lr.is_finite(), "world_model.optimizer.lr must be positive");
+        ensure!((0.0..1.0).contains(&self.ema_decay), "world_model.ema_decay must be in [0, 1)");
+        ensure!(self.max_minutes >= 0.0, "world_model.max_minutes must be >= 0");
+        ensure!((0.0..1.0).contains(&self.holdout_fraction), "world_model.holdout_fraction must be in [0, 1)");
+        ensure!(self.log_every >= 1 && self.val_every >= 1 && self.checkpoint_every >= 1, "world_model: log/val/checkpoint intervals must be >= 1");
+        Ok(())
+    }
+}
+
+/// What the training ended with (also written to `done.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub minutes: f64,
+    pub params: i64,
+    pub final_train_loss: Option<f64>,
+    pub final_val_loss: Option<f64>,
+    pub train_episodes: usize,
+    pub holdout_episodes: usize,
+    pub stopped_by: String,
+}
+
+/// A held-out episode, by identity (stable across dataset re-opens).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EpisodeId {
+    pub task: String,
+    pub kind: EpisodeKind,
+    pub index: usize,
+}
+
+impl EpisodeId {
+    pub fn of(ep: &Episode) -> Self {
+        Self { task: ep.meta.task.clone(), kind: ep.meta.kind, index: ep.meta.index }
+    }
+}
+
+/// Paths of a world-model stage inside a run directory.
+#[derive(Debug, Clone)]
+pub struct StagePaths {
+    pub dir: PathBuf,
+    pub model: PathBuf,
+    pub train_state: PathBuf,
+    pub holdout: PathBuf,
+    pub config: PathBuf,
+}
+
+impl StagePaths {
+    pub fn new(run: &Path) -> Self {
+        let dir = run.join(STAGE);
+        Self {
+            model: dir.join("model.safetensors"),
+            train_state: dir.join("train_state.safetensors"),
+            holdout: dir.join("holdout.json"),
+            config: dir.join("config.toml"),
+            dir,
+        }
+    }
+}
+
+/// Options that are not part of the experiment (they do not change the result).
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Show a progress bar (hidden anyway when stderr is not a terminal).
+    pub progress: bool,
+}
+
+/// Splits a dataset into (train, held-out) episodes, as the training does (stratified per task,
+/// reproducible from `seed`). Loads every episode.
+pub fn split_dataset(data: &Dataset, holdout_fraction: f64, seed: u64) -> Result<(Vec<Episode>, Vec<Episode>)> {
+    let episodes = data.load_where(|_| true).with_context(|| format!("loading the episodes of {}", data.dir().display()))?;
+    ensure!(!episodes.is_empty(), "{} holds no episodes", data.dir().display());
+    let tasks: Vec<&str> = episodes.iter().map(|e| e.meta.task.as_str()).collect();
+    let (train_idx, held_idx) = w4rl_data::holdout_split(&tasks, holdout_fraction, seed);
+    let mut slots: Vec<Option<Episode>> = episodes.into_iter().map(Some).collect();
+    let train = train_idx.iter().filter_map(|&i| slots[i].take()).collect();
+    let held = held_idx.iter().filter_map(|&i| slots[i].take()).collect();
+    Ok((train, held))
+}
+
+/// Loads the held-out episodes recorded by a training run (`holdout.json`).
+pub fn load_holdout(run: &Path, data: &Dataset) -> Result<Vec<Episode>> {
+    let paths = StagePaths::new(run);
+    let text = std::fs::read_to_string(&paths.holdout)
+        .with_context(|| format!("reading {} (train the world model into this run first)", paths.holdout.display()))?;
+    let ids: Vec<EpisodeId> = serde_json::from_str(&text).with_context(|| format!("parsing {}", paths.holdout.display()))?;
+    let want: std::collections::BTreeSet<EpisodeId> = ids.into_iter().collect();
+    let eps = data.load_where(|m| want.contains(&EpisodeId { task: m.task.clone(), kind: m.kind, index: m.index }))?;
+    ensure!(
+        eps.len() == want.len(),
+        "{} lists {} held-out episodes but {} has only {} of them",
+        paths.holdout.display(),
+        want.len(),
+        data.dir().display(),
+        eps.len()
+    );
+    Ok(eps)
+}
+
+/// Writes `text` to `path` unless an identical file is there; a different one is an error (a run
+/// folder resumed under another config would mix two experiments).
+fn write_stage_config(path: &Path, cfg: &WorldModelTrainConfig) -> Result<()> {
+    let text = toml::to_string_pretty(cfg).context("serialising the world-model config")?;
+    if let Ok(old) = std::fs::read_to_string(path) {
+        if old == text {
+            return Ok(());
+        }
+        bail!(
+            "{} was written by a run with a different world-model config; use another --out folder or delete it to start over",
+            path.display()
+        );
+    }
+    w4rl_data::write_atomic(path, text.as_bytes())?;
+    Ok(())
+}
+
+fn sampler_seed(seed: u64, step: u64) -> u64 {
+    crate::seeds::mix(seed ^ crate::seeds::mix(step.wrapping_add(0x5741)))
+}
+
+/// Mean loss of the EMA model over a fixed set of validation batches (fixed σ and noise draws).
+fn validation_loss(model: &WorldModel, val: &[Batch], seed: u64) -> Result<f64> {
+    let _g = tch::no_grad_guard();
+    tch::manual_seed(seed as i64);
+    let mut total = 0.0;
+    for b in val {
+        total += model.loss(b)?.loss.double_value(&[]);
+    }
+    Ok(total / val.len().max(1) as f64)
+}
+
+/// Trains (or resumes) the world model of `run` on `data`. Stops at `max_steps` or `max_minutes`,
+/// whichever comes first; a finished stage (`done.json`) is not trained again.
+pub fn train(cfg: &WorldModelTrainConfig, data: &Dataset, run: &RunDir, device: Device, opts: &TrainOptions) -> Result<TrainSummary> {
+    cfg.validate()?;
+    let paths = StagePaths::new(run.path());
+    run.stage_dir(STAGE)?;
+    write_stage_config(&paths.config, cfg)?;
+    if run.is_done(STAGE) {
+        if let Some(s) = run.done_summary(STAGE).and_then(|v| serde_json::from_value::<TrainSummary>(v).ok()) {
+            tracing::info!("world model in {} already trained ({} steps); delete {} to retrain", run.path().display(), s.steps, paths.dir.display());
+            return Ok(s);
+        }
+    }
+
+    // ---- data: all tasks pooled, held-out episodes per task ------------------------------------
+    let spec = data.spec();
+    let action_dim = spec.action_dim;
+    let (train_eps, held_eps) = split_dataset(data, cfg.holdout_fraction, cfg.seed)?;
+    ensure!(!train_eps.is_empty(), "no training episodes left after the hold-out split");
+    let held_ids: Vec<EpisodeId> = held_eps.iter().map(EpisodeId::of).collect();
+    w4rl_data::write_atomic(&paths.holdout, serde_json::to_string_pretty(&held_ids)?.as_bytes())?;
+    let wcfg = WindowConfig { context: cfg.model.context, task_weights: cfg.task_weights.clone(), kind_weights: cfg.kind_weights.clone() };
+    let size = cfg.model.image_size;
+    let val: Vec<Batch> = if held_eps.is_empty() {
+        Vec::new()
+    } else {
+        let mut vs = WindowSampler::new(held_eps.iter().collect(), WindowConfig { context: cfg.model.context, ..Default::default() }, cfg.seed ^ 0xEA1)?;
+        (0..cfg.val_batches).map(|_| Batch::from_windows(&vs.sample(cfg.batch_size), size, device)).collect::<Result<_>>()?
+    };
+
+    // ---- model, EMA copy, optimiser; resume when a train state exists --------------------------
+    tch::manual_seed(cfg.seed as i64);
+    let mut model = WorldModel::new(cfg.model.clone(), action_dim, device)?;
+    let mut ema = WorldModel::new(cfg.model.clone(), action_dim, device)?;
+    crate::optim::copy_weights(ema.var_store(), model.var_store());
+    let mut opt = AdamW::new(model.var_store(), cfg.optimizer.clone());
+    let params = model.param_count();
+    let (mut step, mut elapsed_before) = (0u64, 0f64);
+    let mut metrics = run.metrics(STAGE)?;
+    if paths.train_state.exists() {
+        let (t, meta) = crate::checkpoint::load_tensors(&paths.train_state)?;
+        crate::checkpoint::copy_into_varstore(&t, ema.var_store_mut(), "ema.", &paths.train_state)?;
+        crate::checkpoint::copy_into_varstore(&t, model.var_store_mut(), "model.", &paths.train_state)?;
+        opt.load_state(&t, "opt.", &paths.train_state)?;
+        step = meta["step"].as_u64().unwrap_or(0);
+        elapsed_before = meta["elapsed_secs"].as_f64().unwrap_or(0.0);
+        metrics.truncate_after(step)?;
+        tracing::info!("resuming the world model at step {step} ({:.1} min trained)", elapsed_before / 60.0);
+    } else {
+        tracing::info!("training a world model with {params} parameters on {} episodes ({} held out)", train_eps.len(), held_eps.len());
+    }
+    let mut sampler = WindowSampler::new(train_eps.iter().collect(), wcfg, sampler_seed(cfg.seed, step))?;
+    tch::manual_seed(sampler_seed(cfg.seed, step) as i64);
+
+    let budget_secs = if cfg.max_minutes > 0.0 { cfg.max_minutes * 60.0 } else { f64::INFINITY };
+    let pb = crate::progress::bar(cfg.max_steps, "world model");
+    if !opts.progress {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    pb.set_position(step);
+    let t0 = Instant::now();
+    let elapsed = |t0: &Instant| elapsed_before + t0.elapsed().as_secs_f64();
+    let (mut loss_sum, mut loss_n, mut bad_steps) = (0.0, 0u64, 0u32);
+    let (mut last_train, mut last_val) = (None, None);
+
+    let save = |step: u64, secs: f64, model: &WorldModel, ema: &WorldModel, opt: &AdamW| -> Result<()> {
+        let mut all = crate::checkpoint::varstore_tensors(model.var_store(), "model.");
+        all.extend(crate::checkpoint::varstore_tensors(ema.var_store(), "ema."));
+        all.extend(opt.state_tensors("opt."));
+        crate::checkpoint::save_tensors(&paths.train_state, &all, &serde_json::json!({"step": step, "elapsed_secs": secs}))?;
+        ema.save(&paths.model, serde_json::json!({"step": step, "elapsed_secs": secs}))
+    };
+
+    // ---- the loop -------------------------------------------------------------------------------
+    let stopped_by = loop {
+        if step >= cfg.max_steps {
+            break "max_steps";
+        }
+        if elapsed(&t0) >= budget_secs {
+            break "max_minutes";
+        }
+        opt.cfg.lr = warmup_lr(cfg.optimizer.lr, cfg.warmup_steps, step);
+        let batch = Batch::from_windows(&sampler.sample(cfg.batch_size), size, device)?;
+        let out = model.loss(&batch)?;
+        let loss = out.loss.double_value(&[]);
+        opt.zero_grad();
+        out.loss.backward();
+        let grad_norm = opt.clip_grad_norm(if cfg.grad_clip > 0.0 { cfg.grad_clip } else { f64::INFINITY });
+        if loss.is_finite() && grad_norm.is_finite() {
+            opt.step();
+            bad_steps = 0;
+            loss_sum += loss;
+            loss_n += 1;
+        } else {
+            bad_steps += 1;
+            tracing::warn!("step {step}: non-finite loss {loss} or gradient norm {grad_norm}; update skipped");
+            ensure!(bad_steps < 20, "the world-model loss stayed non-finite for 20 steps (lower the learning rate?)");
+        }
+        let decay = cfg.ema_decay.min((1.0 + step as f64) / (10.0 + step as f64));
+        ema_update(ema.var_store(), model.var_store(), decay);
+        step += 1;
+        pb.set_position(step);
+
+        if step % cfg.log_every == 0 && loss_n > 0 {
+            let l = loss_sum / loss_n as f64;
+            last_train = Some(l);
+            let secs = elapsed(&t0);
+            pb.set_prefix(format!("loss {l:.4}"));
+            metrics.log(&serde_json::json!({"step": step, "loss": l, "grad_norm": grad_norm, "lr": opt.cfg.lr, "elapsed_secs": secs}))?;
+            tracing::debug!("step {step} loss {l:.4} grad {grad_norm:.3} {:.1} min", secs / 60.0);
+            (loss_sum, loss_n) = (0.0, 0);
+        }
+        if step % cfg.val_every == 0 && !val.is_empty() {
+            let v = validation_loss(&ema, &val, cfg.seed ^ 0x7A1)?;
+            tch::manual_seed(sampler_seed(cfg.seed, step) as i64);
+            last_val = Some(v);
+            metrics.log(&serde_json::json!({"step": step, "val_loss": v, "elapsed_secs": elapsed(&t0)}))?;
+            tracing::info!("world model step {step}: train loss {:.4}, held-out loss {v:.4}", last_train.unwrap_or(f64::NAN));
+        }
+        if step % cfg.checkpoint_every == 0 {
+            save(step, elapsed(&t0), &model, &ema, &opt)?;
+        }
+    };
+    pb.finish_and_clear();
+
+    // ---- final validation, checkpoint, done marker ----------------------------------------------
+    if !val.is_empty() && step % cfg.val_every != 0 {
+        let v = validation_loss(&ema, &val, cfg.seed ^ 0x7A1)?;
+        last_val = Some(v);
+        metrics.log(&serde_json::json!({"step": step, "val_loss": v, "elapsed_secs": elapsed(&t0)}))?;
+    }
+    let secs = elapsed(&t0);
+    save(step, secs, &model, &ema, &opt)?;
+    let summary = TrainSummary {
+        steps: step,
+        minutes: secs / 60.0,
+        params,
+        final_train_loss: last_train,
+        final_val_loss: last_val,
+        train_episodes: train_eps.len(),
+        holdout_episodes: held_eps.len(),
+        stopped_by: stopped_by.into(),
+    };
+    run.mark_done(STAGE, &serde_json::to_value(&summary)?)?;
+    tracing::info!("world model trained: {step} steps in {:.1} min (stopped by {stopped_by})", secs / 60.0);
+    Ok(summary)
+}
+
+/// Mean loss of `model` over `batches` fixed batches drawn from `episodes` (for tests and reports).
+pub fn mean_loss(model: &WorldModel, episodes: &[Episode], batches: usize, batch: usize, seed: u64) -> Result<f64> {
+    let mut s = WindowSampler::new(episodes.iter().collect(), WindowConfig { context: model.context_len(), ..Default::default() }, seed)?;
+    let val: Vec<Batch> = (0..batches).map(|_| Batch::from_windows(&s.sample(batch), model.image_size(), model.device())).collect::<Result<_>>()?;
+    validation_loss(model, &val, seed)
+}

@@ -1,0 +1,123 @@
+//! Learning tests of the reward classifier and the BC policy on a synthetic, separable dataset.
+
+use w4rl_data::{Dataset, DatasetSpec, DatasetWriter, Episode, EpisodeKind};
+use world4rl::policy::bc::{self, BcConfig};
+use world4rl::policy::EncoderConfig;
+use world4rl::reward::{self, RewardConfig};
+
+const SIZE: usize = 16;
+
+/// A 3x3 white dot at (x, y) on a dark background.
+fn frame(x: usize, y: usize) -> Vec<u8> {
+    let mut f = vec![20u8; SIZE * SIZE * 3];
+    for r in y.saturating_sub(1)..(y + 2).min(SIZE) {
+        for c in x.saturating_sub(1)..(x + 2).min(SIZE) {
+            f[(r * SIZE + c) * 3..(r * SIZE + c) * 3 + 3].copy_from_slice(&[250, 250, 250]);
+        }
+    }
+    f
+}
+
+/// The expert's action is a fixed function of the dot's position; success = dot in the right half.
+fn action_of(x: usize, y: usize) -> Vec<f32> {
+    vec![(x as f32 / 15.0) * 1.6 - 0.8, 0.8 - (y as f32 / 15.0) * 1.6]
+}
+
+fn synthetic_dataset(dir: &std::path::Path, episodes: usize, steps: usize) -> Dataset {
+    let spec = DatasetSpec {
+        suite: "synthetic".into(),
+        image_size: SIZE,
+        action_dim: 2,
+        action_low: vec![-1.0; 2],
+        action_high: vec![1.0; 2],
+        state_dim: 2,
+    };
+    let w = DatasetWriter::create(dir, spec.clone()).unwrap();
+    let mut state = 12345u64;
+    let mut rnd = |n: usize| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) % n as u64) as usize
+    };
+    for e in 0..episodes {
+        let (mut x, mut y) = (1 + rnd(7), 1 + rnd(14));
+        let mut ep = Episode::start(&spec, "dots", EpisodeKind::Expert, e, e as u64, &frame(x, y), &[x as f32, y as f32], false).unwrap();
+        for _ in 0..steps {
+            let a = action_of(x, y);
+            x = 1 + rnd(14);
+            y = 1 + rnd(14);
+            ep.push(&a, 0.0, &frame(x, y), &[x as f32, y as f32], x >= 8).unwrap();
+        }
+        w.write(&ep).unwrap();
+    }
+    Dataset::open(dir).unwrap()
+}
+
+fn small_encoder() -> EncoderConfig {
+    EncoderConfig { channels: vec![16, 32], pool: 4, features: 64 }
+}
+
+#[test]
+fn classifier_learns_a_separable_set_and_its_loss_falls() {
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let ds = synthetic_dataset(dir.path(), 20, 12);
+    let mut cfg = RewardConfig { steps: 300, batch_size: 32, log_every: 10, noise_std: 0.0, ..Default::default() };
+    cfg.classifier.encoder = small_encoder();
+    cfg.classifier.hidden = 32;
+    let mut losses = Vec::new();
+    let (clf, report) = reward::train_task(&cfg, &ds, "dots", tch::Device::Cpu, |v| {
+        losses.push(v["bce"].as_f64().unwrap());
+        Ok(())
+    })
+    .unwrap();
+    assert!(losses.first().unwrap() > &0.4, "{losses:?}");
+    assert!(losses.last().unwrap() < &0.1, "{losses:?}");
+    assert!(report.heldout.n > 0 && report.heldout.positives > 0);
+    assert!(report.heldout.f1 >= 0.9, "{report:?}");
+    // the saved classifier reproduces its decisions
+    let path = dir.path().join("clf.safetensors");
+    clf.save(&path, serde_json::json!({})).unwrap();
+    let (back, _) = world4rl::reward::RewardClassifier::load(&path, tch::Device::Cpu).unwrap();
+    let x = world4rl::policy::obs::frames_to_u8(&frame(12, 5), 1, SIZE, SIZE, tch::Device::Cpu).unwrap();
+    assert!((clf.prob_u8(&x).double_value(&[0]) - back.prob_u8(&x).double_value(&[0])).abs() < 1e-6);
+    assert!(back.prob_u8(&x).double_value(&[0]) > 0.5);
+    // a policy checkpoint is refused as a classifier, with the file named
+    let err = world4rl::policy::GaussianPolicy::load(&path, tch::Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("clf.safetensors"), "{err}");
+}
+
+#[test]
+fn bc_nll_falls_and_fits_a_synthetic_mapping() {
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let ds = synthetic_dataset(dir.path(), 24, 12);
+    let mut cfg = BcConfig { steps: 600, batch_size: 32, log_every: 50, lr: 1e-3, shift_pad: 0, demos: 20, val_demos: 4, ..Default::default() };
+    cfg.policy.encoder = small_encoder();
+    cfg.policy.hidden = 64;
+    let mut nll = Vec::new();
+    let (policy, report) = bc::train_task(&cfg, &ds, "dots", tch::Device::Cpu, |v| {
+        nll.push(v["train_nll"].as_f64().unwrap());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(report.demos, 20);
+    assert_eq!(report.val_demos, 4);
+    assert!(nll.last().unwrap() < &(nll.first().unwrap() - 1.0), "{nll:?}");
+    // held-out mean-action error in the normalised box (targets spread over ±0.8)
+    assert!(report.val_mse.unwrap() < 0.02, "{report:?}");
+    // the mean action of an unseen frame matches the mapping
+    let obs = w4rl_envs::Obs { frame: frame(3, 12), size: SIZE, state: vec![] };
+    let a = policy.act_mean(&policy.obs_batch(&[obs]).unwrap()).unwrap();
+    let want = action_of(3, 12);
+    assert!((a[0][0] - want[0]).abs() < 0.25 && (a[0][1] - want[1]).abs() < 0.25, "{a:?} vs {want:?}");
+}
+
+#[test]
+fn missing_task_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = synthetic_dataset(dir.path(), 2, 3);
+    let err = bc::train_task(&BcConfig::default(), &ds, "nope", tch::Device::Cpu, |_| Ok(())).unwrap_err().to_string();
+    assert!(err.contains("no expert episodes of task 'nope'"), "{err}");
+    let err = reward::train_task(&RewardConfig::default(), &ds, "nope", tch::Device::Cpu, |_| Ok(())).unwrap_err().to_string();
+    assert!(err.contains("'nope'"), "{err}");
+}
