@@ -56,18 +56,26 @@ fn entries() -> [Entry; 4] {
 }
 
 fn find(task: &str) -> Result<Entry, EnvError> {
+    #[cfg(not(feature = "mujoco"))]
+    if task.starts_with("metaworld/") {
+        return Err(EnvError::Config(format!(
+            "`{task}` is a Meta-World task, which this build does not include; run scripts/setup-mujoco.sh and \
+             build with `--features mujoco`"
+        )));
+    }
     entries()
         .into_iter()
         .find(|e| e.def.name == task)
         .ok_or_else(|| EnvError::UnknownTask {
             task: task.to_string(),
-            known: entries().iter().map(|e| e.def.name.to_string()).collect(),
+            known: task_names(),
         })
 }
 
 /// Every registered task of every suite.
 pub fn list_tasks() -> Vec<TaskInfo> {
-    entries()
+    #[allow(unused_mut)]
+    let mut tasks: Vec<TaskInfo> = entries()
         .iter()
         .map(|e| TaskInfo {
             name: e.def.name.to_string(),
@@ -76,33 +84,53 @@ pub fn list_tasks() -> Vec<TaskInfo> {
             max_steps: e.def.max_steps,
             description: e.def.description.to_string(),
         })
-        .collect()
+        .collect();
+    #[cfg(feature = "mujoco")]
+    tasks.extend(crate::metaworld::list_tasks());
+    tasks
 }
 
 /// Names of every registered task.
 pub fn task_names() -> Vec<String> {
-    entries().iter().map(|e| e.def.name.to_string()).collect()
+    list_tasks().into_iter().map(|t| t.name).collect()
+}
+
+/// The action space of `task`.
+fn action_spec_of(task: &str) -> Result<crate::ActionSpec, EnvError> {
+    #[cfg(feature = "mujoco")]
+    if crate::metaworld::make_expert(task).is_some() {
+        return Ok(crate::metaworld::action_spec());
+    }
+    find(task)?;
+    Ok(tabletop::action_spec())
 }
 
 /// Makes the environment of `task`, already reset with seed 0. Unknown names are refused with the list of
 /// known tasks.
 pub fn make(task: &str, cfg: &EnvConfig) -> Result<Box<dyn Env>, EnvError> {
+    #[cfg(feature = "mujoco")]
+    if let Some(env) = crate::metaworld::make(task, cfg) {
+        return env;
+    }
     (find(task)?.make)(cfg)
 }
 
 /// The scripted expert of `task` (reads the privileged state).
 pub fn make_expert(task: &str) -> Result<Box<dyn Expert>, EnvError> {
+    #[cfg(feature = "mujoco")]
+    if let Some(expert) = crate::metaworld::make_expert(task) {
+        return Ok(expert);
+    }
     Ok((find(task)?.expert)())
 }
 
 /// The expert of `task` with Gaussian action noise of standard deviation `std` (0 = noiseless).
 pub fn make_noisy_expert(task: &str, std: f32) -> Result<Box<dyn Expert>, EnvError> {
     let e = make_expert(task)?;
-    Ok(Box::new(NoisyExpert::new(e, std, &tabletop::action_spec())))
+    Ok(Box::new(NoisyExpert::new(e, std, &action_spec_of(task)?)))
 }
 
 /// A uniform-random-action policy for `task`'s action space.
 pub fn make_random_policy(task: &str) -> Result<Box<dyn Expert>, EnvError> {
-    find(task)?;
-    Ok(Box::new(RandomPolicy::new(&tabletop::action_spec())))
+    Ok(Box::new(RandomPolicy::new(&action_spec_of(task)?)))
 }

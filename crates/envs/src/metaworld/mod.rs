@@ -37,7 +37,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-pub use env::{list_tasks, make, make_expert, MetaWorldEnv, MetaWorldExpert, PREFIX, SUITE};
+pub use env::{
+    action_spec, list_tasks, make, make_expert, MetaWorldEnv, MetaWorldExpert, PREFIX, SUITE,
+};
 pub use expert::expert_action;
 pub use render::{MetaWorldRenderer, RenderConfig};
 pub use tasks::{spec, TaskSpec, TASKS};

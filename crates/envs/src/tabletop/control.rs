@@ -52,11 +52,25 @@ pub fn clamp_arena(p: V2) -> V2 {
     V2::new(p.x.clamp(lo, hi), p.y.clamp(lo, hi))
 }
 
+/// Whether the circle arc around `c` of radius `r` from angle `from` through the signed angle `sweep` lies
+/// where the pusher can go.
+fn arc_inside(c: V2, r: f32, from: f32, sweep: f32) -> bool {
+    let lo = PUSHER_RADIUS;
+    let hi = ARENA - PUSHER_RADIUS;
+    let n = (sweep.abs() / 0.1).ceil().max(1.0) as usize;
+    (0..=n).all(|i| {
+        let phi = from + sweep * i as f32 / n as f32;
+        let q = c + V2::new(phi.cos(), phi.sin()) * r;
+        (lo..=hi).contains(&q.x) && (lo..=hi).contains(&q.y)
+    })
+}
+
 /// A waypoint towards `goal` that goes around an obstacle centred at `c`.
 ///
 /// If `blocked(p, goal)` is false the goal itself is returned. Otherwise the pusher first moves out to
-/// radius `r` from `c`, then orbits on that circle (in direction `dir`: +1 increasing angle, -1 decreasing,
-/// 0 the shorter way) by `step` units per call.
+/// radius `r` from `c`, then orbits on that circle by `step` units per call, in direction `dir` (+1
+/// increasing angle, -1 decreasing) or, with `dir = 0`, the shorter way unless that arc leaves the arena
+/// and the other one does not.
 pub fn around(
     p: V2,
     goal: V2,
@@ -80,10 +94,14 @@ pub fn around(
     let diff = super::geom::wrap_angle(phi_g - phi_p);
     let s = if dir != 0.0 {
         dir.signum()
-    } else if diff >= 0.0 {
-        1.0
     } else {
-        -1.0
+        let short = if diff >= 0.0 { 1.0 } else { -1.0 };
+        let long_sweep = -short * (std::f32::consts::TAU - diff.abs());
+        if !arc_inside(c, r, phi_p, diff) && arc_inside(c, r, phi_p, long_sweep) {
+            -short
+        } else {
+            short
+        }
     };
     let dphi = (step / r).min(diff.abs().max(0.05));
     let phi = phi_p + s * dphi;

@@ -152,7 +152,7 @@ impl Scene {
             ..PhysicsWorld::default()
         };
         world.integration_parameters.dt = DT;
-        world.integration_parameters.num_solver_iterations = 2;
+        world.integration_parameters.num_solver_iterations = 4;
         let ground = world.bodies.insert(RigidBodyBuilder::fixed());
         let (lo, hi) = (5.0, 506.0);
         for (a, b) in [

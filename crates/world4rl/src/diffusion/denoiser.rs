@@ -170,22 +170,30 @@ impl Denoiser {
         &cs.c_skip * noisy_next + &cs.c_out * f
     }
 
-    /// The training loss of Eq. 7 on one batch (draws σ, offset noise and, when configured, the
-    /// context noise from libtorch's generator).
+    /// The training loss of Eq. 7 on one batch; draws σ, the offset noise, the pixel noise and (when
+    /// configured) the context noise from libtorch's generator.
     pub fn loss(&self, batch: &DenoiserBatch) -> Result<LossOutput> {
         let next = batch.next;
         let (b, c, _, _) = next.size4()?;
         let dev = next.device();
         let sigma = self.sample_sigma(b, dev);
-        let cs = self.conditioners(&sigma);
-        let offset = Tensor::randn([b, c, 1, 1], (Kind::Float, dev)) * self.cfg.sigma_offset_noise;
-        let noisy = next + offset + next.randn_like() * sigma.view([-1, 1, 1, 1]);
-        let (context, sigma_cond) = if self.cfg.context_noise {
-            let sc = self.sample_sigma(b, dev);
-            let noisy_ctx = batch.context + batch.context.randn_like() * sc.view([-1, 1, 1, 1, 1]);
-            (noisy_ctx, Some(sc))
-        } else {
-            (batch.context.shallow_clone(), None)
+        let offset = Tensor::randn([b, c, 1, 1], (Kind::Float, dev));
+        let noise = next.randn_like();
+        let ctx_noise = self.cfg.context_noise.then(|| (self.sample_sigma(b, dev), batch.context.randn_like()));
+        self.loss_with_noise(batch, &sigma, &offset, &noise, ctx_noise.as_ref().map(|(s, n)| (s, n)))
+    }
+
+    /// Eq. 7 with explicit random draws: `sigma: [B]`, standard-normal `offset: [B, C, 1, 1]` (scaled
+    /// by `sigma_offset_noise` here) and `noise` shaped like the next frame, and, for context-noise
+    /// augmentation, `(sigma_cond: [B], standard-normal noise shaped like the context)`.
+    pub fn loss_with_noise(&self, batch: &DenoiserBatch, sigma: &Tensor, offset: &Tensor, noise: &Tensor, ctx_noise: Option<(&Tensor, &Tensor)>) -> Result<LossOutput> {
+        let next = batch.next;
+        let (b, _, _, _) = next.size4()?;
+        let cs = self.conditioners(sigma);
+        let noisy = next + offset * self.cfg.sigma_offset_noise + noise * sigma.view([-1, 1, 1, 1]);
+        let (context, sigma_cond) = match ctx_noise {
+            Some((sc, n)) => (batch.context + n * sc.view([-1, 1, 1, 1, 1]), Some(sc.shallow_clone())),
+            None => (batch.context.shallow_clone(), None),
         };
         let context = match batch.context_mask {
             Some(m) => context * m.to_kind(Kind::Float).view([b, -1, 1, 1, 1]),
@@ -195,7 +203,7 @@ impl Denoiser {
         let target = (next - &cs.c_skip * &noisy) / &cs.c_out;
         let per_sample = (out - target).square().mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
         let loss = masked_mean(&per_sample, batch.sample_mask);
-        Ok(LossOutput { loss, per_sample, sigma })
+        Ok(LossOutput { loss, per_sample, sigma: sigma.shallow_clone() })
     }
 }
 
@@ -269,16 +277,20 @@ mod tests {
         let actions = Tensor::rand([b, 2, 6], opts);
         let next = Tensor::rand([b, 3, 8, 8], opts) * 2.0 - 1.0;
         let mask = Tensor::from_slice(&[true, true, false, true, true]);
-        // Eq. 7 through Denoiser::loss, re-creating its random draws with the same seed
-        tch::manual_seed(5);
-        let out = d
-            .loss(&DenoiserBatch { context: &context, actions: &actions, next: &next, context_mask: None, sample_mask: Some(&mask) })
-            .unwrap();
-        tch::manual_seed(5);
+        // Eq. 7 with explicit draws, compared with EDM's weighted loss on the same draws
         let sigma = d.sample_sigma(b, Device::Cpu);
-        let offset = Tensor::randn([b, 3, 1, 1], opts) * 0.3;
-        let noisy = &next + offset + next.randn_like() * sigma.view([-1, 1, 1, 1]);
-        assert!((&sigma - &out.sigma).abs().max().double_value(&[]) == 0.0);
+        let offset = Tensor::randn([b, 3, 1, 1], opts);
+        let noise = next.randn_like();
+        let out = d
+            .loss_with_noise(
+                &DenoiserBatch { context: &context, actions: &actions, next: &next, context_mask: None, sample_mask: Some(&mask) },
+                &sigma,
+                &offset,
+                &noise,
+                None,
+            )
+            .unwrap();
+        let noisy = &next + &offset * 0.3 + &noise * sigma.view([-1, 1, 1, 1]);
         // EDM: λ(σ')·‖D(x^σ) − x⁰‖², λ = (σ'² + σ_d²)/(σ'·σ_d)², mean over pixels
         let s_eff = (sigma.square() + 0.09).sqrt();
         let lambda = (s_eff.square() + 0.25) / (s_eff.square() * 0.25);

@@ -134,9 +134,9 @@ mod tests {
         let a = Tensor::rand([2, 3, 16, 16], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
         let s = ssim(&a, &a).unwrap();
         assert!((s - 1.0).abs().max().double_value(&[]) < 1e-9);
-        let n = (&a + Tensor::randn([2, 3, 16, 16], (Kind::Float, Device::Cpu)) * 0.3).clamp(-1.0, 1.0);
+        let n = (&a + Tensor::randn([2, 3, 16, 16], (Kind::Float, Device::Cpu)) * 0.6).clamp(-1.0, 1.0);
         let s = ssim(&a, &n).unwrap();
-        assert!(s.max().double_value(&[]) < 0.9);
+        assert!(s.max().double_value(&[]) < 0.8, "{s}");
         // constant images with means m1, m2 (in [0,1]): SSIM = (2 m1 m2 + C1) / (m1² + m2² + C1)
         let x = Tensor::full([1, 3, 11, 11], 0.2 * 2.0 - 1.0, (Kind::Float, Device::Cpu));
         let y = Tensor::full([1, 3, 11, 11], 0.6 * 2.0 - 1.0, (Kind::Float, Device::Cpu));

@@ -281,13 +281,11 @@ pub struct Downsample {
 impl Downsample {
     pub fn new(vs: nn::Path, channels: i64) -> Self {
         let b = torch_default(channels * 9);
-        let conv = nn::conv2d(
-            vs,
-            channels,
-            channels,
-            3,
-            nn::ConvConfig { padding: 1, stride: 2, ws_init: nn::Init::Orthogonal { gain: 1.0 }, bs_init: b, ..Default::default() },
-        );
+        let mut conv = nn::conv2d(vs, channels, channels, 3, nn::ConvConfig { padding: 1, stride: 2, ws_init: b, bs_init: b, ..Default::default() });
+        // orthogonal init of the [C, C·9] weight matrix (DIAMOND); tch's Init::Orthogonal returns the
+        // flattened matrix, so reshape it here
+        let q = nn::init::init(nn::Init::Orthogonal { gain: 1.0 }, &[channels, channels * 9], conv.ws.device());
+        tch::no_grad(|| conv.ws.copy_(&q.view([channels, channels, 3, 3])));
         Self { conv }
     }
 

@@ -77,6 +77,27 @@ pub fn random_shift(x: &Tensor, pad: i64) -> Tensor {
     Tensor::stack(&crops, 0)
 }
 
+/// Random element of the dihedral group (rotations by multiples of 90° and mirror images) per sample of
+/// a square float batch `[N, C, H, W]`. Valid for top-down scenes whose success criterion does not
+/// depend on the orientation of the picture (the tabletop suite).
+pub fn random_dihedral(x: &Tensor) -> Tensor {
+    let n = x.size()[0];
+    let picks = Vec::<i64>::try_from(Tensor::randint(8, [n], (Kind::Int64, Device::Cpu)))
+        .unwrap_or_else(|_| vec![0; n as usize]);
+    let out: Vec<Tensor> = (0..n)
+        .map(|i| {
+            let k = picks[i as usize];
+            let t = x.get(i).rot90(k % 4, [1, 2]);
+            if k >= 4 {
+                t.flip([2])
+            } else {
+                t
+            }
+        })
+        .collect();
+    Tensor::stack(&out, 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +122,9 @@ mod tests {
         assert!(to_u8(&x).equal(&t));
         let s = random_shift(&x, 1);
         assert_eq!(s.size(), x.size());
+        let d = random_dihedral(&x);
+        assert_eq!(d.size(), x.size());
+        // a symmetry keeps the multiset of pixel values
+        assert!((d.sum(Kind::Float) - x.sum(Kind::Float)).abs().double_value(&[]) < 1e-3);
     }
 }

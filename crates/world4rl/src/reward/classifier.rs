@@ -20,7 +20,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint;
 use crate::policy::encoder::{ConvEncoder, EncoderConfig};
-use crate::policy::obs::{random_shift, resize_u8, to_float};
+use crate::policy::obs::{random_dihedral, random_shift, resize_u8, to_float};
 
 /// Which image backbone the classifier uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,8 +189,11 @@ impl RewardClassifier {
     }
 
     /// Training-time logits of `u8` frames with random-shift and Gaussian-noise augmentation.
-    pub fn logits_augmented(&self, frames: &Tensor, shift_pad: i64, noise_std: f64) -> Tensor {
+    pub fn logits_augmented(&self, frames: &Tensor, shift_pad: i64, noise_std: f64, dihedral: bool) -> Tensor {
         let mut x = random_shift(&to_float(frames), shift_pad);
+        if dihedral {
+            x = random_dihedral(&x);
+        }
         if noise_std > 0.0 {
             x = &x + x.randn_like() * noise_std;
         }

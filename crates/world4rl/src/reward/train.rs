@@ -50,6 +50,9 @@ pub struct RewardConfig {
     pub shift_pad: i64,
     /// Std of Gaussian noise added to the `[-1, 1]` input during training (default 0.03).
     pub noise_std: f64,
+    /// Augment with random 90° rotations and mirror images (valid for top-down scenes). Default: on
+    /// for the `tabletop` suite, off otherwise.
+    pub dihedral: Option<bool>,
     /// Fraction of episodes held out for the metrics (default 0.2).
     pub holdout_fraction: f64,
     /// Decision threshold on P(success) (default 0.5).
@@ -77,6 +80,7 @@ impl Default for RewardConfig {
             weight_decay: 0.0,
             shift_pad: 2,
             noise_std: 0.03,
+            dihedral: None,
             holdout_fraction: 0.2,
             threshold: 0.5,
             reward: RewardMode::Binary,
@@ -179,6 +183,7 @@ pub fn train_task(
     let start = Instant::now();
     tch::manual_seed(cfg.seed as i64);
     let size = if cfg.image_size == 0 { dataset.spec().image_size } else { cfg.image_size };
+    let dihedral = cfg.dihedral.unwrap_or(dataset.spec().suite == "tabletop");
 
     // ---- data: whole episodes held out, stratified by episode success
     let entries: Vec<usize> = dataset
@@ -255,7 +260,7 @@ pub fn train_task(
             &Tensor::randint(neg.len() as i64, [cfg.batch_size as i64 - half], (Kind::Int64, device)),
         );
         let x = train.images.index_select(0, &Tensor::cat(&[ip, ineg], 0));
-        let logits = clf.logits_augmented(&x, cfg.shift_pad, cfg.noise_std);
+        let logits = clf.logits_augmented(&x, cfg.shift_pad, cfg.noise_std, dihedral);
         let loss = logits.binary_cross_entropy_with_logits::<Tensor>(&labels, None, None, tch::Reduction::Mean);
         opt.backward_step(&loss);
         let l = loss.double_value(&[]);

@@ -1,0 +1,141 @@
+//! The `metaworld` suite through the crate's [`Env`] interface and registry: listing, frames (EGL, headless),
+//! determinism, refused actions, episode limits, explicit task vectors, the registry's expert.
+#![cfg(feature = "mujoco")]
+
+use w4rl_envs::metaworld::{MetaWorldEnv, RenderConfig, TASKS};
+use w4rl_envs::{
+    list_tasks, make, make_expert, make_random_policy, rollout_with, Env, EnvConfig, EnvError,
+};
+
+fn cfg(max_steps: usize) -> EnvConfig {
+    EnvConfig {
+        max_steps: Some(max_steps),
+        ..EnvConfig::default()
+    }
+}
+
+#[test]
+fn registry_lists_the_eight_tasks() {
+    let names: Vec<String> = list_tasks()
+        .into_iter()
+        .filter(|t| t.suite == "metaworld")
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names.len(), 8);
+    for t in TASKS.iter() {
+        assert!(
+            names.contains(&format!("metaworld/{}", t.name)),
+            "{} missing from {names:?}",
+            t.name
+        );
+    }
+    for t in list_tasks().iter().filter(|t| t.suite == "metaworld") {
+        assert_eq!((t.action_dim, t.max_steps), (4, 500));
+    }
+}
+
+#[test]
+fn frames_states_and_determinism() {
+    let mut env = make("metaworld/soccer", &cfg(20)).expect("make");
+    assert_eq!(
+        (env.image_size(), env.state_dim(), env.action_spec().dim),
+        (64, 39, 4)
+    );
+    let mut pol = make_random_policy("metaworld/soccer").expect("random policy");
+    let a = rollout_with(env.as_mut(), pol.as_mut(), 3, true).expect("rollout");
+    let b = rollout_with(env.as_mut(), pol.as_mut(), 3, true).expect("rollout");
+    assert_eq!(a.steps, 20);
+    assert_eq!(a.frames.len(), 21 * 64 * 64 * 3);
+    assert_eq!(a.states.len(), 21 * 39);
+    assert_eq!(a.frames, b.frames, "same seed, same actions: same frames");
+    assert_eq!(a.states, b.states, "same seed, same actions: same states");
+    // a real picture: many distinct colours, and the arm moves
+    let f0 = a.frame(0);
+    let distinct: std::collections::HashSet<&[u8]> = f0.chunks_exact(3).collect();
+    assert!(
+        distinct.len() > 50,
+        "frame has only {} colours",
+        distinct.len()
+    );
+    assert_ne!(a.frame(0), a.frame(20));
+    let c = rollout_with(env.as_mut(), pol.as_mut(), 4, false).expect("rollout");
+    assert_ne!(
+        a.states[..39],
+        c.states[..39],
+        "another seed gives another start"
+    );
+}
+
+#[test]
+fn bad_actions_are_refused_and_episodes_end() {
+    let mut env = make("metaworld/button-press", &cfg(2)).expect("make");
+    env.reset(0);
+    assert!(matches!(
+        env.step(&[f32::NAN, 0.0, 0.0, 0.0]),
+        Err(EnvError::NonFiniteAction { index: 0, .. })
+    ));
+    assert!(matches!(
+        env.step(&[0.0; 3]),
+        Err(EnvError::ActionDim {
+            expected: 4,
+            got: 3,
+            ..
+        })
+    ));
+    // out of range: clipped, accepted
+    let s = env.step(&[5.0, -5.0, 0.0, 2.0]).expect("clipped action");
+    assert!(!s.truncated);
+    let s = env.step(&[0.0; 4]).expect("second step");
+    assert!(s.truncated);
+    assert!(matches!(
+        env.step(&[0.0; 4]),
+        Err(EnvError::EpisodeOver { .. })
+    ));
+    env.reset(1);
+    env.step(&[0.0; 4]).expect("stepping after reset");
+}
+
+#[test]
+fn explicit_task_vector_and_errors() {
+    let mut env =
+        MetaWorldEnv::with_render("hammer", &cfg(5), RenderConfig::with_size(32)).expect("make");
+    let v = [0.05, 0.45, 0.0];
+    let obs = env.reset_to(&v).expect("reset_to");
+    assert_eq!(obs.frame.len(), 32 * 32 * 3);
+    assert_eq!(env.task_vector().expect("vector"), v.to_vec());
+    // the hammer starts where the vector says
+    assert!((obs.state[4] - 0.05).abs() < 1e-3 && (obs.state[5] - 0.45).abs() < 1e-3);
+    let err = env.reset_to(&[0.5, 0.45, 0.0]).expect_err("out of range");
+    assert!(err.to_string().contains("outside"), "{err}");
+    let err = env.reset_to(&[0.0]).expect_err("wrong length");
+    assert!(err.to_string().contains("expected 3 values"), "{err}");
+    let bad_cam = RenderConfig {
+        camera: "nope".into(),
+        ..RenderConfig::default()
+    };
+    let err = MetaWorldEnv::with_render("hammer", &cfg(5), bad_cam)
+        .err()
+        .expect("bad camera refused");
+    assert!(err.to_string().contains("no camera named 'nope'"), "{err}");
+    assert!(make("metaworld/no-such-task", &EnvConfig::default()).is_err());
+}
+
+#[test]
+fn registry_expert_solves_button_press() {
+    let c = EnvConfig {
+        terminate_on_success: true,
+        ..EnvConfig::default()
+    };
+    let mut env = make("metaworld/button-press", &c).expect("make");
+    let mut expert = make_expert("metaworld/button-press").expect("expert");
+    let ep = rollout_with(env.as_mut(), expert.as_mut(), 11, false).expect("rollout");
+    assert!(
+        ep.terminated && ep.any_success(),
+        "no success in {} steps",
+        ep.steps
+    );
+    assert!(
+        ep.rewards.iter().all(|r| (0.0..=1.0).contains(r)),
+        "dense reward / 10 is in [0, 1]"
+    );
+}

@@ -1,0 +1,349 @@
+//! `world4rl run CFG`: the whole experiment, in the paper's order, resumable stage by stage.
+//!
+//! ```text
+//!  1 collect-expert    expert demonstrations of every task               RUN/dataset/
+//!  2 bc                Gaussian BC policy per task (expert data only)    RUN/bc/<task>/
+//!  3 collect-rollouts  BC-policy rollouts + random-action episodes       RUN/dataset/
+//!  4 world-model       diffusion world model, all tasks and kinds pooled RUN/world_model/
+//!  5 reward            success classifier per task (expert + rollouts)   RUN/reward/<task>/
+//!  6 refine/<task>     PPO inside the frozen world model, per task       RUN/refine/<task>/
+//!  7 eval              BC and refined policies in the real environment   RUN/eval/
+//!  8 fidelity          open-loop PSNR/SSIM of the world model            RUN/fidelity/
+//!  9 report            RUN/report.md and RUN/report.html                 RUN/
+//! ```
+//! A stage whose `done.json` exists is skipped; a partial one resumes (collection skips written
+//! episodes, the world model resumes from its last checkpoint, the others restart their stage). Every
+//! file is written atomically, so killing the run at any moment and re-running it loses nothing.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use tch::Device;
+use w4rl_data::{Dataset, EpisodeKind};
+
+use crate::collect::collect_recipe;
+use crate::config::ExperimentConfig;
+use crate::evaluate::{evaluate_policy, EvalReport, PolicyActor};
+use crate::policy::gaussian::GaussianPolicy;
+use crate::report::{Chart, FidelityRow, Rate, Report, SuccessRow};
+use crate::run::{read_metrics, RunDir};
+
+/// Names of the stages, in order (refinement has one stage per task: `refine/<task>`).
+pub const STAGES: [&str; 9] = [
+    "collect-expert",
+    "bc",
+    "collect-rollouts",
+    "world-model",
+    "reward",
+    "refine",
+    "eval",
+    "fidelity",
+    "report",
+];
+
+/// The dataset folder of a run.
+pub fn dataset_dir(run: &RunDir) -> PathBuf {
+    run.path().join("dataset")
+}
+
+fn world_model_stage_done(run: &RunDir) -> bool {
+    run.is_done(crate::world_model::train::STAGE)
+}
+
+/// Runs (or resumes) the whole pipeline. Returns the path of the HTML report.
+pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathBuf> {
+    run.write_config(cfg)?;
+    let tasks = cfg.experiment.tasks.clone();
+    let refine_tasks: Vec<String> = if cfg.refine.tasks.is_empty() {
+        tasks.clone()
+    } else {
+        cfg.refine.tasks.clone()
+    };
+    let total = 8 + refine_tasks.len() as u64;
+    let overall = crate::progress::bar(total, "pipeline");
+    let started = Instant::now();
+    let data_dir = dataset_dir(run);
+    let seed = cfg.experiment.seed;
+    let mut step = |name: &str| {
+        overall.set_prefix(name.to_string());
+        tracing::info!("stage {name}");
+    };
+
+    // 1. expert demonstrations
+    step("collect-expert");
+    if !run.is_done("collect-expert") {
+        let t0 = Instant::now();
+        let pb = crate::progress::bar(0, "expert demos");
+        let s = collect_recipe(
+            &data_dir,
+            &cfg.experiment.suite,
+            &tasks,
+            cfg.experiment.image_size,
+            seed,
+            &cfg.collect,
+            None,
+            &[EpisodeKind::Expert],
+            |d, n| {
+                pb.set_length(n as u64);
+                pb.set_position(d as u64);
+            },
+        )?;
+        pb.finish_and_clear();
+        run.mark_done("collect-expert", &json!({"summary": s, "seconds": t0.elapsed().as_secs_f64()}))?;
+    }
+    overall.inc(1);
+
+    // 2. BC policies
+    step("bc");
+    if !run.is_done("bc") {
+        let t0 = Instant::now();
+        let dataset = Dataset::open(&data_dir)?;
+        let reports = crate::policy::bc::train_all(&cfg.bc, &dataset, run, device)?;
+        run.mark_done("bc", &json!({"reports": reports, "seconds": t0.elapsed().as_secs_f64()}))?;
+    }
+    overall.inc(1);
+
+    // 3. BC-policy rollouts (stochastic, as D_rollout) and random-action episodes
+    step("collect-rollouts");
+    if !run.is_done("collect-rollouts") {
+        let t0 = Instant::now();
+        let pb = crate::progress::bar(0, "rollouts");
+        let mut summaries = Vec::new();
+        for task in &tasks {
+            let path = crate::policy::bc::checkpoint_path(run, task);
+            let (policy, _) = GaussianPolicy::load(&path, device)
+                .with_context(|| format!("loading the BC policy of '{task}'"))?;
+            let mut actor = PolicyActor { policy: &policy, sample: true };
+            let s = collect_recipe(
+                &data_dir,
+                &cfg.experiment.suite,
+                std::slice::from_ref(task),
+                cfg.experiment.image_size,
+                seed,
+                &cfg.collect,
+                Some(&mut actor),
+                &[EpisodeKind::Policy, EpisodeKind::Random],
+                |d, n| {
+                    pb.set_length(n as u64);
+                    pb.set_position(d as u64);
+                },
+            )?;
+            summaries.push(json!({"task": task, "summary": s}));
+        }
+        pb.finish_and_clear();
+        run.mark_done("collect-rollouts", &json!({"tasks": summaries, "seconds": t0.elapsed().as_secs_f64()}))?;
+    }
+    overall.inc(1);
+    let dataset = Dataset::open(&data_dir)?;
+
+    // 4. world model (all tasks, all kinds)
+    step("world-model");
+    if !world_model_stage_done(run) {
+        crate::world_model::train::train(
+            &cfg.world_model,
+            &dataset,
+            run,
+            device,
+            &crate::world_model::train::TrainOptions { progress: true },
+        )?;
+    }
+    overall.inc(1);
+
+    // 5. reward classifiers
+    step("reward");
+    if !run.is_done("reward") {
+        let t0 = Instant::now();
+        let reports = crate::reward::train_all(&cfg.reward, &dataset, run, device)?;
+        run.mark_done("reward", &json!({"reports": reports, "seconds": t0.elapsed().as_secs_f64()}))?;
+    }
+    overall.inc(1);
+
+    // 6. PPO in imagination, per task
+    for task in &refine_tasks {
+        let stage = crate::ppo::refine_stage(task);
+        step(&stage);
+        if !run.is_done(&stage) {
+            let t0 = Instant::now();
+            let report = crate::ppo::refine_task(&cfg.refine, run, &dataset, task, device, seed)?;
+            run.mark_done(&stage, &json!({"report": report, "seconds": t0.elapsed().as_secs_f64()}))?;
+        }
+        overall.inc(1);
+    }
+
+    // 7. real-environment evaluation of BC and refined policies
+    step("eval");
+    if !run.is_done("eval") {
+        let t0 = Instant::now();
+        let mut rows = Vec::new();
+        let eval_cfg = crate::evaluate::EvalConfig { seed, ..cfg.eval.clone() };
+        for task in &tasks {
+            let bc_path = crate::policy::bc::checkpoint_path(run, task);
+            let (bc, _) = GaussianPolicy::load(&bc_path, device)?;
+            let bc_report = evaluate_policy(&bc, task, &eval_cfg)?;
+            let refined_path = crate::ppo::output_in(&run.path().join(crate::ppo::refine_stage(task))).best;
+            let refined_report = if refined_path.exists() {
+                let (p, _) = GaussianPolicy::load(&refined_path, device)?;
+                Some(evaluate_policy(&p, task, &eval_cfg)?)
+            } else {
+                None
+            };
+            tracing::info!(
+                "{task}: BC {:.1} %, refined {}",
+                100.0 * bc_report.success_rate,
+                refined_report
+                    .as_ref()
+                    .map(|r| format!("{:.1} %", 100.0 * r.success_rate))
+                    .unwrap_or_else(|| "-".into())
+            );
+            rows.push(json!({"task": task, "bc": bc_report, "refined": refined_report}));
+        }
+        run.mark_done("eval", &json!({"rows": rows, "seconds": t0.elapsed().as_secs_f64()}))?;
+    }
+    overall.inc(1);
+
+    // 8. world-model fidelity
+    step("fidelity");
+    if !run.is_done("fidelity") {
+        let t0 = Instant::now();
+        let fid = crate::world_model::eval::evaluate_run(run, &dataset, &cfg.fidelity, device)?;
+        run.mark_done("fidelity", &json!({"result": fid, "seconds": t0.elapsed().as_secs_f64()}))?;
+    }
+    overall.inc(1);
+
+    // 9. report
+    step("report");
+    let report = build_report(cfg, run, started.elapsed().as_secs_f64())?;
+    report.write(run.path())?;
+    run.mark_done("report", &json!({"html": run.path().join("report.html")}))?;
+    overall.inc(1);
+    overall.finish_and_clear();
+    Ok(run.path().join("report.html"))
+}
+
+fn rate(r: &EvalReport) -> Rate {
+    Rate {
+        successes: r.successes,
+        episodes: r.episodes,
+        lo: r.ci_low,
+        hi: r.ci_high,
+    }
+}
+
+fn curve(path: &std::path::Path, x: &str, y: &str) -> Vec<(f64, f64)> {
+    read_metrics(path)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| Some((v.get(x)?.as_f64()?, v.get(y)?.as_f64()?)))
+        .collect()
+}
+
+/// Assembles the report from what the stages left in the run directory.
+pub fn build_report(cfg: &ExperimentConfig, run: &RunDir, seconds: f64) -> Result<Report> {
+    let mut r = Report {
+        title: format!("World4RL: {}", cfg.experiment.name),
+        ..Default::default()
+    };
+    r.facts.push(("suite".into(), cfg.experiment.suite.clone()));
+    r.facts.push(("tasks".into(), cfg.experiment.tasks.join(", ")));
+    r.facts.push(("frames".into(), format!("{0}x{0}", cfg.experiment.image_size)));
+    r.facts.push(("seed".into(), cfg.experiment.seed.to_string()));
+    r.facts.push(("threads".into(), tch::get_num_threads().to_string()));
+    r.facts.push(("wall-clock of this invocation".into(), format!("{:.1} min", seconds / 60.0)));
+    let mut stage_times = Vec::new();
+    for stage in ["collect-expert", "bc", "collect-rollouts", "world_model", "reward", "eval", "fidelity"] {
+        if let Some(s) = run.done_summary(stage).and_then(|v| v.get("seconds").and_then(|s| s.as_f64())) {
+            stage_times.push(vec![stage.to_string(), format!("{:.1}", s / 60.0)]);
+        }
+    }
+    for task in &cfg.experiment.tasks {
+        let stage = crate::ppo::refine_stage(task);
+        if let Some(s) = run.done_summary(&stage).and_then(|v| v.get("seconds").and_then(|s| s.as_f64())) {
+            stage_times.push(vec![stage, format!("{:.1}", s / 60.0)]);
+        }
+    }
+    r.switches = crate::config::ablation_switches(cfg);
+
+    if let Some(eval) = run.done_summary("eval") {
+        for row in eval["rows"].as_array().cloned().unwrap_or_default() {
+            let bc: Option<EvalReport> = serde_json::from_value(row["bc"].clone()).ok();
+            let refined: Option<EvalReport> = serde_json::from_value(row["refined"].clone()).ok();
+            r.success.push(SuccessRow {
+                task: row["task"].as_str().unwrap_or("?").to_string(),
+                bc: bc.as_ref().map(rate),
+                refined: refined.as_ref().map(rate),
+            });
+        }
+    }
+    if let Some(f) = run.done_summary("fidelity") {
+        if let Ok(rows) = serde_json::from_value::<Vec<FidelityRow>>(f["result"]["rows"].clone()) {
+            r.fidelity = rows;
+        }
+    }
+    if let Some(rew) = run.done_summary("reward") {
+        let mut rows = Vec::new();
+        for rep in rew["reports"].as_array().cloned().unwrap_or_default() {
+            let h = &rep["heldout"];
+            let f = |k: &str| h.get(k).and_then(|v| v.as_f64()).map(|v| format!("{v:.3}")).unwrap_or("-".into());
+            rows.push(vec![
+                rep["task"].as_str().unwrap_or("?").to_string(),
+                f("accuracy"),
+                f("precision"),
+                f("recall"),
+                f("f1"),
+            ]);
+        }
+        if !rows.is_empty() {
+            r.tables.push((
+                "Reward classifier, held-out real frames".into(),
+                vec!["task".into(), "accuracy".into(), "precision".into(), "recall".into(), "F1".into()],
+                rows,
+            ));
+        }
+    }
+    if !stage_times.is_empty() {
+        r.tables.push(("Stage wall-clock (minutes)".into(), vec!["stage".into(), "minutes".into()], stage_times));
+    }
+
+    // curves
+    let wm = run.path().join(crate::world_model::train::STAGE).join("metrics.jsonl");
+    let train = curve(&wm, "step", "loss");
+    let val = curve(&wm, "step", "val_loss");
+    if !train.is_empty() {
+        r.charts.push(Chart {
+            title: "world model: denoising loss (Eq. 7)".into(),
+            x_label: "step".into(),
+            series: vec![("train".into(), train), ("held-out".into(), val)],
+        });
+    }
+    for task in &cfg.experiment.tasks {
+        let m = run.path().join(crate::ppo::refine_stage(task)).join("metrics.jsonl");
+        let succ = curve(&m, "iteration", "imagined_success_rate");
+        let ret = curve(&m, "iteration", "mean_return");
+        if !succ.is_empty() || !ret.is_empty() {
+            let mut series = vec![("imagined success rate".into(), succ), ("mean return".into(), ret)];
+            let real = curve(&m, "iteration", "monitor_success_rate");
+            if !real.is_empty() {
+                series.push(("real success rate (monitor)".into(), real));
+            }
+            r.charts.push(Chart {
+                title: format!("PPO in imagination: {task}"),
+                x_label: "iteration".into(),
+                series,
+            });
+        }
+    }
+    for (name, path) in [("real vs imagined", run.path().join("fidelity").join("dream.gif"))] {
+        if path.exists() {
+            r.gifs.push((name.into(), path));
+        }
+    }
+    for task in &cfg.experiment.tasks {
+        let g = run.path().join("eval").join(format!("{task}-refined.gif"));
+        if g.exists() {
+            r.gifs.push((format!("refined policy acting in the real env: {task}"), g));
+        }
+    }
+    Ok(r)
+}

@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Side-by-side speed of Meta-World environments with frames: metaworld 3.1.1 in Python vs world4rl in Rust.
+
+Both step one environment on one thread with uniform random actions, render a SIZE x SIZE RGB frame from the
+`corner` camera after every step, and reset at the end of every 500-step episode; both use the same cheap
+render settings (no shadows, no MSAA: `vis.quality.shadowsize = 0`, `vis.quality.offsamples = 0`), or with
+--quality full Meta-World's own (shadows, 4x MSAA) on both sides. Python runs in third_party/.venv-mw
+(metaworld 3.1.1 on MuJoCo 3.17.0, created on first use); Rust runs `w4rl_envs::measure::bench` (the code of
+`world4rl env bench`) through the ignored test `crates/envs/tests/metaworld_bench.rs`, or through a
+`world4rl` binary built with the `mujoco` feature (--rust-bin). For each task the Python and Rust runs
+alternate, so that both see the same machine load.
+
+    python3 scripts/metaworld/bench.py [--tasks coffee-pull,soccer] [--steps 1000] [--size 64] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import mwref  # noqa: E402
+
+mwref.ensure_venv()
+os.environ.setdefault("MUJOCO_GL", "egl")
+mwref.patch_metaworld_for_mujoco_317()
+
+import numpy as np  # noqa: E402
+import metaworld  # noqa: E402
+
+
+def python_bench(task: str, steps: int, size: int, quality: str) -> dict:
+    name = f"{task}-v3"
+    mt1 = metaworld.MT1(name, seed=0)
+    env = mt1.train_classes[name](render_mode="rgb_array", width=size, height=size, camera_name="corner")
+    if quality == "cheap":
+        env.model.vis.quality.offsamples = 0
+        env.model.vis.quality.shadowsize = 0
+    rng = np.random.default_rng(0)
+    episode = 0
+    env.set_task(mt1.train_tasks[episode % len(mt1.train_tasks)])
+    env.reset()
+    env.render()  # creates the GL context outside the timed loop, as the Rust env does at construction
+    resets = 1
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        a = rng.uniform(-1.0, 1.0, size=4).astype(np.float32)
+        _obs, _r, term, trunc, _info = env.step(a)
+        frame = env.render()
+        if term or trunc:
+            episode += 1
+            env.set_task(mt1.train_tasks[episode % len(mt1.train_tasks)])
+            env.reset()
+            resets += 1
+    seconds = time.perf_counter() - t0
+    assert frame.shape == (size, size, 3)
+    env.close()
+    return {"steps": steps, "resets": resets, "steps_per_sec": steps / seconds, "seconds": seconds}
+
+
+def rust_bench(task: str, steps: int, size: int, quality: str, rust_bin: str | None) -> dict:
+    env = dict(os.environ, WORLD4RL_METAWORLD_RENDER=quality)
+    mjenv = mwref.ROOT / "third_party" / "mujoco.env"
+    for line in mjenv.read_text().splitlines() if mjenv.exists() else []:
+        if line.startswith("export "):
+            k, v = line[len("export "):].split("=", 1)
+            env.setdefault(k, v.strip('"'))
+    if rust_bin:
+        cmd = [rust_bin, "env", "bench", f"metaworld/{task}", "--size", str(size), "--steps", str(steps), "--json"]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=mwref.ROOT)
+        if out.returncode != 0:
+            sys.exit(f"error: {' '.join(cmd)} failed:\n{out.stderr}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    env.update(MW_BENCH_TASKS=task, MW_BENCH_STEPS=str(steps), MW_BENCH_SIZE=str(size))
+    cmd = ["cargo", "test", "--release", "-q", "-p", "w4rl-envs", "--features", "mujoco", "--test",
+           "metaworld_bench", "--", "--ignored", "--nocapture"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=mwref.ROOT)
+    lines = [l for l in out.stdout.splitlines() if l.startswith("MW_BENCH ")]
+    if out.returncode != 0 or not lines:
+        sys.exit(f"error: {' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1][len("MW_BENCH "):])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", default=",".join(mwref.TASKS))
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--quality", choices=["cheap", "full"], default="cheap")
+    ap.add_argument("--rust-bin", default=None, help="a world4rl binary built with --features mujoco")
+    ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = ap.parse_args()
+    rows = []
+    print(f"{'task':<14} {'python steps/s':>15} {'rust steps/s':>13} {'rust/python':>12}", flush=True)
+    for task in args.tasks.split(","):
+        py = python_bench(task, args.steps, args.size, args.quality)
+        rs = rust_bench(task, args.steps, args.size, args.quality, args.rust_bin)
+        ratio = rs["steps_per_sec"] / py["steps_per_sec"]
+        rows.append({"task": task, "python": py, "rust": rs, "ratio": ratio})
+        print(f"{task:<14} {py['steps_per_sec']:>15.1f} {rs['steps_per_sec']:>13.1f} {ratio:>11.2f}x", flush=True)
+    summary = {
+        "size": args.size,
+        "steps": args.steps,
+        "quality": args.quality,
+        "versions": mwref.versions(),
+        "tasks": rows,
+        "min_ratio": min(r["ratio"] for r in rows),
+        "geomean_ratio": float(np.exp(np.mean([np.log(r["ratio"]) for r in rows]))),
+    }
+    print(f"min ratio {summary['min_ratio']:.2f}x, geometric mean {summary['geomean_ratio']:.2f}x")
+    if args.json:
+        print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
