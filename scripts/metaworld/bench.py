@@ -6,7 +6,8 @@ Both step one environment on one thread with uniform random actions, render a SI
 render settings (no shadows, no MSAA: `vis.quality.shadowsize = 0`, `vis.quality.offsamples = 0`), or with
 --quality full Meta-World's own (shadows, 4x MSAA) on both sides. Python runs in third_party/.venv-mw
 (metaworld 3.1.1 on MuJoCo 3.17.0, created on first use); Rust runs `w4rl_envs::measure::bench` (the code of
-`world4rl env bench`) through the ignored test `crates/envs/tests/metaworld_bench.rs`, or through a
+`world4rl env bench`) through the ignored test `crates/envs/tests/metaworld_bench.rs` (built once, release),
+or through a
 `world4rl` binary built with the `mujoco` feature (--rust-bin). For each task the Python and Rust runs
 alternate, so that both see the same machine load.
 
@@ -63,23 +64,44 @@ def python_bench(task: str, steps: int, size: int, quality: str) -> dict:
     return {"steps": steps, "resets": resets, "steps_per_sec": steps / seconds, "seconds": seconds}
 
 
-def rust_bench(task: str, steps: int, size: int, quality: str, rust_bin: str | None) -> dict:
+def rust_env(quality: str) -> dict:
     env = dict(os.environ, WORLD4RL_METAWORLD_RENDER=quality)
     mjenv = mwref.ROOT / "third_party" / "mujoco.env"
     for line in mjenv.read_text().splitlines() if mjenv.exists() else []:
         if line.startswith("export "):
             k, v = line[len("export "):].split("=", 1)
             env.setdefault(k, v.strip('"'))
+    return env
+
+
+def build_rust_bench(env: dict) -> str:
+    """Builds the ignored bench test once (release) and returns its executable."""
+    cmd = ["cargo", "test", "--release", "-p", "w4rl-envs", "--features", "mujoco", "--test", "metaworld_bench",
+           "--no-run", "--message-format=json"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=mwref.ROOT)
+    exe = None
+    for line in out.stdout.splitlines():
+        try:
+            msg = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if msg.get("reason") == "compiler-artifact" and msg.get("target", {}).get("name") == "metaworld_bench":
+            exe = msg.get("executable") or exe
+    if out.returncode != 0 or not exe:
+        sys.exit(f"error: {' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
+    return exe
+
+
+def rust_bench(task: str, steps: int, size: int, env: dict, exe: str | None, rust_bin: str | None) -> dict:
     if rust_bin:
         cmd = [rust_bin, "env", "bench", f"metaworld/{task}", "--size", str(size), "--steps", str(steps), "--json"]
         out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=mwref.ROOT)
         if out.returncode != 0:
             sys.exit(f"error: {' '.join(cmd)} failed:\n{out.stderr}")
         return json.loads(out.stdout.strip().splitlines()[-1])
-    env.update(MW_BENCH_TASKS=task, MW_BENCH_STEPS=str(steps), MW_BENCH_SIZE=str(size))
-    cmd = ["cargo", "test", "--release", "-q", "-p", "w4rl-envs", "--features", "mujoco", "--test",
-           "metaworld_bench", "--", "--ignored", "--nocapture"]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=mwref.ROOT)
+    env = dict(env, MW_BENCH_TASKS=task, MW_BENCH_STEPS=str(steps), MW_BENCH_SIZE=str(size))
+    cmd = [exe, "--ignored", "--nocapture", "metaworld_bench"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=mwref.ROOT / "crates" / "envs")
     lines = [l for l in out.stdout.splitlines() if l.startswith("MW_BENCH ")]
     if out.returncode != 0 or not lines:
         sys.exit(f"error: {' '.join(cmd)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
@@ -95,11 +117,13 @@ def main() -> None:
     ap.add_argument("--rust-bin", default=None, help="a world4rl binary built with --features mujoco")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args()
+    env = rust_env(args.quality)
+    exe = None if args.rust_bin else build_rust_bench(env)
     rows = []
     print(f"{'task':<14} {'python steps/s':>15} {'rust steps/s':>13} {'rust/python':>12}", flush=True)
     for task in args.tasks.split(","):
         py = python_bench(task, args.steps, args.size, args.quality)
-        rs = rust_bench(task, args.steps, args.size, args.quality, args.rust_bin)
+        rs = rust_bench(task, args.steps, args.size, env, exe, args.rust_bin)
         ratio = rs["steps_per_sec"] / py["steps_per_sec"]
         rows.append({"task": task, "python": py, "rust": rs, "ratio": ratio})
         print(f"{task:<14} {py['steps_per_sec']:>15.1f} {rs['steps_per_sec']:>13.1f} {ratio:>11.2f}x", flush=True)

@@ -9,8 +9,10 @@ records two episodes of MT1(task, seed=0):
   - "random": train task 1, 50 uniform actions in [-1, 1] from numpy's default_rng(1234).
 Each episode stores the task vector (`rand_vec`, exact decimal strings, replayed by the Rust env), the float32
 actions, the reset observation, and the observation, reward and success flag after every step. Observations
-and rewards are rounded to 1e-7 (the Rust test compares with tolerance 1e-3). Run once; the outputs are
-committed:
+and rewards are rounded to 1e-7 (the Rust test compares with tolerance 1e-3). Each file also holds the
+FRAME x FRAME RGB frame of the "expert" episode's reset state from the `corner` camera with the cheap render
+settings (no shadows, no MSAA), turned upright (Meta-World's corner view is upside down), as hex. Run once; the
+outputs are committed:
 
     python3 scripts/metaworld/golden.py [--out crates/envs/tests/golden/metaworld] [--steps 50] [--expert-steps 250]
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -27,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mwref  # noqa: E402
 
 mwref.ensure_venv()
+os.environ.setdefault("MUJOCO_GL", "egl")
 mwref.patch_metaworld_for_mujoco_317()
 
 import numpy as np  # noqa: E402
@@ -65,11 +69,26 @@ def run_episode(env, task, actions_fn, steps: int, until_success: int | None = N
     return ep
 
 
+def reset_frame(name: str, task, size: int) -> dict:
+    """The upright frame of the reset state of `task`, cheap render settings."""
+    env = metaworld.MT1(name, seed=0).train_classes[name](
+        render_mode="rgb_array", width=size, height=size, camera_name="corner"
+    )
+    env.model.vis.quality.offsamples = 0
+    env.model.vis.quality.shadowsize = 0
+    env.set_task(task)
+    env.reset()
+    frame = np.ascontiguousarray(np.flipud(env.render()))
+    env.close()
+    return {"size": size, "camera": "corner", "quality": "cheap", "rgb_hex": frame.tobytes().hex()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(mwref.ROOT / "crates/envs/tests/golden/metaworld"))
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--expert-steps", type=int, default=250)
+    ap.add_argument("--frame", type=int, default=32, help="side of the stored reset frame")
     ap.add_argument("--tasks", default=",".join(mwref.TASKS))
     args = ap.parse_args()
     out = Path(args.out)
@@ -92,6 +111,7 @@ def main() -> None:
             "task": task,
             "mt1_seed": 0,
             "episodes": [dict(name=k, **v) for k, v in episodes.items()],
+            "reset_frame": reset_frame(name, mt1.train_tasks[0], args.frame),
         }
         path = out / f"{task}.json"
         with open(path, "w") as f:

@@ -54,6 +54,16 @@ pub enum EnvError {
         /// Number of items received.
         got: usize,
     },
+    /// An environment index past the end of a vectorised env.
+    #[error(
+        "environment index {index} is out of range: the vectorised env has {len} environments"
+    )]
+    IndexOutOfRange {
+        /// The index asked for.
+        index: usize,
+        /// Number of environments.
+        len: usize,
+    },
     /// Environments of one vectorised env disagree (image size or action spec).
     #[error("cannot batch these environments: {0}")]
     Mismatch(String),

@@ -27,9 +27,15 @@ pub fn write_gif(
         )));
     }
     let scale = scale.max(1);
-    let side = size * scale;
-    let side16 = u16::try_from(side)
-        .map_err(|_| gif_err(format!("{side} pixels is too large for a GIF")))?;
+    let side = size
+        .checked_mul(scale)
+        .filter(|&s| s <= 4096)
+        .ok_or_else(|| {
+            gif_err(format!(
+                "{size} pixels upscaled {scale} times exceeds 4096 pixels; use a smaller scale"
+            ))
+        })?;
+    let side16 = u16::try_from(side).map_err(|_| gif_err(format!("{side} pixels is too large")))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| EnvError::Io {
             path: dir.to_path_buf(),

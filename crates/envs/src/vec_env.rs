@@ -67,11 +67,11 @@ impl SyncVecEnv {
 
     /// Resets environment `i` only.
     pub fn reset_one(&mut self, i: usize, seed: u64) -> Result<Obs, EnvError> {
-        let n = self.envs.len();
-        let env = self.envs.get_mut(i).ok_or(EnvError::BatchSize {
-            expected: n,
-            got: i + 1,
-        })?;
+        let len = self.envs.len();
+        let env = self
+            .envs
+            .get_mut(i)
+            .ok_or(EnvError::IndexOutOfRange { index: i, len })?;
         Ok(env.reset(seed))
     }
 

@@ -340,6 +340,11 @@ fn vec_env_matches_single_envs() {
     for (i, e) in singles.iter_mut().enumerate() {
         assert_eq!(e.step(&good[i]).unwrap(), batch[i]);
     }
+    assert_eq!(venv.reset_one(1, 11).unwrap(), singles[1].reset(11));
+    assert!(matches!(
+        venv.reset_one(3, 0),
+        Err(EnvError::IndexOutOfRange { index: 3, len: 3 })
+    ));
     // Mixed image sizes cannot be batched.
     let mixed = vec![
         make("push-t", &EnvConfig::with_size(16)).unwrap(),
@@ -363,4 +368,6 @@ fn expert_gif_is_written() {
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(&bytes[..6], b"GIF89a");
     assert!(gif::write_gif(&path, &[0u8; 10], 16, 1, 10).is_err());
+    assert!(gif::write_gif(&path, &[0u8; 16 * 16 * 3], 16, 1000, 10).is_err());
+    assert!(gif::write_gif(&path, &[0u8; 16 * 16 * 3], 16, usize::MAX, 10).is_err());
 }

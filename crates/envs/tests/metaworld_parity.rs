@@ -2,13 +2,19 @@
 //! `scripts/metaworld/golden.py` (task vector + actions) and compares the reset observation, the observation
 //! after every step (tolerance 1e-3), the success flags (exactly) and the dense reward (tolerance 1e-3).
 //!
-//! Needs the assets (`scripts/setup-mujoco.sh`); no Python, no rendering.
+//! Also compares the reset frame (32x32, `corner` camera, cheap settings, upright) with metaworld's: identical
+//! on the machine that wrote the goldens; the test allows a mean difference of 2 intensity levels for other
+//! Mesa versions (an upside-down or wrong-camera frame differs by about 40).
+//!
+//! Needs the assets (`scripts/setup-mujoco.sh`) and, for the frames, EGL (Mesa); no Python.
 #![cfg(feature = "mujoco")]
 
 use std::path::PathBuf;
 
 use serde_json::Value;
-use w4rl_envs::metaworld::{MetaWorld, MetaWorldConfig, OBS_DIM};
+use w4rl_envs::metaworld::{
+    MetaWorld, MetaWorldConfig, MetaWorldRenderer, RenderConfig, OBS_DIM, TASKS,
+};
 
 const TOL: f64 = 1e-3;
 
@@ -124,4 +130,44 @@ parity! {
     parity_door_lock => "door-lock",
     parity_lever_pull => "lever-pull",
     parity_handle_pull => "handle-pull",
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex"))
+        .collect()
+}
+
+#[test]
+fn reset_frames_match_metaworld() {
+    for spec in TASKS.iter() {
+        let g = golden(spec.name);
+        let fr = &g["reset_frame"];
+        let size = fr["size"].as_u64().expect("size") as usize;
+        let want = unhex(fr["rgb_hex"].as_str().expect("rgb_hex"));
+        assert_eq!(want.len(), size * size * 3);
+        let mut env = MetaWorld::new(spec.name, &MetaWorldConfig::default()).expect("make");
+        let mut r =
+            MetaWorldRenderer::new(&mut env, &RenderConfig::with_size(size)).expect("renderer");
+        env.reset_to(&exact_f64s(&g["episodes"][0]["rand_vec"]))
+            .expect("reset_to");
+        let got = r.render(&mut env).expect("render");
+        let mean = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (*a as f64 - *b as f64).abs())
+            .sum::<f64>()
+            / want.len() as f64;
+        let same = got.iter().zip(&want).filter(|(a, b)| a == b).count() as f64 / want.len() as f64;
+        println!(
+            "{}: frame mean |diff| {mean:.3}, identical bytes {:.1} %",
+            spec.name,
+            100.0 * same
+        );
+        assert!(
+            mean <= 2.0,
+            "{}: frame differs from metaworld's by {mean:.2} on average",
+            spec.name
+        );
+    }
 }

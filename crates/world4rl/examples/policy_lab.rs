@@ -32,7 +32,7 @@ fn main() -> Result<()> {
         }
         "reward" => {
             let task = &args[2];
-            let size: usize = args.get(3).map(|s| s.parse().unwrap()).unwrap_or(32); let steps: usize = args.get(4).map(|s| s.parse().unwrap()).unwrap_or(1500); let mut cfg = RewardConfig { image_size: size, steps, ..Default::default() }; if let Ok(p) = std::env::var("POOL") { cfg.classifier.encoder.pool = p.parse().unwrap(); } if std::env::var("NODI").is_ok() { cfg.dihedral = Some(false); } if let Ok(k) = std::env::var("KINDS") { cfg.kinds = k.split(',').map(|x| x.parse().unwrap()).collect(); }
+            let size: usize = args.get(3).map(|s| s.parse().unwrap()).unwrap_or(32); let steps: usize = args.get(4).map(|s| s.parse().unwrap()).unwrap_or(1500); let mut cfg = RewardConfig { image_size: size, steps, ..Default::default() }; if let Ok(p) = std::env::var("POOL") { cfg.classifier.encoder.pool = p.parse().unwrap(); } if let Ok(l) = std::env::var("LR") { cfg.lr = l.parse().unwrap(); } if std::env::var("NODI").is_ok() { cfg.dihedral = Some(false); } if let Ok(k) = std::env::var("KINDS") { cfg.kinds = k.split(',').map(|x| x.parse().unwrap()).collect(); }
             let (_c, r) = reward::train_task(&cfg, &ds, task, tch::Device::Cpu, |v| { eprintln!("{v}"); Ok(()) })?;
             println!("{}", serde_json::to_string(&r)?);
         }

@@ -1,13 +1,5 @@
 //! [`MetaWorldEnv`]: a Meta-World task as a [`crate::Env`] (frames + 39-D state), its scripted expert as a
 //! [`crate::Expert`], and the registry entries of the `metaworld` suite.
-//!
-//! The OpenGL context of the renderer belongs to the thread that created it, while [`crate::Env`] must be
-//! `Send` (vectorised environments step on rayon's threads). So each [`MetaWorldEnv`] runs its simulation and
-//! renderer on a dedicated worker thread and forwards `reset` / `step` to it; one call costs a channel round
-//! trip (microseconds) next to the physics and the render (milliseconds).
-
-use std::sync::mpsc;
-use std::thread;
 
 use super::{
     expert_action, spec, MetaWorld, MetaWorldConfig, MetaWorldError, MetaWorldRenderer, MwStep,
@@ -64,86 +56,6 @@ fn to_env_error(task: &str, e: MetaWorldError) -> EnvError {
     }
 }
 
-type Job = Box<dyn FnOnce(&mut MetaWorld, &mut MetaWorldRenderer) + Send>;
-
-/// The thread that owns the simulation and the renderer.
-struct Worker {
-    jobs: Option<mpsc::Sender<Job>>,
-    handle: Option<thread::JoinHandle<()>>,
-}
-
-impl Worker {
-    fn spawn(
-        task: &str,
-        cfg: MetaWorldConfig,
-        render: RenderConfig,
-    ) -> Result<Worker, MetaWorldError> {
-        let (jobs, rx) = mpsc::channel::<Job>();
-        let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), MetaWorldError>>(1);
-        let name = task.to_string();
-        let handle = thread::Builder::new()
-            .name(format!("metaworld-{}", name.trim_start_matches(PREFIX)))
-            .spawn(move || {
-                let made = MetaWorld::new(&name, &cfg).and_then(|mut env| {
-                    MetaWorldRenderer::new(&mut env, &render).map(|r| (env, r))
-                });
-                let (mut env, mut renderer) = match made {
-                    Ok(x) => {
-                        let _ = ready_tx.send(Ok(()));
-                        x
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                while let Ok(job) = rx.recv() {
-                    job(&mut env, &mut renderer);
-                }
-            })
-            .map_err(|e| {
-                MetaWorldError::Render(format!("cannot start the Meta-World worker thread: {e}"))
-            })?;
-        let worker = Worker {
-            jobs: Some(jobs),
-            handle: Some(handle),
-        };
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(worker),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(MetaWorldError::Render(
-                "the Meta-World worker thread stopped while starting".into(),
-            )),
-        }
-    }
-
-    fn call<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut MetaWorld, &mut MetaWorldRenderer) -> R + Send + 'static,
-    ) -> Result<R, MetaWorldError> {
-        let stopped = || MetaWorldError::Render("the Meta-World worker thread has stopped".into());
-        let (tx, rx) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move |env, r| {
-            let _ = tx.send(f(env, r));
-        });
-        self.jobs
-            .as_ref()
-            .ok_or_else(stopped)?
-            .send(job)
-            .map_err(|_| stopped())?;
-        rx.recv().map_err(|_| stopped())
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        drop(self.jobs.take());
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
 /// A Meta-World task as a [`crate::Env`]: RGB frames of the `corner` camera plus the 39-D observation as the
 /// state (`f32`), Meta-World's dense reward divided by 10 (so in `[0, 1]`; 1 on success for most tasks) or
 /// the sparse success reward.
@@ -158,10 +70,11 @@ pub struct MetaWorldEnv {
     cfg: EnvConfig,
     max_steps: usize,
     size: usize,
-    worker: Worker,
+    env: MetaWorld,
+    renderer: MetaWorldRenderer,
     over: bool,
     steps: usize,
-    /// An error of the worker during `reset` (which cannot fail), reported by the next `step`.
+    /// An error during `reset` (which cannot fail), reported by the next `step`.
     pending: Option<MetaWorldError>,
 }
 
@@ -198,7 +111,8 @@ impl MetaWorldEnv {
             max_steps,
             ..MetaWorldConfig::default()
         };
-        let worker = Worker::spawn(spec.name, mw, render)?;
+        let mut env = MetaWorld::new(spec.name, &mw)?;
+        let renderer = MetaWorldRenderer::new(&mut env, &render)?;
         let mut env = MetaWorldEnv {
             name: format!("{PREFIX}{}", spec.name),
             spec,
@@ -209,7 +123,8 @@ impl MetaWorldEnv {
             },
             max_steps,
             size,
-            worker,
+            env,
+            renderer,
             over: false,
             steps: 0,
             pending: None,
@@ -229,23 +144,25 @@ impl MetaWorldEnv {
     }
 
     /// The task vector of the current episode.
-    pub fn task_vector(&self) -> Result<Vec<f64>, MetaWorldError> {
-        self.worker.call(|env, _| env.task_vector().to_vec())
+    pub fn task_vector(&self) -> &[f64] {
+        self.env.task_vector()
+    }
+
+    /// The simulation behind this environment (observation, task vector, expert action).
+    pub fn inner(&self) -> &MetaWorld {
+        &self.env
     }
 
     fn try_reset(&mut self, vector: Option<Vec<f64>>, seed: u64) -> Result<Obs, MetaWorldError> {
         self.over = false;
         self.steps = 0;
         self.pending = None;
-        let size = self.size;
-        let (obs, frame) = self.worker.call(move |env, r| {
-            let obs = match &vector {
-                Some(v) => env.reset_to(v)?,
-                None => env.reset(seed)?,
-            };
-            Ok::<_, MetaWorldError>((obs, r.render(env)?))
-        })??;
-        Ok(make_obs(&obs, frame, size))
+        let obs = match &vector {
+            Some(v) => self.env.reset_to(v)?,
+            None => self.env.reset(seed)?,
+        };
+        let frame = self.renderer.render(&mut self.env)?;
+        Ok(make_obs(&obs, frame, self.size))
     }
 
     /// Steps and returns Meta-World's own values too (raw reward in `[0, 10]`, `f64` observation).
@@ -262,12 +179,9 @@ impl MetaWorldEnv {
             });
         }
         let res = self
-            .worker
-            .call(move |env, r| {
-                let s = env.step(&a)?;
-                Ok::<_, MetaWorldError>((s, r.render(env)?))
-            })
-            .and_then(|x| x);
+            .env
+            .step(&a)
+            .and_then(|s| Ok((s, self.renderer.render(&mut self.env)?)));
         match res {
             Ok((s, frame)) => {
                 self.steps += 1;

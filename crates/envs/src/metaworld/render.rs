@@ -5,6 +5,8 @@
 //! anti-aliasing: about 10x faster than Meta-World's defaults on llvmpipe); [`RenderConfig::full_quality`]
 //! restores the scene's own settings (4x MSAA, 4096 shadow map).
 
+use std::mem::ManuallyDrop;
+
 use mujoco_rs::prelude::*;
 use mujoco_rs::renderer::MjRenderer;
 use serde::{Deserialize, Serialize};
@@ -95,10 +97,13 @@ impl RenderConfig {
     }
 }
 
-/// An offscreen renderer for a [`MetaWorld`] scene. It owns an OpenGL context, so it is not `Send`: it stays on
-/// the thread that made it (the [`crate::Env`] wrapper, [`super::MetaWorldEnv`], keeps both on a worker thread).
+/// An offscreen renderer for a [`MetaWorld`] scene, owning an EGL context.
+///
+/// An OpenGL context can be current on one thread at a time. Every method makes the context current on the
+/// calling thread (mujoco-rs does so at each render) and releases it before returning, so the renderer can move
+/// between threads (it is `Send`), as environments of a vectorised env do on rayon's pool.
 pub struct MetaWorldRenderer {
-    inner: MjRenderer,
+    inner: ManuallyDrop<MjRenderer>,
     size: usize,
     flip: bool,
 }
@@ -131,8 +136,9 @@ impl MetaWorldRenderer {
                 "cannot create the offscreen OpenGL (EGL) context: {e}; install libegl1, libegl-mesa0 and \
                  libgl1-mesa-dri (scripts/setup-mujoco.sh does)"
             )))?;
+        egl::release_current()?;
         Ok(MetaWorldRenderer {
-            inner,
+            inner: ManuallyDrop::new(inner),
             size: cfg.size,
             flip: cfg.flip_vertical,
         })
@@ -156,10 +162,13 @@ impl MetaWorldRenderer {
         out: &mut Vec<u8>,
     ) -> Result<(), MetaWorldError> {
         let err = |e: mujoco_rs::renderer::RendererError| {
-            MetaWorldError::Render(format!("rendering failed: {e}"))
+            MetaWorldError::Render(format!("rendering failed: {e} ({e:?})"))
         };
         self.inner.sync_data(&mut env.sim.data).map_err(err)?;
-        self.inner.render().map_err(err)?;
+        egl::bind_gl_api()?;
+        let rendered = self.inner.render().map_err(err);
+        egl::release_current()?;
+        rendered?;
         let rgb = self
             .inner
             .rgb_flat()
@@ -173,6 +182,118 @@ impl MetaWorldRenderer {
             }
         } else {
             out.extend_from_slice(rgb);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for MetaWorldRenderer {
+    fn drop(&mut self) {
+        // SAFETY: `inner` is not used after this. MjRenderer's own Drop makes its context current on this thread
+        // to free the GPU resources; release it afterwards so the thread holds no stale context.
+        unsafe { ManuallyDrop::drop(&mut self.inner) };
+        let _ = egl::release_current();
+    }
+}
+
+// SAFETY: the only thread-affine part of MjRenderer is its EGL context (glutin marks it !Send for that reason).
+// Every method of MetaWorldRenderer, its constructor and its Drop release the context before returning (see
+// `egl::release_current`), so it is never current on a thread the renderer has left, and the next call makes it
+// current on whichever thread holds the renderer. The remaining state (scene, buffers, MuJoCo's rendering
+// context tables) is plain memory owned by the renderer; `&mut self` serialises all use.
+unsafe impl Send for MetaWorldRenderer {}
+
+/// Releases the calling thread's current EGL context, through the libEGL that glutin (mujoco-rs) loaded.
+mod egl {
+    use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
+    use std::sync::OnceLock;
+
+    use crate::metaworld::MetaWorldError;
+
+    extern "C" {
+        fn dlopen(filename: *const c_char, flag: c_int) -> *mut c_void;
+        fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *mut c_void;
+    }
+    const RTLD_NOW: c_int = 2;
+    const EGL_OPENGL_API: c_uint = 0x30A2;
+
+    type GetCurrentDisplay = unsafe extern "C" fn() -> *mut c_void;
+    type MakeCurrent =
+        unsafe extern "C" fn(*mut c_void, *mut c_void, *mut c_void, *mut c_void) -> c_uint;
+    type BindApi = unsafe extern "C" fn(c_uint) -> c_uint;
+
+    struct Fns {
+        get_current_display: GetCurrentDisplay,
+        make_current: MakeCurrent,
+        bind_api: BindApi,
+    }
+
+    fn load() -> Option<Fns> {
+        // SAFETY: plain dlopen/dlsym of libEGL's documented entry points with their C signatures.
+        unsafe {
+            let mut lib = std::ptr::null_mut();
+            for name in [c"libEGL.so.1", c"libEGL.so"] {
+                lib = dlopen(name.as_ptr(), RTLD_NOW);
+                if !lib.is_null() {
+                    break;
+                }
+            }
+            if lib.is_null() {
+                return None;
+            }
+            let sym = |n: &CStr| {
+                let p = dlsym(lib, n.as_ptr());
+                (!p.is_null()).then_some(p)
+            };
+            Some(Fns {
+                get_current_display: std::mem::transmute::<*mut c_void, GetCurrentDisplay>(sym(
+                    c"eglGetCurrentDisplay",
+                )?),
+                make_current: std::mem::transmute::<*mut c_void, MakeCurrent>(sym(
+                    c"eglMakeCurrent",
+                )?),
+                bind_api: std::mem::transmute::<*mut c_void, BindApi>(sym(c"eglBindAPI")?),
+            })
+        }
+    }
+
+    fn fns() -> Result<&'static Fns, MetaWorldError> {
+        static FNS: OnceLock<Option<Fns>> = OnceLock::new();
+        FNS.get_or_init(load).as_ref().ok_or_else(|| {
+            MetaWorldError::Render("cannot load libEGL.so.1 (install libegl1)".into())
+        })
+    }
+
+    /// Selects desktop OpenGL as the calling thread's EGL client API (a per-thread setting, OpenGL ES by
+    /// default), so that the renderer's context can be made current on a thread that did not create it.
+    pub fn bind_gl_api() -> Result<(), MetaWorldError> {
+        let f = fns()?;
+        // SAFETY: eglBindAPI only changes the calling thread's EGL state.
+        if unsafe { (f.bind_api)(EGL_OPENGL_API) } == 0 {
+            return Err(MetaWorldError::Render(
+                "eglBindAPI(EGL_OPENGL_API) failed".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Releases the calling thread's current context, if any.
+    pub fn release_current() -> Result<(), MetaWorldError> {
+        let f = fns()?;
+        // SAFETY: EGL calls on the calling thread's own state; releasing with EGL_NO_SURFACE/EGL_NO_CONTEXT is
+        // always valid on the display of the current context, and a no-op when nothing is current.
+        unsafe {
+            (f.bind_api)(EGL_OPENGL_API);
+            let display = (f.get_current_display)();
+            if display.is_null() {
+                return Ok(());
+            }
+            let null = std::ptr::null_mut();
+            if (f.make_current)(display, null, null, null) == 0 {
+                return Err(MetaWorldError::Render(
+                    "eglMakeCurrent could not release the context".into(),
+                ));
+            }
         }
         Ok(())
     }

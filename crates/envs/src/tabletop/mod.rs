@@ -218,6 +218,8 @@ pub trait Task: Sized + Send + 'static {
     fn build(rng: &mut ChaCha8Rng) -> (Scene, Self);
     /// Called before every physics sub-step (e.g. to zero velocities of quasi-static bodies).
     fn before_substep(&self, _scene: &mut Scene) {}
+    /// Called after every physics sub-step (e.g. to enforce a constraint exactly).
+    fn after_substep(&self, _scene: &mut Scene) {}
     /// Whether the task's bodies stay put during the next sub-step unless touched (quasi-static bodies after
     /// [`Task::before_substep`]) and a pusher at `p` is farther than `margin` from all of them. The
     /// environment then moves the pusher itself instead of running the physics sub-step, which gives the same
@@ -393,6 +395,7 @@ impl<T: Task> Env for TabletopEnv<T> {
                 body.set_translation((p + v * DT) * SIM, false);
             } else {
                 self.scene.world.step();
+                self.task.after_substep(&mut self.scene);
             }
         }
         self.steps += 1;

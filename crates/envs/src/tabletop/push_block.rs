@@ -1,7 +1,7 @@
 //! `push-block`: push a sliding orange block completely into a yellow goal square.
 //!
 //! * **Physics:** a 68 x 68 block of mass 1, pusher-block friction 0.5. Unlike the T, the block keeps
-//!   sliding after a push: its velocity decays with linear and angular damping 6/s (about 45 % left after one
+//!   sliding after a push: its velocity decays with linear and angular damping 6/s (56 % left after one
 //!   control step), so a push at full speed carries it ~30 units further. It collides with the walls.
 //! * **Object pose** in the state: the block centre and angle. **Goal pose:** the goal square's centre, angle 0.
 //! * **Reset ranges:** block centre uniform in `[120, 392]²`, angle uniform in `[-pi/4, pi/4)`; goal centre

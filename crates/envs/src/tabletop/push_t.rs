@@ -19,7 +19,9 @@
 //! * **Expert:** a contact planner. From the privileged state it predicts, for ~80 contact points along the
 //!   T's outline, the motion of the T when pushed there along the inward normal (frictionless quasi-static
 //!   impulse model), picks the contact with the best error reduction per unit of travel, walks around the T
-//!   to reach it and pushes by the predicted optimal amount, re-planning every step.
+//!   to reach it and pushes by the predicted optimal amount, re-planning every step. A contact it cannot
+//!   reach (a path squeezed between the T and the arena's edge) is dropped for a while. It succeeds in
+//!   99 % of episodes (seeds 0..99 and 1000..1299).
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -189,6 +191,7 @@ impl Task for PushT {
 struct Contact {
     q: V2,
     n: V2,
+    edge: usize,
 }
 
 fn contacts() -> Vec<Contact> {
@@ -253,7 +256,7 @@ fn contacts() -> Vec<Contact> {
         ),
     ];
     let mut out = Vec::new();
-    for (a, b, n, m0, m1) in edges {
+    for (edge, (a, b, n, m0, m1)) in edges.into_iter().enumerate() {
         let len = (b - a).length();
         let u = (b - a) / len;
         let usable = len - m0 - m1;
@@ -264,7 +267,11 @@ fn contacts() -> Vec<Contact> {
             } else {
                 m0 + usable * i as f32 / k as f32
             };
-            out.push(Contact { q: a + u * s, n });
+            out.push(Contact {
+                q: a + u * s,
+                n,
+                edge,
+            });
         }
     }
     out
@@ -275,6 +282,16 @@ pub struct PushTExpert {
     contacts: Vec<Contact>,
     current: Option<usize>,
     pushing: bool,
+    /// Steps taken in the episode.
+    t: u32,
+    /// Recent pusher positions (newest last).
+    trail: Vec<V2>,
+    /// T pose at the previous step.
+    last_pose: [f32; 3],
+    /// Consecutive steps without progress (T still, pusher going nowhere, not pushing).
+    stuck: u32,
+    /// Edges not to plan for until the given step (their contacts proved unreachable).
+    banned: [u32; 8],
 }
 
 impl Default for PushTExpert {
@@ -283,6 +300,11 @@ impl Default for PushTExpert {
             contacts: contacts(),
             current: None,
             pushing: false,
+            t: 0,
+            trail: Vec::new(),
+            last_pose: [0.0; 3],
+            stuck: 0,
+            banned: [0; 8],
         }
     }
 }
@@ -303,6 +325,33 @@ struct Plan {
 }
 
 impl PushTExpert {
+    /// Detects a pusher that goes back and forth without reaching its contact (e.g. a path squeezed
+    /// between the T and the arena's edge) and bans that contact's edge for a while.
+    fn unstick(&mut self, p: V2, pose: [f32; 3]) {
+        self.t += 1;
+        let moved = (V2::new(pose[0], pose[1]) - V2::new(self.last_pose[0], self.last_pose[1]))
+            .length()
+            > 0.5
+            || wrap_angle(pose[2] - self.last_pose[2]).abs() > 0.005;
+        self.last_pose = pose;
+        let idle = self.trail.len() >= 4 && (self.trail[self.trail.len() - 4] - p).length() < 6.0;
+        self.stuck = if !moved && !self.pushing && idle {
+            self.stuck + 1
+        } else {
+            0
+        };
+        self.trail.push(p);
+        if self.trail.len() > 8 {
+            self.trail.remove(0);
+        }
+        if self.stuck >= 3 {
+            if let Some(k) = self.current.take() {
+                self.banned[self.contacts[k].edge] = self.t + 40;
+            }
+            self.stuck = 0;
+        }
+    }
+
     fn plan(
         &self,
         k: usize,
@@ -373,8 +422,10 @@ fn blocked(a: V2, b: V2, parts: &[[V2; 4]; 2]) -> bool {
 
 impl Expert for PushTExpert {
     fn reset(&mut self, _seed: u64) {
-        self.current = None;
-        self.pushing = false;
+        *self = Self {
+            contacts: std::mem::take(&mut self.contacts),
+            ..Self::default()
+        };
     }
 
     fn act(&mut self, obs: &Obs) -> Vec<f32> {
@@ -385,6 +436,7 @@ impl Expert for PushTExpert {
         let p = V2::new(s[0], s[1]);
         let v = V2::new(s[2], s[3]);
         let pose = [s[4], s[5], s[6]];
+        self.unstick(p, pose);
         if coverage(pose) > 0.965 {
             self.current = None;
             self.pushing = false;
@@ -399,6 +451,9 @@ impl Expert for PushTExpert {
 
         let mut best: Option<(usize, Plan)> = None;
         for k in 0..self.contacts.len() {
+            if self.banned[self.contacts[k].edge] > self.t {
+                continue;
+            }
             if let Some(pl) = self.plan(k, p, pose, e_p, e_th, &parts) {
                 if best.as_ref().is_none_or(|(_, b)| pl.rate > b.rate) {
                     best = Some((k, pl));

@@ -1,9 +1,9 @@
 //! `turn-lever`: turn a red lever about its hinge until it lies on the pink target lever.
 //!
-//! * **Physics:** a 184 x 26 bar of mass 1 on a revolute joint (rapier impulse joint) to the table; the hinge
-//!   is 14 units from the back end, so the lever reaches 170 units in front of it. The lever has inertia and
-//!   angular damping 4/s: it keeps turning after a push (a third of its speed is left after one control
-//!   step). It cannot reach the walls.
+//! * **Physics:** a 184 x 26 bar of mass 1 on an ideal hinge (its centre of mass at the hinge, translations
+//!   locked, so it can only turn about the hinge); the hinge is 14 units from the back end, so the lever reaches 170 units in front of it. The lever has inertia and
+//!   angular damping 4/s: it keeps turning after a push (two thirds of its speed are left after one
+//!   control step). It cannot reach the walls.
 //! * **Object pose** in the state: the hinge position and the lever angle. **Goal pose:** the hinge position
 //!   and the target angle.
 //! * **Reset ranges:** hinge uniform in `[190, 322]²`, angle uniform in `[-pi, pi)`, target angle = angle
@@ -83,28 +83,32 @@ impl Task for TurnLever {
         let pusher = sample_pusher(rng, 30.0, 482.0, PUSHER_RADIUS + 4.0, &[&corners]);
         let mut scene = Scene::new(pusher);
         let w = &mut scene.world;
+        // An ideal hinge: the body's centre of mass is put at the hinge and its translations are locked, so it
+        // can only turn about the hinge. (rapier's impulse revolute joint let the hinge drift by ~10 units
+        // under the kinematic pusher.) Mass 1, moment of inertia of the bar about the hinge.
+        let (x0, x1, h) = (-BACK, LENGTH, HALF_WIDTH);
+        let inertia = ((x0 * x0 + x0 * x1 + x1 * x1) + h * h) / 3.0;
         let lever = w.bodies.insert(
             RigidBodyBuilder::dynamic()
                 .translation(to_sim(hinge))
                 .rotation(th)
                 .angular_damping(DAMPING)
+                .lock_translations()
+                .additional_mass_properties(MassProperties::new(
+                    Vector::ZERO,
+                    1.0,
+                    inertia * SIM * SIM,
+                ))
                 .can_sleep(false),
         );
-        let len = (LENGTH + BACK) * SIM;
-        let wid = 2.0 * HALF_WIDTH * SIM;
         w.colliders.insert_with_parent(
-            ColliderBuilder::cuboid(0.5 * len, HALF_WIDTH * SIM)
+            ColliderBuilder::cuboid(0.5 * (LENGTH + BACK) * SIM, HALF_WIDTH * SIM)
                 .translation(to_sim(V2::new(0.5 * (LENGTH - BACK), 0.0)))
-                .density(1.0 / (len * wid))
+                .density(0.0)
                 .friction(0.0),
             lever,
             &mut w.bodies,
         );
-        let joint = RevoluteJointBuilder::new()
-            .local_anchor1(to_sim(hinge))
-            .local_anchor2(Vector::ZERO)
-            .contacts_enabled(false);
-        w.impulse_joints.insert(scene.ground, lever, joint, true);
         (
             scene,
             Self {

@@ -443,6 +443,11 @@ pub(crate) mod tests {
         Dataset::open(dir).unwrap()
     }
 
+    /// libtorch's OpenMP threads collapse on an oversubscribed machine; the training tests use one.
+    pub(crate) fn one_thread() {
+        tch::set_num_threads(1);
+    }
+
     fn tiny_cfg(steps: u64) -> WorldModelTrainConfig {
         let mut cfg = WorldModelTrainConfig::preset("tiny").unwrap();
         cfg.max_steps = steps;
@@ -454,6 +459,7 @@ pub(crate) mod tests {
 
     #[test]
     fn tiny_model_loss_falls_on_synthetic_data() {
+        one_thread();
         let dir = tempfile::tempdir().unwrap();
         let data = synthetic_dataset(&dir.path().join("data"), 8, 16, 16);
         let run = RunDir::open(dir.path().join("run")).unwrap();
@@ -499,6 +505,7 @@ pub(crate) mod tests {
     #[test]
     #[ignore = "run by resuming_reproduces_an_uninterrupted_run in its own process"]
     fn resume_in_own_process() {
+        one_thread();
         let dir = tempfile::tempdir().unwrap();
         let data = synthetic_dataset(&dir.path().join("data"), 6, 12, 16);
         let cfg = tiny_cfg(40);
