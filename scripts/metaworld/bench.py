@@ -9,9 +9,9 @@ render settings (no shadows, no MSAA: `vis.quality.shadowsize = 0`, `vis.quality
 `world4rl env bench`) through the ignored test `crates/envs/tests/metaworld_bench.rs` (built once, release),
 or through a
 `world4rl` binary built with the `mujoco` feature (--rust-bin). For each task the Python and Rust runs
-alternate, so that both see the same machine load.
+alternate for --rounds rounds, so that both see the same machine load; the table reports medians.
 
-    python3 scripts/metaworld/bench.py [--tasks coffee-pull,soccer] [--steps 1000] [--size 64] [--json]
+    python3 scripts/metaworld/bench.py [--tasks coffee-pull,soccer] [--steps 500] [--rounds 3] [--size 64] [--json]
 """
 
 from __future__ import annotations
@@ -111,7 +111,8 @@ def rust_bench(task: str, steps: int, size: int, env: dict, exe: str | None, rus
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", default=",".join(mwref.TASKS))
-    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=500, help="steps per run")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating Python/Rust runs per task")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--quality", choices=["cheap", "full"], default="cheap")
     ap.add_argument("--rust-bin", default=None, help="a world4rl binary built with --features mujoco")
@@ -122,14 +123,21 @@ def main() -> None:
     rows = []
     print(f"{'task':<14} {'python steps/s':>15} {'rust steps/s':>13} {'rust/python':>12}", flush=True)
     for task in args.tasks.split(","):
-        py = python_bench(task, args.steps, args.size, args.quality)
-        rs = rust_bench(task, args.steps, args.size, env, exe, args.rust_bin)
-        ratio = rs["steps_per_sec"] / py["steps_per_sec"]
-        rows.append({"task": task, "python": py, "rust": rs, "ratio": ratio})
-        print(f"{task:<14} {py['steps_per_sec']:>15.1f} {rs['steps_per_sec']:>13.1f} {ratio:>11.2f}x", flush=True)
+        runs = []
+        for _ in range(args.rounds):
+            py = python_bench(task, args.steps, args.size, args.quality)
+            rs = rust_bench(task, args.steps, args.size, env, exe, args.rust_bin)
+            runs.append((py["steps_per_sec"], rs["steps_per_sec"]))
+        py_med = float(np.median([r[0] for r in runs]))
+        rs_med = float(np.median([r[1] for r in runs]))
+        ratio = float(np.median([r[1] / r[0] for r in runs]))
+        rows.append({"task": task, "python_steps_per_sec": py_med, "rust_steps_per_sec": rs_med, "ratio": ratio,
+                     "runs": [{"python": p, "rust": r} for p, r in runs]})
+        print(f"{task:<14} {py_med:>15.1f} {rs_med:>13.1f} {ratio:>11.2f}x", flush=True)
     summary = {
         "size": args.size,
         "steps": args.steps,
+        "rounds": args.rounds,
         "quality": args.quality,
         "versions": mwref.versions(),
         "tasks": rows,

@@ -3,6 +3,8 @@
 mod cmd_collect;
 mod cmd_data;
 mod cmd_env;
+mod cmd_run;
+mod cmd_world_model;
 mod output;
 
 use std::io::IsTerminal;
@@ -44,6 +46,28 @@ enum Cmd {
     /// Experiment configs.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// Train a stage-1 learner.
+    #[command(subcommand)]
+    Train(TrainCmd),
+    /// Write a GIF of a real held-out episode beside the world model's replay of its actions.
+    Dream(cmd_world_model::DreamArgs),
+    /// Evaluate the world model or a policy.
+    #[command(subcommand)]
+    Eval(EvalCmd),
+    /// The whole experiment: collect, BC, rollouts, world model, classifier, PPO, evaluation, report.
+    Run(cmd_run::RunArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum TrainCmd {
+    /// The diffusion world model (EDM, all tasks pooled).
+    WorldModel(cmd_world_model::TrainArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum EvalCmd {
+    /// Open-loop PSNR/SSIM per horizon on held-out episodes, next to copy-last-frame.
+    WorldModel(cmd_world_model::EvalArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,11 +101,15 @@ fn main() -> ExitCode {
     let threads = cli.threads.unwrap_or_else(world4rl::device::default_threads);
     world4rl::device::set_threads(threads);
     let result = (|| -> anyhow::Result<bool> {
-        let _device = world4rl::device::resolve(&cli.device)?;
+        let device = world4rl::device::resolve(&cli.device)?;
         match cli.cmd {
             Cmd::Collect(a) => cmd_collect::run(a, cli.seed).map(|_| true),
             Cmd::Data(c) => cmd_data::run(c),
             Cmd::Env(c) => cmd_env::run(c).map(|_| true),
+            Cmd::Train(TrainCmd::WorldModel(a)) => cmd_world_model::train(a, device, cli.seed).map(|_| true),
+            Cmd::Dream(a) => cmd_world_model::dream(a, device, cli.seed).map(|_| true),
+            Cmd::Eval(EvalCmd::WorldModel(a)) => cmd_world_model::eval(a, device, cli.seed).map(|_| true),
+            Cmd::Run(a) => cmd_run::run(a, device, cli.seed).map(|_| true),
             Cmd::Config(ConfigCmd::Check { config }) => {
                 let cfg = world4rl::config::ExperimentConfig::load(&config)?;
                 print!("{}", toml::to_string_pretty(&cfg)?);

@@ -10,6 +10,12 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::collect::CollectConfig;
+use crate::evaluate::EvalConfig;
+use crate::policy::BcConfig;
+use crate::ppo::RefineConfig;
+use crate::reward::RewardConfig;
+use crate::world_model::fidelity::FidelityConfig;
+use crate::world_model::train::WorldModelTrainConfig;
 
 
 /// `[experiment]`: what is run and where.
@@ -48,6 +54,45 @@ pub struct ExperimentConfig {
     pub experiment: ExperimentSection,
     /// The data recipe.
     pub collect: CollectConfig,
+    /// The diffusion world model and its training (stage 1).
+    pub world_model: WorldModelTrainConfig,
+    /// The success classifier (stage 1).
+    pub reward: RewardConfig,
+    /// The Gaussian BC policy (stage 1).
+    pub bc: BcConfig,
+    /// PPO in imagination (stage 2).
+    pub refine: RefineConfig,
+    /// Real-environment evaluation of policies.
+    pub eval: EvalConfig,
+    /// Open-loop fidelity of the world model (PSNR/SSIM per horizon).
+    pub fidelity: FidelityConfig,
+}
+
+/// The paper's ablation switches (Table IV, Fig. 5) and their values in this config, for the report.
+pub fn ablation_switches(cfg: &ExperimentConfig) -> Vec<(String, String)> {
+    let p = &cfg.refine.ppo;
+    vec![
+        (
+            "action encoding (world_model.model.action_encoding)".into(),
+            format!(
+                "{} (K = {})",
+                crate::world_model::encoding_name(cfg.world_model.model.action_encoding.kind),
+                cfg.world_model.model.action_encoding.bins
+            ),
+        ),
+        (
+            "random-action data (collect.random_episodes)".into(),
+            if cfg.collect.random_episodes == 0 && cfg.collect.per_task.values().all(|c| c.random == 0) {
+                "off".into()
+            } else {
+                format!("on ({} per task)", cfg.collect.random_episodes)
+            },
+        ),
+        (
+            "σ cap (refine.ppo.std_max)".into(),
+            if p.std_max >= 1e6 { "off".into() } else { format!("σ ≤ {} (log σ ≤ {:.2})", p.std_max, p.std_max.ln()) },
+        ),
+    ]
 }
 
 /// Formats a TOML error as "FILE: line L, column C: message".

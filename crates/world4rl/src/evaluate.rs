@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use w4rl_envs::{make, Env, EnvConfig, Obs};
 
 use crate::collect::BatchPolicy;
-use crate::policy::gaussian::GaussianPolicy;
+use crate::policy::gaussian::{GaussianPolicy, ObsHistory};
 use crate::seeds::eval_seed;
 
 /// The 95 % two-sided normal quantile.
@@ -119,18 +119,19 @@ pub fn evaluate_policy(policy: &GaussianPolicy, task: &str, cfg: &EvalConfig) ->
         envs[0].state_dim()
     );
     let mut next = 0usize;
-    let mut obs: Vec<Option<Obs>> = Vec::with_capacity(k);
-    let mut len = vec![0usize; k];
+    let mut first = Vec::with_capacity(k);
     for env in envs.iter_mut() {
-        obs.push(Some(env.reset(eval_seed(cfg.seed, task, next))));
+        first.push(env.reset(eval_seed(cfg.seed, task, next)));
         next += 1;
     }
+    let mut hist = ObsHistory::new(policy.config().frame_stack, first);
+    let mut live = vec![true; k];
+    let mut len = vec![0usize; k];
     let (mut successes, mut done_eps, mut total_len) = (0usize, 0usize, 0usize);
-    while obs.iter().any(Option::is_some) {
-        let live: Vec<usize> = (0..k).filter(|&i| obs[i].is_some()).collect();
-        let batch: Vec<&Obs> = live.iter().filter_map(|&i| obs[i].as_ref()).collect();
-        let actions = policy.act_mean(&policy.obs_batch(&batch)?)?;
-        for (&i, a) in live.iter().zip(actions) {
+    while live.iter().any(|&l| l) {
+        let rows: Vec<usize> = (0..k).filter(|&i| live[i]).collect();
+        let actions = policy.act_mean(&hist.batch(policy, Some(&rows))?)?;
+        for (&i, a) in rows.iter().zip(actions) {
             let st = envs[i].step(&a).with_context(|| format!("stepping '{task}'"))?;
             len[i] += 1;
             if st.terminated || st.truncated {
@@ -138,14 +139,14 @@ pub fn evaluate_policy(policy: &GaussianPolicy, task: &str, cfg: &EvalConfig) ->
                 successes += st.info.success as usize;
                 total_len += len[i];
                 len[i] = 0;
-                obs[i] = if next < cfg.episodes {
+                if next < cfg.episodes {
+                    hist.reset(i, envs[i].reset(eval_seed(cfg.seed, task, next)));
                     next += 1;
-                    Some(envs[i].reset(eval_seed(cfg.seed, task, next - 1)))
                 } else {
-                    None
-                };
+                    live[i] = false;
+                }
             } else {
-                obs[i] = Some(st.obs);
+                hist.push(i, st.obs);
             }
         }
     }

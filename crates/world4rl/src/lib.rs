@@ -24,3 +24,4 @@ pub mod policy;
 pub mod ppo;
 pub mod reward;
 pub mod metrics;
+pub mod pipeline;

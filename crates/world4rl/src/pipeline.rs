@@ -29,6 +29,11 @@ use crate::evaluate::{evaluate_policy, EvalReport, PolicyActor};
 use crate::policy::gaussian::GaussianPolicy;
 use crate::report::{Chart, FidelityRow, Rate, Report, SuccessRow};
 use crate::run::{read_metrics, RunDir};
+use crate::world_model::imagine::{imagine, side_by_side_gif, RollingContext};
+use crate::world_model::train::StagePaths;
+use crate::world_model::WorldModel;
+use tch::Tensor;
+use w4rl_envs::{make, EnvConfig};
 
 /// Names of the stages, in order (refinement has one stage per task: `refine/<task>`).
 pub const STAGES: [&str; 9] = [
@@ -66,7 +71,7 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
     let started = Instant::now();
     let data_dir = dataset_dir(run);
     let seed = cfg.experiment.seed;
-    let mut step = |name: &str| {
+    let step = |name: &str| {
         overall.set_prefix(name.to_string());
         tracing::info!("stage {name}");
     };
@@ -115,7 +120,7 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
             let path = crate::policy::bc::checkpoint_path(run, task);
             let (policy, _) = GaussianPolicy::load(&path, device)
                 .with_context(|| format!("loading the BC policy of '{task}'"))?;
-            let mut actor = PolicyActor { policy: &policy, sample: true };
+            let mut actor = PolicyActor { policy: &policy, stochastic: true };
             let s = collect_recipe(
                 &data_dir,
                 &cfg.experiment.suite,
@@ -185,6 +190,8 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
             let refined_path = crate::ppo::output_in(&run.path().join(crate::ppo::refine_stage(task))).best;
             let refined_report = if refined_path.exists() {
                 let (p, _) = GaussianPolicy::load(&refined_path, device)?;
+                let gif = run.stage_dir("eval")?.join(format!("{}-refined.gif", task.replace('/', "__")));
+                policy_gif(&p, task, crate::seeds::eval_seed(seed, task, 0), &gif)?;
                 Some(evaluate_policy(&p, task, &eval_cfg)?)
             } else {
                 None
@@ -207,8 +214,32 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
     step("fidelity");
     if !run.is_done("fidelity") {
         let t0 = Instant::now();
-        let fid = crate::world_model::eval::evaluate_run(run, &dataset, &cfg.fidelity, device)?;
-        run.mark_done("fidelity", &json!({"result": fid, "seconds": t0.elapsed().as_secs_f64()}))?;
+        let (wm, _) = WorldModel::load(&StagePaths::new(run.path()).model, device)?;
+        let held = crate::world_model::train::load_holdout(run.path(), &dataset)?;
+        let fid = crate::world_model::fidelity::evaluate(&wm, &held, &cfg.fidelity)?;
+        let rows: Vec<FidelityRow> = (0..fid.horizon)
+            .map(|h| FidelityRow {
+                horizon: h + 1,
+                psnr: fid.psnr[h],
+                ssim: fid.ssim[h],
+                psnr_copy: fid.copy_last_psnr[h],
+                ssim_copy: fid.copy_last_ssim[h],
+            })
+            .collect();
+        let dir = run.stage_dir("fidelity")?;
+        // a real held-out episode of each task beside the world model's open-loop replay of its actions
+        let mut gifs = Vec::new();
+        for task in &tasks {
+            if let Some(ep) = held.iter().find(|e| &e.meta.task == task && e.meta.kind == EpisodeKind::Expert) {
+                let path = dir.join(format!("dream-{}.gif", task.replace('/', "__")));
+                dream_gif(&wm, ep, &path)?;
+                gifs.push(path);
+            }
+        }
+        run.mark_done(
+            "fidelity",
+            &json!({"result": fid, "rows": rows, "gifs": gifs, "seconds": t0.elapsed().as_secs_f64()}),
+        )?;
     }
     overall.inc(1);
 
@@ -277,8 +308,14 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir, seconds: f64) -> Resul
         }
     }
     if let Some(f) = run.done_summary("fidelity") {
-        if let Ok(rows) = serde_json::from_value::<Vec<FidelityRow>>(f["result"]["rows"].clone()) {
+        if let Ok(rows) = serde_json::from_value::<Vec<FidelityRow>>(f["rows"].clone()) {
             r.fidelity = rows;
+        }
+        for g in f["gifs"].as_array().cloned().unwrap_or_default() {
+            if let Some(p) = g.as_str() {
+                let name = std::path::Path::new(p).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                r.gifs.push((format!("{name}: real (left) vs imagined open-loop replay of the same actions (right)"), PathBuf::from(p)));
+            }
         }
     }
     if let Some(rew) = run.done_summary("reward") {
@@ -334,16 +371,54 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir, seconds: f64) -> Resul
             });
         }
     }
-    for (name, path) in [("real vs imagined", run.path().join("fidelity").join("dream.gif"))] {
-        if path.exists() {
-            r.gifs.push((name.into(), path));
-        }
-    }
     for task in &cfg.experiment.tasks {
-        let g = run.path().join("eval").join(format!("{task}-refined.gif"));
+        let g = run.path().join("eval").join(format!("{}-refined.gif", task.replace('/', "__")));
         if g.exists() {
             r.gifs.push((format!("refined policy acting in the real env: {task}"), g));
         }
     }
     Ok(r)
+}
+
+/// Writes a GIF with the real episode (left) beside the world model's open-loop replay of its actions
+/// (right), both starting from the episode's first frame.
+pub fn dream_gif(wm: &WorldModel, ep: &w4rl_data::Episode, path: &std::path::Path) -> Result<()> {
+    let steps = ep.meta.steps;
+    let a = wm.action_dim();
+    let mut ctx = RollingContext::from_episodes(wm, &[(ep, 0)])?;
+    let first = ctx.last_frame();
+    let acts: Vec<f32> = (0..steps).flat_map(|t| ep.action(t).to_vec()).collect();
+    let actions = Tensor::from_slice(&acts).view([1, steps as i64, a as i64]);
+    let fake = imagine(wm, &mut ctx, &actions)?.squeeze_dim(0);
+    let bytes: Vec<u8> = (1..=steps).flat_map(|t| ep.frame(t).to_vec()).collect();
+    let real = crate::world_model::frames_to_model(&bytes, steps, ep.meta.image_size, wm.image_size(), wm.device())?;
+    let real = Tensor::cat(&[&first, &real], 0);
+    let fake = Tensor::cat(&[&first, &fake], 0);
+    side_by_side_gif(path, &[&real, &fake], (128 / wm.image_size()).max(1), 10)?;
+    Ok(())
+}
+
+/// Writes a GIF of one real-environment episode of `policy` (mean actions, ends on success).
+pub fn policy_gif(policy: &GaussianPolicy, task: &str, seed: u64, path: &std::path::Path) -> Result<()> {
+    let size = policy.spec().render_size();
+    let cfg = EnvConfig { image_size: size, terminate_on_success: true, ..EnvConfig::default() };
+    let mut env = make(task, &cfg)?;
+    let mut obs = env.reset(seed);
+    let mut frames = obs.frame.clone();
+    loop {
+        let a = policy.act_mean(&policy.obs_batch(&[&obs])?)?;
+        let st = env.step(&a[0])?;
+        frames.extend_from_slice(&st.obs.frame);
+        obs = st.obs;
+        if st.terminated || st.truncated {
+            break;
+        }
+    }
+    // hold the last frame a little
+    let last = frames[frames.len() - size * size * 3..].to_vec();
+    for _ in 0..5 {
+        frames.extend_from_slice(&last);
+    }
+    w4rl_envs::gif::write_gif(path, &frames, size, (256 / size).max(1), 10)?;
+    Ok(())
 }

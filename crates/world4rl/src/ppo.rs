@@ -30,12 +30,13 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 use w4rl_envs::{Obs, SyncVecEnv, VecEnv};
 
+
 use w4rl_data::Dataset;
 
 use crate::diffusion::SamplerConfig;
 use crate::imagined_env::{ImaginationStats, ImaginedEnv, ImaginedEnvConfig};
 use crate::policy::encoder::{ConvEncoder, EncoderConfig};
-use crate::policy::gaussian::{check_std_bounds, GaussianPolicy, ObsBatch};
+use crate::policy::gaussian::{check_std_bounds, GaussianPolicy, ObsBatch, ObsHistory};
 use crate::policy::obs::to_float;
 use crate::reward::{RewardClassifier, RewardMode};
 use crate::run::RunDir;
@@ -181,7 +182,7 @@ impl Critic {
         let root = vs.root();
         let pc = policy.config();
         let encoder = if pc.use_image {
-            Some(ConvEncoder::new(&root / "encoder", 3, &cfg.critic_encoder)?)
+            Some(ConvEncoder::new(&root / "encoder", 3 * pc.frame_stack as i64, &cfg.critic_encoder)?)
         } else {
             None
         };
@@ -381,7 +382,7 @@ fn collect<E: RolloutEnv>(
     env: &mut E,
     policy: &GaussianPolicy,
     critic: &Critic,
-    obs: &mut Vec<Obs>,
+    hist: &mut ObsHistory,
     tracker: &mut EpisodeTracker,
     rng: &mut ChaCha8Rng,
 ) -> Result<Rollout> {
@@ -397,7 +398,7 @@ fn collect<E: RolloutEnv>(
         std_sum: 0.0,
     };
     for _ in 0..cfg.rollout_steps {
-        let ob = policy.obs_batch(obs)?;
+        let ob = hist.batch(policy, None)?;
         let (a, logp, v, std) = tch::no_grad(|| -> Result<_> {
             let out = policy.forward(&ob, 0)?;
             let a = out.sample();
@@ -407,36 +408,42 @@ fn collect<E: RolloutEnv>(
         })?;
         ro.std_sum += std;
         let steps = env.step(&policy.to_env_actions(&a)?).context("stepping the environments")?;
-        // bootstrap truncated (not terminated) episodes with V of their last observation
-        let trunc: Vec<usize> = (0..n).filter(|&i| steps[i].truncated && !steps[i].terminated).collect();
-        let mut boot = vec![0.0f32; n];
-        if !trunc.is_empty() {
-            let last: Vec<&Obs> = trunc.iter().map(|&i| &steps[i].obs).collect();
-            let vb = tch::no_grad(|| critic.forward(&policy.obs_batch(&last)?))?;
-            for (k, x) in Vec::<f32>::try_from(vb.to_device(Device::Cpu))?.into_iter().enumerate() {
-                boot[trunc[k]] = x;
-            }
-        }
         ro.logp.extend(Vec::<f32>::try_from(logp.to_device(Device::Cpu))?);
         ro.values.extend(Vec::<f32>::try_from(v.to_device(Device::Cpu))?);
         ro.obs.push(ob);
         ro.actions.push(a);
+        let base = ro.rewards.len();
+        let mut trunc = Vec::new();
+        let mut done_rows = Vec::new();
         for (i, st) in steps.into_iter().enumerate() {
             let done = st.terminated || st.truncated;
-            ro.rewards.push(st.reward + gamma * boot[i]);
+            ro.rewards.push(st.reward);
             ro.dones.push(done);
             tracker.ret[i] += st.reward as f64;
             tracker.len[i] += 1;
             tracker.success[i] |= st.info.success;
+            if st.truncated && !st.terminated {
+                trunc.push(i);
+            }
             if done {
                 tracker.finished.push((tracker.ret[i], tracker.len[i], tracker.success[i]));
                 tracker.ret[i] = 0.0;
                 tracker.len[i] = 0;
                 tracker.success[i] = false;
-                obs[i] = env.reset_one(i, rng.gen())?;
-            } else {
-                obs[i] = st.obs;
+                done_rows.push(i);
             }
+            hist.push(i, st.obs);
+        }
+        // bootstrap truncated (not terminated) episodes with V of their last observation
+        if !trunc.is_empty() {
+            let vb = tch::no_grad(|| critic.forward(&hist.batch(policy, Some(&trunc))?))?;
+            for (k, x) in Vec::<f32>::try_from(vb.to_device(Device::Cpu))?.into_iter().enumerate() {
+                ro.rewards[base + trunc[k]] += gamma * x;
+            }
+        }
+        for i in done_rows {
+            let o = env.reset_one(i, rng.gen())?;
+            hist.reset(i, o);
         }
     }
     Ok(ro)
@@ -485,7 +492,7 @@ pub fn train<E: RolloutEnv>(
 
     let n = cfg.num_envs;
     let seeds: Vec<u64> = (0..n).map(|_| rng.gen()).collect();
-    let mut obs = env.reset(&seeds);
+    let mut hist = ObsHistory::new(policy.config().frame_stack, env.reset(&seeds));
     let mut tracker = EpisodeTracker {
         ret: vec![0.0; n],
         len: vec![0; n],
@@ -513,8 +520,8 @@ pub fn train<E: RolloutEnv>(
         }
         // ---- rollout
         let t0 = Instant::now();
-        let ro = collect(cfg, env, policy, &critic, &mut obs, &mut tracker, &mut rng)?;
-        let last_v = tch::no_grad(|| critic.forward(&policy.obs_batch(&obs)?))?;
+        let ro = collect(cfg, env, policy, &critic, &mut hist, &mut tracker, &mut rng)?;
+        let last_v = tch::no_grad(|| critic.forward(&hist.batch(policy, None)?))?;
         let last_v = Vec::<f32>::try_from(last_v.to_device(Device::Cpu))?;
         let (adv, ret) = gae(&ro.rewards, &ro.values, &ro.dones, &last_v, n, cfg.gamma as f32, cfg.gae_lambda as f32);
         let rollout_seconds = t0.elapsed().as_secs_f64();

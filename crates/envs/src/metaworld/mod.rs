@@ -22,7 +22,21 @@
 //! * Episodes last 500 steps by default ([`MetaWorldConfig::max_steps`]).
 //!
 //! # Pixels
-//! RGB frames from a fixed camera (`corner` by default, turned upright) through EGL, see [`RenderConfig`].
+//! RGB frames from a fixed camera (`corner` by default, turned upright) through EGL, see [`RenderConfig`] and
+//! [`MetaWorldRenderer`]; they are pixel-identical to metaworld's with the same settings (checked by the parity
+//! test on this machine's Mesa).
+//!
+//! # Set-up and build
+//! `scripts/setup-mujoco.sh` downloads the two wheels, extracts libmujoco 3.17.0 and the assets into
+//! `third_party/`, installs the Debian EGL packages, and writes `third_party/mujoco.env`; then
+//! `source third_party/mujoco.env && cargo test -p w4rl-envs --features mujoco`. The build needs
+//! `MUJOCO_DYNAMIC_LINK_DIR` (mujoco-rs links libmujoco from it; this crate's build script also embeds it as an
+//! rpath of its own test binaries).
+//!
+//! # Types
+//! * [`MetaWorld`]: physics, observation, reward, success (no frames; `Send`); [`MetaWorldRenderer`]: frames.
+//! * [`MetaWorldEnv`]: both as a [`crate::Env`]; [`MetaWorldExpert`]: the scripted expert as a
+//!   [`crate::Expert`]; [`expert_action`]: the experts as a function of the observation.
 
 mod env;
 mod expert;

@@ -13,7 +13,7 @@ use tch::{nn::OptimizerConfig, Device, Kind, Tensor};
 use w4rl_data::{Dataset, Episode, EpisodeKind};
 
 use super::gaussian::{GaussianPolicy, ObsBatch, PolicyConfig, PolicySpec};
-use super::obs::frames_to_u8;
+use super::obs::{dihedral as dihedral_frames, dihedral_actions, frames_to_u8, random_dihedral_picks};
 use crate::run::RunDir;
 
 /// `[bc]`: behaviour cloning.
@@ -41,7 +41,13 @@ pub struct BcConfig {
     pub weight_decay: f64,
     /// Random-shift augmentation in pixels (default 2; 0 = off).
     pub shift_pad: i64,
-    /// Log the training loss every this many steps, and validate every 5x as many (default 100).
+    /// Augment with random 90° rotations and mirror images of the frame, transforming the 2-D action
+    /// alike (valid when the action is a displacement in image axes and the task looks the same in
+    /// every orientation, as in the tabletop suite). Default: on for `tabletop` data with 2-D actions
+    /// and an image-only policy, off otherwise.
+    pub dihedral: Option<bool>,
+    /// Log the training loss every this many steps, and validate every 5x as many (default 100). With
+    /// held-out demos, the weights with the lowest held-out MSE are kept.
     pub log_every: usize,
     /// Seed of initialisation and minibatch sampling.
     pub seed: u64,
@@ -60,6 +66,7 @@ impl Default for BcConfig {
             lr: 3e-4,
             weight_decay: 0.0,
             shift_pad: 2,
+            dihedral: None,
             log_every: 100,
             seed: 0,
         }
@@ -96,6 +103,8 @@ pub struct BcReport {
     pub val_nll: Option<f64>,
     /// Held-out MSE of the mean action in the normalised box.
     pub val_mse: Option<f64>,
+    /// Step of the kept weights (lowest held-out MSE; the last step without held-out demos).
+    pub best_step: usize,
     /// Wall-clock seconds.
     pub seconds: f64,
 }
@@ -138,7 +147,17 @@ pub fn pairs(episodes: &[&Episode], policy: &GaussianPolicy) -> Result<BcData> {
         let size = ep.meta.image_size;
         sd = ep.meta.state_dim;
         if policy.config().use_image {
-            images.push(frames_to_u8(&ep.frames[..t * ep.frame_len()], t, size, spec.image_size, dev)?);
+            // frames 0..t at the policy's size, then stacks of the last `k` frames (repeating frame 0)
+            let k = policy.config().frame_stack.max(1) as i64;
+            let f = frames_to_u8(&ep.frames[..t * ep.frame_len()], t, size, spec.image_size, dev)?;
+            let idx: Vec<i64> = (0..t as i64)
+                .flat_map(|i| (0..k).map(move |j| (i - k + 1 + j).max(0)))
+                .collect();
+            let s = spec.image_size as i64;
+            let stacked = f
+                .index_select(0, &Tensor::from_slice(&idx).to_device(dev))
+                .view([t as i64, 3 * k, s, s]);
+            images.push(stacked);
         }
         actions.push(policy.normalize_actions(&ep.actions)?);
         states.push(Tensor::from_slice(&ep.states[..t * sd]).view([t as i64, sd as i64]));
@@ -224,6 +243,13 @@ pub fn train_task(
         policy.set_state_normalizer(&m, &s)?;
     }
     let n = train.actions.size()[0];
+    let dihedral = cfg.dihedral.unwrap_or(
+        dataset.spec().suite == "tabletop" && spec.action_dim == 2 && !cfg.policy.use_state,
+    );
+    ensure!(
+        !dihedral || (spec.action_dim == 2 && !cfg.policy.use_state),
+        "bc.dihedral needs 2-D displacement actions and an image-only policy"
+    );
     tracing::info!("bc '{task}': {} demos, {n} transitions, {} held-out demos", train_eps.len(), val_eps.len());
 
     // ---- optimisation
@@ -234,10 +260,18 @@ pub fn train_task(
     .build(policy.var_store(), cfg.lr)?;
     let bar = crate::progress::bar(cfg.steps as u64, format!("bc {task}"));
     let (mut window, mut window_n, mut last_train) = (0.0, 0usize, f64::NAN);
+    let mut best: Option<(f64, usize, Vec<(String, Tensor)>)> = None;
     for step in 1..=cfg.steps {
         let idx = Tensor::randint(n, [cfg.batch_size as i64], (Kind::Int64, device));
-        let out = policy.forward(&train.obs.select(&idx), cfg.shift_pad)?;
-        let loss = -out.log_prob(&train.actions.index_select(0, &idx)).mean(Kind::Float);
+        let mut obs = train.obs.select(&idx);
+        let mut target = train.actions.index_select(0, &idx);
+        if dihedral {
+            let picks = random_dihedral_picks(cfg.batch_size as i64);
+            obs.image = obs.image.map(|x| dihedral_frames(&x, &picks));
+            target = dihedral_actions(&target, &picks);
+        }
+        let out = policy.forward(&obs, cfg.shift_pad)?;
+        let loss = -out.log_prob(&target).mean(Kind::Float);
         opt.backward_step(&loss);
         let l = loss.double_value(&[]);
         ensure!(l.is_finite(), "bc '{task}': the loss became {l} at step {step}; lower bc.lr");
@@ -252,6 +286,9 @@ pub fn train_task(
                     let (nll, mse) = evaluate(&policy, v)?;
                     rec["val_nll"] = nll.into();
                     rec["val_mse"] = mse.into();
+                    if best.as_ref().is_none_or(|(b, _, _)| mse < *b) {
+                        best = Some((mse, step, snapshot(&policy)));
+                    }
                 }
             }
             log(rec)?;
@@ -261,6 +298,11 @@ pub fn train_task(
         }
     }
     bar.finish_and_clear();
+    let mut best_step = cfg.steps;
+    if let Some((_, step, weights)) = best {
+        restore(&mut policy, &weights);
+        best_step = step;
+    }
     let (val_nll, val_mse) = match &val {
         Some(v) => {
             let (a, b) = evaluate(&policy, v)?;
@@ -276,9 +318,30 @@ pub fn train_task(
         train_nll: last_train,
         val_nll,
         val_mse,
+        best_step,
         seconds: start.elapsed().as_secs_f64(),
     };
     Ok((policy, report))
+}
+
+fn snapshot(policy: &GaussianPolicy) -> Vec<(String, Tensor)> {
+    policy
+        .var_store()
+        .variables()
+        .into_iter()
+        .map(|(k, v)| (k, v.detach().copy()))
+        .collect()
+}
+
+fn restore(policy: &mut GaussianPolicy, weights: &[(String, Tensor)]) {
+    let vars = policy.var_store().variables();
+    tch::no_grad(|| {
+        for (k, w) in weights {
+            if let Some(mut v) = vars.get(k).map(|v| v.shallow_clone()) {
+                v.copy_(w);
+            }
+        }
+    });
 }
 
 /// Path of the BC policy of `task` in a run: `RUN/bc/<task>/policy.safetensors`.

@@ -34,6 +34,9 @@ pub struct PolicyConfig {
     pub hidden: i64,
     /// Feed the frame (default true).
     pub use_image: bool,
+    /// Frames fed together, newest last (default 2: the current and the previous frame, so that the
+    /// policy sees velocities; at an episode start the first frame is repeated).
+    pub frame_stack: usize,
     /// Feed the low-dimensional state too (default false: the imagined environment has no state).
     pub use_state: bool,
     /// Initial σ (the bias of the log-σ head; default 0.3).
@@ -50,6 +53,7 @@ impl Default for PolicyConfig {
             encoder: EncoderConfig::default(),
             hidden: 256,
             use_image: true,
+            frame_stack: 2,
             use_state: false,
             std_init: 0.3,
             std_min: 0.02,
@@ -63,6 +67,11 @@ impl PolicyConfig {
     pub fn validate(&self) -> Result<()> {
         self.encoder.validate()?;
         ensure!(self.hidden > 0, "policy.hidden must be positive (got {})", self.hidden);
+        ensure!(
+            (1..=8).contains(&self.frame_stack),
+            "policy.frame_stack must lie in 1..=8 (got {})",
+            self.frame_stack
+        );
         ensure!(
             self.use_image || self.use_state,
             "the policy needs an input: set policy.use_image or policy.use_state"
@@ -180,6 +189,69 @@ impl ObsBatch {
     }
 }
 
+/// The last observations of each environment of a batch, for policies that stack frames.
+#[derive(Clone, Debug)]
+pub struct ObsHistory {
+    k: usize,
+    envs: Vec<std::collections::VecDeque<Obs>>,
+}
+
+impl ObsHistory {
+    /// Histories of length at most `k`, each starting with its environment's first observation.
+    pub fn new(k: usize, first: Vec<Obs>) -> Self {
+        let envs = first
+            .into_iter()
+            .map(|o| std::collections::VecDeque::from([o]))
+            .collect();
+        Self { k: k.max(1), envs }
+    }
+
+    /// Number of environments.
+    pub fn len(&self) -> usize {
+        self.envs.len()
+    }
+
+    /// True without environments.
+    pub fn is_empty(&self) -> bool {
+        self.envs.is_empty()
+    }
+
+    /// Starts a new episode of environment `i`.
+    pub fn reset(&mut self, i: usize, obs: Obs) {
+        self.envs[i].clear();
+        self.envs[i].push_back(obs);
+    }
+
+    /// Appends the newest observation of environment `i`.
+    pub fn push(&mut self, i: usize, obs: Obs) {
+        let h = &mut self.envs[i];
+        h.push_back(obs);
+        while h.len() > self.k {
+            h.pop_front();
+        }
+    }
+
+    /// The newest observation of environment `i`.
+    pub fn latest(&self, i: usize) -> &Obs {
+        &self.envs[i][self.envs[i].len() - 1]
+    }
+
+    /// Policy inputs of the environments `rows` (all when `None`).
+    pub fn batch(&self, policy: &GaussianPolicy, rows: Option<&[usize]>) -> Result<ObsBatch> {
+        let all: Vec<usize>;
+        let rows = match rows {
+            Some(r) => r,
+            None => {
+                all = (0..self.envs.len()).collect();
+                &all
+            }
+        };
+        let stacks: Vec<Vec<&Obs>> = rows.iter().map(|&i| self.envs[i].iter().collect()).collect();
+        let refs: Vec<&[&Obs]> = stacks.iter().map(|v| v.as_slice()).collect();
+        policy.obs_batch_stacked(&refs)
+    }
+}
+
 /// Output of the policy network.
 #[derive(Debug)]
 pub struct GaussianOut {
@@ -248,7 +320,7 @@ impl GaussianPolicy {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let encoder = if cfg.use_image {
-            Some(ConvEncoder::new(&root / "encoder", 3, &cfg.encoder)?)
+            Some(ConvEncoder::new(&root / "encoder", 3 * cfg.frame_stack as i64, &cfg.encoder)?)
         } else {
             None
         };
@@ -346,27 +418,51 @@ impl GaussianPolicy {
         Ok(())
     }
 
-    /// Network inputs from environment observations (frames are resized to the policy's size).
+    /// Network inputs from single observations (frames are resized to the policy's size). With
+    /// `frame_stack > 1` each frame is repeated, as at an episode start; use [`ObsHistory`] to feed
+    /// real histories.
     pub fn obs_batch<O: Borrow<Obs>>(&self, obs: &[O]) -> Result<ObsBatch> {
-        ensure!(!obs.is_empty(), "no observations given");
+        let stacks: Vec<&[O]> = obs.chunks(1).collect();
+        self.obs_batch_stacked(&stacks)
+    }
+
+    /// Network inputs from observation histories: `stacks[i]` holds the last observations of
+    /// environment `i`, oldest first; the newest `frame_stack` frames are used (a shorter history is
+    /// padded by repeating its oldest frame) and the state is the newest one's.
+    pub fn obs_batch_stacked<O: Borrow<Obs>>(&self, stacks: &[&[O]]) -> Result<ObsBatch> {
+        ensure!(!stacks.is_empty(), "no observations given");
+        ensure!(stacks.iter().all(|s| !s.is_empty()), "an observation history is empty");
         let dev = self.device();
+        let n = stacks.len();
+        let k = self.cfg.frame_stack.max(1);
         let image = if self.cfg.use_image {
-            let size = obs[0].borrow().size;
-            let mut bytes = Vec::with_capacity(obs.len() * size * size * 3);
-            for o in obs {
-                let o = o.borrow();
-                ensure!(o.size == size, "observations of one batch have different frame sizes");
-                bytes.extend_from_slice(&o.frame);
+            let size = stacks[0][0].borrow().size;
+            let mut bytes = Vec::with_capacity(n * k * size * size * 3);
+            for st in stacks {
+                for j in 0..k {
+                    // position j of k (oldest first) takes history entry len - k + j, clamped to 0
+                    let idx = (st.len() + j).saturating_sub(k);
+                    let o = st[idx].borrow();
+                    ensure!(o.size == size, "observations of one batch have different frame sizes");
+                    ensure!(
+                        o.frame.len() == size * size * 3,
+                        "an observation has {} frame bytes, expected {size}x{size}x3",
+                        o.frame.len()
+                    );
+                    bytes.extend_from_slice(&o.frame);
+                }
             }
-            Some(frames_to_u8(&bytes, obs.len(), size, self.spec.image_size, dev)?)
+            let t = frames_to_u8(&bytes, n * k, size, self.spec.image_size, dev)?;
+            let s = self.spec.image_size as i64;
+            Some(t.view([n as i64, 3 * k as i64, s, s]))
         } else {
             None
         };
         let state = if self.cfg.use_state {
             let s = self.spec.state_dim;
-            let mut v = Vec::with_capacity(obs.len() * s);
-            for o in obs {
-                let o = o.borrow();
+            let mut v = Vec::with_capacity(n * s);
+            for st in stacks {
+                let o = st[st.len() - 1].borrow();
                 ensure!(
                     o.state.len() == s,
                     "observation has a state of {} values, the policy expects {s}",
@@ -374,7 +470,7 @@ impl GaussianPolicy {
                 );
                 v.extend_from_slice(&o.state);
             }
-            Some(Tensor::from_slice(&v).view([obs.len() as i64, s as i64]).to_device(dev))
+            Some(Tensor::from_slice(&v).view([n as i64, s as i64]).to_device(dev))
         } else {
             None
         };

@@ -8,4 +8,4 @@ pub mod obs;
 
 pub use bc::{BcConfig, BcReport};
 pub use encoder::{ConvEncoder, EncoderConfig};
-pub use gaussian::{GaussianOut, GaussianPolicy, ObsBatch, PolicyConfig, PolicySpec};
+pub use gaussian::{GaussianOut, GaussianPolicy, ObsBatch, ObsHistory, PolicyConfig, PolicySpec};

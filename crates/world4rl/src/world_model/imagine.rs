@@ -207,6 +207,46 @@ where
     Ok((Tensor::stack(&frames, 1), Tensor::stack(&actions, 1)))
 }
 
+/// Writes an animated GIF of `columns` (each `[T, 3, S, S]` in [-1, 1], equal shapes) side by side,
+/// separated by a 2-pixel white bar, every pixel enlarged `scale` times, `delay_cs` hundredths of a
+/// second per frame, looping.
+pub fn side_by_side_gif(path: &std::path::Path, columns: &[&Tensor], scale: usize, delay_cs: u16) -> Result<()> {
+    use anyhow::Context;
+    ensure!(!columns.is_empty(), "gif: nothing to draw");
+    let s0 = columns[0].size();
+    ensure!(s0.len() == 4 && s0[1] == 3, "gif: columns must be [T, 3, S, S], got {s0:?}");
+    ensure!(columns.iter().all(|c| c.size() == s0), "gif: columns differ in shape");
+    let (t, h, w) = (s0[0] as usize, s0[2] as usize, s0[3] as usize);
+    let scale = scale.max(1);
+    let gap = 2;
+    let (fw, fh) = (columns.len() * w * scale + (columns.len() - 1) * gap, h * scale);
+    ensure!(fw <= u16::MAX as usize && fh <= u16::MAX as usize, "gif: frame too large");
+    let u8s: Vec<Vec<u8>> = columns
+        .iter()
+        .map(|c| Vec::<u8>::try_from(crate::diffusion::frames_to_u8(&c.to_device(Device::Cpu)).flatten(0, -1)))
+        .collect::<Result<_, _>>()?;
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut enc = gif::Encoder::new(std::io::BufWriter::new(file), fw as u16, fh as u16, &[]).context("starting the GIF")?;
+    enc.set_repeat(gif::Repeat::Infinite).context("writing the GIF")?;
+    for f in 0..t {
+        let mut rgb = vec![255u8; fw * fh * 3];
+        for (ci, col) in u8s.iter().enumerate() {
+            let x0 = ci * (w * scale + gap);
+            for y in 0..fh {
+                for x in 0..w * scale {
+                    let src = ((f * h + y / scale) * w + x / scale) * 3;
+                    let dst = (y * fw + x0 + x) * 3;
+                    rgb[dst..dst + 3].copy_from_slice(&col[src..src + 3]);
+                }
+            }
+        }
+        let mut frame = gif::Frame::from_rgb_speed(fw as u16, fh as u16, &rgb, 10);
+        frame.delay = delay_cs;
+        enc.write_frame(&frame).context("writing the GIF")?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

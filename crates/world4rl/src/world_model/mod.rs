@@ -12,6 +12,7 @@
 //! the prediction is frame `t+1`. Padded positions (before an episode start) have mask `false`:
 //! their frames and encoded actions are zeroed.
 
+pub mod fidelity;
 pub mod imagine;
 pub mod train;
 
@@ -25,7 +26,7 @@ use crate::action_encoding::{ActionEncoder, ActionEncodingConfig, EncodingKind};
 use crate::diffusion::{self, Denoiser, DenoiserBatch, DenoiserConfig, LossOutput, SamplerConfig};
 use crate::models::{InnerModelConfig, UNetConfig};
 
-pub use imagine::{imagine, RollingContext};
+pub use imagine::{imagine, imagine_with_policy, RollingContext};
 
 /// Checkpoint metadata `kind` of a world model.
 pub const CHECKPOINT_KIND: &str = "world4rl.world_model";

@@ -122,6 +122,96 @@ impl WorldModelTrainConfig {
     }
 }
 
+/// The `[world_model]` section of an experiment file: a [`WorldModelTrainConfig`] whose missing keys
+/// come from a named preset (`preset = "tiny" | "cpu" | "paper"`, default `cpu`), so that
+///
+/// ```toml
+/// [world_model]
+/// preset = "cpu"
+/// max_minutes = 20
+/// model.action_encoding.kind = "linear"
+/// ```
+///
+/// is the `cpu` preset with two changes. Unknown keys are errors. It serialises as the resolved
+/// config (all keys, no `preset`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WorldModelSection(pub WorldModelTrainConfig);
+
+impl std::ops::Deref for WorldModelSection {
+    type Target = WorldModelTrainConfig;
+    fn deref(&self) -> &WorldModelTrainConfig {
+        &self.0
+    }
+}
+
+fn merge_toml(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) if slot.is_table() && v.is_table() => merge_toml(slot, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+impl WorldModelTrainConfig {
+    /// Resolves a `[world_model]` table: its `preset` (default `cpu`) with the other keys on top.
+    pub fn from_table(mut table: toml::Table) -> Result<Self> {
+        let preset = match table.remove("preset") {
+            None => "cpu".to_string(),
+            Some(toml::Value::String(s)) => s,
+            Some(other) => bail!("world_model.preset must be a string (tiny, cpu or paper), got {other}"),
+        };
+        // strict pass on the user's keys alone: unknown keys and wrong types are reported here
+        let user = toml::Value::Table(table);
+        Self::deserialize(user.clone()).map_err(|e| anyhow::anyhow!("[world_model]: {}", e.message()))?;
+        let mut merged = toml::Value::try_from(Self::preset(&preset)?).context("serialising the preset")?;
+        merge_toml(&mut merged, user);
+        let cfg = Self::deserialize(merged).map_err(|e| anyhow::anyhow!("[world_model]: {}", e.message()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+impl<'de> Deserialize<'de> for WorldModelSection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let table = toml::Table::deserialize(d)?;
+        WorldModelTrainConfig::from_table(table).map(WorldModelSection).map_err(|e| serde::de::Error::custom(format!("{e:#}")))
+    }
+}
+
+impl Serialize for WorldModelSection {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+/// Reads the `[world_model]` section of a TOML experiment file (other sections are ignored here;
+/// the experiment loader checks them). A file without the section gives the `cpu` preset. Errors name
+/// the file and, where TOML can tell, the line.
+pub fn load_config(path: &Path) -> Result<WorldModelTrainConfig> {
+    #[derive(Deserialize)]
+    struct File {
+        #[serde(default)]
+        world_model: Option<WorldModelSection>,
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+    let f: File = toml::from_str(&text).map_err(|e| {
+        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        match line {
+            Some(l) => anyhow::anyhow!("{}: line {l}: {}", path.display(), e.message().trim()),
+            None => anyhow::anyhow!("{}: {}", path.display(), e.message().trim()),
+        }
+    })?;
+    Ok(f.world_model.map(|s| s.0).unwrap_or_default())
+}
+
 /// What the training ended with (also written to `done.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainSummary {
@@ -446,6 +536,29 @@ pub(crate) mod tests {
     /// libtorch's OpenMP threads collapse on an oversubscribed machine; the training tests use one.
     pub(crate) fn one_thread() {
         tch::set_num_threads(1);
+    }
+
+    #[test]
+    fn presets_and_overrides_in_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[experiment]\nname = \"x\"\n\n[world_model]\npreset = \"tiny\"\nmax_steps = 7\nmodel.action_encoding.kind = \"linear\"\n").unwrap();
+        let c = load_config(&p).unwrap();
+        let mut want = WorldModelTrainConfig::preset("tiny").unwrap();
+        want.max_steps = 7;
+        want.model.action_encoding.kind = crate::action_encoding::EncodingKind::Linear;
+        assert_eq!(c, want);
+        std::fs::write(&p, "[world_model]\n\nbatch_sise = 3\n").unwrap();
+        let e = format!("{:#}", load_config(&p).unwrap_err());
+        assert!(e.contains("batch_sise") && e.contains("c.toml") && e.contains("line"), "{e}");
+        std::fs::write(&p, "[world_model]\nmodel.unet.channels = \"wide\"\n").unwrap();
+        assert!(load_config(&p).is_err());
+        std::fs::write(&p, "[experiment]\nname = \"x\"\n").unwrap();
+        assert_eq!(load_config(&p).unwrap(), WorldModelTrainConfig::default());
+        // the resolved config round-trips through TOML
+        let text = toml::to_string(&WorldModelSection(want.clone())).unwrap();
+        let back: WorldModelTrainConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, want);
     }
 
     fn tiny_cfg(steps: u64) -> WorldModelTrainConfig {

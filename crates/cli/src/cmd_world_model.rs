@@ -1,0 +1,287 @@
+//! World-model commands:
+//!
+//! * `world4rl train world-model --config CFG --data DATASET --out RUN [--dry-run]`
+//! * `world4rl dream --run RUN --data DATASET --out FILE.gif`
+//! * `world4rl eval world-model --run RUN --data DATASET [--json]`
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use tch::{Device, Kind, Tensor};
+use w4rl_data::Dataset;
+use world4rl::action_encoding::EncodingKind;
+use world4rl::run::RunDir;
+use world4rl::world_model::fidelity::{self, FidelityConfig};
+use world4rl::world_model::train::{self as wm_train, StagePaths, TrainOptions, WorldModelTrainConfig};
+use world4rl::world_model::{imagine, imagine::side_by_side_gif, RollingContext, WorldModel};
+
+use crate::output::print_json;
+
+/// `world4rl train world-model`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Experiment config (TOML); its `[world_model]` section is used (default: the cpu preset).
+    #[arg(long, conflicts_with = "preset")]
+    pub config: Option<PathBuf>,
+    /// Use a preset instead of a config file: tiny, cpu or paper.
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Episode dataset (from `world4rl collect`). Not needed with --dry-run.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Run directory (created; re-running resumes from the last checkpoint).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Override the time budget (minutes of training, summed over resumes).
+    #[arg(long)]
+    pub max_minutes: Option<f64>,
+    /// Override the step budget.
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Override the action encoding: two-hot, one-hot or linear (Table IV ablation).
+    #[arg(long)]
+    pub encoding: Option<String>,
+    /// Print the parameter count and a memory estimate, allocate nothing, and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Action dimension assumed by --dry-run when no dataset is given.
+    #[arg(long, default_value_t = 4)]
+    pub action_dim: usize,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `world4rl dream`.
+#[derive(Debug, Args)]
+pub struct DreamArgs {
+    /// Run directory holding a trained world model.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Episode dataset the model was trained on.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// GIF to write (real | imagined side by side).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Which held-out episode (0-based, in the run's hold-out list; default 0).
+    #[arg(long, default_value_t = 0)]
+    pub episode: usize,
+    /// Number of steps to imagine (default: the whole episode).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Pixel enlargement in the GIF.
+    #[arg(long, default_value_t = 4)]
+    pub scale: usize,
+    /// Denoising steps (default: the model's sampler setting).
+    #[arg(long)]
+    pub sampler_steps: Option<usize>,
+}
+
+/// `world4rl eval world-model`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Run directory holding a trained world model.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Episode dataset the model was trained on (its held-out episodes are used).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Imagined steps per rollout.
+    #[arg(long, default_value_t = 10)]
+    pub horizon: usize,
+    /// A rollout starts every STRIDE steps of each held-out episode.
+    #[arg(long, default_value_t = 10)]
+    pub stride: usize,
+    /// At most this many rollouts (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub max_rollouts: usize,
+    /// Rollouts imagined in parallel.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Denoising steps (default: the model's sampler setting).
+    #[arg(long)]
+    pub sampler_steps: Option<usize>,
+    /// LPIPS AlexNet weights (safetensors; see `world4rl::metrics::lpips`).
+    #[arg(long)]
+    pub lpips_weights: Option<PathBuf>,
+    /// FID Inception weights (safetensors; see `world4rl::metrics::fid`).
+    #[arg(long)]
+    pub fid_weights: Option<PathBuf>,
+    /// FVD I3D weights (safetensors; see `world4rl::metrics::fvd`).
+    #[arg(long)]
+    pub fvd_weights: Option<PathBuf>,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn resolve_config(args: &TrainArgs, seed: Option<u64>) -> Result<WorldModelTrainConfig> {
+    let mut cfg = match (&args.config, &args.preset) {
+        (Some(path), _) => wm_train::load_config(path)?,
+        (None, Some(p)) => WorldModelTrainConfig::preset(p)?,
+        (None, None) => bail!("give --config CFG (a TOML file with a [world_model] section) or --preset tiny|cpu|paper"),
+    };
+    if let Some(m) = args.max_minutes {
+        cfg.max_minutes = m;
+    }
+    if let Some(s) = args.max_steps {
+        cfg.max_steps = s;
+    }
+    if let Some(e) = &args.encoding {
+        cfg.model.action_encoding.kind = match e.as_str() {
+            "two-hot" => EncodingKind::TwoHot,
+            "one-hot" => EncodingKind::OneHot,
+            "linear" => EncodingKind::Linear,
+            other => bail!("unknown --encoding '{other}' (expected two-hot, one-hot or linear)"),
+        };
+    }
+    if let Some(s) = seed {
+        cfg.seed = s;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn gib(bytes: f64) -> f64 {
+    bytes / (1u64 << 30) as f64
+}
+
+/// `world4rl train world-model`.
+pub fn train(args: TrainArgs, device: Device, seed: Option<u64>) -> Result<()> {
+    let cfg = resolve_config(&args, seed)?;
+    if args.dry_run {
+        let action_dim = match &args.data {
+            Some(d) => Dataset::open(d)?.spec().action_dim,
+            None => args.action_dim,
+        };
+        let m = cfg.model.memory_estimate(action_dim, cfg.batch_size)?;
+        let flops_note = format!("{}x{} frames, {} context frames, {} Euler/Heun steps", cfg.model.image_size, cfg.model.image_size, cfg.model.context, cfg.model.sampler.steps);
+        eprintln!(
+            "world model: {:.2} M parameters ({flops_note}); training memory ≈ {:.2} GiB weights+grads+EMA+AdamW + {:.2} GiB activations at batch {} (rough estimate)",
+            m.params as f64 / 1e6,
+            gib(m.state_bytes),
+            gib(m.activation_bytes),
+            cfg.batch_size
+        );
+        if args.json {
+            print_json(&serde_json::json!({
+                "params": m.params,
+                "state_gib": gib(m.state_bytes),
+                "activation_gib": gib(m.activation_bytes),
+                "batch_size": cfg.batch_size,
+                "image_size": cfg.model.image_size,
+                "action_dim": action_dim,
+            }))?;
+        }
+        return Ok(());
+    }
+    let (Some(data), Some(out)) = (&args.data, &args.out) else {
+        bail!("train world-model needs --data DATASET and --out RUN (or --dry-run)");
+    };
+    let data = Dataset::open(data)?;
+    let run = RunDir::open(out)?;
+    let summary = wm_train::train(&cfg, &data, &run, device, &TrainOptions { progress: true })?;
+    eprintln!(
+        "world model: {} steps in {:.1} min, held-out loss {}, checkpoint {}",
+        summary.steps,
+        summary.minutes,
+        summary.final_val_loss.map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into()),
+        StagePaths::new(run.path()).model.display()
+    );
+    if args.json {
+        print_json(&summary)?;
+    }
+    Ok(())
+}
+
+fn load_model(run: &std::path::Path, device: Device, sampler_steps: Option<usize>) -> Result<WorldModel> {
+    let path = StagePaths::new(run).model;
+    if !path.exists() {
+        bail!("{} has no world model ({} is missing): run `world4rl train world-model --out {}` first", run.display(), path.display(), run.display());
+    }
+    let (mut wm, _) = WorldModel::load(&path, device)?;
+    if let Some(s) = sampler_steps {
+        let mut sc = wm.config().sampler.clone();
+        sc.steps = s;
+        wm.set_sampler(sc)?;
+    }
+    Ok(wm)
+}
+
+/// `world4rl dream`: a held-out episode, real beside its imagined replay (same actions, open loop
+/// from the first frame).
+pub fn dream(args: DreamArgs, device: Device, seed: Option<u64>) -> Result<()> {
+    let wm = load_model(&args.run, device, args.sampler_steps)?;
+    let data = Dataset::open(&args.data)?;
+    let held = wm_train::load_holdout(&args.run, &data)?;
+    let ep = held
+        .get(args.episode)
+        .with_context(|| format!("--episode {} is out of range: the run holds out {} episodes", args.episode, held.len()))?;
+    let steps = args.steps.unwrap_or(ep.meta.steps).min(ep.meta.steps);
+    if steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    tch::manual_seed(seed.unwrap_or(0) as i64);
+    let mut ctx = RollingContext::from_episodes(&wm, &[(ep, 0)])?;
+    let a = wm.action_dim();
+    let acts: Vec<f32> = (0..steps).flat_map(|t| ep.action(t).to_vec()).collect();
+    let actions = Tensor::from_slice(&acts).view([1, steps as i64, a as i64]);
+    let first = ctx.last_frame();
+    let fake = imagine(&wm, &mut ctx, &actions)?.squeeze_dim(0);
+    let side = ep.meta.image_size;
+    let bytes: Vec<u8> = (1..=steps).flat_map(|t| ep.frame(t).to_vec()).collect();
+    let real = world4rl::world_model::frames_to_model(&bytes, steps, side, wm.image_size(), device)?;
+    let real = Tensor::cat(&[&first, &real], 0);
+    let fake = Tensor::cat(&[&first, &fake], 0);
+    side_by_side_gif(&args.out, &[&real, &fake], args.scale, 10)?;
+    let psnr = world4rl::metrics::psnr(&fake.narrow(0, 1, steps as i64), &real.narrow(0, 1, steps as i64))?;
+    eprintln!(
+        "wrote {} ({} {} #{}, {steps} imagined steps; left real, right imagined; mean PSNR {:.2} dB)",
+        args.out.display(),
+        ep.meta.task,
+        ep.meta.kind,
+        ep.meta.index,
+        psnr.mean(Kind::Double).double_value(&[])
+    );
+    Ok(())
+}
+
+/// `world4rl eval world-model`: open-loop PSNR/SSIM per horizon on the run's held-out episodes,
+/// next to copy-last-frame (plus LPIPS/FID/FVD given weights).
+pub fn eval(args: EvalArgs, device: Device, seed: Option<u64>) -> Result<()> {
+    let wm = load_model(&args.run, device, args.sampler_steps)?;
+    let data = Dataset::open(&args.data)?;
+    let held = wm_train::load_holdout(&args.run, &data)?;
+    if held.is_empty() {
+        bail!("the run holds out no episodes (holdout_fraction = 0): nothing to evaluate on");
+    }
+    let cfg = FidelityConfig {
+        horizon: args.horizon,
+        stride: args.stride,
+        max_rollouts: args.max_rollouts,
+        batch: args.batch,
+        seed: seed.unwrap_or(0),
+        lpips_weights: args.lpips_weights.clone(),
+        fid_weights: args.fid_weights.clone(),
+        fvd_weights: args.fvd_weights.clone(),
+    };
+    let report = fidelity::evaluate(&wm, &held, &cfg)?;
+    eprint!("{}", report.table());
+    eprintln!(
+        "{} rollouts from {} held-out episodes, {}x{} frames, {} sampler steps, {:.1} imagined frames/s; beats copy-last-frame at {}/{} horizons",
+        report.rollouts,
+        report.episodes,
+        report.image_size,
+        report.image_size,
+        report.sampler_steps,
+        report.imagined_fps,
+        report.beats_copy_last_at.len(),
+        report.horizon
+    );
+    if args.json {
+        print_json(&report)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! Open-loop fidelity of the world model on held-out episodes (World4RL Table I/IV protocol,
+//! adapted): from the real context at step `t0`, replay the dataset's actions `a_{t0..t0+H-1}` in
+//! imagination and compare the imagined frames with the real `x_{t0+1..t0+H}` at every horizon
+//! step, next to the copy-last-frame baseline (predict `x_{t0}` for every step).
+//!
+//! PSNR and SSIM always; LPIPS per horizon, FID over all imagined frames and FVD over the imagined
+//! clips when the backbone weight files are given. All comparisons are at the model's resolution.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{ensure, Result};
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+use w4rl_data::Episode;
+
+use super::{frames_to_model, imagine, RollingContext, WorldModel};
+use crate::metrics;
+
+/// Settings of [`evaluate`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FidelityConfig {
+    /// Imagined steps per rollout H.
+    pub horizon: usize,
+    /// A rollout starts every `stride` steps of an episode (t0 = 0, stride, … while t0 + H ≤ T).
+    pub stride: usize,
+    /// Use at most this many rollouts (spread evenly over the candidates; 0 = all).
+    pub max_rollouts: usize,
+    /// Rollouts imagined in parallel.
+    pub batch: usize,
+    /// Seed of the sampler noise.
+    pub seed: u64,
+    /// LPIPS (AlexNet) weights, see [`metrics::lpips`].
+    pub lpips_weights: Option<PathBuf>,
+    /// FID Inception weights, see [`metrics::fid`].
+    pub fid_weights: Option<PathBuf>,
+    /// FVD I3D weights, see [`metrics::fvd`].
+    pub fvd_weights: Option<PathBuf>,
+}
+
+impl Default for FidelityConfig {
+    fn default() -> Self {
+        Self { horizon: 10, stride: 10, max_rollouts: 0, batch: 64, seed: 0, lpips_weights: None, fid_weights: None, fvd_weights: None }
+    }
+}
+
+/// Per-horizon scores of the model and of copy-last-frame.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FidelityReport {
+    pub horizon: usize,
+    pub rollouts: usize,
+    pub episodes: usize,
+    pub image_size: usize,
+    pub sampler_steps: usize,
+    /// Mean PSNR (dB) at horizon steps 1..=H.
+    pub psnr: Vec<f64>,
+    pub ssim: Vec<f64>,
+    pub copy_last_psnr: Vec<f64>,
+    pub copy_last_ssim: Vec<f64>,
+    /// Means over the H steps.
+    pub mean_psnr: f64,
+    pub mean_ssim: f64,
+    pub copy_last_mean_psnr: f64,
+    pub copy_last_mean_ssim: f64,
+    /// Horizon steps (1-based) where the model's PSNR beats copy-last-frame.
+    pub beats_copy_last_at: Vec<usize>,
+    pub lpips: Option<Vec<f64>>,
+    pub copy_last_lpips: Option<Vec<f64>>,
+    pub fid: Option<f64>,
+    pub fvd: Option<f64>,
+    pub seconds: f64,
+    /// Imagined frames per second (all rollouts, all steps).
+    pub imagined_fps: f64,
+}
+
+/// The rollout starts `(episode index, t0)` of [`evaluate`].
+pub fn rollout_starts(episodes: &[Episode], cfg: &FidelityConfig) -> Vec<(usize, usize)> {
+    let mut all = Vec::new();
+    for (i, ep) in episodes.iter().enumerate() {
+        let mut t0 = 0;
+        while t0 + cfg.horizon <= ep.meta.steps {
+            all.push((i, t0));
+            t0 += cfg.stride.max(1);
+        }
+    }
+    if cfg.max_rollouts > 0 && all.len() > cfg.max_rollouts {
+        let n = all.len();
+        all = (0..cfg.max_rollouts).map(|k| all[k * n / cfg.max_rollouts]).collect();
+    }
+    all
+}
+
+/// Evaluates `wm` on `episodes` (see the module docs).
+pub fn evaluate(wm: &WorldModel, episodes: &[Episode], cfg: &FidelityConfig) -> Result<FidelityReport> {
+    ensure!(cfg.horizon >= 1 && cfg.batch >= 1, "fidelity: horizon and batch must be at least 1");
+    let starts = rollout_starts(episodes, cfg);
+    ensure!(!starts.is_empty(), "fidelity: no held-out episode has {} steps", cfg.horizon);
+    let h = cfg.horizon;
+    let size = wm.image_size();
+    let dev = wm.device();
+    let lpips = cfg.lpips_weights.as_ref().map(|p| metrics::lpips::Lpips::load(p, Default::default(), dev)).transpose()?;
+    let fid = cfg.fid_weights.as_ref().map(|p| metrics::fid::FidInception::load(p, dev)).transpose()?;
+    let fvd = cfg.fvd_weights.as_ref().map(|p| metrics::fvd::I3d::load(p, dev)).transpose()?;
+
+    tch::manual_seed(cfg.seed as i64);
+    let t_start = Instant::now();
+    let mut psnr: Vec<Vec<Tensor>> = (0..h).map(|_| Vec::new()).collect();
+    let mut ssim: Vec<Vec<Tensor>> = (0..h).map(|_| Vec::new()).collect();
+    let mut cl_psnr: Vec<Vec<Tensor>> = (0..h).map(|_| Vec::new()).collect();
+    let mut cl_ssim: Vec<Vec<Tensor>> = (0..h).map(|_| Vec::new()).collect();
+    let mut lp: Vec<Vec<Tensor>> = (0..h).map(|_| Vec::new()).collect();
+    let mut cl_lp: Vec<Vec<Tensor>> = (0..h).map(|_| Vec::new()).collect();
+    let (mut real_clips, mut fake_clips) = (Vec::new(), Vec::new());
+    for chunk in starts.chunks(cfg.batch) {
+        let refs: Vec<(&Episode, usize)> = chunk.iter().map(|&(e, t)| (&episodes[e], t)).collect();
+        let mut ctx = RollingContext::from_episodes(wm, &refs)?;
+        let a = wm.action_dim();
+        let mut acts = Vec::with_capacity(chunk.len() * h * a);
+        let mut real = Vec::with_capacity(chunk.len());
+        for &(ep, t0) in &refs {
+            for k in 0..h {
+                acts.extend_from_slice(ep.action(t0 + k));
+            }
+            let side = ep.meta.image_size;
+            let bytes: Vec<u8> = (1..=h).flat_map(|k| ep.frame(t0 + k).iter().copied()).collect();
+            real.push(frames_to_model(&bytes, h, side, size, dev)?);
+        }
+        let b = chunk.len() as i64;
+        let actions = Tensor::from_slice(&acts).view([b, h as i64, a as i64]);
+        let last = ctx.last_frame();
+        let fake = imagine(wm, &mut ctx, &actions)?; // [B, H, 3, S, S]
+        let real = Tensor::stack(&real, 0);
+        for k in 0..h {
+            let (r, f) = (real.select(1, k as i64), fake.select(1, k as i64));
+            psnr[k].push(metrics::psnr(&f, &r)?);
+            ssim[k].push(metrics::ssim(&f, &r)?);
+            cl_psnr[k].push(metrics::psnr(&last, &r)?);
+            cl_ssim[k].push(metrics::ssim(&last, &r)?);
+            if let Some(l) = &lpips {
+                lp[k].push(l.distance(&f, &r)?);
+                cl_lp[k].push(l.distance(&last, &r)?);
+            }
+        }
+        if fid.is_some() || fvd.is_some() {
+            real_clips.push(real.to_device(tch::Device::Cpu));
+            fake_clips.push(fake.to_device(tch::Device::Cpu));
+        }
+    }
+    let seconds = t_start.elapsed().as_secs_f64();
+    let mean_of = |v: &[Tensor]| metrics::mean(&Tensor::cat(v, 0));
+    let per_h = |v: &[Vec<Tensor>]| v.iter().map(|x| mean_of(x)).collect::<Vec<f64>>();
+    let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (psnr, ssim, cl_psnr, cl_ssim) = (per_h(&psnr), per_h(&ssim), per_h(&cl_psnr), per_h(&cl_ssim));
+    let (fid_v, fvd_v) = if !real_clips.is_empty() {
+        let real = Tensor::cat(&real_clips, 0);
+        let fake = Tensor::cat(&fake_clips, 0);
+        let fid_v = fid.as_ref().map(|m| m.fid(&real.flatten(0, 1), &fake.flatten(0, 1), 32)).transpose()?;
+        let fvd_v = fvd.as_ref().map(|m| m.fvd(&real, &fake, 8)).transpose()?;
+        (fid_v, fvd_v)
+    } else {
+        (None, None)
+    };
+    Ok(FidelityReport {
+        horizon: h,
+        rollouts: starts.len(),
+        episodes: episodes.len(),
+        image_size: size,
+        sampler_steps: wm.config().sampler.steps,
+        mean_psnr: avg(&psnr),
+        mean_ssim: avg(&ssim),
+        copy_last_mean_psnr: avg(&cl_psnr),
+        copy_last_mean_ssim: avg(&cl_ssim),
+        beats_copy_last_at: (0..h).filter(|&k| psnr[k] > cl_psnr[k]).map(|k| k + 1).collect(),
+        psnr,
+        ssim,
+        copy_last_psnr: cl_psnr,
+        copy_last_ssim: cl_ssim,
+        lpips: lpips.as_ref().map(|_| per_h(&lp)),
+        copy_last_lpips: lpips.as_ref().map(|_| per_h(&cl_lp)),
+        fid: fid_v,
+        fvd: fvd_v,
+        seconds,
+        imagined_fps: (starts.len() * h) as f64 / seconds.max(1e-9),
+    })
+}
+
+impl FidelityReport {
+    /// A plain-text table: horizon, PSNR, SSIM, copy-last PSNR, copy-last SSIM.
+    pub fn table(&self) -> String {
+        let mut s = format!("{:>7} {:>9} {:>7} {:>14} {:>14}\n", "horizon", "PSNR dB", "SSIM", "copy-last PSNR", "copy-last SSIM");
+        for k in 0..self.horizon {
+            s += &format!("{:>7} {:>9.2} {:>7.4} {:>14.2} {:>14.4}\n", k + 1, self.psnr[k], self.ssim[k], self.copy_last_psnr[k], self.copy_last_ssim[k]);
+        }
+        s += &format!("{:>7} {:>9.2} {:>7.4} {:>14.2} {:>14.4}\n", "mean", self.mean_psnr, self.mean_ssim, self.copy_last_mean_psnr, self.copy_last_mean_ssim);
+        s
+    }
+}
