@@ -5,7 +5,8 @@ Both step one environment on one thread with uniform random actions, render a SI
 `corner` camera after every step, and reset at the end of every 500-step episode; both use the same cheap
 render settings (no shadows, no MSAA: `vis.quality.shadowsize = 0`, `vis.quality.offsamples = 0`), or with
 --quality full Meta-World's own (shadows, 4x MSAA) on both sides. Python runs in third_party/.venv-mw
-(metaworld 3.1.1 on MuJoCo 3.17.0, created on first use); Rust runs `w4rl_envs::measure::bench` (the code of
+(metaworld 3.1.1 on MuJoCo 3.17.0, created on first use; --python-mujoco 3.3.0 uses metaworld's own pin in
+third_party/.venv-mw330 instead); Rust runs `w4rl_envs::measure::bench` (the code of
 `world4rl env bench`) through the ignored test `crates/envs/tests/metaworld_bench.rs` (built once, release),
 or through a
 `world4rl` binary built with the `mujoco` feature (--rust-bin). For each task the Python and Rust runs
@@ -27,7 +28,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mwref  # noqa: E402
 
-mwref.ensure_venv()
+# --python-mujoco 3.3.0: metaworld as published (its own mujoco pin) instead of the 3.17.0 the Rust side links
+_argv = sys.argv[1:]
+_mj = _argv[_argv.index("--python-mujoco") + 1] if "--python-mujoco" in _argv[:-1] else mwref.MUJOCO_VERSION
+mwref.ensure_venv(_mj)
 os.environ.setdefault("MUJOCO_GL", "egl")
 mwref.patch_metaworld_for_mujoco_317()
 
@@ -38,28 +42,32 @@ import metaworld  # noqa: E402
 def python_bench(task: str, steps: int, size: int, quality: str) -> dict:
     name = f"{task}-v3"
     mt1 = metaworld.MT1(name, seed=0)
-    env = mt1.train_classes[name](render_mode="rgb_array", width=size, height=size, camera_name="corner")
-    if quality == "cheap":
+    if size == 0:  # simulation alone
+        env = mt1.train_classes[name]()
+    else:
+        env = mt1.train_classes[name](render_mode="rgb_array", width=size, height=size, camera_name="corner")
+    if quality == "cheap" and size > 0:
         env.model.vis.quality.offsamples = 0
         env.model.vis.quality.shadowsize = 0
     rng = np.random.default_rng(0)
     episode = 0
     env.set_task(mt1.train_tasks[episode % len(mt1.train_tasks)])
     env.reset()
-    env.render()  # creates the GL context outside the timed loop, as the Rust env does at construction
+    frame = env.render() if size > 0 else None  # the GL context is made outside the timed loop, as in Rust
     resets = 1
     t0 = time.perf_counter()
     for _ in range(steps):
         a = rng.uniform(-1.0, 1.0, size=4).astype(np.float32)
         _obs, _r, term, trunc, _info = env.step(a)
-        frame = env.render()
+        if size > 0:
+            frame = env.render()
         if term or trunc:
             episode += 1
             env.set_task(mt1.train_tasks[episode % len(mt1.train_tasks)])
             env.reset()
             resets += 1
     seconds = time.perf_counter() - t0
-    assert frame.shape == (size, size, 3)
+    assert size == 0 or frame.shape == (size, size, 3)
     env.close()
     return {"steps": steps, "resets": resets, "steps_per_sec": steps / seconds, "seconds": seconds}
 
@@ -113,8 +121,10 @@ def main() -> None:
     ap.add_argument("--tasks", default=",".join(mwref.TASKS))
     ap.add_argument("--steps", type=int, default=500, help="steps per run")
     ap.add_argument("--rounds", type=int, default=3, help="alternating Python/Rust runs per task")
-    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--size", type=int, default=64, help="frame side; 0 times the simulation alone")
     ap.add_argument("--quality", choices=["cheap", "full"], default="cheap")
+    ap.add_argument("--python-mujoco", default=mwref.MUJOCO_VERSION,
+                    help=f"mujoco of the Python side: {mwref.MUJOCO_VERSION} (default) or 3.3.0 (metaworld's pin)")
     ap.add_argument("--rust-bin", default=None, help="a world4rl binary built with --features mujoco")
     ap.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     args = ap.parse_args()

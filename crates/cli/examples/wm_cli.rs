@@ -27,7 +27,10 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(tracing_subscriber::EnvFilter::new("info")).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .init();
     world4rl::device::set_threads(cli.threads);
     let dev = world4rl::device::resolve(&cli.device).unwrap();
     let r = match cli.cmd {

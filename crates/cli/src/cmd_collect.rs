@@ -31,7 +31,10 @@ pub fn run(args: CollectArgs, seed: Option<u64>) -> Result<()> {
     let kinds: Vec<EpisodeKind> = if args.kinds.is_empty() {
         EpisodeKind::ALL.to_vec()
     } else {
-        args.kinds.iter().map(|k| k.parse()).collect::<Result<_, _>>()?
+        args.kinds
+            .iter()
+            .map(|k| k.parse())
+            .collect::<Result<_, _>>()?
     };
     let seed = seed.unwrap_or(cfg.experiment.seed);
     let pb = world4rl::progress::bar(0, "collect");

@@ -37,12 +37,18 @@ pub fn run(cmd: DataCmd) -> Result<bool> {
                 print_json(&info)?;
             } else {
                 println!("dataset     {}", info.path.display());
-                println!("suite       {}   frames {}x{}   action dim {}   state dim {}", info.suite, info.image_size, info.image_size, info.action_dim, info.state_dim);
+                println!(
+                    "suite       {}   frames {}x{}   action dim {}   state dim {}",
+                    info.suite, info.image_size, info.image_size, info.action_dim, info.state_dim
+                );
                 println!(
                     "episodes    {}   steps {}   success rate {:.3}",
                     info.total.episodes, info.total.steps, info.total.success_rate
                 );
-                println!("{:<28} {:>8} {:>8} {:>8} {:>8} {:>9}", "task", "expert", "policy", "random", "steps", "success");
+                println!(
+                    "{:<28} {:>8} {:>8} {:>8} {:>8} {:>9}",
+                    "task", "expert", "policy", "random", "steps", "success"
+                );
                 for (task, c) in &info.per_task {
                     let k = &info.per_task_kind[task];
                     let n = |kind: &str| k.get(kind).map(|c| c.episodes).unwrap_or(0);
@@ -57,7 +63,10 @@ pub fn run(cmd: DataCmd) -> Result<bool> {
                     );
                 }
                 if info.unreadable > 0 {
-                    println!("unreadable  {} episode file(s): run `world4rl data verify`", info.unreadable);
+                    println!(
+                        "unreadable  {} episode file(s): run `world4rl data verify`",
+                        info.unreadable
+                    );
                 }
             }
             Ok(true)
@@ -87,7 +96,12 @@ pub fn run(cmd: DataCmd) -> Result<bool> {
             } else if report.passed() {
                 println!("{}: {} episodes OK", report.path.display(), report.ok);
             } else {
-                println!("{}: {} of {} episodes bad", report.path.display(), report.bad.len(), report.checked);
+                println!(
+                    "{}: {} of {} episodes bad",
+                    report.path.display(),
+                    report.bad.len(),
+                    report.checked
+                );
             }
             Ok(report.passed())
         }

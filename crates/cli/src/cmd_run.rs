@@ -28,11 +28,20 @@ pub fn run(args: RunArgs, device: Device, seed: Option<u64>) -> Result<()> {
         cfg.experiment.seed = s;
     }
     let out = args.out.clone().unwrap_or_else(|| {
-        PathBuf::from("runs").join(args.config.file_stem().map(|s| s.to_os_string()).unwrap_or_else(|| "run".into()))
+        PathBuf::from("runs").join(
+            args.config
+                .file_stem()
+                .map(|s| s.to_os_string())
+                .unwrap_or_else(|| "run".into()),
+        )
     });
     let run = RunDir::open(&out)?;
     let html = world4rl::pipeline::run(&cfg, &run, device)?;
-    eprintln!("report: {} (and {})", html.display(), run.path().join("report.md").display());
+    eprintln!(
+        "report: {} (and {})",
+        html.display(),
+        run.path().join("report.md").display()
+    );
     if args.json {
         print_json(&serde_json::json!({
             "run": run.path(),

@@ -13,7 +13,9 @@ use w4rl_data::Dataset;
 use world4rl::action_encoding::EncodingKind;
 use world4rl::run::RunDir;
 use world4rl::world_model::fidelity::{self, FidelityConfig};
-use world4rl::world_model::train::{self as wm_train, StagePaths, TrainOptions, WorldModelTrainConfig};
+use world4rl::world_model::train::{
+    self as wm_train, StagePaths, TrainOptions, WorldModelTrainConfig,
+};
 use world4rl::world_model::{imagine, imagine::side_by_side_gif, RollingContext, WorldModel};
 
 use crate::output::print_json;
@@ -157,7 +159,10 @@ pub fn train(args: TrainArgs, device: Device, seed: Option<u64>) -> Result<()> {
             None => args.action_dim,
         };
         let m = cfg.model.memory_estimate(action_dim, cfg.batch_size)?;
-        let flops_note = format!("{}x{} frames, {} context frames, {} Euler/Heun steps", cfg.model.image_size, cfg.model.image_size, cfg.model.context, cfg.model.sampler.steps);
+        let flops_note = format!(
+            "{}x{} frames, {} context frames, {} Euler/Heun steps",
+            cfg.model.image_size, cfg.model.image_size, cfg.model.context, cfg.model.sampler.steps
+        );
         eprintln!(
             "world model: {:.2} M parameters ({flops_note}); training memory ≈ {:.2} GiB weights+grads+EMA+AdamW + {:.2} GiB activations at batch {} (rough estimate)",
             m.params as f64 / 1e6,
@@ -187,7 +192,10 @@ pub fn train(args: TrainArgs, device: Device, seed: Option<u64>) -> Result<()> {
         "world model: {} steps in {:.1} min, held-out loss {}, checkpoint {}",
         summary.steps,
         summary.minutes,
-        summary.final_val_loss.map(|v| format!("{v:.4}")).unwrap_or_else(|| "n/a".into()),
+        summary
+            .final_val_loss
+            .map(|v| format!("{v:.4}"))
+            .unwrap_or_else(|| "n/a".into()),
         StagePaths::new(run.path()).model.display()
     );
     if args.json {
@@ -196,7 +204,11 @@ pub fn train(args: TrainArgs, device: Device, seed: Option<u64>) -> Result<()> {
     Ok(())
 }
 
-fn load_model(run: &std::path::Path, device: Device, sampler_steps: Option<usize>) -> Result<WorldModel> {
+fn load_model(
+    run: &std::path::Path,
+    device: Device,
+    sampler_steps: Option<usize>,
+) -> Result<WorldModel> {
     let path = StagePaths::new(run).model;
     if !path.exists() {
         bail!("{} has no world model ({} is missing): run `world4rl train world-model --out {}` first", run.display(), path.display(), run.display());
@@ -216,9 +228,13 @@ pub fn dream(args: DreamArgs, device: Device, seed: Option<u64>) -> Result<()> {
     let wm = load_model(&args.run, device, args.sampler_steps)?;
     let data = Dataset::open(&args.data)?;
     let held = wm_train::load_holdout(&args.run, &data)?;
-    let ep = held
-        .get(args.episode)
-        .with_context(|| format!("--episode {} is out of range: the run holds out {} episodes", args.episode, held.len()))?;
+    let ep = held.get(args.episode).with_context(|| {
+        format!(
+            "--episode {} is out of range: the run holds out {} episodes",
+            args.episode,
+            held.len()
+        )
+    })?;
     let steps = args.steps.unwrap_or(ep.meta.steps).min(ep.meta.steps);
     if steps == 0 {
         bail!("--steps must be at least 1");
@@ -232,11 +248,15 @@ pub fn dream(args: DreamArgs, device: Device, seed: Option<u64>) -> Result<()> {
     let fake = imagine(&wm, &mut ctx, &actions)?.squeeze_dim(0);
     let side = ep.meta.image_size;
     let bytes: Vec<u8> = (1..=steps).flat_map(|t| ep.frame(t).to_vec()).collect();
-    let real = world4rl::world_model::frames_to_model(&bytes, steps, side, wm.image_size(), device)?;
+    let real =
+        world4rl::world_model::frames_to_model(&bytes, steps, side, wm.image_size(), device)?;
     let real = Tensor::cat(&[&first, &real], 0);
     let fake = Tensor::cat(&[&first, &fake], 0);
     side_by_side_gif(&args.out, &[&real, &fake], args.scale, 10)?;
-    let psnr = world4rl::metrics::psnr(&fake.narrow(0, 1, steps as i64), &real.narrow(0, 1, steps as i64))?;
+    let psnr = world4rl::metrics::psnr(
+        &fake.narrow(0, 1, steps as i64),
+        &real.narrow(0, 1, steps as i64),
+    )?;
     eprintln!(
         "wrote {} ({} {} #{}, {steps} imagined steps; left real, right imagined; mean PSNR {:.2} dB)",
         args.out.display(),

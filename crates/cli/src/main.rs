@@ -3,6 +3,7 @@
 mod cmd_collect;
 mod cmd_data;
 mod cmd_env;
+mod cmd_policy;
 mod cmd_run;
 mod cmd_world_model;
 mod output;
@@ -54,6 +55,8 @@ enum Cmd {
     /// Evaluate the world model or a policy.
     #[command(subcommand)]
     Eval(EvalCmd),
+    /// Refine BC policies with PPO inside the frozen world model (per task).
+    Refine(cmd_policy::RefineArgs),
     /// The whole experiment: collect, BC, rollouts, world model, classifier, PPO, evaluation, report.
     Run(cmd_run::RunArgs),
 }
@@ -62,12 +65,18 @@ enum Cmd {
 enum TrainCmd {
     /// The diffusion world model (EDM, all tasks pooled).
     WorldModel(cmd_world_model::TrainArgs),
+    /// The per-task success classifier (expert + policy-rollout frames).
+    Reward(cmd_policy::TrainArgs),
+    /// The per-task Gaussian BC policy (expert episodes only).
+    Bc(cmd_policy::TrainArgs),
 }
 
 #[derive(Debug, Subcommand)]
 enum EvalCmd {
     /// Open-loop PSNR/SSIM per horizon on held-out episodes, next to copy-last-frame.
     WorldModel(cmd_world_model::EvalArgs),
+    /// Success rate of a policy in the real environment, with a 95 % Wilson interval.
+    Policy(cmd_policy::EvalPolicyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,7 +107,9 @@ fn init_logging(verbose: u8) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
-    let threads = cli.threads.unwrap_or_else(world4rl::device::default_threads);
+    let threads = cli
+        .threads
+        .unwrap_or_else(world4rl::device::default_threads);
     world4rl::device::set_threads(threads);
     let result = (|| -> anyhow::Result<bool> {
         let device = world4rl::device::resolve(&cli.device)?;
@@ -106,9 +117,21 @@ fn main() -> ExitCode {
             Cmd::Collect(a) => cmd_collect::run(a, cli.seed).map(|_| true),
             Cmd::Data(c) => cmd_data::run(c),
             Cmd::Env(c) => cmd_env::run(c).map(|_| true),
-            Cmd::Train(TrainCmd::WorldModel(a)) => cmd_world_model::train(a, device, cli.seed).map(|_| true),
+            Cmd::Train(TrainCmd::WorldModel(a)) => {
+                cmd_world_model::train(a, device, cli.seed).map(|_| true)
+            }
+            Cmd::Train(TrainCmd::Reward(a)) => {
+                cmd_policy::train_reward(a, device, cli.seed).map(|_| true)
+            }
+            Cmd::Train(TrainCmd::Bc(a)) => cmd_policy::train_bc(a, device, cli.seed).map(|_| true),
+            Cmd::Refine(a) => cmd_policy::refine(a, device, cli.seed).map(|_| true),
+            Cmd::Eval(EvalCmd::Policy(a)) => {
+                cmd_policy::eval_policy(a, device, cli.seed).map(|_| true)
+            }
             Cmd::Dream(a) => cmd_world_model::dream(a, device, cli.seed).map(|_| true),
-            Cmd::Eval(EvalCmd::WorldModel(a)) => cmd_world_model::eval(a, device, cli.seed).map(|_| true),
+            Cmd::Eval(EvalCmd::WorldModel(a)) => {
+                cmd_world_model::eval(a, device, cli.seed).map(|_| true)
+            }
             Cmd::Run(a) => cmd_run::run(a, device, cli.seed).map(|_| true),
             Cmd::Config(ConfigCmd::Check { config }) => {
                 let cfg = world4rl::config::ExperimentConfig::load(&config)?;

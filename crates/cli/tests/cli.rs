@@ -13,7 +13,10 @@ fn world4rl(args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -30,7 +33,10 @@ fn help_lists_subcommands_and_each_has_help() {
         .filter(|s| s != "help")
         .collect();
     for must in ["collect", "data", "env", "config"] {
-        assert!(subs.iter().any(|s| s == must), "{must} missing from {subs:?}");
+        assert!(
+            subs.iter().any(|s| s == must),
+            "{must} missing from {subs:?}"
+        );
     }
     for s in &subs {
         let o = world4rl(&[s, "--help"]);
@@ -45,13 +51,32 @@ fn help_lists_subcommands_and_each_has_help() {
 fn misspelled_config_key_names_key_and_line_without_backtrace() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");
-    std::fs::write(&cfg, "[experiment]\ntasks = [\"push-block\"]\n\n[collect]\nexpert_episods = 2\n").unwrap();
-    let o = world4rl(&["collect", "--config", cfg.to_str().unwrap(), "--out", dir.path().join("ds").to_str().unwrap()]);
+    std::fs::write(
+        &cfg,
+        "[experiment]\ntasks = [\"push-block\"]\n\n[collect]\nexpert_episods = 2\n",
+    )
+    .unwrap();
+    let o = world4rl(&[
+        "collect",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        dir.path().join("ds").to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     let (_, err) = text(&o);
-    assert!(err.contains("expert_episods") && err.contains("line 5") && err.contains("bad.toml"), "{err}");
-    assert!(!err.contains("backtrace") && !err.contains("panicked"), "{err}");
-    assert!(!dir.path().join("ds").exists(), "a bad config must not create the dataset");
+    assert!(
+        err.contains("expert_episods") && err.contains("line 5") && err.contains("bad.toml"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("backtrace") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("ds").exists(),
+        "a bad config must not create the dataset"
+    );
 }
 
 #[test]
@@ -72,7 +97,14 @@ fn collect(dir: &Path) -> std::path::PathBuf {
     )
     .unwrap();
     let ds = dir.join("ds");
-    let o = world4rl(&["collect", "--config", cfg.to_str().unwrap(), "--out", ds.to_str().unwrap(), "--json"]);
+    let o = world4rl(&[
+        "collect",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        ds.to_str().unwrap(),
+        "--json",
+    ]);
     assert!(o.status.success(), "{:?}", text(&o));
     let last = text(&o).0.lines().last().unwrap().to_string();
     let v: serde_json::Value = serde_json::from_str(&last).unwrap();
@@ -94,9 +126,19 @@ fn collect_verify_and_truncation_is_named() {
 
     // re-running completes nothing new
     let cfg = dir.path().join("c.toml");
-    let o = world4rl(&["collect", "--config", cfg.to_str().unwrap(), "--out", ds.to_str().unwrap(), "--json"]);
+    let o = world4rl(&[
+        "collect",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        ds.to_str().unwrap(),
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(text(&o).0.lines().last().unwrap()).unwrap();
-    assert_eq!((v["written"].as_u64(), v["existing"].as_u64()), (Some(0), Some(8)));
+    assert_eq!(
+        (v["written"].as_u64(), v["existing"].as_u64()),
+        (Some(0), Some(8))
+    );
 
     let victim = ds.join("episodes/slide-handle/expert-00001.safetensors");
     let bytes = std::fs::read(&victim).unwrap();
@@ -104,15 +146,27 @@ fn collect_verify_and_truncation_is_named() {
     let o = world4rl(&["data", "verify", ds.to_str().unwrap()]);
     assert!(!o.status.success());
     let (_, err) = text(&o);
-    assert!(err.contains("slide-handle/expert-00001.safetensors"), "{err}");
+    assert!(
+        err.contains("slide-handle/expert-00001.safetensors"),
+        "{err}"
+    );
     assert_eq!(err.matches("bad episode").count(), 1, "{err}");
 
     let o = world4rl(&["data", "info", ds.to_str().unwrap()]);
     assert!(text(&o).0.contains("unreadable"), "{:?}", text(&o));
     // re-running collect writes the damaged episode again, bit-identical to the original
-    let o = world4rl(&["collect", "--config", cfg.to_str().unwrap(), "--out", ds.to_str().unwrap(), "--json"]);
+    let o = world4rl(&[
+        "collect",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        ds.to_str().unwrap(),
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(text(&o).0.lines().last().unwrap()).unwrap();
     assert_eq!(v["written"], 1);
     assert_eq!(std::fs::read(&victim).unwrap(), bytes);
-    assert!(world4rl(&["data", "verify", ds.to_str().unwrap()]).status.success());
+    assert!(world4rl(&["data", "verify", ds.to_str().unwrap()])
+        .status
+        .success());
 }

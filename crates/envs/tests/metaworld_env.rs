@@ -2,7 +2,7 @@
 //! determinism, refused actions, episode limits, explicit task vectors, the registry's expert.
 #![cfg(feature = "mujoco")]
 
-use w4rl_envs::metaworld::{MetaWorldEnv, RenderConfig, TASKS};
+use w4rl_envs::metaworld::{MetaWorld, MetaWorldConfig, MetaWorldEnv, RenderConfig, TASKS};
 use w4rl_envs::{
     list_tasks, make, make_expert, make_random_policy, rollout_with, EnvConfig, EnvError,
 };
@@ -64,6 +64,11 @@ fn frames_states_and_determinism() {
         c.states[..39],
         "another seed gives another start"
     );
+    // a new environment (its renderer comes from the pool of dropped ones) renders the same frames
+    drop(env);
+    let mut env = make("metaworld/soccer", &cfg(20)).expect("make again");
+    let d = rollout_with(env.as_mut(), pol.as_mut(), 3, true).expect("rollout");
+    assert_eq!(a.frames, d.frames);
 }
 
 #[test]
@@ -118,6 +123,14 @@ fn explicit_task_vector_and_errors() {
         .expect("bad camera refused");
     assert!(err.to_string().contains("no camera named 'nope'"), "{err}");
     assert!(make("metaworld/no-such-task", &EnvConfig::default()).is_err());
+    let missing = MetaWorldConfig {
+        assets: Some("/nonexistent/metaworld-assets".into()),
+        ..MetaWorldConfig::default()
+    };
+    let err = MetaWorld::new("hammer", &missing)
+        .err()
+        .expect("missing assets refused");
+    assert!(err.to_string().contains("scripts/setup-mujoco.sh"), "{err}");
 }
 
 #[test]

@@ -24,7 +24,12 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let get = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
+    let get = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let mut cfg = if args.iter().any(|a| a == "--spike") {
         let mut c = WorldModelConfig::cpu();
         c.image_size = 64;
@@ -40,7 +45,11 @@ fn main() -> Result<()> {
         cfg.image_size = s.parse().context("--size")?;
     }
     if let Some(c) = get("--channels") {
-        cfg.unet.channels = c.split(',').map(|x| x.parse()).collect::<Result<_, _>>().context("--channels")?;
+        cfg.unet.channels = c
+            .split(',')
+            .map(|x| x.parse())
+            .collect::<Result<_, _>>()
+            .context("--channels")?;
         let n = cfg.unet.channels.len();
         cfg.unet.depths.resize(n, 1);
         cfg.unet.attention.resize(n, false);
@@ -55,7 +64,10 @@ fn main() -> Result<()> {
     let batch: i64 = get("--batch").map(|b| b.parse()).transpose()?.unwrap_or(32);
     let steps: usize = get("--steps").map(|b| b.parse()).transpose()?.unwrap_or(7);
     let warm: usize = get("--warmup").map(|b| b.parse()).transpose()?.unwrap_or(2);
-    let threads: i32 = get("--threads").map(|b| b.parse()).transpose()?.unwrap_or(1);
+    let threads: i32 = get("--threads")
+        .map(|b| b.parse())
+        .transpose()?
+        .unwrap_or(1);
     if steps == 0 {
         bail!("--steps must be at least 1");
     }
@@ -98,7 +110,10 @@ fn main() -> Result<()> {
         })?;
         let f = t0.elapsed().as_secs_f64() * 1e3;
         let t1 = Instant::now();
-        let _ = wm.imagine_step(&batch_t.context, &batch_t.actions)?.sum(Kind::Float).double_value(&[]);
+        let _ = wm
+            .imagine_step(&batch_t.context, &batch_t.actions)?
+            .sum(Kind::Float)
+            .double_value(&[]);
         let im = t1.elapsed().as_secs_f64() * 1e3;
         if i >= warm {
             fwd.push(f);

@@ -45,7 +45,12 @@ pub struct ActionEncodingConfig {
 
 impl Default for ActionEncodingConfig {
     fn default() -> Self {
-        Self { kind: EncodingKind::TwoHot, bins: 21, low: -1.0, high: 1.0 }
+        Self {
+            kind: EncodingKind::TwoHot,
+            bins: 21,
+            low: -1.0,
+            high: 1.0,
+        }
     }
 }
 
@@ -59,7 +64,10 @@ pub struct ActionEncoder {
 impl ActionEncoder {
     /// Checks the configuration (`bins ≥ 2` for binned encodings, `low < high`, finite bounds).
     pub fn new(cfg: ActionEncodingConfig, action_dim: usize) -> Result<Self> {
-        ensure!(action_dim > 0, "action encoding: action_dim must be positive");
+        ensure!(
+            action_dim > 0,
+            "action encoding: action_dim must be positive"
+        );
         ensure!(
             cfg.low.is_finite() && cfg.high.is_finite() && cfg.low < cfg.high,
             "action encoding: need finite low < high, got low={} high={}",
@@ -67,7 +75,12 @@ impl ActionEncoder {
             cfg.high
         );
         if cfg.kind != EncodingKind::Linear {
-            ensure!(cfg.bins >= 2, "action encoding: {:?} needs bins >= 2, got {}", cfg.kind, cfg.bins);
+            ensure!(
+                cfg.bins >= 2,
+                "action encoding: {:?} needs bins >= 2, got {}",
+                cfg.kind,
+                cfg.bins
+            );
         }
         Ok(Self { cfg, action_dim })
     }
@@ -130,7 +143,10 @@ impl ActionEncoder {
             EncodingKind::Linear => Ok(a),
             EncodingKind::OneHot => {
                 let k = self.cfg.bins as i64;
-                let idx = ((a - lo) / (hi - lo) * (k - 1) as f64).round().to_kind(Kind::Int64).clamp(0, k - 1);
+                let idx = ((a - lo) / (hi - lo) * (k - 1) as f64)
+                    .round()
+                    .to_kind(Kind::Int64)
+                    .clamp(0, k - 1);
                 *out_shape.last_mut().unwrap() = self.action_dim as i64 * k;
                 Ok(idx.one_hot(k).to_kind(Kind::Float).reshape(out_shape))
             }
@@ -142,8 +158,12 @@ impl ActionEncoder {
                 let u = (&a64 - lo) / (hi - lo) * (k - 1) as f64;
                 let below = u.floor().clamp(0.0, (k - 2) as f64).to_kind(Kind::Int64);
                 let bins = Tensor::from_slice(&self.bin_values()).to_device(dev);
-                let b_lo = bins.index_select(0, &below.flatten(0, -1)).reshape(size.as_slice());
-                let b_hi = bins.index_select(0, &(&below + 1).flatten(0, -1)).reshape(size.as_slice());
+                let b_lo = bins
+                    .index_select(0, &below.flatten(0, -1))
+                    .reshape(size.as_slice());
+                let b_hi = bins
+                    .index_select(0, &(&below + 1).flatten(0, -1))
+                    .reshape(size.as_slice());
                 let w_hi = (&a64 - &b_lo) / (&b_hi - &b_lo);
                 let w_lo = (&b_hi - &a64) / (&b_hi - &b_lo);
                 let oh_lo = below.one_hot(k).to_kind(Kind::Double);
@@ -191,7 +211,10 @@ impl ActionEncoder {
             action.len()
         );
         if let Some(bad) = action.iter().position(|v| !v.is_finite()) {
-            bail!("action encoding: action[{bad}] = {} is not finite", action[bad]);
+            bail!(
+                "action encoding: action[{bad}] = {} is not finite",
+                action[bad]
+            );
         }
         let (lo, hi) = (self.cfg.low, self.cfg.high);
         let k = self.cfg.bins;
@@ -206,7 +229,10 @@ impl ActionEncoder {
                 }
                 EncodingKind::TwoHot => {
                     let bins = self.bin_values();
-                    let j = bins.partition_point(|&b| b <= a).saturating_sub(1).min(k - 2);
+                    let j = bins
+                        .partition_point(|&b| b <= a)
+                        .saturating_sub(1)
+                        .min(k - 2);
                     let (b0, b1) = (bins[j], bins[j + 1]);
                     out[i * k + j] = ((b1 - a) / (b1 - b0)) as f32;
                     out[i * k + j + 1] = ((a - b0) / (b1 - b0)) as f32;
@@ -222,7 +248,14 @@ mod tests {
     use super::*;
 
     fn enc(kind: EncodingKind, a: usize) -> ActionEncoder {
-        ActionEncoder::new(ActionEncodingConfig { kind, ..Default::default() }, a).unwrap()
+        ActionEncoder::new(
+            ActionEncodingConfig {
+                kind,
+                ..Default::default()
+            },
+            a,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -232,9 +265,11 @@ mod tests {
         let mut vals: Vec<f32> = (0..=2000).map(|i| -1.0 + i as f32 * 0.001).collect();
         vals.extend(e.bin_values().iter().map(|&b| b as f32));
         tch::manual_seed(3);
-        let r = Vec::<f32>::try_from(Tensor::rand([4000], (Kind::Float, tch::Device::Cpu)) * 2.0 - 1.0).unwrap();
+        let r =
+            Vec::<f32>::try_from(Tensor::rand([4000], (Kind::Float, tch::Device::Cpu)) * 2.0 - 1.0)
+                .unwrap();
         vals.extend(r);
-        while vals.len() % 4 != 0 {
+        while !vals.len().is_multiple_of(4) {
             vals.push(0.0);
         }
         let a = Tensor::from_slice(&vals).reshape([-1, 4]);
@@ -285,7 +320,8 @@ mod tests {
         assert_eq!(v.iter().sum::<f32>(), 2.0);
         let l = enc(EncodingKind::Linear, 3);
         assert_eq!(l.encoded_dim(), 3);
-        let v = Vec::<f32>::try_from(l.encode(&Tensor::from_slice(&[0.5f32, -2.0, 0.1])).unwrap()).unwrap();
+        let v = Vec::<f32>::try_from(l.encode(&Tensor::from_slice(&[0.5f32, -2.0, 0.1])).unwrap())
+            .unwrap();
         assert_eq!(v, vec![0.5, -1.0, 0.1]);
     }
 
@@ -293,10 +329,27 @@ mod tests {
     fn bad_input_is_an_error() {
         let e = enc(EncodingKind::TwoHot, 2);
         assert!(e.encode(&Tensor::from_slice(&[f32::NAN, 0.0])).is_err());
-        assert!(e.encode(&Tensor::from_slice(&[f32::INFINITY, 0.0])).is_err());
+        assert!(e
+            .encode(&Tensor::from_slice(&[f32::INFINITY, 0.0]))
+            .is_err());
         assert!(e.encode(&Tensor::from_slice(&[0.0f32, 0.0, 0.0])).is_err());
         assert!(e.encode_slice(&[0.0, f32::NAN]).is_err());
-        assert!(ActionEncoder::new(ActionEncodingConfig { bins: 1, ..Default::default() }, 2).is_err());
-        assert!(ActionEncoder::new(ActionEncodingConfig { low: 1.0, high: 1.0, ..Default::default() }, 2).is_err());
+        assert!(ActionEncoder::new(
+            ActionEncodingConfig {
+                bins: 1,
+                ..Default::default()
+            },
+            2
+        )
+        .is_err());
+        assert!(ActionEncoder::new(
+            ActionEncodingConfig {
+                low: 1.0,
+                high: 1.0,
+                ..Default::default()
+            },
+            2
+        )
+        .is_err());
     }
 }

@@ -12,7 +12,11 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use tch::{nn::VarStore, Kind, Tensor};
 
 /// Writes tensors and metadata to `path` atomically (temporary file, fsync, rename).
-pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)], meta: &serde_json::Value) -> Result<()> {
+pub fn save_tensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    meta: &serde_json::Value,
+) -> Result<()> {
     let mut blobs: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let t = t.detach().to_device(tch::Device::Cpu).contiguous();
@@ -29,12 +33,19 @@ pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)], meta: &serde_json
     }
     let views: Vec<(String, TensorView<'_>)> = blobs
         .iter()
-        .map(|(n, d, s, b)| Ok((n.clone(), TensorView::new(*d, s.clone(), b).map_err(|e| anyhow!("{e:?}"))?)))
+        .map(|(n, d, s, b)| {
+            Ok((
+                n.clone(),
+                TensorView::new(*d, s.clone(), b).map_err(|e| anyhow!("{e:?}"))?,
+            ))
+        })
         .collect::<Result<_>>()?;
     let mut header = HashMap::new();
     header.insert("world4rl".to_string(), meta.to_string());
-    let bytes = safetensors::serialize(views, &Some(header)).map_err(|e| anyhow!("serialising checkpoint: {e:?}"))?;
-    w4rl_data::write_atomic(path, &bytes).with_context(|| format!("writing checkpoint {}", path.display()))?;
+    let bytes = safetensors::serialize(views, &Some(header))
+        .map_err(|e| anyhow!("serialising checkpoint: {e:?}"))?;
+    w4rl_data::write_atomic(path, &bytes)
+        .with_context(|| format!("writing checkpoint {}", path.display()))?;
     Ok(())
 }
 
@@ -51,12 +62,19 @@ fn to_bytes<T: tch::kind::Element + Copy>(t: &Tensor) -> Result<Vec<u8>> {
 /// Reads every tensor (on the CPU) and the metadata of a checkpoint. A truncated or foreign file is an
 /// error naming it.
 pub fn load_tensors(path: &Path) -> Result<(BTreeMap<String, Tensor>, serde_json::Value)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| anyhow!("{} is not a valid safetensors checkpoint: {e:?}", path.display()))?;
-    let (_, md) = SafeTensors::read_metadata(&bytes).map_err(|e| anyhow!("{}: {e:?}", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+        anyhow!(
+            "{} is not a valid safetensors checkpoint: {e:?}",
+            path.display()
+        )
+    })?;
+    let (_, md) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| anyhow!("{}: {e:?}", path.display()))?;
     let meta = match md.metadata().as_ref().and_then(|m| m.get("world4rl")) {
-        Some(s) => serde_json::from_str(s).with_context(|| format!("{}: bad world4rl metadata", path.display()))?,
+        Some(s) => serde_json::from_str(s)
+            .with_context(|| format!("{}: bad world4rl metadata", path.display()))?,
         None => serde_json::Value::Null,
     };
     let mut out = BTreeMap::new();
@@ -67,7 +85,10 @@ pub fn load_tensors(path: &Path) -> Result<(BTreeMap<String, Tensor>, serde_json
             Dtype::F64 => Kind::Double,
             Dtype::I64 => Kind::Int64,
             Dtype::U8 => Kind::Uint8,
-            d => bail!("{}: tensor '{name}' has unsupported dtype {d:?}", path.display()),
+            d => bail!(
+                "{}: tensor '{name}' has unsupported dtype {d:?}",
+                path.display()
+            ),
         };
         let t = Tensor::from_data_size(view.data(), &shape, kind);
         out.insert(name, t);
@@ -88,7 +109,12 @@ pub fn varstore_tensors(vs: &VarStore, prefix: &str) -> Vec<(String, Tensor)> {
 
 /// Copies tensors named `prefix + variable` into the VarStore's variables. Every variable must be
 /// present with the same shape; missing or mis-shaped entries are an error naming them.
-pub fn copy_into_varstore(tensors: &BTreeMap<String, Tensor>, vs: &mut VarStore, prefix: &str, origin: &Path) -> Result<()> {
+pub fn copy_into_varstore(
+    tensors: &BTreeMap<String, Tensor>,
+    vs: &mut VarStore,
+    prefix: &str,
+    origin: &Path,
+) -> Result<()> {
     let vars = vs.variables();
     let mut missing = Vec::new();
     tch::no_grad(|| -> Result<()> {
@@ -151,7 +177,13 @@ mod tests {
         let mut vs2 = nn::VarStore::new(tch::Device::Cpu);
         let lin2 = nn::linear(vs2.root() / "lin", 5, 3, Default::default());
         let x = Tensor::randn([2, 5], (Kind::Float, tch::Device::Cpu));
-        assert!(lin.forward(&x).not_equal_tensor(&lin2.forward(&x)).any().int64_value(&[]) == 1);
+        assert!(
+            lin.forward(&x)
+                .not_equal_tensor(&lin2.forward(&x))
+                .any()
+                .int64_value(&[])
+                == 1
+        );
         let meta = load(&path, &mut vs2).unwrap();
         assert_eq!(meta["step"], 7);
         assert!(lin.forward(&x).equal(&lin2.forward(&x)));

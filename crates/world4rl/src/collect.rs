@@ -166,7 +166,9 @@ fn run_batch(
             ex.reset(seed);
             experts.push(ex);
         }
-        eps.push(Episode::start(spec, task, kind, i, seed, &o.frame, &o.state, false)?);
+        eps.push(Episode::start(
+            spec, task, kind, i, seed, &o.frame, &o.state, false,
+        )?);
         rngs.push(ChaCha8Rng::seed_from_u64(seed ^ 0xA5A5_5A5A));
         obs.push(o);
         envs.push(env);
@@ -194,22 +196,43 @@ fn run_batch(
                 .collect(),
             ActionSource::Random => live
                 .iter()
-                .map(|&i| (0..low.len()).map(|k| rngs[i].gen_range(low[k]..=high[k])).collect())
+                .map(|&i| {
+                    (0..low.len())
+                        .map(|k| rngs[i].gen_range(low[k]..=high[k]))
+                        .collect()
+                })
                 .collect(),
             ActionSource::Policy(p) => {
                 let o: Vec<&Obs> = live.iter().map(|&i| &obs[i]).collect();
                 let acts = p.act(&o)?;
                 if acts.len() != live.len() {
-                    bail!("the policy returned {} actions for {} observations", acts.len(), live.len());
+                    bail!(
+                        "the policy returned {} actions for {} observations",
+                        acts.len(),
+                        live.len()
+                    );
                 }
                 acts.into_iter()
-                    .map(|a| a.iter().enumerate().map(|(k, x)| x.clamp(low[k], high[k])).collect())
+                    .map(|a| {
+                        a.iter()
+                            .enumerate()
+                            .map(|(k, x)| x.clamp(low[k], high[k]))
+                            .collect()
+                    })
                     .collect()
             }
         };
         for (&i, a) in live.iter().zip(actions) {
-            let step = envs[i].step(&a).with_context(|| format!("stepping {task}"))?;
-            eps[i].push(&a, step.reward, &step.obs.frame, &step.obs.state, step.info.success)?;
+            let step = envs[i]
+                .step(&a)
+                .with_context(|| format!("stepping {task}"))?;
+            eps[i].push(
+                &a,
+                step.reward,
+                &step.obs.frame,
+                &step.obs.state,
+                step.info.success,
+            )?;
             done[i] = step.terminated || step.truncated;
             obs[i] = step.obs;
         }
@@ -242,12 +265,18 @@ pub fn collect_recipe(
     let mut existing = 0;
     for task in tasks {
         let c = cfg.counts(task);
-        for (kind, n) in [(EpisodeKind::Expert, c.expert), (EpisodeKind::Policy, c.policy), (EpisodeKind::Random, c.random)] {
+        for (kind, n) in [
+            (EpisodeKind::Expert, c.expert),
+            (EpisodeKind::Policy, c.policy),
+            (EpisodeKind::Random, c.random),
+        ] {
             if !kinds.contains(&kind) {
                 continue;
             }
             total += n;
-            let todo: Vec<usize> = (0..n).filter(|&i| !writer.contains(task, kind, i)).collect();
+            let todo: Vec<usize> = (0..n)
+                .filter(|&i| !writer.contains(task, kind, i))
+                .collect();
             existing += n - todo.len();
             if !todo.is_empty() {
                 plan.push((task.clone(), kind, todo));
@@ -263,15 +292,31 @@ pub fn collect_recipe(
             EpisodeKind::Random => ActionSource::Random,
             EpisodeKind::Policy => match policy.as_deref_mut() {
                 Some(p) => ActionSource::Policy(p),
-                None => ActionSource::Expert { noise_std: cfg.noise_std },
+                None => ActionSource::Expert {
+                    noise_std: cfg.noise_std,
+                },
             },
         };
-        written += collect_episodes(&writer, &task, kind, &todo, base_seed, &env_cfg, &mut source, cfg.batch, |_| {
-            done += 1;
-            progress(done, total);
-        })?;
+        written += collect_episodes(
+            &writer,
+            &task,
+            kind,
+            &todo,
+            base_seed,
+            &env_cfg,
+            &mut source,
+            cfg.batch,
+            |_| {
+                done += 1;
+                progress(done, total);
+            },
+        )?;
     }
-    Ok(CollectSummary { total, existing, written })
+    Ok(CollectSummary {
+        total,
+        existing,
+        written,
+    })
 }
 
 /// What a collection did.

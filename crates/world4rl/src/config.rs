@@ -17,7 +17,6 @@ use crate::reward::RewardConfig;
 use crate::world_model::fidelity::FidelityConfig;
 use crate::world_model::train::WorldModelTrainConfig;
 
-
 /// `[experiment]`: what is run and where.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -82,7 +81,9 @@ pub fn ablation_switches(cfg: &ExperimentConfig) -> Vec<(String, String)> {
         ),
         (
             "random-action data (collect.random_episodes)".into(),
-            if cfg.collect.random_episodes == 0 && cfg.collect.per_task.values().all(|c| c.random == 0) {
+            if cfg.collect.random_episodes == 0
+                && cfg.collect.per_task.values().all(|c| c.random == 0)
+            {
                 "off".into()
             } else {
                 format!("on ({} per task)", cfg.collect.random_episodes)
@@ -90,7 +91,11 @@ pub fn ablation_switches(cfg: &ExperimentConfig) -> Vec<(String, String)> {
         ),
         (
             "σ cap (refine.ppo.std_max)".into(),
-            if p.std_max >= 1e6 { "off".into() } else { format!("σ ≤ {} (log σ ≤ {:.2})", p.std_max, p.std_max.ln()) },
+            if p.std_max >= 1e6 {
+                "off".into()
+            } else {
+                format!("σ ≤ {} (log σ ≤ {:.2})", p.std_max, p.std_max.ln())
+            },
         ),
     ]
 }
@@ -104,7 +109,10 @@ fn describe(path: &Path, text: &str, err: &toml::de::Error) -> String {
             let line = upto.matches('\n').count() + 1;
             let col = upto.len() - upto.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
             let src = text.lines().nth(line - 1).unwrap_or("").trim();
-            format!("{}: line {line}, column {col}: {msg} (in `{src}`)", path.display())
+            format!(
+                "{}: line {line}, column {col}: {msg} (in `{src}`)",
+                path.display()
+            )
         }
         None => format!("{}: {msg}", path.display()),
     }
@@ -121,15 +129,23 @@ impl ExperimentConfig {
 
     /// Parses config text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let cfg: Self = toml::from_str(text).map_err(|e| anyhow::anyhow!(describe(path, text, &e)))?;
-        cfg.validate().with_context(|| format!("{}", path.display()))?;
+        let cfg: Self =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!(describe(path, text, &e)))?;
+        cfg.validate()
+            .with_context(|| format!("{}", path.display()))?;
         Ok(cfg)
     }
 
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<()> {
-        anyhow::ensure!(self.experiment.image_size >= 8, "experiment.image_size must be at least 8");
-        anyhow::ensure!(!self.experiment.tasks.is_empty(), "experiment.tasks is empty: name at least one task (see `world4rl env list`)");
+        anyhow::ensure!(
+            self.experiment.image_size >= 8,
+            "experiment.image_size must be at least 8"
+        );
+        anyhow::ensure!(
+            !self.experiment.tasks.is_empty(),
+            "experiment.tasks is empty: name at least one task (see `world4rl env list`)"
+        );
         Ok(())
     }
 }
@@ -140,8 +156,11 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let text = "[experiment]\nname = \"x\"\ntasks = [\"push-t\"]\n\n[collect]\nexpert_episodse = 3\n";
-        let err = ExperimentConfig::parse(text, Path::new("cfg.toml")).unwrap_err().to_string();
+        let text =
+            "[experiment]\nname = \"x\"\ntasks = [\"push-t\"]\n\n[collect]\nexpert_episodse = 3\n";
+        let err = ExperimentConfig::parse(text, Path::new("cfg.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cfg.toml"), "{err}");
         assert!(err.contains("line 6"), "{err}");
         assert!(err.contains("expert_episodse"), "{err}");
@@ -150,7 +169,9 @@ mod tests {
     #[test]
     fn wrong_type_names_line() {
         let text = "[experiment]\ntasks = [\"push-t\"]\nseed = \"zero\"\n";
-        let err = ExperimentConfig::parse(text, Path::new("c.toml")).unwrap_err().to_string();
+        let err = ExperimentConfig::parse(text, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 3"), "{err}");
     }
 
@@ -158,7 +179,8 @@ mod tests {
     fn defaults_round_trip() {
         let text = "[experiment]\ntasks = [\"push-t\"]\n";
         let cfg = ExperimentConfig::parse(text, Path::new("c.toml")).unwrap();
-        let back = ExperimentConfig::parse(&toml::to_string(&cfg).unwrap(), Path::new("c.toml")).unwrap();
+        let back =
+            ExperimentConfig::parse(&toml::to_string(&cfg).unwrap(), Path::new("c.toml")).unwrap();
         assert_eq!(cfg, back);
     }
 }

@@ -86,8 +86,15 @@ pub struct EvalReport {
 }
 
 /// Runs `cfg.episodes` episodes of `task` with the policy's mean action.
-pub fn evaluate_policy(policy: &GaussianPolicy, task: &str, cfg: &EvalConfig) -> Result<EvalReport> {
-    ensure!(cfg.episodes > 0, "the number of evaluation episodes must be positive");
+pub fn evaluate_policy(
+    policy: &GaussianPolicy,
+    task: &str,
+    cfg: &EvalConfig,
+) -> Result<EvalReport> {
+    ensure!(
+        cfg.episodes > 0,
+        "the number of evaluation episodes must be positive"
+    );
     ensure!(cfg.num_envs > 0, "eval num_envs must be positive");
     let start = Instant::now();
     let render = if cfg.render_size > 0 {
@@ -132,7 +139,9 @@ pub fn evaluate_policy(policy: &GaussianPolicy, task: &str, cfg: &EvalConfig) ->
         let rows: Vec<usize> = (0..k).filter(|&i| live[i]).collect();
         let actions = policy.act_mean(&hist.batch(policy, Some(&rows))?)?;
         for (&i, a) in rows.iter().zip(actions) {
-            let st = envs[i].step(&a).with_context(|| format!("stepping '{task}'"))?;
+            let st = envs[i]
+                .step(&a)
+                .with_context(|| format!("stepping '{task}'"))?;
             len[i] += 1;
             if st.terminated || st.truncated {
                 done_eps += 1;
@@ -200,7 +209,10 @@ mod tests {
         ];
         for (k, n, lo, hi) in cases {
             let (l, h) = wilson_interval(k, n, Z95);
-            assert!((l - lo).abs() < 1e-5 && (h - hi).abs() < 1e-5, "{k}/{n}: ({l}, {h}) vs ({lo}, {hi})");
+            assert!(
+                (l - lo).abs() < 1e-5 && (h - hi).abs() < 1e-5,
+                "{k}/{n}: ({l}, {h}) vs ({lo}, {hi})"
+            );
         }
         assert_eq!(wilson_interval(0, 0, Z95), (0.0, 1.0));
     }

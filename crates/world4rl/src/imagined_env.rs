@@ -106,8 +106,14 @@ impl<'a> ImaginedEnv<'a> {
         num_envs: usize,
         cfg: &ImaginedEnvConfig,
     ) -> Result<Self> {
-        ensure!(num_envs > 0, "the imagined environment needs at least one env (num_envs = 0)");
-        ensure!(!cfg.start_kinds.is_empty(), "imagination.start_kinds is empty");
+        ensure!(
+            num_envs > 0,
+            "the imagined environment needs at least one env (num_envs = 0)"
+        );
+        ensure!(
+            !cfg.start_kinds.is_empty(),
+            "imagination.start_kinds is empty"
+        );
         let spec = dataset.spec();
         ensure!(
             spec.action_dim == wm.action_dim(),
@@ -121,7 +127,9 @@ impl<'a> ImaginedEnv<'a> {
             if e.meta.task != task || !cfg.start_kinds.contains(&e.meta.kind) || e.meta.steps == 0 {
                 continue;
             }
-            let ep = dataset.load(i).with_context(|| format!("loading start states of '{task}'"))?;
+            let ep = dataset
+                .load(i)
+                .with_context(|| format!("loading start states of '{task}'"))?;
             longest = longest.max(ep.steps());
             starts.push(head(&ep, cfg.start_max_step));
         }
@@ -133,7 +141,11 @@ impl<'a> ImaginedEnv<'a> {
                 dataset.tasks().join(", ")
             );
         }
-        let horizon = if cfg.horizon == 0 { longest } else { cfg.horizon };
+        let horizon = if cfg.horizon == 0 {
+            longest
+        } else {
+            cfg.horizon
+        };
         let action_spec = ActionSpec {
             dim: spec.action_dim,
             low: spec.action_low.clone(),
@@ -190,7 +202,11 @@ impl<'a> ImaginedEnv<'a> {
     fn obs_of(frames: &Tensor) -> Result<Vec<Obs>> {
         // [B, 3, S, S] in [-1, 1] -> B observations of u8 [S, S, 3]
         let size = frames.size()[3] as usize;
-        let bytes = Vec::<u8>::try_from(diffusion::frames_to_u8(frames).to_device(Device::Cpu).flatten(0, -1))?;
+        let bytes = Vec::<u8>::try_from(
+            diffusion::frames_to_u8(frames)
+                .to_device(Device::Cpu)
+                .flatten(0, -1),
+        )?;
         let fl = size * size * 3;
         Ok(bytes
             .chunks(fl)
@@ -204,7 +220,11 @@ impl<'a> ImaginedEnv<'a> {
 
     /// Restarts row `i` from the start state chosen by `seed`.
     pub fn reset_row(&mut self, i: usize, seed: u64) -> Result<Obs> {
-        ensure!(i < self.steps.len(), "env index {i} is out of range ({} envs)", self.steps.len());
+        ensure!(
+            i < self.steps.len(),
+            "env index {i} is out of range ({} envs)",
+            self.steps.len()
+        );
         let (e, s) = self.pick(seed);
         let fresh = RollingContext::from_episodes(self.wm, &[(&self.starts[e], s)])?;
         self.ctx.reset_rows(&[i as i64], &fresh)?;
@@ -266,14 +286,18 @@ impl VecEnv for ImaginedEnv<'_> {
             }
         }
         let wrap = |e: anyhow::Error| EnvError::Config(format!("imagination failed: {e:#}"));
-        let a = Tensor::from_slice(&flat).view([n as i64, self.spec.dim as i64]).to_device(self.wm.device());
+        let a = Tensor::from_slice(&flat)
+            .view([n as i64, self.spec.dim as i64])
+            .to_device(self.wm.device());
         let t0 = Instant::now();
         let next = self.ctx.step(self.wm, &a).map_err(wrap)?;
         let t1 = Instant::now();
         let p = self.clf.prob_u8(&to_u8(&next));
         let r = self.clf.reward_of(&p);
-        let probs = Vec::<f32>::try_from(p.to_device(Device::Cpu).to_kind(Kind::Float)).map_err(|e| wrap(e.into()))?;
-        let rewards = Vec::<f32>::try_from(r.to_device(Device::Cpu).to_kind(Kind::Float)).map_err(|e| wrap(e.into()))?;
+        let probs = Vec::<f32>::try_from(p.to_device(Device::Cpu).to_kind(Kind::Float))
+            .map_err(|e| wrap(e.into()))?;
+        let rewards = Vec::<f32>::try_from(r.to_device(Device::Cpu).to_kind(Kind::Float))
+            .map_err(|e| wrap(e.into()))?;
         self.stats.steps += 1;
         self.stats.world_model_seconds += (t1 - t0).as_secs_f64();
         self.stats.classifier_seconds += t1.elapsed().as_secs_f64();
@@ -325,7 +349,9 @@ pub fn classifier_on_world_model(
     ensure!(batch > 0, "batch must be positive");
     let thr = clf.threshold();
     let predict = |frames: &Tensor| -> Result<Vec<bool>> {
-        Ok(Vec::<bool>::try_from(clf.prob_u8(&to_u8(frames)).gt(thr).to_device(Device::Cpu))?)
+        Ok(Vec::<bool>::try_from(
+            clf.prob_u8(&to_u8(frames)).gt(thr).to_device(Device::Cpu),
+        )?)
     };
     // one step ahead: windows ending at every (episode, t) with t >= 1
     let mut pairs: Vec<(&Episode, usize)> = Vec::new();
@@ -340,7 +366,10 @@ pub fn classifier_on_world_model(
         // context ends at frame t - 1; the action taken there produces frame t
         let starts: Vec<(&Episode, usize)> = chunk.iter().map(|&(e, t)| (e, t - 1)).collect();
         let mut ctx = RollingContext::from_episodes(wm, &starts)?;
-        let acts: Vec<f32> = chunk.iter().flat_map(|&(e, t)| e.action(t - 1).to_vec()).collect();
+        let acts: Vec<f32> = chunk
+            .iter()
+            .flat_map(|&(e, t)| e.action(t - 1).to_vec())
+            .collect();
         let a = Tensor::from_slice(&acts).view([chunk.len() as i64, wm.action_dim() as i64]);
         pred.extend(predict(&ctx.step(wm, &a)?)?);
         labels.extend(chunk.iter().map(|&(e, t)| e.success[t] == 1));
@@ -364,10 +393,22 @@ pub fn classifier_on_world_model(
     let (mut pred, mut labels) = (Vec::new(), Vec::new());
     for ep in episodes {
         let n = ep.steps();
-        let frames = crate::policy::obs::frames_to_u8(&ep.frames[ep.frame_len()..], n, ep.meta.image_size, clf.image_size(), clf.device())?;
-        pred.extend(Vec::<bool>::try_from(clf.prob_u8(&frames).gt(thr).to_device(Device::Cpu))?);
+        let frames = crate::policy::obs::frames_to_u8(
+            &ep.frames[ep.frame_len()..],
+            n,
+            ep.meta.image_size,
+            clf.image_size(),
+            clf.device(),
+        )?;
+        pred.extend(Vec::<bool>::try_from(
+            clf.prob_u8(&frames).gt(thr).to_device(Device::Cpu),
+        )?);
         labels.extend(ep.success[1..].iter().map(|&s| s == 1));
     }
     let real = BinaryMetrics::from_predictions(&pred, &labels);
-    Ok(ImaginedClassifierMetrics { one_step, open_loop, real })
+    Ok(ImaginedClassifierMetrics {
+        one_step,
+        open_loop,
+        real,
+    })
 }

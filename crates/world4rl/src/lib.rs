@@ -5,23 +5,23 @@
 //! Stage 2 freezes the first two and refines the policy with PPO ([`ppo`]) in the imagined
 //! environment ([`imagined_env`]). See the README for the pipeline and DESIGN.md for the decisions.
 
+pub mod action_encoding;
 pub mod checkpoint;
 pub mod collect;
 pub mod config;
 pub mod device;
-pub mod optim;
-pub mod progress;
-pub mod report;
-pub mod run;
-pub mod seeds;
-pub mod action_encoding;
 pub mod diffusion;
-pub mod models;
-pub mod world_model;
 pub mod evaluate;
 pub mod imagined_env;
+pub mod metrics;
+pub mod models;
+pub mod optim;
+pub mod pipeline;
 pub mod policy;
 pub mod ppo;
+pub mod progress;
+pub mod report;
 pub mod reward;
-pub mod metrics;
-pub mod pipeline;
+pub mod run;
+pub mod seeds;
+pub mod world_model;

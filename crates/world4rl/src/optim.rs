@@ -29,7 +29,13 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        Self { lr: 1e-4, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 }
+        Self {
+            lr: 1e-4,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 1e-2,
+        }
     }
 }
 
@@ -54,7 +60,13 @@ impl AdamW {
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let m = params.iter().map(|(_, p)| p.zeros_like()).collect();
         let v = params.iter().map(|(_, p)| p.zeros_like()).collect();
-        Self { params, m, v, step: 0, cfg }
+        Self {
+            params,
+            m,
+            v,
+            step: 0,
+            cfg,
+        }
     }
 
     /// Number of updates done so far.
@@ -145,7 +157,12 @@ impl AdamW {
     }
 
     /// Restores a state written by [`AdamW::state_tensors`].
-    pub fn load_state(&mut self, tensors: &BTreeMap<String, Tensor>, prefix: &str, origin: &Path) -> Result<()> {
+    pub fn load_state(
+        &mut self,
+        tensors: &BTreeMap<String, Tensor>,
+        prefix: &str,
+        origin: &Path,
+    ) -> Result<()> {
         tch::no_grad(|| -> Result<()> {
             for (i, (name, p)) in self.params.iter().enumerate() {
                 for (slot, store) in [("m", &mut self.m[i]), ("v", &mut self.v[i])] {
@@ -154,7 +171,12 @@ impl AdamW {
                         bail!("{}: optimiser state lacks '{key}'", origin.display());
                     };
                     if t.size() != p.size() {
-                        bail!("{}: optimiser state '{key}' has shape {:?}, expected {:?}", origin.display(), t.size(), p.size());
+                        bail!(
+                            "{}: optimiser state '{key}' has shape {:?}, expected {:?}",
+                            origin.display(),
+                            t.size(),
+                            p.size()
+                        );
                     }
                     store.copy_(&t.to_device(p.device()));
                 }
@@ -217,7 +239,11 @@ mod tests {
         let y = x.matmul(&w) + 0.3;
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let lin = nn::linear(vs.root(), 3, 1, Default::default());
-        let cfg = AdamWConfig { lr: 0.05, weight_decay: 0.0, ..Default::default() };
+        let cfg = AdamWConfig {
+            lr: 0.05,
+            weight_decay: 0.0,
+            ..Default::default()
+        };
         let mut opt = AdamW::new(&vs, cfg.clone());
         let loss_of = |l: &nn::Linear| (l.forward(&x) - &y).pow_tensor_scalar(2).mean(Kind::Float);
         let first = loss_of(&lin).double_value(&[]);

@@ -96,7 +96,10 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
             },
         )?;
         pb.finish_and_clear();
-        run.mark_done("collect-expert", &json!({"summary": s, "seconds": t0.elapsed().as_secs_f64()}))?;
+        run.mark_done(
+            "collect-expert",
+            &json!({"summary": s, "seconds": t0.elapsed().as_secs_f64()}),
+        )?;
     }
     overall.inc(1);
 
@@ -106,7 +109,10 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
         let t0 = Instant::now();
         let dataset = Dataset::open(&data_dir)?;
         let reports = crate::policy::bc::train_all(&cfg.bc, &dataset, run, device)?;
-        run.mark_done("bc", &json!({"reports": reports, "seconds": t0.elapsed().as_secs_f64()}))?;
+        run.mark_done(
+            "bc",
+            &json!({"reports": reports, "seconds": t0.elapsed().as_secs_f64()}),
+        )?;
     }
     overall.inc(1);
 
@@ -120,7 +126,10 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
             let path = crate::policy::bc::checkpoint_path(run, task);
             let (policy, _) = GaussianPolicy::load(&path, device)
                 .with_context(|| format!("loading the BC policy of '{task}'"))?;
-            let mut actor = PolicyActor { policy: &policy, stochastic: true };
+            let mut actor = PolicyActor {
+                policy: &policy,
+                stochastic: true,
+            };
             let s = collect_recipe(
                 &data_dir,
                 &cfg.experiment.suite,
@@ -138,7 +147,10 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
             summaries.push(json!({"task": task, "summary": s}));
         }
         pb.finish_and_clear();
-        run.mark_done("collect-rollouts", &json!({"tasks": summaries, "seconds": t0.elapsed().as_secs_f64()}))?;
+        run.mark_done(
+            "collect-rollouts",
+            &json!({"tasks": summaries, "seconds": t0.elapsed().as_secs_f64()}),
+        )?;
     }
     overall.inc(1);
     let dataset = Dataset::open(&data_dir)?;
@@ -161,7 +173,10 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
     if !run.is_done("reward") {
         let t0 = Instant::now();
         let reports = crate::reward::train_all(&cfg.reward, &dataset, run, device)?;
-        run.mark_done("reward", &json!({"reports": reports, "seconds": t0.elapsed().as_secs_f64()}))?;
+        run.mark_done(
+            "reward",
+            &json!({"reports": reports, "seconds": t0.elapsed().as_secs_f64()}),
+        )?;
     }
     overall.inc(1);
 
@@ -172,7 +187,10 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
         if !run.is_done(&stage) {
             let t0 = Instant::now();
             let report = crate::ppo::refine_task(&cfg.refine, run, &dataset, task, device, seed)?;
-            run.mark_done(&stage, &json!({"report": report, "seconds": t0.elapsed().as_secs_f64()}))?;
+            run.mark_done(
+                &stage,
+                &json!({"report": report, "seconds": t0.elapsed().as_secs_f64()}),
+            )?;
         }
         overall.inc(1);
     }
@@ -182,15 +200,21 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
     if !run.is_done("eval") {
         let t0 = Instant::now();
         let mut rows = Vec::new();
-        let eval_cfg = crate::evaluate::EvalConfig { seed, ..cfg.eval.clone() };
+        let eval_cfg = crate::evaluate::EvalConfig {
+            seed,
+            ..cfg.eval.clone()
+        };
         for task in &tasks {
             let bc_path = crate::policy::bc::checkpoint_path(run, task);
             let (bc, _) = GaussianPolicy::load(&bc_path, device)?;
             let bc_report = evaluate_policy(&bc, task, &eval_cfg)?;
-            let refined_path = crate::ppo::output_in(&run.path().join(crate::ppo::refine_stage(task))).best;
+            let refined_path =
+                crate::ppo::output_in(&run.path().join(crate::ppo::refine_stage(task))).best;
             let refined_report = if refined_path.exists() {
                 let (p, _) = GaussianPolicy::load(&refined_path, device)?;
-                let gif = run.stage_dir("eval")?.join(format!("{}-refined.gif", task.replace('/', "__")));
+                let gif = run
+                    .stage_dir("eval")?
+                    .join(format!("{}-refined.gif", task.replace('/', "__")));
                 policy_gif(&p, task, crate::seeds::eval_seed(seed, task, 0), &gif)?;
                 Some(evaluate_policy(&p, task, &eval_cfg)?)
             } else {
@@ -206,7 +230,10 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
             );
             rows.push(json!({"task": task, "bc": bc_report, "refined": refined_report}));
         }
-        run.mark_done("eval", &json!({"rows": rows, "seconds": t0.elapsed().as_secs_f64()}))?;
+        run.mark_done(
+            "eval",
+            &json!({"rows": rows, "seconds": t0.elapsed().as_secs_f64()}),
+        )?;
     }
     overall.inc(1);
 
@@ -230,7 +257,10 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
         // a real held-out episode of each task beside the world model's open-loop replay of its actions
         let mut gifs = Vec::new();
         for task in &tasks {
-            if let Some(ep) = held.iter().find(|e| &e.meta.task == task && e.meta.kind == EpisodeKind::Expert) {
+            if let Some(ep) = held
+                .iter()
+                .find(|e| &e.meta.task == task && e.meta.kind == EpisodeKind::Expert)
+            {
                 let path = dir.join(format!("dream-{}.gif", task.replace('/', "__")));
                 dream_gif(&wm, ep, &path)?;
                 gifs.push(path);
@@ -277,20 +307,46 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir, seconds: f64) -> Resul
         ..Default::default()
     };
     r.facts.push(("suite".into(), cfg.experiment.suite.clone()));
-    r.facts.push(("tasks".into(), cfg.experiment.tasks.join(", ")));
-    r.facts.push(("frames".into(), format!("{0}x{0}", cfg.experiment.image_size)));
-    r.facts.push(("seed".into(), cfg.experiment.seed.to_string()));
-    r.facts.push(("threads".into(), tch::get_num_threads().to_string()));
-    r.facts.push(("wall-clock of this invocation".into(), format!("{:.1} min", seconds / 60.0)));
+    r.facts
+        .push(("tasks".into(), cfg.experiment.tasks.join(", ")));
+    r.facts.push((
+        "frames".into(),
+        format!("{0}x{0}", cfg.experiment.image_size),
+    ));
+    r.facts
+        .push(("seed".into(), cfg.experiment.seed.to_string()));
+    r.facts
+        .push(("threads".into(), tch::get_num_threads().to_string()));
+    r.facts.push((
+        "wall-clock of this invocation".into(),
+        format!("{:.1} min", seconds / 60.0),
+    ));
     let mut stage_times = Vec::new();
-    for stage in ["collect-expert", "bc", "collect-rollouts", "world_model", "reward", "eval", "fidelity"] {
-        if let Some(s) = run.done_summary(stage).and_then(|v| v.get("seconds").and_then(|s| s.as_f64())) {
+    for stage in [
+        "collect-expert",
+        "bc",
+        "collect-rollouts",
+        "world_model",
+        "reward",
+        "eval",
+        "fidelity",
+    ] {
+        let done = run.done_summary(stage);
+        let secs = done.as_ref().and_then(|v| {
+            v.get("seconds")
+                .and_then(|s| s.as_f64())
+                .or_else(|| v.get("minutes").and_then(|m| m.as_f64()).map(|m| m * 60.0))
+        });
+        if let Some(s) = secs {
             stage_times.push(vec![stage.to_string(), format!("{:.1}", s / 60.0)]);
         }
     }
     for task in &cfg.experiment.tasks {
         let stage = crate::ppo::refine_stage(task);
-        if let Some(s) = run.done_summary(&stage).and_then(|v| v.get("seconds").and_then(|s| s.as_f64())) {
+        if let Some(s) = run
+            .done_summary(&stage)
+            .and_then(|v| v.get("seconds").and_then(|s| s.as_f64()))
+        {
             stage_times.push(vec![stage, format!("{:.1}", s / 60.0)]);
         }
     }
@@ -313,7 +369,10 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir, seconds: f64) -> Resul
         }
         for g in f["gifs"].as_array().cloned().unwrap_or_default() {
             if let Some(p) = g.as_str() {
-                let name = std::path::Path::new(p).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = std::path::Path::new(p)
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 r.gifs.push((format!("{name}: real (left) vs imagined open-loop replay of the same actions (right)"), PathBuf::from(p)));
             }
         }
@@ -322,7 +381,12 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir, seconds: f64) -> Resul
         let mut rows = Vec::new();
         for rep in rew["reports"].as_array().cloned().unwrap_or_default() {
             let h = &rep["heldout"];
-            let f = |k: &str| h.get(k).and_then(|v| v.as_f64()).map(|v| format!("{v:.3}")).unwrap_or("-".into());
+            let f = |k: &str| {
+                h.get(k)
+                    .and_then(|v| v.as_f64())
+                    .map(|v| format!("{v:.3}"))
+                    .unwrap_or("-".into())
+            };
             rows.push(vec![
                 rep["task"].as_str().unwrap_or("?").to_string(),
                 f("accuracy"),
@@ -334,17 +398,30 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir, seconds: f64) -> Resul
         if !rows.is_empty() {
             r.tables.push((
                 "Reward classifier, held-out real frames".into(),
-                vec!["task".into(), "accuracy".into(), "precision".into(), "recall".into(), "F1".into()],
+                vec![
+                    "task".into(),
+                    "accuracy".into(),
+                    "precision".into(),
+                    "recall".into(),
+                    "F1".into(),
+                ],
                 rows,
             ));
         }
     }
     if !stage_times.is_empty() {
-        r.tables.push(("Stage wall-clock (minutes)".into(), vec!["stage".into(), "minutes".into()], stage_times));
+        r.tables.push((
+            "Stage wall-clock (minutes)".into(),
+            vec!["stage".into(), "minutes".into()],
+            stage_times,
+        ));
     }
 
     // curves
-    let wm = run.path().join(crate::world_model::train::STAGE).join("metrics.jsonl");
+    let wm = run
+        .path()
+        .join(crate::world_model::train::STAGE)
+        .join("metrics.jsonl");
     let train = curve(&wm, "step", "loss");
     let val = curve(&wm, "step", "val_loss");
     if !train.is_empty() {
@@ -355,26 +432,45 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir, seconds: f64) -> Resul
         });
     }
     for task in &cfg.experiment.tasks {
-        let m = run.path().join(crate::ppo::refine_stage(task)).join("metrics.jsonl");
-        let succ = curve(&m, "iteration", "imagined_success_rate");
-        let ret = curve(&m, "iteration", "mean_return");
+        let m = run
+            .path()
+            .join(crate::ppo::refine_stage(task))
+            .join("metrics.jsonl");
+        let succ = curve(&m, "step", "success_rate");
+        let ret = curve(&m, "step", "mean_return");
         if !succ.is_empty() || !ret.is_empty() {
-            let mut series = vec![("imagined success rate".into(), succ), ("mean return".into(), ret)];
-            let real = curve(&m, "iteration", "monitor_success_rate");
+            let mut series = vec![
+                ("imagined success rate".into(), succ),
+                ("mean return".into(), ret),
+            ];
+            let real: Vec<(f64, f64)> = read_metrics(&m)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|v| {
+                    Some((
+                        v.get("step")?.as_f64()?,
+                        v.get("monitor")?.get("success_rate")?.as_f64()?,
+                    ))
+                })
+                .collect();
             if !real.is_empty() {
                 series.push(("real success rate (monitor)".into(), real));
             }
             r.charts.push(Chart {
                 title: format!("PPO in imagination: {task}"),
-                x_label: "iteration".into(),
+                x_label: "PPO iteration".into(),
                 series,
             });
         }
     }
     for task in &cfg.experiment.tasks {
-        let g = run.path().join("eval").join(format!("{}-refined.gif", task.replace('/', "__")));
+        let g = run
+            .path()
+            .join("eval")
+            .join(format!("{}-refined.gif", task.replace('/', "__")));
         if g.exists() {
-            r.gifs.push((format!("refined policy acting in the real env: {task}"), g));
+            r.gifs
+                .push((format!("refined policy acting in the real env: {task}"), g));
         }
     }
     Ok(r)
@@ -391,7 +487,13 @@ pub fn dream_gif(wm: &WorldModel, ep: &w4rl_data::Episode, path: &std::path::Pat
     let actions = Tensor::from_slice(&acts).view([1, steps as i64, a as i64]);
     let fake = imagine(wm, &mut ctx, &actions)?.squeeze_dim(0);
     let bytes: Vec<u8> = (1..=steps).flat_map(|t| ep.frame(t).to_vec()).collect();
-    let real = crate::world_model::frames_to_model(&bytes, steps, ep.meta.image_size, wm.image_size(), wm.device())?;
+    let real = crate::world_model::frames_to_model(
+        &bytes,
+        steps,
+        ep.meta.image_size,
+        wm.image_size(),
+        wm.device(),
+    )?;
     let real = Tensor::cat(&[&first, &real], 0);
     let fake = Tensor::cat(&[&first, &fake], 0);
     side_by_side_gif(path, &[&real, &fake], (128 / wm.image_size()).max(1), 10)?;
@@ -399,9 +501,18 @@ pub fn dream_gif(wm: &WorldModel, ep: &w4rl_data::Episode, path: &std::path::Pat
 }
 
 /// Writes a GIF of one real-environment episode of `policy` (mean actions, ends on success).
-pub fn policy_gif(policy: &GaussianPolicy, task: &str, seed: u64, path: &std::path::Path) -> Result<()> {
+pub fn policy_gif(
+    policy: &GaussianPolicy,
+    task: &str,
+    seed: u64,
+    path: &std::path::Path,
+) -> Result<()> {
     let size = policy.spec().render_size();
-    let cfg = EnvConfig { image_size: size, terminate_on_success: true, ..EnvConfig::default() };
+    let cfg = EnvConfig {
+        image_size: size,
+        terminate_on_success: true,
+        ..EnvConfig::default()
+    };
     let mut env = make(task, &cfg)?;
     let mut obs = env.reset(seed);
     let mut frames = obs.frame.clone();

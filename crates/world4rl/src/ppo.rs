@@ -30,7 +30,6 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 use w4rl_envs::{Obs, SyncVecEnv, VecEnv};
 
-
 use w4rl_data::Dataset;
 
 use crate::diffusion::SamplerConfig;
@@ -131,14 +130,38 @@ impl PpoConfig {
     /// Checks value ranges.
     pub fn validate(&self) -> Result<()> {
         ensure!(self.iterations > 0, "ppo.iterations must be positive");
-        ensure!(self.time_budget_secs >= 0.0, "ppo.time_budget_secs must be >= 0");
-        ensure!(self.num_envs > 0 && self.rollout_steps > 0, "ppo.num_envs and ppo.rollout_steps must be positive");
-        ensure!((0.0..=1.0).contains(&self.gamma), "ppo.gamma must lie in [0, 1]");
-        ensure!((0.0..=1.0).contains(&self.gae_lambda), "ppo.gae_lambda must lie in [0, 1]");
-        ensure!(self.clip_coef > 0.0 && self.clip_coef < 1.0, "ppo.clip_coef must lie in (0, 1)");
-        ensure!(self.actor_lr >= 0.0 && self.critic_lr > 0.0, "ppo learning rates must be positive");
-        ensure!(self.update_epochs > 0 && self.minibatch_size > 0, "ppo.update_epochs and minibatch_size must be positive");
-        ensure!(self.max_grad_norm > 0.0, "ppo.max_grad_norm must be positive");
+        ensure!(
+            self.time_budget_secs >= 0.0,
+            "ppo.time_budget_secs must be >= 0"
+        );
+        ensure!(
+            self.num_envs > 0 && self.rollout_steps > 0,
+            "ppo.num_envs and ppo.rollout_steps must be positive"
+        );
+        ensure!(
+            (0.0..=1.0).contains(&self.gamma),
+            "ppo.gamma must lie in [0, 1]"
+        );
+        ensure!(
+            (0.0..=1.0).contains(&self.gae_lambda),
+            "ppo.gae_lambda must lie in [0, 1]"
+        );
+        ensure!(
+            self.clip_coef > 0.0 && self.clip_coef < 1.0,
+            "ppo.clip_coef must lie in (0, 1)"
+        );
+        ensure!(
+            self.actor_lr >= 0.0 && self.critic_lr > 0.0,
+            "ppo learning rates must be positive"
+        );
+        ensure!(
+            self.update_epochs > 0 && self.minibatch_size > 0,
+            "ppo.update_epochs and minibatch_size must be positive"
+        );
+        ensure!(
+            self.max_grad_norm > 0.0,
+            "ppo.max_grad_norm must be positive"
+        );
         ensure!(self.target_kl >= 0.0, "ppo.target_kl must be >= 0");
         ensure!(self.critic_hidden > 0, "ppo.critic_hidden must be positive");
         ensure!(self.save_every > 0, "ppo.save_every must be positive");
@@ -182,14 +205,27 @@ impl Critic {
         let root = vs.root();
         let pc = policy.config();
         let encoder = if pc.use_image {
-            Some(ConvEncoder::new(&root / "encoder", 3 * pc.frame_stack as i64, &cfg.critic_encoder)?)
+            Some(ConvEncoder::new(
+                &root / "encoder",
+                3 * pc.frame_stack as i64,
+                &cfg.critic_encoder,
+            )?)
         } else {
             None
         };
-        let s = if pc.use_state { policy.spec().state_dim as i64 } else { 0 };
+        let s = if pc.use_state {
+            policy.spec().state_dim as i64
+        } else {
+            0
+        };
         let in_dim = encoder.as_ref().map_or(0, |e| e.features()) + s;
         let fc1 = nn::linear(&root / "fc1", in_dim, cfg.critic_hidden, Default::default());
-        let fc2 = nn::linear(&root / "fc2", cfg.critic_hidden, cfg.critic_hidden, Default::default());
+        let fc2 = nn::linear(
+            &root / "fc2",
+            cfg.critic_hidden,
+            cfg.critic_hidden,
+            Default::default(),
+        );
         let zero = nn::LinearConfig {
             ws_init: nn::Init::Const(0.0),
             bs_init: Some(nn::Init::Const(0.0)),
@@ -206,8 +242,12 @@ impl Critic {
         };
         let pv = policy.var_store().variables();
         if pc.use_state {
-            let m = pv.get("state_mean").context("policy lacks state statistics")?;
-            let sd = pv.get("state_std").context("policy lacks state statistics")?;
+            let m = pv
+                .get("state_mean")
+                .context("policy lacks state statistics")?;
+            let sd = pv
+                .get("state_std")
+                .context("policy lacks state statistics")?;
             critic.state = Some((m.detach().copy(), sd.detach().copy()));
         }
         if cfg.critic_from_policy && pc.use_image && pc.encoder == cfg.critic_encoder {
@@ -404,12 +444,21 @@ fn collect<E: RolloutEnv>(
             let a = out.sample();
             let logp = out.log_prob(&a);
             let v = critic.forward(&ob)?;
-            Ok((a, logp, v, out.log_std.exp().mean(Kind::Float).double_value(&[])))
+            Ok((
+                a,
+                logp,
+                v,
+                out.log_std.exp().mean(Kind::Float).double_value(&[]),
+            ))
         })?;
         ro.std_sum += std;
-        let steps = env.step(&policy.to_env_actions(&a)?).context("stepping the environments")?;
-        ro.logp.extend(Vec::<f32>::try_from(logp.to_device(Device::Cpu))?);
-        ro.values.extend(Vec::<f32>::try_from(v.to_device(Device::Cpu))?);
+        let steps = env
+            .step(&policy.to_env_actions(&a)?)
+            .context("stepping the environments")?;
+        ro.logp
+            .extend(Vec::<f32>::try_from(logp.to_device(Device::Cpu))?);
+        ro.values
+            .extend(Vec::<f32>::try_from(v.to_device(Device::Cpu))?);
         ro.obs.push(ob);
         ro.actions.push(a);
         let base = ro.rewards.len();
@@ -426,7 +475,9 @@ fn collect<E: RolloutEnv>(
                 trunc.push(i);
             }
             if done {
-                tracker.finished.push((tracker.ret[i], tracker.len[i], tracker.success[i]));
+                tracker
+                    .finished
+                    .push((tracker.ret[i], tracker.len[i], tracker.success[i]));
                 tracker.ret[i] = 0.0;
                 tracker.len[i] = 0;
                 tracker.success[i] = false;
@@ -437,7 +488,10 @@ fn collect<E: RolloutEnv>(
         // bootstrap truncated (not terminated) episodes with V of their last observation
         if !trunc.is_empty() {
             let vb = tch::no_grad(|| critic.forward(&hist.batch(policy, Some(&trunc))?))?;
-            for (k, x) in Vec::<f32>::try_from(vb.to_device(Device::Cpu))?.into_iter().enumerate() {
+            for (k, x) in Vec::<f32>::try_from(vb.to_device(Device::Cpu))?
+                .into_iter()
+                .enumerate()
+            {
                 ro.rewards[base + trunc[k]] += gamma * x;
             }
         }
@@ -454,7 +508,11 @@ fn explained_variance(pred: &[f32], target: &[f32]) -> f64 {
     let mean = |v: &mut dyn Iterator<Item = f64>| v.sum::<f64>() / n;
     let mt = mean(&mut target.iter().map(|&x| x as f64));
     let var_t = mean(&mut target.iter().map(|&x| (x as f64 - mt).powi(2)));
-    let diff: Vec<f64> = target.iter().zip(pred).map(|(&t, &p)| (t - p) as f64).collect();
+    let diff: Vec<f64> = target
+        .iter()
+        .zip(pred)
+        .map(|(&t, &p)| (t - p) as f64)
+        .collect();
     let md = mean(&mut diff.iter().copied());
     let var_d = mean(&mut diff.iter().map(|&d| (d - md).powi(2)));
     if var_t <= 0.0 {
@@ -515,7 +573,11 @@ pub fn train<E: RolloutEnv>(
 
     for iter in 1..=cfg.iterations as u64 {
         if cfg.time_budget_secs > 0.0 && start.elapsed().as_secs_f64() >= cfg.time_budget_secs {
-            tracing::info!("ppo: time budget of {} s reached after {} iterations", cfg.time_budget_secs, iter - 1);
+            tracing::info!(
+                "ppo: time budget of {} s reached after {} iterations",
+                cfg.time_budget_secs,
+                iter - 1
+            );
             break;
         }
         // ---- rollout
@@ -523,7 +585,15 @@ pub fn train<E: RolloutEnv>(
         let ro = collect(cfg, env, policy, &critic, &mut hist, &mut tracker, &mut rng)?;
         let last_v = tch::no_grad(|| critic.forward(&hist.batch(policy, None)?))?;
         let last_v = Vec::<f32>::try_from(last_v.to_device(Device::Cpu))?;
-        let (adv, ret) = gae(&ro.rewards, &ro.values, &ro.dones, &last_v, n, cfg.gamma as f32, cfg.gae_lambda as f32);
+        let (adv, ret) = gae(
+            &ro.rewards,
+            &ro.values,
+            &ro.dones,
+            &last_v,
+            n,
+            cfg.gamma as f32,
+            cfg.gae_lambda as f32,
+        );
         let rollout_seconds = t0.elapsed().as_secs_f64();
 
         // ---- update
@@ -535,7 +605,8 @@ pub fn train<E: RolloutEnv>(
         let b_adv = Tensor::from_slice(&adv).to_device(dev);
         let b_ret = Tensor::from_slice(&ret).to_device(dev);
         let update_actor = iter > cfg.critic_warmup_iters as u64;
-        let (mut pg_l, mut v_l, mut ent, mut kl, mut clips, mut nclip) = (0.0, 0.0, 0.0, 0.0, 0.0, 0usize);
+        let (mut pg_l, mut v_l, mut ent, mut kl, mut clips, mut nclip) =
+            (0.0, 0.0, 0.0, 0.0, 0.0, 0usize);
         'epochs: for _ in 0..cfg.update_epochs {
             let perm = Tensor::randperm(batch as i64, (Kind::Int64, dev));
             let mut s = 0;
@@ -557,7 +628,8 @@ pub fn train<E: RolloutEnv>(
                 }
                 // actor
                 let o = policy.forward(&mb_obs, 0)?;
-                let logratio = o.log_prob(&b_act.index_select(0, &idx)) - b_logp.index_select(0, &idx);
+                let logratio =
+                    o.log_prob(&b_act.index_select(0, &idx)) - b_logp.index_select(0, &idx);
                 let ratio = logratio.exp();
                 let mut mb_adv = b_adv.index_select(0, &idx);
                 if cfg.norm_adv && len > 1 {
@@ -572,15 +644,27 @@ pub fn train<E: RolloutEnv>(
                 loss.backward();
                 actor_opt.clip_grad_norm(cfg.max_grad_norm);
                 actor_opt.step();
-                let approx_kl = tch::no_grad(|| ((&ratio - 1.0) - &logratio).mean(Kind::Float).double_value(&[]));
+                let approx_kl = tch::no_grad(|| {
+                    ((&ratio - 1.0) - &logratio)
+                        .mean(Kind::Float)
+                        .double_value(&[])
+                });
                 pg_l = pg_loss.double_value(&[]);
                 ent = entropy.double_value(&[]);
                 kl = approx_kl;
                 clips += tch::no_grad(|| {
-                    (&ratio - 1.0).abs().gt(cfg.clip_coef).to_kind(Kind::Float).mean(Kind::Float).double_value(&[])
+                    (&ratio - 1.0)
+                        .abs()
+                        .gt(cfg.clip_coef)
+                        .to_kind(Kind::Float)
+                        .mean(Kind::Float)
+                        .double_value(&[])
                 });
                 nclip += 1;
-                ensure!(pg_l.is_finite() && v_l.is_finite(), "ppo: a loss became non-finite at iteration {iter}; lower the learning rates");
+                ensure!(
+                    pg_l.is_finite() && v_l.is_finite(),
+                    "ppo: a loss became non-finite at iteration {iter}; lower the learning rates"
+                );
                 if cfg.target_kl > 0.0 && approx_kl > cfg.target_kl {
                     break 'epochs;
                 }
@@ -749,22 +833,38 @@ pub fn refine_stage(task: &str) -> String {
 /// (`RUN/reward/<task>/classifier.safetensors`); start states come from `dataset`. Writes
 /// `RUN/refine/<task>/{best,last}.safetensors`, `metrics.jsonl` and `done.json`. `monitor_seed` is the
 /// base of the evaluation seeds used by the optional real-environment monitoring.
-pub fn refine_task(cfg: &RefineConfig, run: &RunDir, dataset: &Dataset, task: &str, device: Device, monitor_seed: u64) -> Result<RefineReport> {
+pub fn refine_task(
+    cfg: &RefineConfig,
+    run: &RunDir,
+    dataset: &Dataset,
+    task: &str,
+    device: Device,
+    monitor_seed: u64,
+) -> Result<RefineReport> {
     let wm_path = crate::world_model::train::StagePaths::new(run.path()).model;
-    let (mut wm, _) = WorldModel::load(&wm_path, device)
-        .with_context(|| format!("loading the world model of run {} (train it first)", run.path().display()))?;
+    let (mut wm, _) = WorldModel::load(&wm_path, device).with_context(|| {
+        format!(
+            "loading the world model of run {} (train it first)",
+            run.path().display()
+        )
+    })?;
     if let Some(s) = &cfg.sampler {
         wm.set_sampler(s.clone())?;
     }
     let clf_path = crate::reward::checkpoint_path(run, task);
-    let (mut clf, _) = RewardClassifier::load(&clf_path, device)
-        .with_context(|| format!("loading the reward classifier of '{task}' (run `world4rl train reward` first)"))?;
+    let (mut clf, _) = RewardClassifier::load(&clf_path, device).with_context(|| {
+        format!("loading the reward classifier of '{task}' (run `world4rl train reward` first)")
+    })?;
     if cfg.reward_threshold.is_some() || cfg.reward_mode.is_some() {
-        clf.set_reward(cfg.reward_threshold.unwrap_or(clf.threshold()), cfg.reward_mode.unwrap_or(clf.mode()))?;
+        clf.set_reward(
+            cfg.reward_threshold.unwrap_or(clf.threshold()),
+            cfg.reward_mode.unwrap_or(clf.mode()),
+        )?;
     }
     let bc_path = crate::policy::bc::checkpoint_path(run, task);
-    let (mut policy, _) = GaussianPolicy::load(&bc_path, device)
-        .with_context(|| format!("loading the BC policy of '{task}' (run `world4rl train bc` first)"))?;
+    let (mut policy, _) = GaussianPolicy::load(&bc_path, device).with_context(|| {
+        format!("loading the BC policy of '{task}' (run `world4rl train bc` first)")
+    })?;
     ensure!(
         !policy.config().use_state,
         "the BC policy of '{task}' reads the low-dimensional state, which the world model does not predict; train it with bc.policy.use_state = false"
@@ -788,7 +888,9 @@ pub fn refine_task(cfg: &RefineConfig, run: &RunDir, dataset: &Dataset, task: &s
     let mut log = |v: &serde_json::Value| metrics.log(v);
     let hooks = Hooks {
         log: &mut log,
-        monitor: (cfg.monitor_every > 0).then_some(&mut monitor as &mut dyn FnMut(&GaussianPolicy) -> Result<serde_json::Value>),
+        monitor: (cfg.monitor_every > 0).then_some(
+            &mut monitor as &mut dyn FnMut(&GaussianPolicy) -> Result<serde_json::Value>,
+        ),
         monitor_every: cfg.monitor_every,
     };
     tracing::info!(

@@ -120,7 +120,11 @@ pub fn chart_svg(chart: &Chart) -> Result<String> {
     {
         let root = SVGBackend::with_string(&mut svg, (560, 320)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let pts = chart.series.iter().flat_map(|(_, p)| p.iter()).filter(|(x, y)| x.is_finite() && y.is_finite());
+        let pts = chart
+            .series
+            .iter()
+            .flat_map(|(_, p)| p.iter())
+            .filter(|(x, y)| x.is_finite() && y.is_finite());
         let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
         for &(x, y) in pts {
             x0 = x0.min(x);
@@ -149,11 +153,17 @@ pub fn chart_svg(chart: &Chart) -> Result<String> {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         for (i, (name, points)) in chart.series.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
-            let pts: Vec<(f64, f64)> = points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+            let pts: Vec<(f64, f64)> = points
+                .iter()
+                .copied()
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+                .collect();
             c.draw_series(LineSeries::new(pts, color.stroke_width(2)))
                 .map_err(|e| anyhow::anyhow!("{e}"))?
                 .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                });
         }
         if chart.series.len() > 1 {
             c.configure_series_labels()
@@ -170,7 +180,11 @@ pub fn chart_svg(chart: &Chart) -> Result<String> {
 fn md_table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "| {} |", header.join(" | "));
-    let _ = writeln!(s, "|{}|", header.iter().map(|_| "---").collect::<Vec<_>>().join("|"));
+    let _ = writeln!(
+        s,
+        "|{}|",
+        header.iter().map(|_| "---").collect::<Vec<_>>().join("|")
+    );
     for r in rows {
         let _ = writeln!(s, "| {} |", r.join(" | "));
     }
@@ -195,7 +209,9 @@ fn html_table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 impl Report {
@@ -212,7 +228,11 @@ impl Report {
                 vec![r.task.clone(), cell(&r.bc), cell(&r.refined), delta]
             })
             .collect();
-        let both: Vec<&SuccessRow> = self.success.iter().filter(|r| r.bc.is_some() && r.refined.is_some()).collect();
+        let both: Vec<&SuccessRow> = self
+            .success
+            .iter()
+            .filter(|r| r.bc.is_some() && r.refined.is_some())
+            .collect();
         if both.len() > 1 {
             let n = both.len() as f64;
             let b: f64 = both.iter().map(|r| r.bc.unwrap().rate()).sum::<f64>() / n;
@@ -241,7 +261,16 @@ impl Report {
                 ]
             })
             .collect();
-        (vec!["horizon", "PSNR world model (dB)", "PSNR copy-last (dB)", "SSIM world model", "SSIM copy-last"], rows)
+        (
+            vec![
+                "horizon",
+                "PSNR world model (dB)",
+                "PSNR copy-last (dB)",
+                "SSIM world model",
+                "SSIM copy-last",
+            ],
+            rows,
+        )
     }
 
     /// Writes `dir/report.md` (with plots as `dir/plots/*.svg`) and `dir/report.html`, atomically.
@@ -262,12 +291,20 @@ impl Report {
             esc(&self.title)
         );
         if !self.facts.is_empty() {
-            let rows: Vec<Vec<String>> = self.facts.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect();
+            let rows: Vec<Vec<String>> = self
+                .facts
+                .iter()
+                .map(|(k, v)| vec![k.clone(), v.clone()])
+                .collect();
             md.push_str(&md_table(&["", ""], &rows));
             html.push_str(&html_table(&["", ""], &rows));
         }
         if !self.switches.is_empty() {
-            let rows: Vec<Vec<String>> = self.switches.iter().map(|(k, v)| vec![k.clone(), v.clone()]).collect();
+            let rows: Vec<Vec<String>> = self
+                .switches
+                .iter()
+                .map(|(k, v)| vec![k.clone(), v.clone()])
+                .collect();
             md.push_str("\n## Ablation switches of this run\n\n");
             md.push_str(&md_table(&["switch", "value"], &rows));
             html.push_str("<h2>Ablation switches of this run</h2>");
@@ -322,7 +359,12 @@ impl Report {
                         );
                     }
                     Err(e) => {
-                        let _ = write!(html, "<p>missing GIF {}: {}</p>", esc(&path.display().to_string()), esc(&e.to_string()));
+                        let _ = write!(
+                            html,
+                            "<p>missing GIF {}: {}</p>",
+                            esc(&path.display().to_string()),
+                            esc(&e.to_string())
+                        );
                     }
                 }
             }
@@ -345,10 +387,26 @@ mod tests {
             title: "t".into(),
             success: vec![SuccessRow {
                 task: "push-block".into(),
-                bc: Some(Rate { successes: 40, episodes: 100, lo: 0.31, hi: 0.5 }),
-                refined: Some(Rate { successes: 70, episodes: 100, lo: 0.6, hi: 0.78 }),
+                bc: Some(Rate {
+                    successes: 40,
+                    episodes: 100,
+                    lo: 0.31,
+                    hi: 0.5,
+                }),
+                refined: Some(Rate {
+                    successes: 70,
+                    episodes: 100,
+                    lo: 0.6,
+                    hi: 0.78,
+                }),
             }],
-            fidelity: vec![FidelityRow { horizon: 1, psnr: 30.0, ssim: 0.9, psnr_copy: 25.0, ssim_copy: 0.8 }],
+            fidelity: vec![FidelityRow {
+                horizon: 1,
+                psnr: 30.0,
+                ssim: 0.9,
+                psnr_copy: 25.0,
+                ssim_copy: 0.8,
+            }],
             charts: vec![Chart {
                 title: "loss".into(),
                 x_label: "step".into(),

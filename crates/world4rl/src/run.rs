@@ -19,7 +19,8 @@ impl RunDir {
     /// Opens (creating when needed) the run directory.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let root = path.as_ref().to_path_buf();
-        fs::create_dir_all(&root).with_context(|| format!("creating run directory {}", root.display()))?;
+        fs::create_dir_all(&root)
+            .with_context(|| format!("creating run directory {}", root.display()))?;
         Ok(Self { root })
     }
 
@@ -109,7 +110,10 @@ impl MetricsLog {
                 .lines()
                 .map_while(|l| l.ok())
                 .filter(|l| match serde_json::from_str::<serde_json::Value>(l) {
-                    Ok(v) => v.get("step").and_then(|s| s.as_u64()).is_none_or(|s| s <= step),
+                    Ok(v) => v
+                        .get("step")
+                        .and_then(|s| s.as_u64())
+                        .is_none_or(|s| s <= step),
                     Err(_) => false,
                 })
                 .collect(),
@@ -143,7 +147,8 @@ impl MetricsLog {
 
 /// Reads every JSON line of a metrics file (for plots and reports); torn lines are skipped.
 pub fn read_metrics(path: impl AsRef<Path>) -> Result<Vec<serde_json::Value>> {
-    let f = File::open(path.as_ref()).with_context(|| format!("opening {}", path.as_ref().display()))?;
+    let f = File::open(path.as_ref())
+        .with_context(|| format!("opening {}", path.as_ref().display()))?;
     Ok(BufReader::new(f)
         .lines()
         .map_while(|l| l.ok())
@@ -161,7 +166,8 @@ mod tests {
         let run = RunDir::open(dir.path().join("run")).unwrap();
         let mut m = run.metrics("wm").unwrap();
         for s in 1..=5u64 {
-            m.log(&serde_json::json!({"step": s, "loss": 1.0 / s as f64})).unwrap();
+            m.log(&serde_json::json!({"step": s, "loss": 1.0 / s as f64}))
+                .unwrap();
         }
         m.truncate_after(3).unwrap();
         m.log(&serde_json::json!({"step": 4, "loss": 0.2})).unwrap();
@@ -177,7 +183,8 @@ mod tests {
         run.write_config(&C { a: 1 }).unwrap();
         assert!(run.write_config(&C { a: 2 }).is_err());
         assert!(!run.is_done("wm"));
-        run.mark_done("wm", &serde_json::json!({"ok": true})).unwrap();
+        run.mark_done("wm", &serde_json::json!({"ok": true}))
+            .unwrap();
         assert!(run.is_done("wm"));
     }
 }

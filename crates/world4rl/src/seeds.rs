@@ -12,7 +12,9 @@ pub fn mix(mut z: u64) -> u64 {
 }
 
 fn hash_str(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// Reset seed of collected episode `index` of (`task`, `kind`) under experiment seed `base`.
@@ -46,6 +48,9 @@ mod tests {
             assert!(s >> 63 == 1);
             assert!(seen.insert(s));
         }
-        assert_ne!(collect_seed(0, "a", EpisodeKind::Expert, 0), collect_seed(1, "a", EpisodeKind::Expert, 0));
+        assert_ne!(
+            collect_seed(0, "a", EpisodeKind::Expert, 0),
+            collect_seed(1, "a", EpisodeKind::Expert, 0)
+        );
     }
 }

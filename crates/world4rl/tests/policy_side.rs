@@ -35,17 +35,30 @@ fn synthetic_dataset(dir: &std::path::Path, episodes: usize, steps: usize) -> Da
     let w = DatasetWriter::create(dir, spec.clone()).unwrap();
     let mut state = 12345u64;
     let mut rnd = |n: usize| {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((state >> 33) % n as u64) as usize
     };
     for e in 0..episodes {
         let (mut x, mut y) = (1 + rnd(7), 1 + rnd(14));
-        let mut ep = Episode::start(&spec, "dots", EpisodeKind::Expert, e, e as u64, &frame(x, y), &[x as f32, y as f32], false).unwrap();
+        let mut ep = Episode::start(
+            &spec,
+            "dots",
+            EpisodeKind::Expert,
+            e,
+            e as u64,
+            &frame(x, y),
+            &[x as f32, y as f32],
+            false,
+        )
+        .unwrap();
         for _ in 0..steps {
             let a = action_of(x, y);
             x = 1 + rnd(14);
             y = 1 + rnd(14);
-            ep.push(&a, 0.0, &frame(x, y), &[x as f32, y as f32], x >= 8).unwrap();
+            ep.push(&a, 0.0, &frame(x, y), &[x as f32, y as f32], x >= 8)
+                .unwrap();
         }
         w.write(&ep).unwrap();
     }
@@ -53,7 +66,11 @@ fn synthetic_dataset(dir: &std::path::Path, episodes: usize, steps: usize) -> Da
 }
 
 fn small_encoder() -> EncoderConfig {
-    EncoderConfig { channels: vec![16, 32], pool: 4, features: 64 }
+    EncoderConfig {
+        channels: vec![16, 32],
+        pool: 4,
+        features: 64,
+    }
 }
 
 #[test]
@@ -61,7 +78,13 @@ fn classifier_learns_a_separable_set_and_its_loss_falls() {
     tch::set_num_threads(1);
     let dir = tempfile::tempdir().unwrap();
     let ds = synthetic_dataset(dir.path(), 20, 12);
-    let mut cfg = RewardConfig { steps: 300, batch_size: 32, log_every: 10, noise_std: 0.0, ..Default::default() };
+    let mut cfg = RewardConfig {
+        steps: 300,
+        batch_size: 32,
+        log_every: 10,
+        noise_std: 0.0,
+        ..Default::default()
+    };
     cfg.classifier.encoder = small_encoder();
     cfg.classifier.hidden = 32;
     let mut losses = Vec::new();
@@ -78,11 +101,16 @@ fn classifier_learns_a_separable_set_and_its_loss_falls() {
     let path = dir.path().join("clf.safetensors");
     clf.save(&path, serde_json::json!({})).unwrap();
     let (back, _) = world4rl::reward::RewardClassifier::load(&path, tch::Device::Cpu).unwrap();
-    let x = world4rl::policy::obs::frames_to_u8(&frame(12, 5), 1, SIZE, SIZE, tch::Device::Cpu).unwrap();
-    assert!((clf.prob_u8(&x).double_value(&[0]) - back.prob_u8(&x).double_value(&[0])).abs() < 1e-6);
+    let x = world4rl::policy::obs::frames_to_u8(&frame(12, 5), 1, SIZE, SIZE, tch::Device::Cpu)
+        .unwrap();
+    assert!(
+        (clf.prob_u8(&x).double_value(&[0]) - back.prob_u8(&x).double_value(&[0])).abs() < 1e-6
+    );
     assert!(back.prob_u8(&x).double_value(&[0]) > 0.5);
     // a policy checkpoint is refused as a classifier, with the file named
-    let err = world4rl::policy::GaussianPolicy::load(&path, tch::Device::Cpu).unwrap_err().to_string();
+    let err = world4rl::policy::GaussianPolicy::load(&path, tch::Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("clf.safetensors"), "{err}");
 }
 
@@ -91,7 +119,16 @@ fn bc_nll_falls_and_fits_a_synthetic_mapping() {
     tch::set_num_threads(1);
     let dir = tempfile::tempdir().unwrap();
     let ds = synthetic_dataset(dir.path(), 24, 12);
-    let mut cfg = BcConfig { steps: 600, batch_size: 32, log_every: 50, lr: 1e-3, shift_pad: 0, demos: 20, val_demos: 4, ..Default::default() };
+    let mut cfg = BcConfig {
+        steps: 600,
+        batch_size: 32,
+        log_every: 50,
+        lr: 1e-3,
+        shift_pad: 0,
+        demos: 20,
+        val_demos: 4,
+        ..Default::default()
+    };
     cfg.policy.encoder = small_encoder();
     cfg.policy.hidden = 64;
     let mut nll = Vec::new();
@@ -102,22 +139,44 @@ fn bc_nll_falls_and_fits_a_synthetic_mapping() {
     .unwrap();
     assert_eq!(report.demos, 20);
     assert_eq!(report.val_demos, 4);
-    assert!(nll.last().unwrap() < &(nll.first().unwrap() - 1.0), "{nll:?}");
+    assert!(
+        nll.last().unwrap() < &(nll.first().unwrap() - 1.0),
+        "{nll:?}"
+    );
     // held-out mean-action error in the normalised box (targets spread over ±0.8)
     assert!(report.val_mse.unwrap() < 0.02, "{report:?}");
     // the mean action of an unseen frame matches the mapping
-    let obs = w4rl_envs::Obs { frame: frame(3, 12), size: SIZE, state: vec![] };
+    let obs = w4rl_envs::Obs {
+        frame: frame(3, 12),
+        size: SIZE,
+        state: vec![],
+    };
     let a = policy.act_mean(&policy.obs_batch(&[obs]).unwrap()).unwrap();
     let want = action_of(3, 12);
-    assert!((a[0][0] - want[0]).abs() < 0.25 && (a[0][1] - want[1]).abs() < 0.25, "{a:?} vs {want:?}");
+    assert!(
+        (a[0][0] - want[0]).abs() < 0.25 && (a[0][1] - want[1]).abs() < 0.25,
+        "{a:?} vs {want:?}"
+    );
 }
 
 #[test]
 fn missing_task_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let ds = synthetic_dataset(dir.path(), 2, 3);
-    let err = bc::train_task(&BcConfig::default(), &ds, "nope", tch::Device::Cpu, |_| Ok(())).unwrap_err().to_string();
+    let err = bc::train_task(&BcConfig::default(), &ds, "nope", tch::Device::Cpu, |_| {
+        Ok(())
+    })
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("no expert episodes of task 'nope'"), "{err}");
-    let err = reward::train_task(&RewardConfig::default(), &ds, "nope", tch::Device::Cpu, |_| Ok(())).unwrap_err().to_string();
+    let err = reward::train_task(
+        &RewardConfig::default(),
+        &ds,
+        "nope",
+        tch::Device::Cpu,
+        |_| Ok(()),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("'nope'"), "{err}");
 }

@@ -20,6 +20,10 @@
 //! * **Success** uses each task's threshold; the dense reward is Meta-World's "v2" reward in `[0, 10]`
 //!   ([`MwStep::reward`]; the [`crate::Env`] wrapper divides it by 10).
 //! * Episodes last 500 steps by default ([`MetaWorldConfig::max_steps`]).
+//! * **Seeds**: `reset(seed)` draws the task vector with a ChaCha8 generator, so seed `k` is not MT1's task
+//!   `k` (numpy's generator); replay a Meta-World task with [`MetaWorld::reset_to`] and its `rand_vec`.
+//! * **Experts** ([`expert_action`]) port metaworld's scripted policies, except soccer's, which is this
+//!   crate's own (metaworld's knocks the ball away too often to reach 90 %).
 //!
 //! # Pixels
 //! RGB frames from a fixed camera (`corner` by default, turned upright) through EGL, see [`RenderConfig`] and

@@ -6,6 +6,7 @@
 //! restores the scene's own settings (4x MSAA, 4096 shadow map).
 
 use std::mem::ManuallyDrop;
+use std::sync::Mutex;
 
 use mujoco_rs::prelude::*;
 use mujoco_rs::renderer::MjRenderer;
@@ -102,10 +103,42 @@ impl RenderConfig {
 /// An OpenGL context can be current on one thread at a time. Every method makes the context current on the
 /// calling thread (mujoco-rs does so at each render) and releases it before returning, so the renderer can move
 /// between threads (it is `Send`), as environments of a vectorised env do on rayon's pool.
+///
+/// Making a context and uploading a scene's meshes takes about half a second, so a dropped renderer goes to a
+/// small process-wide pool, from which the next renderer of the same scene and settings is taken.
 pub struct MetaWorldRenderer {
     inner: ManuallyDrop<MjRenderer>,
+    key: PoolKey,
     size: usize,
     flip: bool,
+}
+
+/// Renderers are interchangeable between environments of the same scene file and render settings (the context
+/// holds the scene's meshes and textures; body positions come from the data at each render).
+type PoolKey = (&'static str, RenderConfig);
+
+struct Pooled(PoolKey, MjRenderer);
+// SAFETY: see `unsafe impl Send for MetaWorldRenderer`: a pooled renderer's context is not current anywhere.
+unsafe impl Send for Pooled {}
+
+/// At most this many idle renderers are kept.
+const POOL_MAX: usize = 16;
+static POOL: Mutex<Vec<Pooled>> = Mutex::new(Vec::new());
+
+fn pool_take(key: &PoolKey) -> Option<MjRenderer> {
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let i = pool.iter().position(|p| &p.0 == key)?;
+    Some(pool.swap_remove(i).1)
+}
+
+/// Returns the renderer when the pool is full.
+fn pool_put(key: PoolKey, r: MjRenderer) -> Option<MjRenderer> {
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    if pool.len() >= POOL_MAX {
+        return Some(r);
+    }
+    pool.push(Pooled(key, r));
+    None
 }
 
 impl MetaWorldRenderer {
@@ -125,6 +158,15 @@ impl MetaWorldRenderer {
             vis.global.offwidth = vis.global.offwidth.max(size);
             vis.global.offheight = vis.global.offheight.max(size);
         }
+        let key: PoolKey = (env.spec.xml, cfg.clone());
+        if let Some(inner) = pool_take(&key) {
+            return Ok(MetaWorldRenderer {
+                inner: ManuallyDrop::new(inner),
+                key,
+                size: cfg.size,
+                flip: cfg.flip_vertical,
+            });
+        }
         let inner = MjRenderer::builder()
             .width(cfg.size as u32)
             .height(cfg.size as u32)
@@ -139,6 +181,7 @@ impl MetaWorldRenderer {
         egl::release_current()?;
         Ok(MetaWorldRenderer {
             inner: ManuallyDrop::new(inner),
+            key,
             size: cfg.size,
             flip: cfg.flip_vertical,
         })
@@ -189,10 +232,15 @@ impl MetaWorldRenderer {
 
 impl Drop for MetaWorldRenderer {
     fn drop(&mut self) {
-        // SAFETY: `inner` is not used after this. MjRenderer's own Drop makes its context current on this thread
-        // to free the GPU resources; release it afterwards so the thread holds no stale context.
-        unsafe { ManuallyDrop::drop(&mut self.inner) };
-        let _ = egl::release_current();
+        // SAFETY: `inner` is not used after this.
+        let inner = unsafe { ManuallyDrop::take(&mut self.inner) };
+        if let Some(inner) = pool_put(self.key.clone(), inner) {
+            // MjRenderer's own Drop makes its context current on this thread to free the GPU resources; release
+            // it afterwards so the thread holds no stale context
+            let _ = egl::bind_gl_api();
+            drop(inner);
+            let _ = egl::release_current();
+        }
     }
 }
 

@@ -57,9 +57,18 @@ impl Default for DenoiserConfig {
 
 impl DenoiserConfig {
     pub fn validate(&self) -> Result<()> {
-        ensure!(self.sigma_data > 0.0, "denoiser: sigma_data must be positive");
-        ensure!(self.sigma_offset_noise >= 0.0, "denoiser: sigma_offset_noise must be >= 0");
-        ensure!(self.sigma_scale >= 0.0, "denoiser: sigma_scale must be >= 0");
+        ensure!(
+            self.sigma_data > 0.0,
+            "denoiser: sigma_data must be positive"
+        );
+        ensure!(
+            self.sigma_offset_noise >= 0.0,
+            "denoiser: sigma_offset_noise must be >= 0"
+        );
+        ensure!(
+            self.sigma_scale >= 0.0,
+            "denoiser: sigma_scale must be >= 0"
+        );
         ensure!(
             self.sigma_min > 0.0 && self.sigma_min <= self.sigma_max,
             "denoiser: need 0 < sigma_min <= sigma_max"
@@ -88,7 +97,12 @@ pub fn conditioners(sigma: &Tensor, sigma_data: f64, sigma_offset: f64) -> Condi
     let c_out = &s * c_skip.sqrt();
     let c_noise = s.log() / 4.0;
     let v = |t: Tensor| t.view([-1, 1, 1, 1]);
-    Conditioners { c_in: v(c_in), c_out: v(c_out), c_skip: v(c_skip), c_noise }
+    Conditioners {
+        c_in: v(c_in),
+        c_out: v(c_out),
+        c_skip: v(c_skip),
+        c_noise,
+    }
 }
 
 /// One training batch for the denoiser, all tensors on the model's device.
@@ -156,15 +170,35 @@ impl Denoiser {
     }
 
     /// `F_θ(c_in·x; c_noise, context/σ_data, actions)`; `context: [B, L, C, H, W]`.
-    pub fn model_output(&self, noisy_next: &Tensor, cs: &Conditioners, sigma_cond: Option<&Tensor>, context: &Tensor, actions: &Tensor) -> Tensor {
+    pub fn model_output(
+        &self,
+        noisy_next: &Tensor,
+        cs: &Conditioners,
+        sigma_cond: Option<&Tensor>,
+        context: &Tensor,
+        actions: &Tensor,
+    ) -> Tensor {
         let ctx = context.flatten(1, 2) / self.cfg.sigma_data;
         let c_noise_cond = sigma_cond.map(|s| s.log() / 4.0);
-        self.inner.forward(&(noisy_next * &cs.c_in), &cs.c_noise, c_noise_cond.as_ref(), &ctx, actions)
+        self.inner.forward(
+            &(noisy_next * &cs.c_in),
+            &cs.c_noise,
+            c_noise_cond.as_ref(),
+            &ctx,
+            actions,
+        )
     }
 
     /// `D_θ(x^σ; σ, context, actions)` (not clamped). `sigma: [B]`; `sigma_cond: [B]` is the noise
     /// level of the context frames when they were noise-augmented (`None` = clean).
-    pub fn denoise(&self, noisy_next: &Tensor, sigma: &Tensor, sigma_cond: Option<&Tensor>, context: &Tensor, actions: &Tensor) -> Tensor {
+    pub fn denoise(
+        &self,
+        noisy_next: &Tensor,
+        sigma: &Tensor,
+        sigma_cond: Option<&Tensor>,
+        context: &Tensor,
+        actions: &Tensor,
+    ) -> Tensor {
         let cs = self.conditioners(sigma);
         let f = self.model_output(noisy_next, &cs, sigma_cond, context, actions);
         &cs.c_skip * noisy_next + &cs.c_out * f
@@ -179,20 +213,39 @@ impl Denoiser {
         let sigma = self.sample_sigma(b, dev);
         let offset = Tensor::randn([b, c, 1, 1], (Kind::Float, dev));
         let noise = next.randn_like();
-        let ctx_noise = self.cfg.context_noise.then(|| (self.sample_sigma(b, dev), batch.context.randn_like()));
-        self.loss_with_noise(batch, &sigma, &offset, &noise, ctx_noise.as_ref().map(|(s, n)| (s, n)))
+        let ctx_noise = self
+            .cfg
+            .context_noise
+            .then(|| (self.sample_sigma(b, dev), batch.context.randn_like()));
+        self.loss_with_noise(
+            batch,
+            &sigma,
+            &offset,
+            &noise,
+            ctx_noise.as_ref().map(|(s, n)| (s, n)),
+        )
     }
 
     /// Eq. 7 with explicit random draws: `sigma: [B]`, standard-normal `offset: [B, C, 1, 1]` (scaled
     /// by `sigma_offset_noise` here) and `noise` shaped like the next frame, and, for context-noise
     /// augmentation, `(sigma_cond: [B], standard-normal noise shaped like the context)`.
-    pub fn loss_with_noise(&self, batch: &DenoiserBatch, sigma: &Tensor, offset: &Tensor, noise: &Tensor, ctx_noise: Option<(&Tensor, &Tensor)>) -> Result<LossOutput> {
+    pub fn loss_with_noise(
+        &self,
+        batch: &DenoiserBatch,
+        sigma: &Tensor,
+        offset: &Tensor,
+        noise: &Tensor,
+        ctx_noise: Option<(&Tensor, &Tensor)>,
+    ) -> Result<LossOutput> {
         let next = batch.next;
         let (b, _, _, _) = next.size4()?;
         let cs = self.conditioners(sigma);
         let noisy = next + offset * self.cfg.sigma_offset_noise + noise * sigma.view([-1, 1, 1, 1]);
         let (context, sigma_cond) = match ctx_noise {
-            Some((sc, n)) => (batch.context + n * sc.view([-1, 1, 1, 1, 1]), Some(sc.shallow_clone())),
+            Some((sc, n)) => (
+                batch.context + n * sc.view([-1, 1, 1, 1, 1]),
+                Some(sc.shallow_clone()),
+            ),
             None => (batch.context.shallow_clone(), None),
         };
         let context = match batch.context_mask {
@@ -201,9 +254,15 @@ impl Denoiser {
         };
         let out = self.model_output(&noisy, &cs, sigma_cond.as_ref(), &context, batch.actions);
         let target = (next - &cs.c_skip * &noisy) / &cs.c_out;
-        let per_sample = (out - target).square().mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
+        let per_sample = (out - target)
+            .square()
+            .mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
         let loss = masked_mean(&per_sample, batch.sample_mask);
-        Ok(LossOutput { loss, per_sample, sigma: sigma.shallow_clone() })
+        Ok(LossOutput {
+            loss,
+            per_sample,
+            sigma: sigma.shallow_clone(),
+        })
     }
 }
 
@@ -230,15 +289,23 @@ mod tests {
         for &offset in &[0.0, 0.3] {
             let sd = 0.5;
             let cs = conditioners(&sigma, sd, offset);
-            let s = (sigma.square() + offset * offset).sqrt().view([-1, 1, 1, 1]);
+            let s = (sigma.square() + offset * offset)
+                .sqrt()
+                .view([-1, 1, 1, 1]);
             let close = |a: &Tensor, b: &Tensor| (a - b).abs().max().double_value(&[]) < 1e-9;
             // EDM Table 1 formulas
-            assert!(close(&cs.c_skip, &((s.square() + sd * sd).reciprocal() * (sd * sd))));
+            assert!(close(
+                &cs.c_skip,
+                &((s.square() + sd * sd).reciprocal() * (sd * sd))
+            ));
             assert!(close(&cs.c_out, &(&s * sd / (s.square() + sd * sd).sqrt())));
             assert!(close(&cs.c_in, &(s.square() + sd * sd).rsqrt()));
             assert!(close(&cs.c_noise.view([-1, 1, 1, 1]), &(s.log() / 4.0)));
             // unit-variance network input: c_in² (σ² + σ_d²) = 1
-            assert!(close(&(cs.c_in.square() * (s.square() + sd * sd)), &cs.c_in.ones_like()));
+            assert!(close(
+                &(cs.c_in.square() * (s.square() + sd * sd)),
+                &cs.c_in.ones_like()
+            ));
             // unit-variance training target: ((1 - c_skip)² σ_d² + c_skip² σ²) = c_out²
             let var = (-&cs.c_skip + 1.0).square() * (sd * sd) + cs.c_skip.square() * s.square();
             assert!(close(&var, &cs.c_out.square()));
@@ -253,10 +320,23 @@ mod tests {
         let inner = InnerModelConfig {
             action_encoded_dim: 6,
             context: 2,
-            unet: UNetConfig { channels: vec![8, 8], depths: vec![1, 1], attention: vec![false, false], cond_channels: 16 },
+            unet: UNetConfig {
+                channels: vec![8, 8],
+                depths: vec![1, 1],
+                attention: vec![false, false],
+                cond_channels: 16,
+            },
             ..Default::default()
         };
-        Denoiser::new(vs.root(), DenoiserConfig { sigma_offset_noise: offset, ..Default::default() }, &inner).unwrap()
+        Denoiser::new(
+            vs.root(),
+            DenoiserConfig {
+                sigma_offset_noise: offset,
+                ..Default::default()
+            },
+            &inner,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -268,7 +348,7 @@ mod tests {
         tch::no_grad(|| {
             for (_, mut v) in vs.variables() {
                 let r = v.randn_like() * 0.2;
-                let _ = v.copy_(&r);
+                v.copy_(&r);
             }
         });
         let opts = (Kind::Float, Device::Cpu);
@@ -283,7 +363,13 @@ mod tests {
         let noise = next.randn_like();
         let out = d
             .loss_with_noise(
-                &DenoiserBatch { context: &context, actions: &actions, next: &next, context_mask: None, sample_mask: Some(&mask) },
+                &DenoiserBatch {
+                    context: &context,
+                    actions: &actions,
+                    next: &next,
+                    context_mask: None,
+                    sample_mask: Some(&mask),
+                },
                 &sigma,
                 &offset,
                 &noise,
@@ -295,12 +381,20 @@ mod tests {
         let s_eff = (sigma.square() + 0.09).sqrt();
         let lambda = (s_eff.square() + 0.25) / (s_eff.square() * 0.25);
         let dn = d.denoise(&noisy, &sigma, None, &context, &actions);
-        let edm = (dn - &next).square().mean_dim(&[1i64, 2, 3][..], false, Kind::Float) * lambda;
-        let rel = ((&edm - &out.per_sample).abs() / edm.abs().clamp_min(1e-6)).max().double_value(&[]);
+        let edm = (dn - &next)
+            .square()
+            .mean_dim(&[1i64, 2, 3][..], false, Kind::Float)
+            * lambda;
+        let rel = ((&edm - &out.per_sample).abs() / edm.abs().clamp_min(1e-6))
+            .max()
+            .double_value(&[]);
         assert!(rel < 1e-4, "per-sample Eq.7 vs EDM relative error {rel}");
         let m = mask.to_kind(Kind::Float);
         let edm_mean = (&edm * &m).sum(Kind::Float) / m.sum(Kind::Float);
-        assert!((edm_mean - &out.loss).abs().double_value(&[]) < 1e-4 * out.loss.double_value(&[]).abs().max(1.0));
+        assert!(
+            (edm_mean - &out.loss).abs().double_value(&[])
+                < 1e-4 * out.loss.double_value(&[]).abs().max(1.0)
+        );
         assert!(out.loss.double_value(&[]) > 0.0);
     }
 
@@ -316,7 +410,13 @@ mod tests {
         let next = Tensor::rand([3, 3, 8, 8], opts);
         let cm = Tensor::from_slice(&[false, true, true, true, true, true]).view([3, 2]);
         let out = d
-            .loss(&DenoiserBatch { context: &context, actions: &actions, next: &next, context_mask: Some(&cm), sample_mask: None })
+            .loss(&DenoiserBatch {
+                context: &context,
+                actions: &actions,
+                next: &next,
+                context_mask: Some(&cm),
+                sample_mask: None,
+            })
             .unwrap();
         assert!(out.loss.double_value(&[]).is_finite());
     }

@@ -67,7 +67,10 @@ impl SamplerConfig {
             "sampler: need 0 < sigma_min <= sigma_max"
         );
         ensure!(self.rho > 0.0, "sampler: rho must be positive");
-        ensure!(self.s_churn >= 0.0 && self.s_cond >= 0.0, "sampler: s_churn and s_cond must be >= 0");
+        ensure!(
+            self.s_churn >= 0.0 && self.s_cond >= 0.0,
+            "sampler: s_churn and s_cond must be >= 0"
+        );
         Ok(())
     }
 
@@ -83,10 +86,17 @@ impl SamplerConfig {
 /// The N+1 noise levels `σ_0 > … > σ_{N−1} > σ_N = 0` of the EDM schedule.
 pub fn sigmas(cfg: &SamplerConfig) -> Vec<f64> {
     let n = cfg.steps;
-    let (a, b) = (cfg.sigma_max.powf(1.0 / cfg.rho), cfg.sigma_min.powf(1.0 / cfg.rho));
+    let (a, b) = (
+        cfg.sigma_max.powf(1.0 / cfg.rho),
+        cfg.sigma_min.powf(1.0 / cfg.rho),
+    );
     let mut s: Vec<f64> = (0..n)
         .map(|i| {
-            let t = if n > 1 { i as f64 / (n - 1) as f64 } else { 0.0 };
+            let t = if n > 1 {
+                i as f64 / (n - 1) as f64
+            } else {
+                0.0
+            };
             (a + t * (b - a)).powf(cfg.rho)
         })
         .collect();
@@ -114,7 +124,11 @@ where
     let mut x = x_init * sig[0];
     for i in 0..n {
         let (s, s_next) = (sig[i], sig[i + 1]);
-        let gamma = if cfg.s_churn > 0.0 && cfg.s_tmin <= s && s <= cfg.s_tmax { gamma_churn } else { 0.0 };
+        let gamma = if cfg.s_churn > 0.0 && cfg.s_tmin <= s && s <= cfg.s_tmax {
+            gamma_churn
+        } else {
+            0.0
+        };
         let s_hat = s * (1.0 + gamma);
         if gamma > 0.0 {
             x = &x + x.randn_like() * (cfg.s_noise * (s_hat * s_hat - s * s).sqrt());
@@ -145,7 +159,11 @@ pub fn frames_to_u8(frames: &Tensor) -> Tensor {
     let nd = frames.dim() as i64;
     let mut perm: Vec<i64> = (0..nd - 3).collect();
     perm.extend([nd - 2, nd - 1, nd - 3]);
-    ((frames.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to_kind(Kind::Uint8).permute(perm.as_slice()).contiguous()
+    ((frames.clamp(-1.0, 1.0) + 1.0) * 127.5)
+        .round()
+        .to_kind(Kind::Uint8)
+        .permute(perm.as_slice())
+        .contiguous()
 }
 
 #[cfg(test)]
@@ -163,7 +181,11 @@ mod tests {
         assert_eq!(s[3], 0.0);
         assert!(s.windows(2).all(|w| w[0] > w[1]));
         // EDM default schedule (18 steps, σ_max 80) hits its published middle value
-        let edm = sigmas(&SamplerConfig { steps: 18, sigma_max: 80.0, ..Default::default() });
+        let edm = sigmas(&SamplerConfig {
+            steps: 18,
+            sigma_max: 80.0,
+            ..Default::default()
+        });
         assert!((edm[0] - 80.0).abs() < 1e-9 && (edm[17] - 0.002).abs() < 1e-12);
     }
 
@@ -175,7 +197,12 @@ mod tests {
         for kind in [SamplerKind::Euler, SamplerKind::Heun] {
             for steps in [1usize, 3, 10] {
                 for churn in [0.0, 5.0] {
-                    let cfg = SamplerConfig { kind, steps, s_churn: churn, ..Default::default() };
+                    let cfg = SamplerConfig {
+                        kind,
+                        steps,
+                        s_churn: churn,
+                        ..Default::default()
+                    };
                     let mut calls = 0;
                     let x0 = Tensor::randn([4, 3, 8, 8], opts);
                     let out = sample(&cfg, &x0, |_x, _s| {
@@ -184,7 +211,11 @@ mod tests {
                     });
                     assert_eq!(calls, cfg.function_evaluations());
                     let q = quantize(&out);
-                    assert_eq!((&q - &clean).abs().max().double_value(&[]), 0.0, "{kind:?} {steps} {churn}");
+                    assert_eq!(
+                        (&q - &clean).abs().max().double_value(&[]),
+                        0.0,
+                        "{kind:?} {steps} {churn}"
+                    );
                     assert!((&out - &clean).abs().max().double_value(&[]) < 1e-5);
                 }
             }
@@ -196,13 +227,19 @@ mod tests {
         // the same check fails for a denoiser that is off by one quantisation level
         let opts = (Kind::Float, Device::Cpu);
         let clean = quantize(&(Tensor::rand([1, 3, 4, 4], opts) * 1.8 - 0.9));
-        let out = sample(&SamplerConfig::default(), &Tensor::randn([1, 3, 4, 4], opts), |_x, _s| &clean + 2.0 / 255.0);
+        let out = sample(
+            &SamplerConfig::default(),
+            &Tensor::randn([1, 3, 4, 4], opts),
+            |_x, _s| &clean + 2.0 / 255.0,
+        );
         assert!((quantize(&out) - &clean).abs().max().double_value(&[]) > 0.0);
     }
 
     #[test]
     fn u8_round_trip() {
-        let u = Tensor::arange(256, (Kind::Uint8, Device::Cpu)).view([1, 4, 64, 1]).repeat([1, 1, 1, 3]);
+        let u = Tensor::arange(256, (Kind::Uint8, Device::Cpu))
+            .view([1, 4, 64, 1])
+            .repeat([1, 1, 1, 3]);
         let f = frames_from_u8(&u);
         assert_eq!(f.size(), vec![1, 3, 4, 64]);
         assert_eq!(quantize(&f).eq_tensor(&f).all().int64_value(&[]), 1);

@@ -40,7 +40,13 @@ pub struct BasicConv2dConfig {
 
 impl Default for BasicConv2dConfig {
     fn default() -> Self {
-        Self { cin: 3, cout: 32, kernel: (1, 1), stride: 1, padding: (0, 0) }
+        Self {
+            cin: 3,
+            cout: 32,
+            kernel: (1, 1),
+            stride: 1,
+            padding: (0, 0),
+        }
     }
 }
 
@@ -51,9 +57,23 @@ impl BasicConv2d {
             cfg.cin,
             cfg.cout,
             [cfg.kernel.0, cfg.kernel.1],
-            nn::ConvConfigND { stride: [cfg.stride, cfg.stride], padding: [cfg.padding.0, cfg.padding.1], dilation: [1, 1], groups: 1, bias: false, ..nn::ConvConfigND::<[i64; 2]>::default() },
+            nn::ConvConfigND {
+                stride: [cfg.stride, cfg.stride],
+                padding: [cfg.padding.0, cfg.padding.1],
+                dilation: [1, 1],
+                groups: 1,
+                bias: false,
+                ..nn::ConvConfigND::<[i64; 2]>::default()
+            },
         );
-        let bn = nn::batch_norm2d(&vs / "bn", cfg.cout, nn::BatchNormConfig { eps: 1e-3, ..Default::default() });
+        let bn = nn::batch_norm2d(
+            &vs / "bn",
+            cfg.cout,
+            nn::BatchNormConfig {
+                eps: 1e-3,
+                ..Default::default()
+            },
+        );
         Self { conv, bn }
     }
 
@@ -62,8 +82,25 @@ impl BasicConv2d {
     }
 }
 
-fn bc(vs: &nn::Path, name: &str, cin: i64, cout: i64, k: (i64, i64), stride: i64, pad: (i64, i64)) -> BasicConv2d {
-    BasicConv2d::new(vs / name, BasicConv2dConfig { cin, cout, kernel: k, stride, padding: pad })
+fn bc(
+    vs: &nn::Path,
+    name: &str,
+    cin: i64,
+    cout: i64,
+    k: (i64, i64),
+    stride: i64,
+    pad: (i64, i64),
+) -> BasicConv2d {
+    BasicConv2d::new(
+        vs / name,
+        BasicConv2dConfig {
+            cin,
+            cout,
+            kernel: k,
+            stride,
+            padding: pad,
+        },
+    )
 }
 
 fn avg_pool_3x3(x: &Tensor) -> Tensor {
@@ -132,7 +169,14 @@ impl InceptionB {
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        Tensor::cat(&[self.b3.forward(x), self.d3.forward(&self.d2.forward(&self.d1.forward(x))), max_pool(x, 3, 2, 0)], 1)
+        Tensor::cat(
+            &[
+                self.b3.forward(x),
+                self.d3.forward(&self.d2.forward(&self.d1.forward(x))),
+                max_pool(x, 3, 2, 0),
+            ],
+            1,
+        )
     }
 }
 
@@ -170,7 +214,15 @@ impl InceptionC {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let b7 = self.b7.iter().fold(x.shallow_clone(), |h, l| l.forward(&h));
         let d7 = self.d7.iter().fold(x.shallow_clone(), |h, l| l.forward(&h));
-        Tensor::cat(&[self.b1.forward(x), b7, d7, self.pool.forward(&avg_pool_3x3(x))], 1)
+        Tensor::cat(
+            &[
+                self.b1.forward(x),
+                b7,
+                d7,
+                self.pool.forward(&avg_pool_3x3(x)),
+            ],
+            1,
+        )
     }
 }
 
@@ -184,7 +236,10 @@ pub struct InceptionD {
 impl InceptionD {
     pub fn new(vs: nn::Path, cin: i64) -> Self {
         Self {
-            b3: [bc(&vs, "branch3x3_1", cin, 192, (1, 1), 1, (0, 0)), bc(&vs, "branch3x3_2", 192, 320, (3, 3), 2, (0, 0))],
+            b3: [
+                bc(&vs, "branch3x3_1", cin, 192, (1, 1), 1, (0, 0)),
+                bc(&vs, "branch3x3_2", 192, 320, (3, 3), 2, (0, 0)),
+            ],
             b7: [
                 bc(&vs, "branch7x7x3_1", cin, 192, (1, 1), 1, (0, 0)),
                 bc(&vs, "branch7x7x3_2", 192, 192, (1, 7), 1, (0, 3)),
@@ -237,7 +292,11 @@ impl InceptionE {
         let b3 = Tensor::cat(&[self.b3_2a.forward(&b3), self.b3_2b.forward(&b3)], 1);
         let d = self.d_2.forward(&self.d_1.forward(x));
         let d = Tensor::cat(&[self.d_3a.forward(&d), self.d_3b.forward(&d)], 1);
-        let p = if self.max_pool { max_pool(x, 3, 1, 1) } else { avg_pool_3x3(x) };
+        let p = if self.max_pool {
+            max_pool(x, 3, 1, 1)
+        } else {
+            avg_pool_3x3(x)
+        };
         Tensor::cat(&[self.b1.forward(x), b3, d, self.pool.forward(&p)], 1)
     }
 }
@@ -266,7 +325,11 @@ impl FidInception {
             bc(&r, "Conv2d_3b_1x1", 64, 80, (1, 1), 1, (0, 0)),
             bc(&r, "Conv2d_4a_3x3", 80, 192, (3, 3), 1, (0, 0)),
         ];
-        let a = vec![InceptionA::new(&r / "Mixed_5b", 192, 32), InceptionA::new(&r / "Mixed_5c", 256, 64), InceptionA::new(&r / "Mixed_5d", 288, 64)];
+        let a = vec![
+            InceptionA::new(&r / "Mixed_5b", 192, 32),
+            InceptionA::new(&r / "Mixed_5c", 256, 64),
+            InceptionA::new(&r / "Mixed_5d", 288, 64),
+        ];
         let b = InceptionB::new(&r / "Mixed_6a", 288);
         let c = vec![
             InceptionC::new(&r / "Mixed_6b", 768, 128),
@@ -275,8 +338,19 @@ impl FidInception {
             InceptionC::new(&r / "Mixed_6e", 768, 192),
         ];
         let d = InceptionD::new(&r / "Mixed_7a", 768);
-        let e = vec![InceptionE::new(&r / "Mixed_7b", 1280, false), InceptionE::new(&r / "Mixed_7c", 2048, true)];
-        Self { stem, a, b, c, d, e, vs }
+        let e = vec![
+            InceptionE::new(&r / "Mixed_7b", 1280, false),
+            InceptionE::new(&r / "Mixed_7c", 2048, true),
+        ];
+        Self {
+            stem,
+            a,
+            b,
+            c,
+            d,
+            e,
+            vs,
+        }
     }
 
     /// Loads weights (torchvision `Inception3` names; see the module docs).
@@ -293,9 +367,16 @@ impl FidInception {
 
     /// 2048-d features of frames `[N, 3, H, W]` in [-1, 1] (resized to 299×299), on the CPU, f64.
     pub fn features(&self, frames: &Tensor) -> Result<Tensor> {
-        ensure!(frames.dim() == 4 && frames.size()[1] == 3, "fid: frames must be [N, 3, H, W], got {:?}", frames.size());
+        ensure!(
+            frames.dim() == 4 && frames.size()[1] == 3,
+            "fid: frames must be [N, 3, H, W], got {:?}",
+            frames.size()
+        );
         let _g = tch::no_grad_guard();
-        let x = frames.to_kind(Kind::Float).to_device(self.vs.device()).upsample_bilinear2d([299, 299], false, None, None);
+        let x = frames
+            .to_kind(Kind::Float)
+            .to_device(self.vs.device())
+            .upsample_bilinear2d([299, 299], false, None, None);
         let mut h = self.stem[0].forward(&x);
         h = self.stem[1].forward(&h);
         h = self.stem[2].forward(&h);
@@ -314,13 +395,20 @@ impl FidInception {
         for m in &self.e {
             h = m.forward(&h);
         }
-        Ok(h.adaptive_avg_pool2d([1, 1]).flatten(1, -1).to_kind(Kind::Double).to_device(Device::Cpu))
+        Ok(h.adaptive_avg_pool2d([1, 1])
+            .flatten(1, -1)
+            .to_kind(Kind::Double)
+            .to_device(Device::Cpu))
     }
 
     /// FID between two sets of frames (processed in chunks of `chunk`).
     pub fn fid(&self, real: &Tensor, fake: &Tensor, chunk: i64) -> Result<f64> {
         let feats = |x: &Tensor| -> Result<Tensor> {
-            let parts = x.split(chunk.max(1), 0).iter().map(|c| self.features(c)).collect::<Result<Vec<_>>>()?;
+            let parts = x
+                .split(chunk.max(1), 0)
+                .iter()
+                .map(|c| self.features(c))
+                .collect::<Result<Vec<_>>>()?;
             Ok(Tensor::cat(&parts, 0))
         };
         super::frechet_distance(&feats(real)?, &feats(fake)?)

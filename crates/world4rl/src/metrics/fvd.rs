@@ -29,7 +29,11 @@ use tch::{Device, Kind, Tensor};
 
 /// TF "SAME" padding for one dimension: (front, back).
 fn same_pad(size: i64, k: i64, s: i64) -> (i64, i64) {
-    let pad = if size % s == 0 { (k - s).max(0) } else { (k - size % s).max(0) };
+    let pad = if size % s == 0 {
+        (k - s).max(0)
+    } else {
+        (k - size % s).max(0)
+    };
     (pad / 2, pad - pad / 2)
 }
 
@@ -59,7 +63,13 @@ pub struct Unit3DConfig {
 
 impl Default for Unit3DConfig {
     fn default() -> Self {
-        Self { cin: 3, cout: 64, kernel: [1, 1, 1], stride: [1, 1, 1], bn_relu: true }
+        Self {
+            cin: 3,
+            cout: 64,
+            kernel: [1, 1, 1],
+            stride: [1, 1, 1],
+            bn_relu: true,
+        }
     }
 }
 
@@ -89,12 +99,23 @@ impl Unit3D {
                 padding_mode: nn::PaddingMode::Zeros,
             },
         );
-        let bn = cfg.bn_relu.then(|| nn::batch_norm3d(&vs / "bn", cfg.cout, nn::BatchNormConfig { eps: 1e-3, momentum: 0.01, ..Default::default() }));
+        let bn = cfg.bn_relu.then(|| {
+            nn::batch_norm3d(
+                &vs / "bn",
+                cfg.cout,
+                nn::BatchNormConfig {
+                    eps: 1e-3,
+                    momentum: 0.01,
+                    ..Default::default()
+                },
+            )
+        });
         Self { cfg, conv, bn }
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let y = tch::nn::Module::forward(&self.conv, &pad_same(x, self.cfg.kernel, self.cfg.stride));
+        let y =
+            tch::nn::Module::forward(&self.conv, &pad_same(x, self.cfg.kernel, self.cfg.stride));
         match &self.bn {
             Some(bn) => bn.forward_t(&y, false).relu(),
             None => y,
@@ -103,7 +124,16 @@ impl Unit3D {
 }
 
 fn unit(vs: &nn::Path, name: &str, cin: i64, cout: i64, k: i64, s: i64) -> Unit3D {
-    Unit3D::new(vs / name, Unit3DConfig { cin, cout, kernel: [k; 3], stride: [s; 3], bn_relu: true })
+    Unit3D::new(
+        vs / name,
+        Unit3DConfig {
+            cin,
+            cout,
+            kernel: [k; 3],
+            stride: [s; 3],
+            bn_relu: true,
+        },
+    )
 }
 
 /// I3D inception module: 1×1 | 1×1→3×3 | 1×1→3×3 | maxpool→1×1, concatenated.
@@ -160,12 +190,24 @@ impl I3d {
         let vs = nn::VarStore::new(device);
         let r = vs.root();
         let stem = [
-            Unit3D::new(&r / "Conv3d_1a_7x7", Unit3DConfig { cin: 3, cout: 64, kernel: [7; 3], stride: [2; 3], bn_relu: true }),
+            Unit3D::new(
+                &r / "Conv3d_1a_7x7",
+                Unit3DConfig {
+                    cin: 3,
+                    cout: 64,
+                    kernel: [7; 3],
+                    stride: [2; 3],
+                    bn_relu: true,
+                },
+            ),
             unit(&r, "Conv3d_2b_1x1", 64, 64, 1, 1),
             unit(&r, "Conv3d_2c_3x3", 64, 192, 3, 1),
         ];
         let m = |n: &str, cin: i64, oc: [i64; 6]| InceptionModule::new(&r / n, cin, oc);
-        let mixed3 = [m("Mixed_3b", 192, [64, 96, 128, 16, 32, 32]), m("Mixed_3c", 256, [128, 128, 192, 32, 96, 64])];
+        let mixed3 = [
+            m("Mixed_3b", 192, [64, 96, 128, 16, 32, 32]),
+            m("Mixed_3c", 256, [128, 128, 192, 32, 96, 64]),
+        ];
         let mixed4 = [
             m("Mixed_4b", 480, [192, 96, 208, 16, 48, 64]),
             m("Mixed_4c", 512, [160, 112, 224, 24, 64, 64]),
@@ -173,9 +215,28 @@ impl I3d {
             m("Mixed_4e", 512, [112, 144, 288, 32, 64, 64]),
             m("Mixed_4f", 528, [256, 160, 320, 32, 128, 128]),
         ];
-        let mixed5 = [m("Mixed_5b", 832, [256, 160, 320, 32, 128, 128]), m("Mixed_5c", 832, [384, 192, 384, 48, 128, 128])];
-        let logits = Unit3D::new(&r / "logits", Unit3DConfig { cin: 1024, cout: 400, kernel: [1; 3], stride: [1; 3], bn_relu: false });
-        Self { stem, mixed3, mixed4, mixed5, logits, vs }
+        let mixed5 = [
+            m("Mixed_5b", 832, [256, 160, 320, 32, 128, 128]),
+            m("Mixed_5c", 832, [384, 192, 384, 48, 128, 128]),
+        ];
+        let logits = Unit3D::new(
+            &r / "logits",
+            Unit3DConfig {
+                cin: 1024,
+                cout: 400,
+                kernel: [1; 3],
+                stride: [1; 3],
+                bn_relu: false,
+            },
+        );
+        Self {
+            stem,
+            mixed3,
+            mixed4,
+            mixed5,
+            logits,
+            vs,
+        }
     }
 
     /// Loads weights (`InceptionI3d` names; see the module docs).
@@ -193,7 +254,10 @@ impl I3d {
     /// 400-d features of clips `[N, T, 3, H, W]` in [-1, 1] (resized to 224×224), on the CPU, f64.
     pub fn features(&self, clips: &Tensor) -> Result<Tensor> {
         let s = clips.size();
-        ensure!(s.len() == 5 && s[2] == 3 && s[1] >= 1, "fvd: clips must be [N, T, 3, H, W], got {s:?}");
+        ensure!(
+            s.len() == 5 && s[2] == 3 && s[1] >= 1,
+            "fvd: clips must be [N, T, 3, H, W], got {s:?}"
+        );
         let _g = tch::no_grad_guard();
         let (n, t) = (s[0], s[1]);
         let mut x = clips.to_kind(Kind::Float).to_device(self.vs.device());
@@ -202,7 +266,11 @@ impl I3d {
             x = Tensor::cat(&[x, last], 1);
         }
         let t = x.size()[1];
-        let x = x.flatten(0, 1).upsample_bilinear2d([224, 224], false, None, None).view([n, t, 3, 224, 224]).permute([0, 2, 1, 3, 4]);
+        let x = x
+            .flatten(0, 1)
+            .upsample_bilinear2d([224, 224], false, None, None)
+            .view([n, t, 3, 224, 224])
+            .permute([0, 2, 1, 3, 4]);
         let mut h = self.stem[0].forward(&x);
         h = max_pool_same(&h, [1, 3, 3], [1, 2, 2]);
         h = self.stem[1].forward(&h);
@@ -221,13 +289,20 @@ impl I3d {
         }
         h = h.avg_pool3d([2, 7, 7], [1, 1, 1], [0, 0, 0], false, true, None::<i64>);
         let logits = self.logits.forward(&h); // [N, 400, T', 1, 1]
-        Ok(logits.mean_dim(&[2i64, 3, 4][..], false, Kind::Float).to_kind(Kind::Double).to_device(Device::Cpu))
+        Ok(logits
+            .mean_dim(&[2i64, 3, 4][..], false, Kind::Float)
+            .to_kind(Kind::Double)
+            .to_device(Device::Cpu))
     }
 
     /// FVD between two sets of clips (processed in chunks of `chunk` clips).
     pub fn fvd(&self, real: &Tensor, fake: &Tensor, chunk: i64) -> Result<f64> {
         let feats = |x: &Tensor| -> Result<Tensor> {
-            let parts = x.split(chunk.max(1), 0).iter().map(|c| self.features(c)).collect::<Result<Vec<_>>>()?;
+            let parts = x
+                .split(chunk.max(1), 0)
+                .iter()
+                .map(|c| self.features(c))
+                .collect::<Result<Vec<_>>>()?;
             Ok(Tensor::cat(&parts, 0))
         };
         super::frechet_distance(&feats(real)?, &feats(fake)?)

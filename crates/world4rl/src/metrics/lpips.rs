@@ -40,7 +40,9 @@ pub struct LpipsConfig {
 
 impl Default for LpipsConfig {
     fn default() -> Self {
-        Self { resize_to: Some(64) }
+        Self {
+            resize_to: Some(64),
+        }
     }
 }
 
@@ -62,21 +64,61 @@ impl Lpips {
         let root = vs.root();
         let net = &root / "net";
         // (slice, torchvision index, in, out, kernel, stride, padding)
-        let spec = [(1, 0, 3, 64, 11, 4, 2), (2, 3, 64, 192, 5, 1, 2), (3, 6, 192, 384, 3, 1, 1), (4, 8, 384, 256, 3, 1, 1), (5, 10, 256, 256, 3, 1, 1)];
+        let spec = [
+            (1, 0, 3, 64, 11, 4, 2),
+            (2, 3, 64, 192, 5, 1, 2),
+            (3, 6, 192, 384, 3, 1, 1),
+            (4, 8, 384, 256, 3, 1, 1),
+            (5, 10, 256, 256, 3, 1, 1),
+        ];
         let convs = spec
             .iter()
             .map(|&(s, i, ci, co, k, st, p)| {
-                nn::conv2d(&net / format!("slice{s}") / i.to_string(), ci, co, k, nn::ConvConfig { stride: st, padding: p, ..Default::default() })
+                nn::conv2d(
+                    &net / format!("slice{s}") / i.to_string(),
+                    ci,
+                    co,
+                    k,
+                    nn::ConvConfig {
+                        stride: st,
+                        padding: p,
+                        ..Default::default()
+                    },
+                )
             })
             .collect();
         let lins = CHANNELS
             .iter()
             .enumerate()
-            .map(|(i, &c)| nn::conv2d(&root / format!("lin{i}") / "model" / "1", c, 1, 1, nn::ConvConfig { bias: false, ..Default::default() }))
+            .map(|(i, &c)| {
+                nn::conv2d(
+                    &root / format!("lin{i}") / "model" / "1",
+                    c,
+                    1,
+                    1,
+                    nn::ConvConfig {
+                        bias: false,
+                        ..Default::default()
+                    },
+                )
+            })
             .collect();
-        let shift = Tensor::from_slice(&SHIFT).to_kind(Kind::Float).view([1, 3, 1, 1]).to_device(device);
-        let scale = Tensor::from_slice(&SCALE).to_kind(Kind::Float).view([1, 3, 1, 1]).to_device(device);
-        Self { cfg, convs, lins, shift, scale, vs }
+        let shift = Tensor::from_slice(&SHIFT)
+            .to_kind(Kind::Float)
+            .view([1, 3, 1, 1])
+            .to_device(device);
+        let scale = Tensor::from_slice(&SCALE)
+            .to_kind(Kind::Float)
+            .view([1, 3, 1, 1])
+            .to_device(device);
+        Self {
+            cfg,
+            convs,
+            lins,
+            shift,
+            scale,
+            vs,
+        }
     }
 
     /// Loads weights from a safetensors file with the `lpips` package's names (see module docs).
@@ -97,9 +139,13 @@ impl Lpips {
         let mut out = Vec::with_capacity(5);
         let mut h = self.convs[0].forward(&x).relu();
         out.push(h.shallow_clone());
-        h = self.convs[1].forward(&h.max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false)).relu();
+        h = self.convs[1]
+            .forward(&h.max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false))
+            .relu();
         out.push(h.shallow_clone());
-        h = self.convs[2].forward(&h.max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false)).relu();
+        h = self.convs[2]
+            .forward(&h.max_pool2d([3, 3], [2, 2], [0, 0], [1, 1], false))
+            .relu();
         out.push(h.shallow_clone());
         h = self.convs[3].forward(&h).relu();
         out.push(h.shallow_clone());
@@ -110,22 +156,30 @@ impl Lpips {
 
     /// Per-frame distance `[N]` between frames `[N, 3, H, W]` in [-1, 1].
     pub fn distance(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        ensure!(a.size() == b.size() && a.dim() == 4 && a.size()[1] == 3, "lpips: need two [N, 3, H, W] batches of equal shape");
+        ensure!(
+            a.size() == b.size() && a.dim() == 4 && a.size()[1] == 3,
+            "lpips: need two [N, 3, H, W] batches of equal shape"
+        );
         let _g = tch::no_grad_guard();
         let dev = self.vs.device();
         let prep = |t: &Tensor| {
             let t = t.to_kind(Kind::Float).to_device(dev);
             match self.cfg.resize_to {
-                Some(s) if t.size()[2] != s || t.size()[3] != s => t.upsample_bilinear2d([s, s], false, None, None),
+                Some(s) if t.size()[2] != s || t.size()[3] != s => {
+                    t.upsample_bilinear2d([s, s], false, None, None)
+                }
                 _ => t,
             }
         };
         let (fa, fb) = (self.features(&prep(a)), self.features(&prep(b)));
-        let norm = |f: &Tensor| f / (f.square().sum_dim_intlist(1, true, Kind::Float).sqrt() + 1e-10);
+        let norm =
+            |f: &Tensor| f / (f.square().sum_dim_intlist(1, true, Kind::Float).sqrt() + 1e-10);
         let mut total = Tensor::zeros([a.size()[0]], (Kind::Float, dev));
         for ((x, y), lin) in fa.iter().zip(&fb).zip(&self.lins) {
             let d = (norm(x) - norm(y)).square();
-            total += lin.forward(&d).mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
+            total += lin
+                .forward(&d)
+                .mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
         }
         Ok(total.to_kind(Kind::Double).to_device(Device::Cpu))
     }

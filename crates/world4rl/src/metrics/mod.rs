@@ -14,8 +14,17 @@ use anyhow::{ensure, Result};
 use tch::{Kind, Tensor};
 
 fn check_pair(a: &Tensor, b: &Tensor) -> Result<()> {
-    ensure!(a.size() == b.size(), "metrics: frame shapes differ ({:?} vs {:?})", a.size(), b.size());
-    ensure!(a.dim() == 4 && a.size()[1] == 3, "metrics: frames must be [N, 3, H, W], got {:?}", a.size());
+    ensure!(
+        a.size() == b.size(),
+        "metrics: frame shapes differ ({:?} vs {:?})",
+        a.size(),
+        b.size()
+    );
+    ensure!(
+        a.dim() == 4 && a.size()[1] == 3,
+        "metrics: frames must be [N, 3, H, W], got {:?}",
+        a.size()
+    );
     Ok(())
 }
 
@@ -23,8 +32,32 @@ fn check_pair(a: &Tensor, b: &Tensor) -> Result<()> {
 /// usual 8-bit PSNR). Identical frames give 100 dB (capped). `[N, 3, H, W]` × 2 -> `[N]` (f64).
 pub fn psnr(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     check_pair(a, b)?;
-    let mse = (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).square().mean_dim(&[1i64, 2, 3][..], false, Kind::Double);
-    Ok((mse.clamp_min(1e-12).reciprocal() * 4.0).log10().multiply_scalar(10.0).clamp_max(100.0))
+    let mse = (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
+        .square()
+        .mean_dim(&[1i64, 2, 3][..], false, Kind::Double);
+    Ok((mse.clamp_min(1e-12).reciprocal() * 4.0)
+        .log10()
+        .multiply_scalar(10.0)
+        .clamp_max(100.0))
+}
+
+/// Mean squared error per frame on the 8-bit scale (frames in [-1, 1] mapped to [0, 255]).
+/// `[N, 3, H, W]` × 2 -> `[N]` (f64).
+pub fn mse(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    check_pair(a, b)?;
+    Ok((a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
+        .square()
+        .mean_dim(&[1i64, 2, 3][..], false, Kind::Double)
+        * (127.5 * 127.5))
+}
+
+/// PSNR (dB) of an 8-bit-scale mean squared error (100 dB for 0).
+pub fn psnr_from_mse(mse: f64) -> f64 {
+    if mse <= 1e-10 {
+        100.0
+    } else {
+        (10.0 * (255.0f64 * 255.0 / mse).log10()).min(100.0)
+    }
 }
 
 /// Configuration of [`ssim`] (Wang et al. 2004 defaults).
@@ -39,14 +72,21 @@ pub struct SsimConfig {
 
 impl Default for SsimConfig {
     fn default() -> Self {
-        Self { window: 11, sigma: 1.5, k1: 0.01, k2: 0.03 }
+        Self {
+            window: 11,
+            sigma: 1.5,
+            k1: 0.01,
+            k2: 0.03,
+        }
     }
 }
 
 fn gaussian_window(cfg: &SsimConfig, channels: i64, device: tch::Device) -> Tensor {
     let w = cfg.window;
     let c = (w - 1) as f64 / 2.0;
-    let g: Vec<f64> = (0..w).map(|i| (-((i as f64 - c).powi(2)) / (2.0 * cfg.sigma * cfg.sigma)).exp()).collect();
+    let g: Vec<f64> = (0..w)
+        .map(|i| (-((i as f64 - c).powi(2)) / (2.0 * cfg.sigma * cfg.sigma)).exp())
+        .collect();
     let s: f64 = g.iter().sum();
     let g = Tensor::from_slice(&g).to_device(device) / s;
     let k = g.unsqueeze(1).matmul(&g.unsqueeze(0));
@@ -76,7 +116,8 @@ pub fn ssim_with(a: &Tensor, b: &Tensor, cfg: &SsimConfig) -> Result<Tensor> {
     let syy = f(&(&y * &y)) - my.square();
     let sxy = f(&(&x * &y)) - &mx * &my;
     let (c1, c2) = (cfg.k1 * cfg.k1, cfg.k2 * cfg.k2);
-    let map = ((&mx * &my * 2.0 + c1) * (sxy * 2.0 + c2)) / ((mx.square() + my.square() + c1) * (sxx + syy + c2));
+    let map = ((&mx * &my * 2.0 + c1) * (sxy * 2.0 + c2))
+        / ((mx.square() + my.square() + c1) * (sxx + syy + c2));
     Ok(map.mean_dim(&[1i64, 2, 3][..], false, Kind::Double))
 }
 
@@ -89,8 +130,14 @@ pub fn mean(t: &Tensor) -> f64 {
 /// `‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2 (Σ₁^{1/2} Σ₂ Σ₁^{1/2})^{1/2})` (computed in f64 through symmetric
 /// eigendecompositions, so no complex square roots appear).
 pub fn frechet_distance(f1: &Tensor, f2: &Tensor) -> Result<f64> {
-    ensure!(f1.dim() == 2 && f2.dim() == 2 && f1.size()[1] == f2.size()[1], "frechet distance: need [N, D] and [M, D] features");
-    ensure!(f1.size()[0] >= 2 && f2.size()[0] >= 2, "frechet distance: need at least 2 samples per set");
+    ensure!(
+        f1.dim() == 2 && f2.dim() == 2 && f1.size()[1] == f2.size()[1],
+        "frechet distance: need [N, D] and [M, D] features"
+    );
+    ensure!(
+        f1.size()[0] >= 2 && f2.size()[0] >= 2,
+        "frechet distance: need at least 2 samples per set"
+    );
     let stats = |f: &Tensor| {
         let f = f.to_kind(Kind::Double);
         let mu = f.mean_dim(&[0i64][..], false, Kind::Double);
@@ -126,6 +173,11 @@ mod tests {
         assert!((p.double_value(&[0]) - 48.1308).abs() < 1e-3, "{p}");
         assert_eq!(psnr(&a, &a).unwrap().double_value(&[1]), 100.0);
         assert!(psnr(&a, &Tensor::zeros([2, 3, 8, 4], (Kind::Float, Device::Cpu))).is_err());
+        let m = mse(&a, &b).unwrap().double_value(&[0]);
+        assert!(
+            (m - 1.0).abs() < 1e-5 && (psnr_from_mse(m) - 48.1308).abs() < 1e-3,
+            "{m}"
+        );
     }
 
     #[test]
@@ -134,7 +186,8 @@ mod tests {
         let a = Tensor::rand([2, 3, 16, 16], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
         let s = ssim(&a, &a).unwrap();
         assert!((s - 1.0).abs().max().double_value(&[]) < 1e-9);
-        let n = (&a + Tensor::randn([2, 3, 16, 16], (Kind::Float, Device::Cpu)) * 0.6).clamp(-1.0, 1.0);
+        let n =
+            (&a + Tensor::randn([2, 3, 16, 16], (Kind::Float, Device::Cpu)) * 0.6).clamp(-1.0, 1.0);
         let s = ssim(&a, &n).unwrap();
         assert!(s.max().double_value(&[]) < 0.8, "{s}");
         // constant images with means m1, m2 (in [0,1]): SSIM = (2 m1 m2 + C1) / (m1² + m2² + C1)
@@ -151,8 +204,14 @@ mod tests {
         tch::manual_seed(1);
         let a = Tensor::randn([4000, 3], (Kind::Double, Device::Cpu));
         // same distribution: ~0; shifted by (1,0,0) and scaled by 2: 1 + 3·(1 + 4 − 2·2) = 4
-        assert!(frechet_distance(&a, &Tensor::randn([4000, 3], (Kind::Double, Device::Cpu))).unwrap().abs() < 0.05);
-        let b = Tensor::randn([4000, 3], (Kind::Double, Device::Cpu)) * 2.0 + Tensor::from_slice(&[1.0f64, 0.0, 0.0]);
+        assert!(
+            frechet_distance(&a, &Tensor::randn([4000, 3], (Kind::Double, Device::Cpu)))
+                .unwrap()
+                .abs()
+                < 0.05
+        );
+        let b = Tensor::randn([4000, 3], (Kind::Double, Device::Cpu)) * 2.0
+            + Tensor::from_slice(&[1.0f64, 0.0, 0.0]);
         let d = frechet_distance(&a, &b).unwrap();
         assert!((d - 4.0).abs() < 0.3, "{d}");
     }

@@ -40,20 +40,46 @@ pub fn conv2d(vs: nn::Path, cin: i64, cout: i64, k: i64, stride: i64) -> nn::Con
         cin,
         cout,
         k,
-        nn::ConvConfig { padding: k / 2, stride, ws_init: init, bs_init: init, ..Default::default() },
+        nn::ConvConfig {
+            padding: k / 2,
+            stride,
+            ws_init: init,
+            bs_init: init,
+            ..Default::default()
+        },
     )
 }
 
 /// A convolution whose weights and bias start at zero (residual branches and the output layer).
 pub fn conv2d_zero(vs: nn::Path, cin: i64, cout: i64, k: i64) -> nn::Conv2D {
     let z = nn::Init::Const(0.0);
-    nn::conv2d(vs, cin, cout, k, nn::ConvConfig { padding: k / 2, ws_init: z, bs_init: z, ..Default::default() })
+    nn::conv2d(
+        vs,
+        cin,
+        cout,
+        k,
+        nn::ConvConfig {
+            padding: k / 2,
+            ws_init: z,
+            bs_init: z,
+            ..Default::default()
+        },
+    )
 }
 
 /// A linear layer with PyTorch's default initialisation.
 pub fn linear(vs: nn::Path, din: i64, dout: i64, bias: bool) -> nn::Linear {
     let init = torch_default(din);
-    nn::linear(vs, din, dout, nn::LinearConfig { ws_init: init, bs_init: Some(init), bias })
+    nn::linear(
+        vs,
+        din,
+        dout,
+        nn::LinearConfig {
+            ws_init: init,
+            bs_init: Some(init),
+            bias,
+        },
+    )
 }
 
 /// Parameters of a k×k conv with bias.
@@ -91,7 +117,10 @@ pub struct FourierFeatures {
 impl FourierFeatures {
     /// Draws the frequencies from libtorch's generator (seed it with `tch::manual_seed`).
     pub fn new(vs: nn::Path, cfg: FourierFeaturesConfig) -> Self {
-        assert!(cfg.channels % 2 == 0, "FourierFeatures: channels must be even");
+        assert!(
+            cfg.channels % 2 == 0,
+            "FourierFeatures: channels must be even"
+        );
         let w = Tensor::randn([1, cfg.channels / 2], (Kind::Float, vs.device()));
         let weight = vs.add("weight", w, false);
         Self { weight }
@@ -117,7 +146,10 @@ pub struct AdaGroupNormConfig {
 
 impl Default for AdaGroupNormConfig {
     fn default() -> Self {
-        Self { channels: 64, cond_channels: 256 }
+        Self {
+            channels: 64,
+            cond_channels: 256,
+        }
     }
 }
 
@@ -130,7 +162,10 @@ pub struct AdaGroupNorm {
 
 impl AdaGroupNorm {
     pub fn new(vs: nn::Path, cfg: AdaGroupNormConfig) -> Self {
-        Self { groups: num_groups(cfg.channels), linear: linear(&vs / "linear", cfg.cond_channels, 2 * cfg.channels, true) }
+        Self {
+            groups: num_groups(cfg.channels),
+            linear: linear(&vs / "linear", cfg.cond_channels, 2 * cfg.channels, true),
+        }
     }
 
     pub(crate) fn params(cfg: AdaGroupNormConfig) -> i64 {
@@ -158,7 +193,10 @@ pub struct SelfAttention2dConfig {
 
 impl Default for SelfAttention2dConfig {
     fn default() -> Self {
-        Self { channels: 64, head_dim: 8 }
+        Self {
+            channels: 64,
+            head_dim: 8,
+        }
     }
 }
 
@@ -177,7 +215,15 @@ impl SelfAttention2d {
         let c = cfg.channels;
         Self {
             heads: (c / cfg.head_dim).max(1),
-            norm: nn::group_norm(&vs / "norm", num_groups(c), c, nn::GroupNormConfig { eps: GN_EPS, ..Default::default() }),
+            norm: nn::group_norm(
+                &vs / "norm",
+                num_groups(c),
+                c,
+                nn::GroupNormConfig {
+                    eps: GN_EPS,
+                    ..Default::default()
+                },
+            ),
             qkv: conv2d(&vs / "qkv", c, 3 * c, 1, 1),
             out: conv2d_zero(&vs / "out", c, c, 1),
         }
@@ -195,7 +241,16 @@ impl SelfAttention2d {
         // [n, 3c, h, w] -> [n, 3, heads, hw, d]
         let qkv = qkv.view([n, 3, self.heads, d, h * w]).transpose(3, 4);
         let (q, k, v) = (qkv.select(1, 0), qkv.select(1, 1), qkv.select(1, 2));
-        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, false, None, false);
+        let y = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            None::<Tensor>,
+            0.0,
+            false,
+            None,
+            false,
+        );
         let y = y.transpose(2, 3).reshape([n, c, h, w]);
         x + self.out.forward(&y)
     }
@@ -215,7 +270,12 @@ pub struct ResBlockConfig {
 
 impl Default for ResBlockConfig {
     fn default() -> Self {
-        Self { in_channels: 64, out_channels: 64, cond_channels: 256, attention: false }
+        Self {
+            in_channels: 64,
+            out_channels: 64,
+            cond_channels: 256,
+            attention: false,
+        }
     }
 }
 
@@ -235,21 +295,53 @@ impl ResBlock {
         let (ci, co, cc) = (cfg.in_channels, cfg.out_channels, cfg.cond_channels);
         Self {
             proj: (ci != co).then(|| conv2d(&vs / "proj", ci, co, 1, 1)),
-            norm1: AdaGroupNorm::new(&vs / "norm1", AdaGroupNormConfig { channels: ci, cond_channels: cc }),
+            norm1: AdaGroupNorm::new(
+                &vs / "norm1",
+                AdaGroupNormConfig {
+                    channels: ci,
+                    cond_channels: cc,
+                },
+            ),
             conv1: conv2d(&vs / "conv1", ci, co, 3, 1),
-            norm2: AdaGroupNorm::new(&vs / "norm2", AdaGroupNormConfig { channels: co, cond_channels: cc }),
+            norm2: AdaGroupNorm::new(
+                &vs / "norm2",
+                AdaGroupNormConfig {
+                    channels: co,
+                    cond_channels: cc,
+                },
+            ),
             conv2: conv2d_zero(&vs / "conv2", co, co, 3),
-            attn: cfg.attention.then(|| SelfAttention2d::new(&vs / "attn", SelfAttention2dConfig { channels: co, head_dim: 8 })),
+            attn: cfg.attention.then(|| {
+                SelfAttention2d::new(
+                    &vs / "attn",
+                    SelfAttention2dConfig {
+                        channels: co,
+                        head_dim: 8,
+                    },
+                )
+            }),
         }
     }
 
     pub(crate) fn params(cfg: ResBlockConfig) -> i64 {
         let (ci, co, cc) = (cfg.in_channels, cfg.out_channels, cfg.cond_channels);
         let proj = if ci != co { conv_params(ci, co, 1) } else { 0 };
-        let attn = if cfg.attention { SelfAttention2d::params(SelfAttention2dConfig { channels: co, head_dim: 8 }) } else { 0 };
-        proj + AdaGroupNorm::params(AdaGroupNormConfig { channels: ci, cond_channels: cc })
-            + conv_params(ci, co, 3)
-            + AdaGroupNorm::params(AdaGroupNormConfig { channels: co, cond_channels: cc })
+        let attn = if cfg.attention {
+            SelfAttention2d::params(SelfAttention2dConfig {
+                channels: co,
+                head_dim: 8,
+            })
+        } else {
+            0
+        };
+        proj + AdaGroupNorm::params(AdaGroupNormConfig {
+            channels: ci,
+            cond_channels: cc,
+        }) + conv_params(ci, co, 3)
+            + AdaGroupNorm::params(AdaGroupNormConfig {
+                channels: co,
+                cond_channels: cc,
+            })
             + conv_params(co, co, 3)
             + attn
     }
@@ -281,10 +373,26 @@ pub struct Downsample {
 impl Downsample {
     pub fn new(vs: nn::Path, channels: i64) -> Self {
         let b = torch_default(channels * 9);
-        let mut conv = nn::conv2d(vs, channels, channels, 3, nn::ConvConfig { padding: 1, stride: 2, ws_init: b, bs_init: b, ..Default::default() });
+        let mut conv = nn::conv2d(
+            vs,
+            channels,
+            channels,
+            3,
+            nn::ConvConfig {
+                padding: 1,
+                stride: 2,
+                ws_init: b,
+                bs_init: b,
+                ..Default::default()
+            },
+        );
         // orthogonal init of the [C, C·9] weight matrix (DIAMOND); tch's Init::Orthogonal returns the
         // flattened matrix, so reshape it here
-        let q = nn::init::init(nn::Init::Orthogonal { gain: 1.0 }, &[channels, channels * 9], conv.ws.device());
+        let q = nn::init::init(
+            nn::Init::Orthogonal { gain: 1.0 },
+            &[channels, channels * 9],
+            conv.ws.device(),
+        );
         tch::no_grad(|| conv.ws.copy_(&q.view([channels, channels, 3, 3])));
         Self { conv }
     }
@@ -306,7 +414,9 @@ pub struct Upsample {
 
 impl Upsample {
     pub fn new(vs: nn::Path, channels: i64) -> Self {
-        Self { conv: conv2d(vs, channels, channels, 3, 1) }
+        Self {
+            conv: conv2d(vs, channels, channels, 3, 1),
+        }
     }
 
     pub(crate) fn params(channels: i64) -> i64 {
@@ -315,7 +425,8 @@ impl Upsample {
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let (_, _, h, w) = x.size4().expect("Upsample expects [B,C,H,W]");
-        self.conv.forward(&x.upsample_nearest2d([2 * h, 2 * w], None, None))
+        self.conv
+            .forward(&x.upsample_nearest2d([2 * h, 2 * w], None, None))
     }
 }
 
@@ -325,14 +436,22 @@ mod tests {
     use tch::Device;
 
     fn count(vs: &nn::VarStore) -> i64 {
-        vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+        vs.trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum()
     }
 
     #[test]
     fn analytic_param_counts_match_the_built_blocks() {
         for &(ci, co, attn) in &[(32i64, 32i64, false), (32, 64, true), (96, 64, false)] {
             let vs = nn::VarStore::new(Device::Cpu);
-            let cfg = ResBlockConfig { in_channels: ci, out_channels: co, cond_channels: 48, attention: attn };
+            let cfg = ResBlockConfig {
+                in_channels: ci,
+                out_channels: co,
+                cond_channels: 48,
+                attention: attn,
+            };
             let _b = ResBlock::new(vs.root(), cfg);
             assert_eq!(count(&vs), ResBlock::params(cfg), "{cfg:?}");
         }
@@ -342,10 +461,18 @@ mod tests {
     fn attention_matches_a_plain_softmax_computation() {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
-        let mut a = SelfAttention2d::new(vs.root(), SelfAttention2dConfig { channels: 16, head_dim: 8 });
+        let mut a = SelfAttention2d::new(
+            vs.root(),
+            SelfAttention2dConfig {
+                channels: 16,
+                head_dim: 8,
+            },
+        );
         // give the zero-initialised output projection some weights so the test sees the attention
         tch::no_grad(|| {
-            let _ = a.out.ws.copy_(&Tensor::randn([16, 16, 1, 1], (Kind::Float, Device::Cpu)));
+            a.out
+                .ws
+                .copy_(&Tensor::randn([16, 16, 1, 1], (Kind::Float, Device::Cpu)));
         });
         let x = Tensor::randn([2, 16, 4, 3], (Kind::Float, Device::Cpu));
         let y = a.forward(&x);

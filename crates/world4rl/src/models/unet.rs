@@ -20,8 +20,8 @@ use tch::nn::{self, Module};
 use tch::Tensor;
 
 use super::blocks::{
-    conv2d, conv2d_zero, conv_params, linear, linear_params, num_groups, Downsample, FourierFeatures,
-    FourierFeaturesConfig, ResBlock, ResBlockConfig, Upsample, GN_EPS,
+    conv2d, conv2d_zero, conv_params, linear, linear_params, num_groups, Downsample,
+    FourierFeatures, FourierFeaturesConfig, ResBlock, ResBlockConfig, Upsample, GN_EPS,
 };
 
 /// Configuration of the U-Net body.
@@ -40,7 +40,12 @@ pub struct UNetConfig {
 
 impl Default for UNetConfig {
     fn default() -> Self {
-        Self { channels: vec![32, 32, 64, 64], depths: vec![1, 1, 1, 1], attention: vec![false; 4], cond_channels: 256 }
+        Self {
+            channels: vec![32, 32, 64, 64],
+            depths: vec![1, 1, 1, 1],
+            attention: vec![false; 4],
+            cond_channels: 256,
+        }
     }
 }
 
@@ -56,9 +61,18 @@ impl UNetConfig {
             self.depths.len(),
             self.attention.len()
         );
-        ensure!(self.channels.iter().all(|&c| c > 0), "unet: channels must be positive");
-        ensure!(self.depths.iter().all(|&d| d > 0), "unet: depths must be positive");
-        ensure!(self.cond_channels > 0 && self.cond_channels % 2 == 0, "unet: cond_channels must be positive and even");
+        ensure!(
+            self.channels.iter().all(|&c| c > 0),
+            "unet: channels must be positive"
+        );
+        ensure!(
+            self.depths.iter().all(|&d| d > 0),
+            "unet: depths must be positive"
+        );
+        ensure!(
+            self.cond_channels > 0 && self.cond_channels % 2 == 0,
+            "unet: cond_channels must be positive and even"
+        );
         Ok(())
     }
 
@@ -86,7 +100,12 @@ impl UNetConfig {
                 let up = (0..=n)
                     .map(|j| {
                         let (ci, co) = if j < n { (2 * c2, c2) } else { (c1 + c2, c1) };
-                        ResBlockConfig { in_channels: ci, out_channels: co, cond_channels: cc, attention: attn }
+                        ResBlockConfig {
+                            in_channels: ci,
+                            out_channels: co,
+                            cond_channels: cc,
+                            attention: attn,
+                        }
                     })
                     .collect();
                 (down, up)
@@ -96,7 +115,12 @@ impl UNetConfig {
 
     fn mid_block(&self) -> ResBlockConfig {
         let c = *self.channels.last().unwrap();
-        ResBlockConfig { in_channels: c, out_channels: c, cond_channels: self.cond_channels, attention: true }
+        ResBlockConfig {
+            in_channels: c,
+            out_channels: c,
+            cond_channels: self.cond_channels,
+            attention: true,
+        }
     }
 
     /// Trainable parameters of the U-Net body, counted in closed form (no allocation).
@@ -104,9 +128,14 @@ impl UNetConfig {
         let mut p = 0;
         for (i, (down, up)) in self.level_blocks().into_iter().enumerate() {
             if i > 0 {
-                p += Downsample::params(self.channels[i - 1]) + Upsample::params(self.channels[i - 1]);
+                p += Downsample::params(self.channels[i - 1])
+                    + Upsample::params(self.channels[i - 1]);
             }
-            p += down.into_iter().chain(up).map(ResBlock::params).sum::<i64>();
+            p += down
+                .into_iter()
+                .chain(up)
+                .map(ResBlock::params)
+                .sum::<i64>();
         }
         p + 2 * ResBlock::params(self.mid_block())
     }
@@ -131,14 +160,35 @@ impl UNet {
         let mut up = vec![];
         for (i, (dcfg, ucfg)) in cfg.level_blocks().into_iter().enumerate() {
             let p = &vs / format!("level{i}");
-            downsamples.push((i > 0).then(|| Downsample::new(&p / "downsample", cfg.channels[i - 1])));
+            downsamples
+                .push((i > 0).then(|| Downsample::new(&p / "downsample", cfg.channels[i - 1])));
             upsamples.push((i > 0).then(|| Upsample::new(&p / "upsample", cfg.channels[i - 1])));
-            down.push(dcfg.into_iter().enumerate().map(|(j, c)| ResBlock::new(&p / format!("down{j}"), c)).collect());
-            up.push(ucfg.into_iter().enumerate().map(|(j, c)| ResBlock::new(&p / format!("up{j}"), c)).collect());
+            down.push(
+                dcfg.into_iter()
+                    .enumerate()
+                    .map(|(j, c)| ResBlock::new(&p / format!("down{j}"), c))
+                    .collect(),
+            );
+            up.push(
+                ucfg.into_iter()
+                    .enumerate()
+                    .map(|(j, c)| ResBlock::new(&p / format!("up{j}"), c))
+                    .collect(),
+            );
         }
         let m = cfg.mid_block();
-        let mid = vec![ResBlock::new(&vs / "mid0", m), ResBlock::new(&vs / "mid1", m)];
-        Self { downsamples, down, mid, upsamples, up, multiple: cfg.size_multiple() }
+        let mid = vec![
+            ResBlock::new(&vs / "mid0", m),
+            ResBlock::new(&vs / "mid1", m),
+        ];
+        Self {
+            downsamples,
+            down,
+            mid,
+            upsamples,
+            up,
+            multiple: cfg.size_multiple(),
+        }
     }
 
     /// `x: [B, channels[0], H, W]` (H, W multiples of `2^(levels-1)`), `cond: [B, cond]`.
@@ -203,7 +253,13 @@ pub struct InnerModelConfig {
 
 impl Default for InnerModelConfig {
     fn default() -> Self {
-        Self { image_channels: 3, context: 4, action_encoded_dim: 2 * 21, context_noise_embedding: false, unet: UNetConfig::default() }
+        Self {
+            image_channels: 3,
+            context: 4,
+            action_encoded_dim: 2 * 21,
+            context_noise_embedding: false,
+            unet: UNetConfig::default(),
+        }
     }
 }
 
@@ -211,7 +267,10 @@ impl InnerModelConfig {
     pub fn validate(&self) -> Result<()> {
         self.unet.validate()?;
         ensure!(self.context >= 1, "inner model: context must be at least 1");
-        ensure!(self.action_encoded_dim >= 1, "inner model: action_encoded_dim must be positive");
+        ensure!(
+            self.action_encoded_dim >= 1,
+            "inner model: action_encoded_dim must be positive"
+        );
         ensure!(
             self.unet.cond_channels % self.context as i64 == 0,
             "inner model: cond_channels ({}) must be divisible by the context length ({})",
@@ -259,16 +318,30 @@ impl InnerModel {
         let ic = cfg.image_channels;
         Ok(Self {
             cfg: cfg.clone(),
-            noise_emb: FourierFeatures::new(&vs / "noise_emb", FourierFeaturesConfig { channels: cc }),
-            noise_cond_emb: cfg
-                .context_noise_embedding
-                .then(|| FourierFeatures::new(&vs / "noise_cond_emb", FourierFeaturesConfig { channels: cc })),
+            noise_emb: FourierFeatures::new(
+                &vs / "noise_emb",
+                FourierFeaturesConfig { channels: cc },
+            ),
+            noise_cond_emb: cfg.context_noise_embedding.then(|| {
+                FourierFeatures::new(
+                    &vs / "noise_cond_emb",
+                    FourierFeaturesConfig { channels: cc },
+                )
+            }),
             act_emb: linear(&vs / "act_emb", cfg.action_encoded_dim, cc / l, false),
             cond_proj1: linear(&vs / "cond_proj1", cc, cc, true),
             cond_proj2: linear(&vs / "cond_proj2", cc, cc, true),
             conv_in: conv2d(&vs / "conv_in", (l + 1) * ic, c0, 3, 1),
             unet: UNet::new(&vs / "unet", &cfg.unet),
-            norm_out: nn::group_norm(&vs / "norm_out", num_groups(c0), c0, nn::GroupNormConfig { eps: GN_EPS, ..Default::default() }),
+            norm_out: nn::group_norm(
+                &vs / "norm_out",
+                num_groups(c0),
+                c0,
+                nn::GroupNormConfig {
+                    eps: GN_EPS,
+                    ..Default::default()
+                },
+            ),
             conv_out: conv2d_zero(&vs / "conv_out", c0, ic, 3),
         })
     }
@@ -283,8 +356,16 @@ impl InnerModel {
     /// * `actions: [B, L, E]` — encoded actions (zeros for padded steps).
     ///
     /// Returns `[B, C, H, W]`. H and W are zero-padded to the U-Net's multiple and cropped back.
-    pub fn forward(&self, noisy_next: &Tensor, c_noise: &Tensor, c_noise_cond: Option<&Tensor>, context: &Tensor, actions: &Tensor) -> Tensor {
-        let mut emb = self.noise_emb.forward(c_noise) + self.act_emb.forward(actions).flatten(1, -1);
+    pub fn forward(
+        &self,
+        noisy_next: &Tensor,
+        c_noise: &Tensor,
+        c_noise_cond: Option<&Tensor>,
+        context: &Tensor,
+        actions: &Tensor,
+    ) -> Tensor {
+        let mut emb =
+            self.noise_emb.forward(c_noise) + self.act_emb.forward(actions).flatten(1, -1);
         if let Some(e) = &self.noise_cond_emb {
             let zeros;
             let c = match c_noise_cond {
@@ -296,12 +377,18 @@ impl InnerModel {
             };
             emb += e.forward(c);
         }
-        let cond = self.cond_proj2.forward(&self.cond_proj1.forward(&emb).silu());
+        let cond = self
+            .cond_proj2
+            .forward(&self.cond_proj1.forward(&emb).silu());
         let x = Tensor::cat(&[context, noisy_next], 1);
         let (_, _, h, w) = x.size4().expect("InnerModel expects 4-D frames");
         let m = self.unet.size_multiple();
         let (ph, pw) = ((m - h % m) % m, (m - w % m) % m);
-        let x = if ph > 0 || pw > 0 { x.constant_pad_nd([0, pw, 0, ph]) } else { x };
+        let x = if ph > 0 || pw > 0 {
+            x.constant_pad_nd([0, pw, 0, ph])
+        } else {
+            x
+        };
         let x = self.conv_in.forward(&x);
         let x = self.unet.forward(&x, &cond);
         let x = self.conv_out.forward(&self.norm_out.forward(&x).silu());
@@ -319,16 +406,34 @@ mod tests {
     use tch::{Device, Kind};
 
     fn count(vs: &nn::VarStore) -> i64 {
-        vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+        vs.trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum()
     }
 
     #[test]
     fn analytic_count_matches_built_model() {
         for unet in [
-            UNetConfig { channels: vec![16, 32], depths: vec![1, 2], attention: vec![false, true], cond_channels: 32 },
-            UNetConfig { channels: vec![32, 32, 64, 64], depths: vec![2, 2, 2, 2], attention: vec![false, false, true, true], cond_channels: 64 },
+            UNetConfig {
+                channels: vec![16, 32],
+                depths: vec![1, 2],
+                attention: vec![false, true],
+                cond_channels: 32,
+            },
+            UNetConfig {
+                channels: vec![32, 32, 64, 64],
+                depths: vec![2, 2, 2, 2],
+                attention: vec![false, false, true, true],
+                cond_channels: 64,
+            },
         ] {
-            let cfg = InnerModelConfig { action_encoded_dim: 42, context_noise_embedding: true, unet, ..Default::default() };
+            let cfg = InnerModelConfig {
+                action_encoded_dim: 42,
+                context_noise_embedding: true,
+                unet,
+                ..Default::default()
+            };
             let vs = nn::VarStore::new(Device::Cpu);
             let _m = InnerModel::new(vs.root(), &cfg).unwrap();
             assert_eq!(count(&vs), cfg.param_count());
@@ -344,7 +449,11 @@ mod tests {
             attention: vec![false, false, true, true],
             cond_channels: 2048,
         };
-        let cfg = InnerModelConfig { action_encoded_dim: 4 * 21, unet, ..Default::default() };
+        let cfg = InnerModelConfig {
+            action_encoded_dim: 4 * 21,
+            unet,
+            ..Default::default()
+        };
         let p = cfg.param_count() as f64 / 1e6;
         assert!((329.0..332.0).contains(&p), "{p} M");
     }
@@ -354,7 +463,12 @@ mod tests {
         tch::manual_seed(0);
         let vs = nn::VarStore::new(Device::Cpu);
         let cfg = InnerModelConfig {
-            unet: UNetConfig { channels: vec![8, 16, 16], depths: vec![1, 1, 1], attention: vec![false, false, true], cond_channels: 16 },
+            unet: UNetConfig {
+                channels: vec![8, 16, 16],
+                depths: vec![1, 1, 1],
+                attention: vec![false, false, true],
+                cond_channels: 16,
+            },
             ..Default::default()
         };
         let m = InnerModel::new(vs.root(), &cfg).unwrap();

@@ -13,7 +13,9 @@ use tch::{nn::OptimizerConfig, Device, Kind, Tensor};
 use w4rl_data::{Dataset, Episode, EpisodeKind};
 
 use super::gaussian::{GaussianPolicy, ObsBatch, PolicyConfig, PolicySpec};
-use super::obs::{dihedral as dihedral_frames, dihedral_actions, frames_to_u8, random_dihedral_picks};
+use super::obs::{
+    dihedral as dihedral_frames, dihedral_actions, frames_to_u8, random_dihedral_picks,
+};
 use crate::run::RunDir;
 
 /// `[bc]`: behaviour cloning.
@@ -79,7 +81,11 @@ impl BcConfig {
         self.policy.validate()?;
         ensure!(self.steps > 0, "bc.steps must be positive");
         ensure!(self.batch_size > 0, "bc.batch_size must be positive");
-        ensure!(self.lr > 0.0 && self.lr.is_finite(), "bc.lr must be positive (got {})", self.lr);
+        ensure!(
+            self.lr > 0.0 && self.lr.is_finite(),
+            "bc.lr must be positive (got {})",
+            self.lr
+        );
         ensure!(self.shift_pad >= 0, "bc.shift_pad must be >= 0");
         ensure!(self.log_every > 0, "bc.log_every must be positive");
         Ok(())
@@ -120,10 +126,19 @@ pub struct BcData {
 }
 
 /// The policy spec implied by a dataset for `task` at input size `image_size` (0 = the dataset's).
-pub fn spec_for(dataset: &Dataset, task: &str, image_size: usize, cfg: &PolicyConfig) -> PolicySpec {
+pub fn spec_for(
+    dataset: &Dataset,
+    task: &str,
+    image_size: usize,
+    cfg: &PolicyConfig,
+) -> PolicySpec {
     let s = dataset.spec();
     PolicySpec {
-        image_size: if image_size == 0 { s.image_size } else { image_size },
+        image_size: if image_size == 0 {
+            s.image_size
+        } else {
+            image_size
+        },
         action_dim: s.action_dim,
         state_dim: if cfg.use_state { s.state_dim } else { 0 },
         action_low: s.action_low.clone(),
@@ -149,7 +164,13 @@ pub fn pairs(episodes: &[&Episode], policy: &GaussianPolicy) -> Result<BcData> {
         if policy.config().use_image {
             // frames 0..t at the policy's size, then stacks of the last `k` frames (repeating frame 0)
             let k = policy.config().frame_stack.max(1) as i64;
-            let f = frames_to_u8(&ep.frames[..t * ep.frame_len()], t, size, spec.image_size, dev)?;
+            let f = frames_to_u8(
+                &ep.frames[..t * ep.frame_len()],
+                t,
+                size,
+                spec.image_size,
+                dev,
+            )?;
             let idx: Vec<i64> = (0..t as i64)
                 .flat_map(|i| (0..k).map(move |j| (i - k + 1 + j).max(0)))
                 .collect();
@@ -176,10 +197,20 @@ pub fn pairs(episodes: &[&Episode], policy: &GaussianPolicy) -> Result<BcData> {
 }
 
 /// Loads the expert episodes of `task`: `(train, validation)` by episode index.
-pub fn expert_episodes(dataset: &Dataset, task: &str, demos: usize, val_demos: usize) -> Result<(Vec<Episode>, Vec<Episode>)> {
+pub fn expert_episodes(
+    dataset: &Dataset,
+    task: &str,
+    demos: usize,
+    val_demos: usize,
+) -> Result<(Vec<Episode>, Vec<Episode>)> {
     let mut eps = dataset
         .load_where(|m| m.task == task && m.kind == EpisodeKind::Expert)
-        .with_context(|| format!("loading the expert episodes of '{task}' from {}", dataset.dir().display()))?;
+        .with_context(|| {
+            format!(
+                "loading the expert episodes of '{task}' from {}",
+                dataset.dir().display()
+            )
+        })?;
     if eps.is_empty() {
         bail!(
             "the dataset {} has no expert episodes of task '{task}' (tasks: {}); collect some first",
@@ -188,9 +219,16 @@ pub fn expert_episodes(dataset: &Dataset, task: &str, demos: usize, val_demos: u
         );
     }
     eps.sort_by_key(|e| e.meta.index);
-    let n_train = if demos == 0 { eps.len() } else { demos.min(eps.len()) };
+    let n_train = if demos == 0 {
+        eps.len()
+    } else {
+        demos.min(eps.len())
+    };
     if demos > eps.len() {
-        tracing::warn!("bc: '{task}' has only {} expert episodes, {demos} were asked for", eps.len());
+        tracing::warn!(
+            "bc: '{task}' has only {} expert episodes, {demos} were asked for",
+            eps.len()
+        );
     }
     let val: Vec<Episode> = eps.split_off(n_train).into_iter().take(val_demos).collect();
     Ok((eps, val))
@@ -204,11 +242,16 @@ pub fn evaluate(policy: &GaussianPolicy, data: &BcData) -> Result<(f64, f64)> {
         let mut start = 0;
         while start < n {
             let len = (n - start).min(1024);
-            let idx = Tensor::arange_start(start, start + len, (Kind::Int64, data.actions.device()));
+            let idx =
+                Tensor::arange_start(start, start + len, (Kind::Int64, data.actions.device()));
             let out = policy.forward(&data.obs.select(&idx), 0)?;
             let a = data.actions.index_select(0, &idx);
             nll -= out.log_prob(&a).sum(Kind::Float).double_value(&[]);
-            mse += (&out.mean - &a).square().mean_dim(-1, false, Kind::Float).sum(Kind::Float).double_value(&[]);
+            mse += (&out.mean - &a)
+                .square()
+                .mean_dim(-1, false, Kind::Float)
+                .sum(Kind::Float)
+                .double_value(&[]);
             start += len;
         }
         Ok((nll / n as f64, mse / n as f64))
@@ -250,7 +293,11 @@ pub fn train_task(
         !dihedral || (spec.action_dim == 2 && !cfg.policy.use_state),
         "bc.dihedral needs 2-D displacement actions and an image-only policy"
     );
-    tracing::info!("bc '{task}': {} demos, {n} transitions, {} held-out demos", train_eps.len(), val_eps.len());
+    tracing::info!(
+        "bc '{task}': {} demos, {n} transitions, {} held-out demos",
+        train_eps.len(),
+        val_eps.len()
+    );
 
     // ---- optimisation
     let mut opt = tch::nn::Adam {
@@ -274,7 +321,10 @@ pub fn train_task(
         let loss = -out.log_prob(&target).mean(Kind::Float);
         opt.backward_step(&loss);
         let l = loss.double_value(&[]);
-        ensure!(l.is_finite(), "bc '{task}': the loss became {l} at step {step}; lower bc.lr");
+        ensure!(
+            l.is_finite(),
+            "bc '{task}': the loss became {l} at step {step}; lower bc.lr"
+        );
         window += l;
         window_n += 1;
         bar.inc(1);
@@ -351,8 +401,17 @@ pub fn checkpoint_path(run: &RunDir, task: &str) -> std::path::PathBuf {
 
 /// Trains (or, when already done, skips) the BC policy of every configured task; writes
 /// `RUN/bc/<task>/{policy.safetensors, metrics.jsonl, done.json}`.
-pub fn train_all(cfg: &BcConfig, dataset: &Dataset, run: &RunDir, device: Device) -> Result<Vec<BcReport>> {
-    let tasks = if cfg.tasks.is_empty() { dataset.tasks() } else { cfg.tasks.clone() };
+pub fn train_all(
+    cfg: &BcConfig,
+    dataset: &Dataset,
+    run: &RunDir,
+    device: Device,
+) -> Result<Vec<BcReport>> {
+    let tasks = if cfg.tasks.is_empty() {
+        dataset.tasks()
+    } else {
+        cfg.tasks.clone()
+    };
     let mut reports = Vec::new();
     for task in &tasks {
         let stage = format!("bc/{task}");

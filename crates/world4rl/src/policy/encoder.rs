@@ -55,8 +55,16 @@ impl EncoderConfig {
             "encoder.strides must be empty or list one positive stride per layer of encoder.channels (got {:?})",
             self.strides
         );
-        ensure!(self.pool > 0, "encoder.pool must be positive (got {})", self.pool);
-        ensure!(self.features > 0, "encoder.features must be positive (got {})", self.features);
+        ensure!(
+            self.pool > 0,
+            "encoder.pool must be positive (got {})",
+            self.pool
+        );
+        ensure!(
+            self.features > 0,
+            "encoder.features must be positive (got {})",
+            self.features
+        );
         Ok(())
     }
 }
@@ -86,7 +94,11 @@ impl ConvEncoder {
             convs.push(nn::conv2d(&vs / format!("conv{i}"), c_in, c, 3, conv_cfg));
             c_in = c;
         }
-        let flat = if cfg.spatial_softmax { 2 * c_in } else { c_in * cfg.pool * cfg.pool };
+        let flat = if cfg.spatial_softmax {
+            2 * c_in
+        } else {
+            c_in * cfg.pool * cfg.pool
+        };
         let fc = nn::linear(&vs / "fc", flat, cfg.features, Default::default());
         Ok(Self {
             convs,
@@ -122,7 +134,10 @@ impl ConvEncoder {
 pub fn spatial_softmax(h: &Tensor) -> Tensor {
     let (n, c, hh, ww) = (h.size()[0], h.size()[1], h.size()[2], h.size()[3]);
     let dev = h.device();
-    let p = h.view([n, c, hh * ww]).softmax(-1, tch::Kind::Float).view([n, c, hh, ww]);
+    let p = h
+        .view([n, c, hh * ww])
+        .softmax(-1, tch::Kind::Float)
+        .view([n, c, hh, ww]);
     let xs = Tensor::linspace(-1.0, 1.0, ww, (tch::Kind::Float, dev)).view([1, 1, 1, ww]);
     let ys = Tensor::linspace(-1.0, 1.0, hh, (tch::Kind::Float, dev)).view([1, 1, hh, 1]);
     let ex = (&p * xs).sum_dim_intlist([2i64, 3].as_slice(), false, tch::Kind::Float);
@@ -140,6 +155,9 @@ mod tests {
         v[5 + 4] = 50.0; // row 1, column 4
         let h = Tensor::from_slice(&v).view([1, 1, 5, 5]);
         let k = Vec::<f32>::try_from(spatial_softmax(&h).flatten(0, -1)).unwrap();
-        assert!((k[0] - 1.0).abs() < 1e-3 && (k[1] + 0.5).abs() < 1e-3, "{k:?}");
+        assert!(
+            (k[0] - 1.0).abs() < 1e-3 && (k[1] + 0.5).abs() < 1e-3,
+            "{k:?}"
+        );
     }
 }

@@ -66,7 +66,11 @@ impl PolicyConfig {
     /// Checks value ranges.
     pub fn validate(&self) -> Result<()> {
         self.encoder.validate()?;
-        ensure!(self.hidden > 0, "policy.hidden must be positive (got {})", self.hidden);
+        ensure!(
+            self.hidden > 0,
+            "policy.hidden must be positive (got {})",
+            self.hidden
+        );
         ensure!(
             (1..=8).contains(&self.frame_stack),
             "policy.frame_stack must lie in 1..=8 (got {})",
@@ -130,7 +134,11 @@ impl PolicySpec {
 
     /// Checks internal consistency.
     pub fn validate(&self) -> Result<()> {
-        ensure!(self.image_size >= 8, "policy image_size must be at least 8 (got {})", self.image_size);
+        ensure!(
+            self.image_size >= 8,
+            "policy image_size must be at least 8 (got {})",
+            self.image_size
+        );
         ensure!(self.action_dim > 0, "action_dim must be positive");
         ensure!(
             self.action_low.len() == self.action_dim && self.action_high.len() == self.action_dim,
@@ -140,7 +148,10 @@ impl PolicySpec {
             self.action_dim
         );
         for (lo, hi) in self.action_low.iter().zip(&self.action_high) {
-            ensure!(lo.is_finite() && hi.is_finite() && lo < hi, "action bound [{lo}, {hi}] is not a box");
+            ensure!(
+                lo.is_finite() && hi.is_finite() && lo < hi,
+                "action bound [{lo}, {hi}] is not a box"
+            );
         }
         Ok(())
     }
@@ -246,7 +257,10 @@ impl ObsHistory {
                 &all
             }
         };
-        let stacks: Vec<Vec<&Obs>> = rows.iter().map(|&i| self.envs[i].iter().collect()).collect();
+        let stacks: Vec<Vec<&Obs>> = rows
+            .iter()
+            .map(|&i| self.envs[i].iter().collect())
+            .collect();
         let refs: Vec<&[&Obs]> = stacks.iter().map(|v| v.as_slice()).collect();
         policy.obs_batch_stacked(&refs)
     }
@@ -269,7 +283,11 @@ impl GaussianOut {
 
     /// Differential entropy, summed over dimensions: `[B]`.
     pub fn entropy(&self) -> Tensor {
-        (&self.log_std + 0.5 * (1.0 + (2.0 * std::f64::consts::PI).ln())).sum_dim_intlist(-1, false, Kind::Float)
+        (&self.log_std + 0.5 * (1.0 + (2.0 * std::f64::consts::PI).ln())).sum_dim_intlist(
+            -1,
+            false,
+            Kind::Float,
+        )
     }
 
     /// A reparameterised sample `μ + σ ε`.
@@ -281,7 +299,11 @@ impl GaussianOut {
 /// `log N(a; μ, σ²)` summed over the last dimension.
 pub fn gaussian_log_prob(mean: &Tensor, log_std: &Tensor, a: &Tensor) -> Tensor {
     let z = (a - mean) / log_std.exp();
-    (z.square() * -0.5 - log_std - 0.5 * (2.0 * std::f64::consts::PI).ln()).sum_dim_intlist(-1, false, Kind::Float)
+    (z.square() * -0.5 - log_std - 0.5 * (2.0 * std::f64::consts::PI).ln()).sum_dim_intlist(
+        -1,
+        false,
+        Kind::Float,
+    )
 }
 
 /// The Gaussian policy. It owns its variables.
@@ -315,16 +337,26 @@ impl GaussianPolicy {
         cfg.validate()?;
         spec.validate()?;
         if cfg.use_state && spec.state_dim == 0 {
-            bail!("policy.use_state is set but the data has no low-dimensional state (state_dim = 0)");
+            bail!(
+                "policy.use_state is set but the data has no low-dimensional state (state_dim = 0)"
+            );
         }
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let encoder = if cfg.use_image {
-            Some(ConvEncoder::new(&root / "encoder", 3 * cfg.frame_stack as i64, &cfg.encoder)?)
+            Some(ConvEncoder::new(
+                &root / "encoder",
+                3 * cfg.frame_stack as i64,
+                &cfg.encoder,
+            )?)
         } else {
             None
         };
-        let s = if cfg.use_state { spec.state_dim as i64 } else { 0 };
+        let s = if cfg.use_state {
+            spec.state_dim as i64
+        } else {
+            0
+        };
         let state_mean = root.zeros_no_train("state_mean", &[s.max(1)]);
         let state_std = root.ones_no_train("state_std", &[s.max(1)]);
         let in_dim = encoder.as_ref().map_or(0, |e| e.features()) + s;
@@ -332,7 +364,10 @@ impl GaussianPolicy {
         let fc1 = nn::linear(&root / "fc1", in_dim, cfg.hidden, Default::default());
         let fc2 = nn::linear(&root / "fc2", cfg.hidden, cfg.hidden, Default::default());
         let small = nn::LinearConfig {
-            ws_init: nn::Init::Uniform { lo: -1e-3, up: 1e-3 },
+            ws_init: nn::Init::Uniform {
+                lo: -1e-3,
+                up: 1e-3,
+            },
             bs_init: Some(nn::Init::Const(0.0)),
             bias: true,
         };
@@ -412,8 +447,10 @@ impl GaussianPolicy {
         );
         let std: Vec<f32> = std.iter().map(|s| s.max(1e-3)).collect();
         tch::no_grad(|| {
-            self.state_mean.copy_(&Tensor::from_slice(mean).to_device(self.device()));
-            self.state_std.copy_(&Tensor::from_slice(&std).to_device(self.device()));
+            self.state_mean
+                .copy_(&Tensor::from_slice(mean).to_device(self.device()));
+            self.state_std
+                .copy_(&Tensor::from_slice(&std).to_device(self.device()));
         });
         Ok(())
     }
@@ -431,7 +468,10 @@ impl GaussianPolicy {
     /// padded by repeating its oldest frame) and the state is the newest one's.
     pub fn obs_batch_stacked<O: Borrow<Obs>>(&self, stacks: &[&[O]]) -> Result<ObsBatch> {
         ensure!(!stacks.is_empty(), "no observations given");
-        ensure!(stacks.iter().all(|s| !s.is_empty()), "an observation history is empty");
+        ensure!(
+            stacks.iter().all(|s| !s.is_empty()),
+            "an observation history is empty"
+        );
         let dev = self.device();
         let n = stacks.len();
         let k = self.cfg.frame_stack.max(1);
@@ -443,7 +483,10 @@ impl GaussianPolicy {
                     // position j of k (oldest first) takes history entry len - k + j, clamped to 0
                     let idx = (st.len() + j).saturating_sub(k);
                     let o = st[idx].borrow();
-                    ensure!(o.size == size, "observations of one batch have different frame sizes");
+                    ensure!(
+                        o.size == size,
+                        "observations of one batch have different frame sizes"
+                    );
                     ensure!(
                         o.frame.len() == size * size * 3,
                         "an observation has {} frame bytes, expected {size}x{size}x3",
@@ -470,7 +513,11 @@ impl GaussianPolicy {
                 );
                 v.extend_from_slice(&o.state);
             }
-            Some(Tensor::from_slice(&v).view([n as i64, s as i64]).to_device(dev))
+            Some(
+                Tensor::from_slice(&v)
+                    .view([n as i64, s as i64])
+                    .to_device(dev),
+            )
         } else {
             None
         };
@@ -495,7 +542,11 @@ impl GaussianPolicy {
                 .context("the policy needs the low-dimensional state but the batch has none")?;
             parts.push((s.to_kind(Kind::Float) - &self.state_mean) / &self.state_std);
         }
-        let h = Tensor::cat(&parts, 1).apply(&self.fc1).relu().apply(&self.fc2).relu();
+        let h = Tensor::cat(&parts, 1)
+            .apply(&self.fc1)
+            .relu()
+            .apply(&self.fc2)
+            .relu();
         let mean = self.mean_head.forward(&h).tanh();
         let log_std = self
             .log_std_head
@@ -512,9 +563,17 @@ impl GaussianPolicy {
 
     /// Normalised actions `[B, A]` to environment actions (clipped to the box).
     pub fn to_env_actions(&self, a: &Tensor) -> Result<Vec<Vec<f32>>> {
-        let a = a.detach().to_device(Device::Cpu).to_kind(Kind::Float).clamp(-1.0, 1.0);
+        let a = a
+            .detach()
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float)
+            .clamp(-1.0, 1.0);
         let (b, d) = (a.size()[0] as usize, a.size()[1] as usize);
-        ensure!(d == self.spec.action_dim, "action tensor has {d} columns, expected {}", self.spec.action_dim);
+        ensure!(
+            d == self.spec.action_dim,
+            "action tensor has {d} columns, expected {}",
+            self.spec.action_dim
+        );
         let flat = Vec::<f32>::try_from(a.flatten(0, -1)).context("reading actions")?;
         Ok((0..b)
             .map(|i| {
@@ -531,7 +590,11 @@ impl GaussianPolicy {
     /// Environment actions `[B * A]` (row-major) to the normalised box, as a `[B, A]` tensor.
     pub fn normalize_actions(&self, actions: &[f32]) -> Result<Tensor> {
         let d = self.spec.action_dim;
-        ensure!(actions.len() % d == 0, "{} action values do not split into rows of {d}", actions.len());
+        ensure!(
+            actions.len() % d == 0,
+            "{} action values do not split into rows of {d}",
+            actions.len()
+        );
         let v: Vec<f32> = actions
             .iter()
             .enumerate()

@@ -13,8 +13,17 @@ use tch::{Device, Kind, Tensor};
 
 /// `n` RGB frames of `size x size` pixels (`u8 [n, size, size, 3]`) as a `u8 [n, 3, out, out]` tensor on
 /// `device`, resized to `out` pixels when `out != size`.
-pub fn frames_to_u8(frames: &[u8], n: usize, size: usize, out: usize, device: Device) -> Result<Tensor> {
-    ensure!(size > 0 && out > 0, "frame sizes must be positive (got {size} -> {out})");
+pub fn frames_to_u8(
+    frames: &[u8],
+    n: usize,
+    size: usize,
+    out: usize,
+    device: Device,
+) -> Result<Tensor> {
+    ensure!(
+        size > 0 && out > 0,
+        "frame sizes must be positive (got {size} -> {out})"
+    );
     ensure!(
         frames.len() == n * size * size * 3,
         "got {} bytes of frames, expected {n} frames of {size}x{size}x3 = {}",
@@ -45,7 +54,10 @@ pub fn resize_u8(t: &Tensor, out: usize) -> Tensor {
     } else {
         f.upsample_bilinear2d([out, out], false, None::<f64>, None::<f64>)
     };
-    r.round().clamp(0.0, 255.0).to_kind(Kind::Uint8).contiguous()
+    r.round()
+        .clamp(0.0, 255.0)
+        .to_kind(Kind::Uint8)
+        .contiguous()
 }
 
 /// `u8` pixels to `f32` in `[-1, 1]` (the world model's range).
@@ -55,7 +67,9 @@ pub fn to_float(t: &Tensor) -> Tensor {
 
 /// `f32` in `[-1, 1]` back to 8-bit pixels (rounded, clamped).
 pub fn to_u8(t: &Tensor) -> Tensor {
-    ((t.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to_kind(Kind::Uint8)
+    ((t.clamp(-1.0, 1.0) + 1.0) * 127.5)
+        .round()
+        .to_kind(Kind::Uint8)
 }
 
 /// DrQ-style random-shift augmentation of a float batch `[N, C, H, W]`: replicate-pad by `pad` pixels and
@@ -66,8 +80,12 @@ pub fn random_shift(x: &Tensor, pad: i64) -> Tensor {
     }
     let (n, h, w) = (x.size()[0], x.size()[2], x.size()[3]);
     let padded = x.pad([pad, pad, pad, pad], "replicate", None::<f64>);
-    let offs = Vec::<i64>::try_from(Tensor::randint(2 * pad + 1, [n, 2], (Kind::Int64, Device::Cpu)))
-        .unwrap_or_else(|_| vec![pad; 2 * n as usize]);
+    let offs = Vec::<i64>::try_from(Tensor::randint(
+        2 * pad + 1,
+        [n, 2],
+        (Kind::Int64, Device::Cpu),
+    ))
+    .unwrap_or_else(|_| vec![pad; 2 * n as usize]);
     let crops: Vec<Tensor> = (0..n)
         .map(|i| {
             let (dy, dx) = (offs[2 * i as usize], offs[2 * i as usize + 1]);
@@ -80,7 +98,8 @@ pub fn random_shift(x: &Tensor, pad: i64) -> Tensor {
 /// Random elements of the dihedral group of the square (rotations by multiples of 90° and mirror
 /// images), one index in `0..8` per sample of a batch of `n`.
 pub fn random_dihedral_picks(n: i64) -> Vec<i64> {
-    Vec::<i64>::try_from(Tensor::randint(8, [n], (Kind::Int64, Device::Cpu))).unwrap_or_else(|_| vec![0; n as usize])
+    Vec::<i64>::try_from(Tensor::randint(8, [n], (Kind::Int64, Device::Cpu)))
+        .unwrap_or_else(|_| vec![0; n as usize])
 }
 
 /// Applies dihedral element `picks[i]` to sample `i` of a square batch `[N, C, H, W]`: `k % 4`
@@ -106,7 +125,8 @@ pub fn dihedral(x: &Tensor, picks: &[i64]) -> Tensor {
 /// (`a[0]` along columns, `+x` right; `a[1]` along rows, `+y` down): a quarter turn maps `(x, y)` to
 /// `(y, -x)`, the mirror maps `(x, y)` to `(-x, y)`.
 pub fn dihedral_actions(a: &Tensor, picks: &[i64]) -> Tensor {
-    let v = Vec::<f32>::try_from(a.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1)).unwrap_or_default();
+    let v = Vec::<f32>::try_from(a.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1))
+        .unwrap_or_default();
     let mut out = Vec::with_capacity(v.len());
     for (i, &k) in picks.iter().enumerate() {
         let (mut x, mut y) = (v[2 * i], v[2 * i + 1]);
@@ -118,7 +138,9 @@ pub fn dihedral_actions(a: &Tensor, picks: &[i64]) -> Tensor {
         }
         out.extend([x, y]);
     }
-    Tensor::from_slice(&out).view([picks.len() as i64, 2]).to_device(a.device())
+    Tensor::from_slice(&out)
+        .view([picks.len() as i64, 2])
+        .to_device(a.device())
 }
 
 /// Random dihedral augmentation of a square float batch `[N, C, H, W]` (for labels that do not depend
@@ -154,7 +176,12 @@ mod tests {
         let d = random_dihedral(&x);
         assert_eq!(d.size(), x.size());
         // a symmetry keeps the multiset of pixel values
-        assert!((d.sum(Kind::Float) - x.sum(Kind::Float)).abs().double_value(&[]) < 1e-3);
+        assert!(
+            (d.sum(Kind::Float) - x.sum(Kind::Float))
+                .abs()
+                .double_value(&[])
+                < 1e-3
+        );
     }
 
     #[test]

@@ -120,7 +120,10 @@ impl RewardClassifier {
             bail!("reward.threshold must lie in [0, 1) (got {threshold})");
         }
         if cfg.hidden <= 0 {
-            bail!("reward.classifier.hidden must be positive (got {})", cfg.hidden);
+            bail!(
+                "reward.classifier.hidden must be positive (got {})",
+                cfg.hidden
+            );
         }
         let vs = nn::VarStore::new(device);
         let root = vs.root();
@@ -131,7 +134,9 @@ impl RewardClassifier {
                 (Body::Small(e), f)
             }
             Backbone::Resnet18 => (
-                Body::Resnet(tch::vision::resnet::resnet18_no_final_layer(&(&root / "backbone"))),
+                Body::Resnet(tch::vision::resnet::resnet18_no_final_layer(
+                    &(&root / "backbone"),
+                )),
                 512,
             ),
         };
@@ -187,16 +192,29 @@ impl RewardClassifier {
             Body::Small(e) => e.forward(x),
             Body::Resnet(r) => {
                 let dev = x.device();
-                let mean = Tensor::from_slice(&[0.485f32, 0.456, 0.406]).view([1, 3, 1, 1]).to_device(dev);
-                let std = Tensor::from_slice(&[0.229f32, 0.224, 0.225]).view([1, 3, 1, 1]).to_device(dev);
+                let mean = Tensor::from_slice(&[0.485f32, 0.456, 0.406])
+                    .view([1, 3, 1, 1])
+                    .to_device(dev);
+                let std = Tensor::from_slice(&[0.229f32, 0.224, 0.225])
+                    .view([1, 3, 1, 1])
+                    .to_device(dev);
                 r.forward_t(&((((x + 1.0) * 0.5) - mean) / std), train)
             }
         };
-        feat.apply(&self.fc1).relu().apply(&self.fc2).squeeze_dim(-1)
+        feat.apply(&self.fc1)
+            .relu()
+            .apply(&self.fc2)
+            .squeeze_dim(-1)
     }
 
     /// Training-time logits of `u8` frames with random-shift and Gaussian-noise augmentation.
-    pub fn logits_augmented(&self, frames: &Tensor, shift_pad: i64, noise_std: f64, dihedral: bool) -> Tensor {
+    pub fn logits_augmented(
+        &self,
+        frames: &Tensor,
+        shift_pad: i64,
+        noise_std: f64,
+        dihedral: bool,
+    ) -> Tensor {
         let mut x = random_shift(&to_float(frames), shift_pad);
         if dihedral {
             x = random_dihedral(&x);
@@ -210,7 +228,10 @@ impl RewardClassifier {
     /// P(success) `[B]` of `u8` frames `[B, 3, H, W]` (resized to the classifier's size when needed).
     pub fn prob_u8(&self, frames: &Tensor) -> Tensor {
         tch::no_grad(|| {
-            let x = to_float(&resize_u8(&frames.to_device(self.device()), self.image_size));
+            let x = to_float(&resize_u8(
+                &frames.to_device(self.device()),
+                self.image_size,
+            ));
             self.logits(&x, false).sigmoid()
         })
     }
@@ -242,7 +263,9 @@ impl RewardClassifier {
         let mut mismatched = Vec::new();
         tch::no_grad(|| {
             for (name, mut var) in self.vs.variables() {
-                let Some(short) = name.strip_prefix(body_prefix) else { continue };
+                let Some(short) = name.strip_prefix(body_prefix) else {
+                    continue;
+                };
                 if let Some(src) = tensors.get(&format!("{prefix}{short}")) {
                     if src.size() == var.size() {
                         var.copy_(&src.to_kind(var.kind()).to_device(var.device()));
@@ -262,7 +285,10 @@ impl RewardClassifier {
                 if mismatched.is_empty() { String::new() } else { format!(", {} had other shapes", mismatched.len()) }
             );
         }
-        tracing::info!("reward: initialised {copied} backbone tensors from {}", path.display());
+        tracing::info!(
+            "reward: initialised {copied} backbone tensors from {}",
+            path.display()
+        );
         Ok(copied)
     }
 
@@ -290,7 +316,8 @@ impl RewardClassifier {
             );
         }
         let bad = || format!("{}: bad classifier metadata", path.display());
-        let cfg: ClassifierConfig = serde_json::from_value(meta["config"].clone()).with_context(bad)?;
+        let cfg: ClassifierConfig =
+            serde_json::from_value(meta["config"].clone()).with_context(bad)?;
         let image_size = meta["image_size"].as_u64().with_context(bad)? as usize;
         let threshold = meta["threshold"].as_f64().with_context(bad)?;
         let mode: RewardMode = serde_json::from_value(meta["mode"].clone()).with_context(bad)?;

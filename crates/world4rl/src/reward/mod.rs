@@ -7,4 +7,6 @@ pub mod train;
 
 pub use classifier::{Backbone, ClassifierConfig, RewardClassifier, RewardMode};
 pub use metrics::BinaryMetrics;
-pub use train::{checkpoint_path, evaluate_frames, train_all, train_task, ClassifierReport, RewardConfig};
+pub use train::{
+    checkpoint_path, evaluate_frames, train_all, train_task, ClassifierReport, RewardConfig,
+};

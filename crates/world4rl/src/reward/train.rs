@@ -97,7 +97,10 @@ impl RewardConfig {
     pub fn validate(&self) -> Result<()> {
         ensure!(self.steps > 0, "reward.steps must be positive");
         ensure!(self.batch_size >= 2, "reward.batch_size must be at least 2");
-        ensure!(self.lr > 0.0 && self.lr.is_finite(), "reward.lr must be positive");
+        ensure!(
+            self.lr > 0.0 && self.lr.is_finite(),
+            "reward.lr must be positive"
+        );
         ensure!(self.shift_pad >= 0, "reward.shift_pad must be >= 0");
         ensure!(self.noise_std >= 0.0, "reward.noise_std must be >= 0");
         ensure!(
@@ -106,9 +109,15 @@ impl RewardConfig {
             self.holdout_fraction
         );
         if let Some(t) = self.threshold {
-            ensure!((0.0..1.0).contains(&t), "reward.threshold must lie in [0, 1) (got {t})");
+            ensure!(
+                (0.0..1.0).contains(&t),
+                "reward.threshold must lie in [0, 1) (got {t})"
+            );
         }
-        ensure!(!self.kinds.is_empty(), "reward.kinds is empty: list at least one episode kind");
+        ensure!(
+            !self.kinds.is_empty(),
+            "reward.kinds is empty: list at least one episode kind"
+        );
         ensure!(self.log_every > 0, "reward.log_every must be positive");
         Ok(())
     }
@@ -131,6 +140,8 @@ pub struct ClassifierReport {
     pub train: BinaryMetrics,
     /// Metrics on the held-out frames.
     pub heldout: BinaryMetrics,
+    /// Decision threshold (calibrated or configured).
+    pub threshold: f64,
     /// Backbone tensors copied from the pretrained file.
     pub pretrained_tensors: usize,
     /// Wall-clock seconds.
@@ -143,13 +154,24 @@ struct Frames {
     labels: Vec<bool>,
 }
 
-fn load_frames(dataset: &Dataset, entries: &[usize], size: usize, device: Device) -> Result<Frames> {
+fn load_frames(
+    dataset: &Dataset,
+    entries: &[usize],
+    size: usize,
+    device: Device,
+) -> Result<Frames> {
     let mut images = Vec::with_capacity(entries.len());
     let mut labels = Vec::new();
     for &i in entries {
         let ep = dataset.load(i)?;
         let n = ep.steps() + 1;
-        images.push(frames_to_u8(&ep.frames, n, ep.meta.image_size, size, device)?);
+        images.push(frames_to_u8(
+            &ep.frames,
+            n,
+            ep.meta.image_size,
+            size,
+            device,
+        )?);
         labels.extend(ep.success.iter().map(|&s| s == 1));
     }
     let images = if images.is_empty() {
@@ -168,7 +190,9 @@ pub fn probabilities(clf: &RewardClassifier, frames: &Tensor) -> Result<Vec<f32>
     while start < n {
         let len = (n - start).min(512);
         let p = clf.prob_u8(&frames.narrow(0, start, len));
-        out.extend(Vec::<f32>::try_from(p.to_device(Device::Cpu).to_kind(Kind::Float))?);
+        out.extend(Vec::<f32>::try_from(
+            p.to_device(Device::Cpu).to_kind(Kind::Float),
+        )?);
         start += len;
     }
     Ok(out)
@@ -191,11 +215,22 @@ pub fn best_f1_threshold(probs: &[f32], labels: &[bool]) -> f64 {
 }
 
 /// Metrics of `clf` on `u8 [N, 3, h, w]` frames against `labels`, at its threshold.
-pub fn evaluate_frames(clf: &RewardClassifier, frames: &Tensor, labels: &[bool]) -> Result<BinaryMetrics> {
+pub fn evaluate_frames(
+    clf: &RewardClassifier,
+    frames: &Tensor,
+    labels: &[bool],
+) -> Result<BinaryMetrics> {
     let n = frames.size()[0];
-    ensure!(n as usize == labels.len(), "{n} frames but {} labels", labels.len());
+    ensure!(
+        n as usize == labels.len(),
+        "{n} frames but {} labels",
+        labels.len()
+    );
     let thr = clf.threshold();
-    let pred: Vec<bool> = probabilities(clf, frames)?.into_iter().map(|p| p as f64 > thr).collect();
+    let pred: Vec<bool> = probabilities(clf, frames)?
+        .into_iter()
+        .map(|p| p as f64 > thr)
+        .collect();
     Ok(BinaryMetrics::from_predictions(&pred, labels))
 }
 
@@ -210,7 +245,11 @@ pub fn train_task(
     cfg.validate()?;
     let start = Instant::now();
     tch::manual_seed(cfg.seed as i64);
-    let size = if cfg.image_size == 0 { dataset.spec().image_size } else { cfg.image_size };
+    let size = if cfg.image_size == 0 {
+        dataset.spec().image_size
+    } else {
+        cfg.image_size
+    };
     let dihedral = cfg.dihedral.unwrap_or(dataset.spec().suite == "tabletop");
 
     // ---- data: whole episodes held out, stratified by episode success
@@ -231,15 +270,25 @@ pub fn train_task(
     }
     let keys: Vec<&str> = entries
         .iter()
-        .map(|&i| if dataset.entries()[i].meta.success { "success" } else { "failure" })
+        .map(|&i| {
+            if dataset.entries()[i].meta.success {
+                "success"
+            } else {
+                "failure"
+            }
+        })
         .collect();
     let (tr, ho) = holdout_split(&keys, cfg.holdout_fraction, cfg.seed);
     let train_entries: Vec<usize> = tr.iter().map(|&k| entries[k]).collect();
     let held_entries: Vec<usize> = ho.iter().map(|&k| entries[k]).collect();
     let train = load_frames(dataset, &train_entries, size, device)?;
     let held = load_frames(dataset, &held_entries, size, device)?;
-    let pos: Vec<i64> = (0..train.labels.len() as i64).filter(|&i| train.labels[i as usize]).collect();
-    let neg: Vec<i64> = (0..train.labels.len() as i64).filter(|&i| !train.labels[i as usize]).collect();
+    let pos: Vec<i64> = (0..train.labels.len() as i64)
+        .filter(|&i| train.labels[i as usize])
+        .collect();
+    let neg: Vec<i64> = (0..train.labels.len() as i64)
+        .filter(|&i| !train.labels[i as usize])
+        .collect();
     if pos.is_empty() || neg.is_empty() {
         bail!(
             "task '{task}': the training frames hold {} successful and {} unsuccessful frames; the classifier needs both (collect expert episodes that succeed)",
@@ -257,11 +306,20 @@ pub fn train_task(
     let neg_t = Tensor::from_slice(&neg).to_device(device);
 
     // ---- model
-    let mut clf = RewardClassifier::new(&cfg.classifier, size, cfg.threshold.unwrap_or(0.5), cfg.reward, task, device)?;
+    let mut clf = RewardClassifier::new(
+        &cfg.classifier,
+        size,
+        cfg.threshold.unwrap_or(0.5),
+        cfg.reward,
+        task,
+        device,
+    )?;
     let pretrained_tensors = match &cfg.pretrained {
         Some(p) => clf
             .load_backbone(p, &cfg.pretrained_prefix)
-            .with_context(|| format!("initialising the classifier backbone from {}", p.display()))?,
+            .with_context(|| {
+                format!("initialising the classifier backbone from {}", p.display())
+            })?,
         None => 0,
     };
     let mut opt = tch::nn::Adam {
@@ -282,22 +340,38 @@ pub fn train_task(
     let bar = crate::progress::bar(cfg.steps as u64, format!("reward {task}"));
     let (mut window, mut window_n) = (0.0, 0usize);
     for step in 1..=cfg.steps {
-        let ip = pos_t.index_select(0, &Tensor::randint(pos.len() as i64, [half], (Kind::Int64, device)));
+        let ip = pos_t.index_select(
+            0,
+            &Tensor::randint(pos.len() as i64, [half], (Kind::Int64, device)),
+        );
         let ineg = neg_t.index_select(
             0,
-            &Tensor::randint(neg.len() as i64, [cfg.batch_size as i64 - half], (Kind::Int64, device)),
+            &Tensor::randint(
+                neg.len() as i64,
+                [cfg.batch_size as i64 - half],
+                (Kind::Int64, device),
+            ),
         );
         let x = train.images.index_select(0, &Tensor::cat(&[ip, ineg], 0));
         let logits = clf.logits_augmented(&x, cfg.shift_pad, cfg.noise_std, dihedral);
-        let loss = logits.binary_cross_entropy_with_logits::<Tensor>(&labels, None, None, tch::Reduction::Mean);
+        let loss = logits.binary_cross_entropy_with_logits::<Tensor>(
+            &labels,
+            None,
+            None,
+            tch::Reduction::Mean,
+        );
         opt.backward_step(&loss);
         let l = loss.double_value(&[]);
-        ensure!(l.is_finite(), "reward '{task}': the loss became {l} at step {step}; lower reward.lr");
+        ensure!(
+            l.is_finite(),
+            "reward '{task}': the loss became {l} at step {step}; lower reward.lr"
+        );
         window += l;
         window_n += 1;
         bar.inc(1);
         if step % cfg.log_every == 0 || step == cfg.steps {
-            let mut rec = serde_json::json!({"task": task, "step": step, "bce": window / window_n as f64});
+            let mut rec =
+                serde_json::json!({"task": task, "step": step, "bce": window / window_n as f64});
             if (step % (5 * cfg.log_every) == 0 || step == cfg.steps) && !held.labels.is_empty() {
                 let m = evaluate_frames(&clf, &held.images, &held.labels)?;
                 rec["heldout_f1"] = m.f1.into();
@@ -326,6 +400,7 @@ pub fn train_task(
         train_positives: pos.len(),
         train: train_m,
         heldout: held_m,
+        threshold: clf.threshold(),
         pretrained_tensors,
         seconds: start.elapsed().as_secs_f64(),
     };
@@ -339,8 +414,17 @@ pub fn checkpoint_path(run: &RunDir, task: &str) -> PathBuf {
 
 /// Trains (or skips, when done) the classifier of every configured task; writes
 /// `RUN/reward/<task>/{classifier.safetensors, metrics.jsonl, done.json}`.
-pub fn train_all(cfg: &RewardConfig, dataset: &Dataset, run: &RunDir, device: Device) -> Result<Vec<ClassifierReport>> {
-    let tasks = if cfg.tasks.is_empty() { dataset.tasks() } else { cfg.tasks.clone() };
+pub fn train_all(
+    cfg: &RewardConfig,
+    dataset: &Dataset,
+    run: &RunDir,
+    device: Device,
+) -> Result<Vec<ClassifierReport>> {
+    let tasks = if cfg.tasks.is_empty() {
+        dataset.tasks()
+    } else {
+        cfg.tasks.clone()
+    };
     let mut reports = Vec::new();
     for task in &tasks {
         let stage = format!("reward/{task}");

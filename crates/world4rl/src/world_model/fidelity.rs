@@ -5,6 +5,12 @@
 //!
 //! PSNR and SSIM always; LPIPS per horizon, FID over all imagined frames and FVD over the imagined
 //! clips when the backbone weight files are given. All comparisons are at the model's resolution.
+//!
+//! **PSNR convention.** The headline PSNR of horizon step k is computed from the mean squared error
+//! over all rollouts at that step (`10·log10(255² / mean MSE)`, i.e. the PSNR of the concatenated
+//! frames). The per-frame average of PSNR is reported too (`psnr_frame_mean`, each frame capped at
+//! 100 dB) but is not used for comparisons: rendered scenes often contain frames where nothing
+//! moves, on which copy-last-frame is exact (infinite PSNR), so any cap would decide the average.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -41,7 +47,16 @@ pub struct FidelityConfig {
 
 impl Default for FidelityConfig {
     fn default() -> Self {
-        Self { horizon: 10, stride: 10, max_rollouts: 0, batch: 64, seed: 0, lpips_weights: None, fid_weights: None, fvd_weights: None }
+        Self {
+            horizon: 10,
+            stride: 10,
+            max_rollouts: 0,
+            batch: 64,
+            seed: 0,
+            lpips_weights: None,
+            fid_weights: None,
+            fvd_weights: None,
+        }
     }
 }
 
@@ -53,11 +68,14 @@ pub struct FidelityReport {
     pub episodes: usize,
     pub image_size: usize,
     pub sampler_steps: usize,
-    /// Mean PSNR (dB) at horizon steps 1..=H.
+    /// PSNR (dB) of the pooled MSE at horizon steps 1..=H (see the module docs).
     pub psnr: Vec<f64>,
     pub ssim: Vec<f64>,
     pub copy_last_psnr: Vec<f64>,
     pub copy_last_ssim: Vec<f64>,
+    /// Mean of per-frame PSNR (capped at 100 dB) at horizon steps 1..=H.
+    pub psnr_frame_mean: Vec<f64>,
+    pub copy_last_psnr_frame_mean: Vec<f64>,
     /// Means over the H steps.
     pub mean_psnr: f64,
     pub mean_ssim: f64,
@@ -86,22 +104,47 @@ pub fn rollout_starts(episodes: &[Episode], cfg: &FidelityConfig) -> Vec<(usize,
     }
     if cfg.max_rollouts > 0 && all.len() > cfg.max_rollouts {
         let n = all.len();
-        all = (0..cfg.max_rollouts).map(|k| all[k * n / cfg.max_rollouts]).collect();
+        all = (0..cfg.max_rollouts)
+            .map(|k| all[k * n / cfg.max_rollouts])
+            .collect();
     }
     all
 }
 
 /// Evaluates `wm` on `episodes` (see the module docs).
-pub fn evaluate(wm: &WorldModel, episodes: &[Episode], cfg: &FidelityConfig) -> Result<FidelityReport> {
-    ensure!(cfg.horizon >= 1 && cfg.batch >= 1, "fidelity: horizon and batch must be at least 1");
+pub fn evaluate(
+    wm: &WorldModel,
+    episodes: &[Episode],
+    cfg: &FidelityConfig,
+) -> Result<FidelityReport> {
+    ensure!(
+        cfg.horizon >= 1 && cfg.batch >= 1,
+        "fidelity: horizon and batch must be at least 1"
+    );
     let starts = rollout_starts(episodes, cfg);
-    ensure!(!starts.is_empty(), "fidelity: no held-out episode has {} steps", cfg.horizon);
+    ensure!(
+        !starts.is_empty(),
+        "fidelity: no held-out episode has {} steps",
+        cfg.horizon
+    );
     let h = cfg.horizon;
     let size = wm.image_size();
     let dev = wm.device();
-    let lpips = cfg.lpips_weights.as_ref().map(|p| metrics::lpips::Lpips::load(p, Default::default(), dev)).transpose()?;
-    let fid = cfg.fid_weights.as_ref().map(|p| metrics::fid::FidInception::load(p, dev)).transpose()?;
-    let fvd = cfg.fvd_weights.as_ref().map(|p| metrics::fvd::I3d::load(p, dev)).transpose()?;
+    let lpips = cfg
+        .lpips_weights
+        .as_ref()
+        .map(|p| metrics::lpips::Lpips::load(p, Default::default(), dev))
+        .transpose()?;
+    let fid = cfg
+        .fid_weights
+        .as_ref()
+        .map(|p| metrics::fid::FidInception::load(p, dev))
+        .transpose()?;
+    let fvd = cfg
+        .fvd_weights
+        .as_ref()
+        .map(|p| metrics::fvd::I3d::load(p, dev))
+        .transpose()?;
 
     tch::manual_seed(cfg.seed as i64);
     let t_start = Instant::now();
@@ -109,6 +152,8 @@ pub fn evaluate(wm: &WorldModel, episodes: &[Episode], cfg: &FidelityConfig) -> 
     let mut ssim: Vec<Vec<Tensor>> = (0..h).map(|_| Vec::new()).collect();
     let mut cl_psnr: Vec<Vec<Tensor>> = (0..h).map(|_| Vec::new()).collect();
     let mut cl_ssim: Vec<Vec<Tensor>> = (0..h).map(|_| Vec::new()).collect();
+    let mut mse: Vec<Vec<Tensor>> = (0..h).map(|_| Vec::new()).collect();
+    let mut cl_mse: Vec<Vec<Tensor>> = (0..h).map(|_| Vec::new()).collect();
     let mut lp: Vec<Vec<Tensor>> = (0..h).map(|_| Vec::new()).collect();
     let mut cl_lp: Vec<Vec<Tensor>> = (0..h).map(|_| Vec::new()).collect();
     let (mut real_clips, mut fake_clips) = (Vec::new(), Vec::new());
@@ -123,7 +168,9 @@ pub fn evaluate(wm: &WorldModel, episodes: &[Episode], cfg: &FidelityConfig) -> 
                 acts.extend_from_slice(ep.action(t0 + k));
             }
             let side = ep.meta.image_size;
-            let bytes: Vec<u8> = (1..=h).flat_map(|k| ep.frame(t0 + k).iter().copied()).collect();
+            let bytes: Vec<u8> = (1..=h)
+                .flat_map(|k| ep.frame(t0 + k).iter().copied())
+                .collect();
             real.push(frames_to_model(&bytes, h, side, size, dev)?);
         }
         let b = chunk.len() as i64;
@@ -134,8 +181,10 @@ pub fn evaluate(wm: &WorldModel, episodes: &[Episode], cfg: &FidelityConfig) -> 
         for k in 0..h {
             let (r, f) = (real.select(1, k as i64), fake.select(1, k as i64));
             psnr[k].push(metrics::psnr(&f, &r)?);
+            mse[k].push(metrics::mse(&f, &r)?);
             ssim[k].push(metrics::ssim(&f, &r)?);
             cl_psnr[k].push(metrics::psnr(&last, &r)?);
+            cl_mse[k].push(metrics::mse(&last, &r)?);
             cl_ssim[k].push(metrics::ssim(&last, &r)?);
             if let Some(l) = &lpips {
                 lp[k].push(l.distance(&f, &r)?);
@@ -151,11 +200,22 @@ pub fn evaluate(wm: &WorldModel, episodes: &[Episode], cfg: &FidelityConfig) -> 
     let mean_of = |v: &[Tensor]| metrics::mean(&Tensor::cat(v, 0));
     let per_h = |v: &[Vec<Tensor>]| v.iter().map(|x| mean_of(x)).collect::<Vec<f64>>();
     let avg = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let (psnr, ssim, cl_psnr, cl_ssim) = (per_h(&psnr), per_h(&ssim), per_h(&cl_psnr), per_h(&cl_ssim));
+    let pooled = |v: &[Vec<Tensor>]| {
+        per_h(v)
+            .into_iter()
+            .map(metrics::psnr_from_mse)
+            .collect::<Vec<f64>>()
+    };
+    let (psnr_fm, cl_psnr_fm) = (per_h(&psnr), per_h(&cl_psnr));
+    let (psnr, cl_psnr) = (pooled(&mse), pooled(&cl_mse));
+    let (ssim, cl_ssim) = (per_h(&ssim), per_h(&cl_ssim));
     let (fid_v, fvd_v) = if !real_clips.is_empty() {
         let real = Tensor::cat(&real_clips, 0);
         let fake = Tensor::cat(&fake_clips, 0);
-        let fid_v = fid.as_ref().map(|m| m.fid(&real.flatten(0, 1), &fake.flatten(0, 1), 32)).transpose()?;
+        let fid_v = fid
+            .as_ref()
+            .map(|m| m.fid(&real.flatten(0, 1), &fake.flatten(0, 1), 32))
+            .transpose()?;
         let fvd_v = fvd.as_ref().map(|m| m.fvd(&real, &fake, 8)).transpose()?;
         (fid_v, fvd_v)
     } else {
@@ -171,11 +231,16 @@ pub fn evaluate(wm: &WorldModel, episodes: &[Episode], cfg: &FidelityConfig) -> 
         mean_ssim: avg(&ssim),
         copy_last_mean_psnr: avg(&cl_psnr),
         copy_last_mean_ssim: avg(&cl_ssim),
-        beats_copy_last_at: (0..h).filter(|&k| psnr[k] > cl_psnr[k]).map(|k| k + 1).collect(),
+        beats_copy_last_at: (0..h)
+            .filter(|&k| psnr[k] > cl_psnr[k])
+            .map(|k| k + 1)
+            .collect(),
         psnr,
         ssim,
         copy_last_psnr: cl_psnr,
         copy_last_ssim: cl_ssim,
+        psnr_frame_mean: psnr_fm,
+        copy_last_psnr_frame_mean: cl_psnr_fm,
         lpips: lpips.as_ref().map(|_| per_h(&lp)),
         copy_last_lpips: lpips.as_ref().map(|_| per_h(&cl_lp)),
         fid: fid_v,
@@ -188,11 +253,28 @@ pub fn evaluate(wm: &WorldModel, episodes: &[Episode], cfg: &FidelityConfig) -> 
 impl FidelityReport {
     /// A plain-text table: horizon, PSNR, SSIM, copy-last PSNR, copy-last SSIM.
     pub fn table(&self) -> String {
-        let mut s = format!("{:>7} {:>9} {:>7} {:>14} {:>14}\n", "horizon", "PSNR dB", "SSIM", "copy-last PSNR", "copy-last SSIM");
+        let mut s = format!(
+            "{:>7} {:>9} {:>7} {:>14} {:>14}\n",
+            "horizon", "PSNR dB", "SSIM", "copy-last PSNR", "copy-last SSIM"
+        );
         for k in 0..self.horizon {
-            s += &format!("{:>7} {:>9.2} {:>7.4} {:>14.2} {:>14.4}\n", k + 1, self.psnr[k], self.ssim[k], self.copy_last_psnr[k], self.copy_last_ssim[k]);
+            s += &format!(
+                "{:>7} {:>9.2} {:>7.4} {:>14.2} {:>14.4}\n",
+                k + 1,
+                self.psnr[k],
+                self.ssim[k],
+                self.copy_last_psnr[k],
+                self.copy_last_ssim[k]
+            );
         }
-        s += &format!("{:>7} {:>9.2} {:>7.4} {:>14.2} {:>14.4}\n", "mean", self.mean_psnr, self.mean_ssim, self.copy_last_mean_psnr, self.copy_last_mean_ssim);
+        s += &format!(
+            "{:>7} {:>9.2} {:>7.4} {:>14.2} {:>14.4}\n",
+            "mean",
+            self.mean_psnr,
+            self.mean_ssim,
+            self.copy_last_mean_psnr,
+            self.copy_last_mean_ssim
+        );
         s
     }
 }

@@ -29,7 +29,10 @@ impl RollingContext {
     /// `[B, L−1, A]`, and a mask `[B, L]` (`None` = all real).
     pub fn new(frames: Tensor, past_actions: Tensor, mask: Option<Tensor>) -> Result<Self> {
         let fs = frames.size();
-        ensure!(fs.len() == 5 && fs[2] == 3, "rolling context: frames must be [B, L, 3, H, W], got {fs:?}");
+        ensure!(
+            fs.len() == 5 && fs[2] == 3,
+            "rolling context: frames must be [B, L, 3, H, W], got {fs:?}"
+        );
         let (b, l) = (fs[0], fs[1]);
         let ps = past_actions.size();
         ensure!(
@@ -39,20 +42,31 @@ impl RollingContext {
         );
         let mask = match mask {
             Some(m) => {
-                ensure!(m.size() == vec![b, l], "rolling context: mask must be [{b}, {l}], got {:?}", m.size());
+                ensure!(
+                    m.size() == vec![b, l],
+                    "rolling context: mask must be [{b}, {l}], got {:?}",
+                    m.size()
+                );
                 m.to_kind(Kind::Bool).to_device(frames.device())
             }
             None => Tensor::ones([b, l], (Kind::Bool, frames.device())),
         };
         let frames = frames * mask.to_kind(Kind::Float).view([b, l, 1, 1, 1]);
-        Ok(Self { frames, past_actions: past_actions.to_kind(Kind::Float).to_device(mask.device()), mask })
+        Ok(Self {
+            frames,
+            past_actions: past_actions.to_kind(Kind::Float).to_device(mask.device()),
+            mask,
+        })
     }
 
     /// The start of an episode: only the first frame `[B, 3, H, W]` is known; earlier positions are
     /// padding.
     pub fn from_first_frame(first: &Tensor, context: usize, action_dim: usize) -> Result<Self> {
         let s = first.size();
-        ensure!(s.len() == 4 && s[1] == 3, "rolling context: first frame must be [B, 3, H, W], got {s:?}");
+        ensure!(
+            s.len() == 4 && s[1] == 3,
+            "rolling context: first frame must be [B, 3, H, W], got {s:?}"
+        );
         let (b, l) = (s[0], context as i64);
         let dev = first.device();
         let frames = Tensor::zeros([b, l, 3, s[2], s[3]], (Kind::Float, dev));
@@ -75,8 +89,18 @@ impl RollingContext {
         let mut past = Vec::with_capacity(starts.len() * (l - 1) * a);
         let mut mask = Vec::with_capacity(starts.len() * l);
         for &(ep, t) in starts {
-            ensure!(t <= ep.meta.steps, "rolling context: frame {t} is beyond episode {} #{} ({} steps)", ep.meta.task, ep.meta.index, ep.meta.steps);
-            ensure!(ep.meta.action_dim == a, "rolling context: episode has action dim {}, the model {a}", ep.meta.action_dim);
+            ensure!(
+                t <= ep.meta.steps,
+                "rolling context: frame {t} is beyond episode {} #{} ({} steps)",
+                ep.meta.task,
+                ep.meta.index,
+                ep.meta.steps
+            );
+            ensure!(
+                ep.meta.action_dim == a,
+                "rolling context: episode has action dim {}, the model {a}",
+                ep.meta.action_dim
+            );
             let side = ep.meta.image_size;
             let mut bytes = vec![0u8; l * side * side * 3];
             for k in 0..l {
@@ -84,7 +108,8 @@ impl RollingContext {
                 let real = (t + k).checked_sub(l - 1);
                 mask.push(real.is_some());
                 if let Some(f) = real {
-                    bytes[k * side * side * 3..(k + 1) * side * side * 3].copy_from_slice(ep.frame(f));
+                    bytes[k * side * side * 3..(k + 1) * side * side * 3]
+                        .copy_from_slice(ep.frame(f));
                 }
                 if k + 1 < l {
                     match real {
@@ -97,8 +122,12 @@ impl RollingContext {
         }
         let b = starts.len() as i64;
         let frames = Tensor::stack(&frames, 0);
-        let past = Tensor::from_slice(&past).view([b, l as i64 - 1, a as i64]).to_device(wm.device());
-        let mask = Tensor::from_slice(&mask).view([b, l as i64]).to_device(wm.device());
+        let past = Tensor::from_slice(&past)
+            .view([b, l as i64 - 1, a as i64])
+            .to_device(wm.device());
+        let mask = Tensor::from_slice(&mask)
+            .view([b, l as i64])
+            .to_device(wm.device());
         Self::new(frames, past, Some(mask))
     }
 
@@ -126,8 +155,21 @@ impl RollingContext {
     pub fn actions_with(&self, action: &Tensor) -> Result<Tensor> {
         let b = self.batch();
         let a = self.past_actions.size()[2];
-        ensure!(action.size() == vec![b, a], "rolling context: action must be [{b}, {a}], got {:?}", action.size());
-        Ok(Tensor::cat(&[&self.past_actions, &action.to_kind(Kind::Float).to_device(self.device()).unsqueeze(1)], 1))
+        ensure!(
+            action.size() == vec![b, a],
+            "rolling context: action must be [{b}, {a}], got {:?}",
+            action.size()
+        );
+        Ok(Tensor::cat(
+            &[
+                &self.past_actions,
+                &action
+                    .to_kind(Kind::Float)
+                    .to_device(self.device())
+                    .unsqueeze(1),
+            ],
+            1,
+        ))
     }
 
     /// Rolls the window: `action` was taken at the last frame and produced `next: [B, 3, H, W]`.
@@ -141,7 +183,13 @@ impl RollingContext {
             self.last_frame().size(),
             next.size()
         );
-        self.frames = Tensor::cat(&[self.frames.narrow(1, 1, l - 1), next.to_device(self.device()).unsqueeze(1)], 1);
+        self.frames = Tensor::cat(
+            &[
+                self.frames.narrow(1, 1, l - 1),
+                next.to_device(self.device()).unsqueeze(1),
+            ],
+            1,
+        );
         self.past_actions = acts.narrow(1, 1, l - 1);
         let ones = Tensor::ones([b, 1], (Kind::Bool, self.device()));
         self.mask = Tensor::cat(&[self.mask.narrow(1, 1, l - 1), ones], 1);
@@ -160,15 +208,27 @@ impl RollingContext {
     /// Replaces the rows `rows` with the rows of `other` (e.g. to restart finished imagined episodes
     /// from fresh dataset contexts). `other` must have `rows.len()` rows.
     pub fn reset_rows(&mut self, rows: &[i64], other: &RollingContext) -> Result<()> {
-        ensure!(other.batch() == rows.len() as i64, "rolling context: {} replacement rows for {} indices", other.batch(), rows.len());
         ensure!(
-            other.frames.size()[1..] == self.frames.size()[1..] && other.past_actions.size()[1..] == self.past_actions.size()[1..],
+            other.batch() == rows.len() as i64,
+            "rolling context: {} replacement rows for {} indices",
+            other.batch(),
+            rows.len()
+        );
+        ensure!(
+            other.frames.size()[1..] == self.frames.size()[1..]
+                && other.past_actions.size()[1..] == self.past_actions.size()[1..],
             "rolling context: replacement has another shape"
         );
         let idx = Tensor::from_slice(rows).to_device(self.device());
-        let _ = self.frames.index_copy_(0, &idx, &other.frames.to_device(self.device()));
-        let _ = self.past_actions.index_copy_(0, &idx, &other.past_actions.to_device(self.device()));
-        let _ = self.mask.index_copy_(0, &idx, &other.mask.to_device(self.device()));
+        let _ = self
+            .frames
+            .index_copy_(0, &idx, &other.frames.to_device(self.device()));
+        let _ =
+            self.past_actions
+                .index_copy_(0, &idx, &other.past_actions.to_device(self.device()));
+        let _ = self
+            .mask
+            .index_copy_(0, &idx, &other.mask.to_device(self.device()));
         Ok(())
     }
 
@@ -181,7 +241,11 @@ impl RollingContext {
 /// `[B, H, 3, S, S]` (the context advances by `H` steps).
 pub fn imagine(wm: &WorldModel, ctx: &mut RollingContext, actions: &Tensor) -> Result<Tensor> {
     let s = actions.size();
-    ensure!(s.len() == 3 && s[0] == ctx.batch(), "imagine: actions must be [{}, H, A], got {s:?}", ctx.batch());
+    ensure!(
+        s.len() == 3 && s[0] == ctx.batch(),
+        "imagine: actions must be [{}, H, A], got {s:?}",
+        ctx.batch()
+    );
     let mut out = Vec::with_capacity(s[1] as usize);
     for h in 0..s[1] {
         out.push(ctx.step(wm, &actions.select(1, h))?);
@@ -192,7 +256,12 @@ pub fn imagine(wm: &WorldModel, ctx: &mut RollingContext, actions: &Tensor) -> R
 
 /// Closed-loop imagination: at every step `policy(last_frame [B,3,S,S], &ctx)` returns the action
 /// `[B, A]`. Returns (frames `[B, H, 3, S, S]`, actions `[B, H, A]`).
-pub fn imagine_with_policy<P>(wm: &WorldModel, ctx: &mut RollingContext, horizon: usize, mut policy: P) -> Result<(Tensor, Tensor)>
+pub fn imagine_with_policy<P>(
+    wm: &WorldModel,
+    ctx: &mut RollingContext,
+    horizon: usize,
+    mut policy: P,
+) -> Result<(Tensor, Tensor)>
 where
     P: FnMut(&Tensor, &RollingContext) -> Result<Tensor>,
 {
@@ -210,24 +279,48 @@ where
 /// Writes an animated GIF of `columns` (each `[T, 3, S, S]` in [-1, 1], equal shapes) side by side,
 /// separated by a 2-pixel white bar, every pixel enlarged `scale` times, `delay_cs` hundredths of a
 /// second per frame, looping.
-pub fn side_by_side_gif(path: &std::path::Path, columns: &[&Tensor], scale: usize, delay_cs: u16) -> Result<()> {
+pub fn side_by_side_gif(
+    path: &std::path::Path,
+    columns: &[&Tensor],
+    scale: usize,
+    delay_cs: u16,
+) -> Result<()> {
     use anyhow::Context;
     ensure!(!columns.is_empty(), "gif: nothing to draw");
     let s0 = columns[0].size();
-    ensure!(s0.len() == 4 && s0[1] == 3, "gif: columns must be [T, 3, S, S], got {s0:?}");
-    ensure!(columns.iter().all(|c| c.size() == s0), "gif: columns differ in shape");
+    ensure!(
+        s0.len() == 4 && s0[1] == 3,
+        "gif: columns must be [T, 3, S, S], got {s0:?}"
+    );
+    ensure!(
+        columns.iter().all(|c| c.size() == s0),
+        "gif: columns differ in shape"
+    );
     let (t, h, w) = (s0[0] as usize, s0[2] as usize, s0[3] as usize);
     let scale = scale.max(1);
     let gap = 2;
-    let (fw, fh) = (columns.len() * w * scale + (columns.len() - 1) * gap, h * scale);
-    ensure!(fw <= u16::MAX as usize && fh <= u16::MAX as usize, "gif: frame too large");
+    let (fw, fh) = (
+        columns.len() * w * scale + (columns.len() - 1) * gap,
+        h * scale,
+    );
+    ensure!(
+        fw <= u16::MAX as usize && fh <= u16::MAX as usize,
+        "gif: frame too large"
+    );
     let u8s: Vec<Vec<u8>> = columns
         .iter()
-        .map(|c| Vec::<u8>::try_from(crate::diffusion::frames_to_u8(&c.to_device(Device::Cpu)).flatten(0, -1)))
+        .map(|c| {
+            Vec::<u8>::try_from(
+                crate::diffusion::frames_to_u8(&c.to_device(Device::Cpu)).flatten(0, -1),
+            )
+        })
         .collect::<Result<_, _>>()?;
-    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut enc = gif::Encoder::new(std::io::BufWriter::new(file), fw as u16, fh as u16, &[]).context("starting the GIF")?;
-    enc.set_repeat(gif::Repeat::Infinite).context("writing the GIF")?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut enc = gif::Encoder::new(std::io::BufWriter::new(file), fw as u16, fh as u16, &[])
+        .context("starting the GIF")?;
+    enc.set_repeat(gif::Repeat::Infinite)
+        .context("writing the GIF")?;
     for f in 0..t {
         let mut rgb = vec![255u8; fw * fh * 3];
         for (ci, col) in u8s.iter().enumerate() {
@@ -257,11 +350,17 @@ mod tests {
         let opts = (Kind::Float, Device::Cpu);
         let first = Tensor::ones([2, 3, 4, 4], opts) * 0.5;
         let mut ctx = RollingContext::from_first_frame(&first, 4, 2).unwrap();
-        assert_eq!(Vec::<bool>::try_from(ctx.mask().flatten(0, -1)).unwrap(), vec![false, false, false, true, false, false, false, true]);
+        assert_eq!(
+            Vec::<bool>::try_from(ctx.mask().flatten(0, -1)).unwrap(),
+            vec![false, false, false, true, false, false, false, true]
+        );
         let a = Tensor::from_slice(&[0.1f32, 0.2, 0.3, 0.4]).view([2, 2]);
         let next = Tensor::ones([2, 3, 4, 4], opts) * -0.5;
         ctx.push(&a, &next).unwrap();
-        assert_eq!(Vec::<bool>::try_from(ctx.mask().select(0, 0)).unwrap(), vec![false, false, true, true]);
+        assert_eq!(
+            Vec::<bool>::try_from(ctx.mask().select(0, 0)).unwrap(),
+            vec![false, false, true, true]
+        );
         assert!(ctx.last_frame().equal(&next));
         assert!(ctx.frames().select(1, 2).equal(&first));
         // the pushed action is now the action of context position 2
@@ -275,10 +374,17 @@ mod tests {
         tch::manual_seed(0);
         let wm = WorldModel::new(WorldModelConfig::tiny(), 2, Device::Cpu).unwrap();
         let opts = (Kind::Float, Device::Cpu);
-        let mut ctx = RollingContext::from_first_frame(&Tensor::zeros([3, 3, 16, 16], opts), 4, 2).unwrap();
+        let mut ctx =
+            RollingContext::from_first_frame(&Tensor::zeros([3, 3, 16, 16], opts), 4, 2).unwrap();
         let out = imagine(&wm, &mut ctx, &Tensor::zeros([3, 5, 2], opts)).unwrap();
         assert_eq!(out.size(), vec![3, 5, 3, 16, 16]);
-        let (f, a) = imagine_with_policy(&wm, &mut ctx, 2, |obs, _| Ok(obs.mean_dim(&[1i64, 2, 3][..], false, Kind::Float).unsqueeze(1).repeat([1, 2]))).unwrap();
+        let (f, a) = imagine_with_policy(&wm, &mut ctx, 2, |obs, _| {
+            Ok(obs
+                .mean_dim(&[1i64, 2, 3][..], false, Kind::Float)
+                .unsqueeze(1)
+                .repeat([1, 2]))
+        })
+        .unwrap();
         assert_eq!(f.size(), vec![3, 2, 3, 16, 16]);
         assert_eq!(a.size(), vec![3, 2, 2]);
     }

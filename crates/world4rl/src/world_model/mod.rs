@@ -63,7 +63,12 @@ impl WorldModelConfig {
             image_size: 16,
             context: 4,
             action_encoding: ActionEncodingConfig::default(),
-            unet: UNetConfig { channels: vec![16, 32, 32], depths: vec![1, 1, 1], attention: vec![false, false, false], cond_channels: 64 },
+            unet: UNetConfig {
+                channels: vec![16, 32, 32],
+                depths: vec![1, 1, 1],
+                attention: vec![false, false, false],
+                cond_channels: 64,
+            },
             denoiser: DenoiserConfig::default(),
             sampler: SamplerConfig::default(),
         }
@@ -102,8 +107,16 @@ impl WorldModelConfig {
                 attention: vec![false, false, true, true],
                 cond_channels: 2048,
             },
-            denoiser: DenoiserConfig { sigma_loc: -1.2, sigma_offset_noise: 0.1, context_noise: true, ..Default::default() },
-            sampler: SamplerConfig { s_cond: 0.005, ..Default::default() },
+            denoiser: DenoiserConfig {
+                sigma_loc: -1.2,
+                sigma_offset_noise: 0.1,
+                context_noise: true,
+                ..Default::default()
+            },
+            sampler: SamplerConfig {
+                s_cond: 0.005,
+                ..Default::default()
+            },
         }
     }
 
@@ -119,8 +132,14 @@ impl WorldModelConfig {
 
     /// Checks every part.
     pub fn validate(&self) -> Result<()> {
-        ensure!(self.image_size >= 4, "world_model.model.image_size must be at least 4");
-        ensure!(self.context >= 1, "world_model.model.context must be at least 1");
+        ensure!(
+            self.image_size >= 4,
+            "world_model.model.image_size must be at least 4"
+        );
+        ensure!(
+            self.context >= 1,
+            "world_model.model.context must be at least 1"
+        );
         self.unet.validate()?;
         self.denoiser.validate()?;
         self.sampler.validate()?;
@@ -156,7 +175,8 @@ impl WorldModelConfig {
         let state = params * 4.0 * 5.0;
         let u = &self.unet;
         let mut act = 0f64;
-        let mut side = self.image_size.div_ceil(u.size_multiple() as usize) * u.size_multiple() as usize;
+        let mut side =
+            self.image_size.div_ceil(u.size_multiple() as usize) * u.size_multiple() as usize;
         for (i, &c) in u.channels.iter().enumerate() {
             let hw = (side * side) as f64;
             // down blocks + up blocks (depth + 1), each ~8 saved activations of c·hw
@@ -174,7 +194,11 @@ impl WorldModelConfig {
         let hw = (side * side) as f64;
         act += 2.0 * (8.0 * c_last * hw + (c_last / 8.0).max(1.0) * hw * hw * 2.0);
         let activations = act * batch as f64 * 4.0;
-        Ok(MemoryEstimate { params: params as i64, state_bytes: state, activation_bytes: activations })
+        Ok(MemoryEstimate {
+            params: params as i64,
+            state_bytes: state,
+            activation_bytes: activations,
+        })
     }
 }
 
@@ -218,26 +242,57 @@ pub fn resize_frames(frames: &Tensor, size: usize) -> Tensor {
 
 /// Converts u8 frames `[N, S, S, 3]` (row-major bytes) to `[N, 3, size, size]` in [-1, 1] on `device`,
 /// resized to the model's frame size and re-quantised to 8 bits.
-pub fn frames_to_model(bytes: &[u8], n: usize, side: usize, size: usize, device: Device) -> Result<Tensor> {
-    ensure!(bytes.len() == n * side * side * 3, "frames: expected {}x{side}x{side}x3 bytes, got {}", n, bytes.len());
+pub fn frames_to_model(
+    bytes: &[u8],
+    n: usize,
+    side: usize,
+    size: usize,
+    device: Device,
+) -> Result<Tensor> {
+    ensure!(
+        bytes.len() == n * side * side * 3,
+        "frames: expected {}x{side}x{side}x3 bytes, got {}",
+        n,
+        bytes.len()
+    );
     let t = Tensor::from_slice(bytes).view([n as i64, side as i64, side as i64, 3]);
     let f = diffusion::frames_from_u8(&t);
-    let f = if side == size { f } else { diffusion::quantize(&resize_frames(&f, size)) };
+    let f = if side == size {
+        f
+    } else {
+        diffusion::quantize(&resize_frames(&f, size))
+    };
     Ok(f.to_device(device))
 }
 
 impl Batch {
     /// Converts a window batch of the dataset sampler (u8 frames) to model tensors.
-    pub fn from_windows(w: &w4rl_data::WindowBatch, image_size: usize, device: Device) -> Result<Self> {
+    pub fn from_windows(
+        w: &w4rl_data::WindowBatch,
+        image_size: usize,
+        device: Device,
+    ) -> Result<Self> {
         let (b, l, s, a) = (w.batch, w.context, w.image_size, w.action_dim);
         let ctx = frames_to_model(&w.frames, b * l, s, image_size, device)?;
         let size = image_size as i64;
         let context = ctx.view([b as i64, l as i64, 3, size, size]);
         let next = frames_to_model(&w.next, b, s, image_size, device)?;
-        let actions = Tensor::from_slice(&w.actions).view([b as i64, l as i64, a as i64]).to_device(device);
-        let mask = Tensor::from_slice(&w.mask).view([b as i64, l as i64]).to_device(device);
-        let context = context * mask.to_kind(Kind::Float).view([b as i64, l as i64, 1, 1, 1]);
-        Ok(Self { context, actions, mask, next })
+        let actions = Tensor::from_slice(&w.actions)
+            .view([b as i64, l as i64, a as i64])
+            .to_device(device);
+        let mask = Tensor::from_slice(&w.mask)
+            .view([b as i64, l as i64])
+            .to_device(device);
+        let context = context
+            * mask
+                .to_kind(Kind::Float)
+                .view([b as i64, l as i64, 1, 1, 1]);
+        Ok(Self {
+            context,
+            actions,
+            mask,
+            next,
+        })
     }
 }
 
@@ -252,7 +307,10 @@ pub struct WorldModel {
 
 impl std::fmt::Debug for WorldModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorldModel").field("cfg", &self.cfg).field("action_dim", &self.action_dim).finish()
+        f.debug_struct("WorldModel")
+            .field("cfg", &self.cfg)
+            .field("action_dim", &self.action_dim)
+            .finish()
     }
 }
 
@@ -264,7 +322,13 @@ impl WorldModel {
         let inner = cfg.inner_model(action_dim)?;
         let vs = nn::VarStore::new(device);
         let denoiser = Denoiser::new(vs.root() / "denoiser", cfg.denoiser.clone(), &inner)?;
-        Ok(Self { cfg, action_dim, encoder, denoiser, vs })
+        Ok(Self {
+            cfg,
+            action_dim,
+            encoder,
+            denoiser,
+            vs,
+        })
     }
 
     pub fn config(&self) -> &WorldModelConfig {
@@ -307,7 +371,11 @@ impl WorldModel {
 
     /// Number of trainable parameters.
     pub fn param_count(&self) -> i64 {
-        self.vs.trainable_variables().iter().map(|t| t.numel() as i64).sum()
+        self.vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel() as i64)
+            .sum()
     }
 
     /// Sets the sampler used by [`imagine_step`](Self::imagine_step) (e.g. more steps, Heun).
@@ -319,14 +387,28 @@ impl WorldModel {
 
     /// Encodes raw actions `[B, L, A]`, zeroing masked steps. NaN/inf actions are an error.
     pub fn encode_actions(&self, actions: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let e = self.encoder.encode(actions).context("encoding the context actions")?.to_device(self.device());
+        let e = self
+            .encoder
+            .encode(actions)
+            .context("encoding the context actions")?
+            .to_device(self.device());
         Ok(match mask {
-            Some(m) => e * m.to_kind(Kind::Float).to_device(self.device()).unsqueeze(-1),
+            Some(m) => {
+                e * m
+                    .to_kind(Kind::Float)
+                    .to_device(self.device())
+                    .unsqueeze(-1)
+            }
             None => e,
         })
     }
 
-    fn check_context(&self, frames: &Tensor, actions: &Tensor, mask: Option<&Tensor>) -> Result<i64> {
+    fn check_context(
+        &self,
+        frames: &Tensor,
+        actions: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<i64> {
         let fs = frames.size();
         let (l, s) = (self.cfg.context as i64, self.cfg.image_size as i64);
         ensure!(
@@ -341,9 +423,17 @@ impl WorldModel {
             self.action_dim
         );
         if let Some(m) = mask {
-            ensure!(m.size() == vec![b, l], "world model: context mask must be [{b}, {l}], got {:?}", m.size());
+            ensure!(
+                m.size() == vec![b, l],
+                "world model: context mask must be [{b}, {l}], got {:?}",
+                m.size()
+            );
         }
-        ensure!(frames.kind() == Kind::Float, "world model: context frames must be f32 in [-1, 1], got {:?}", frames.kind());
+        ensure!(
+            frames.kind() == Kind::Float,
+            "world model: context frames must be f32 in [-1, 1], got {:?}",
+            frames.kind()
+        );
         Ok(b)
     }
 
@@ -369,14 +459,19 @@ impl WorldModel {
 
     /// [`imagine_step`](Self::imagine_step) with a context mask `[B, L]` (false = padding before the
     /// episode start: that frame and action are zeroed, as in training).
-    pub fn imagine_step_masked(&self, ctx_frames: &Tensor, ctx_actions: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    pub fn imagine_step_masked(
+        &self,
+        ctx_frames: &Tensor,
+        ctx_actions: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let b = self.check_context(ctx_frames, ctx_actions, mask)?;
         let dev = self.device();
         let _guard = tch::no_grad_guard();
         let actions = self.encode_actions(ctx_actions, mask)?;
         let mut ctx = ctx_frames.to_device(dev);
         if let Some(m) = mask {
-            ctx = ctx * m.to_kind(Kind::Float).to_device(dev).view([b, -1, 1, 1, 1]);
+            ctx *= m.to_kind(Kind::Float).to_device(dev).view([b, -1, 1, 1, 1]);
         }
         let sc = &self.cfg.sampler;
         let sigma_cond = if self.cfg.denoiser.context_noise && sc.s_cond > 0.0 {
@@ -389,7 +484,9 @@ impl WorldModel {
         let x0 = Tensor::randn([b, 3, s, s], (Kind::Float, dev));
         let out = diffusion::sample(sc, &x0, |x, sigma| {
             let sig = Tensor::full([b], sigma, (Kind::Float, dev));
-            self.denoiser.denoise(x, &sig, sigma_cond.as_ref(), &ctx, &actions).clamp(-1.0, 1.0)
+            self.denoiser
+                .denoise(x, &sig, sigma_cond.as_ref(), &ctx, &actions)
+                .clamp(-1.0, 1.0)
         });
         Ok(diffusion::quantize(&out))
     }
@@ -410,18 +507,30 @@ impl WorldModel {
     /// `device`. Returns the model and the checkpoint's `extra` metadata.
     pub fn load(path: &Path, device: Device) -> Result<(Self, serde_json::Value)> {
         let (tensors, meta) = crate::checkpoint::load_tensors(path)?;
-        let (cfg, action_dim) = parse_meta(&meta).with_context(|| format!("{} is not a world-model checkpoint", path.display()))?;
+        let (cfg, action_dim) = parse_meta(&meta)
+            .with_context(|| format!("{} is not a world-model checkpoint", path.display()))?;
         let mut wm = Self::new(cfg, action_dim, device)?;
         crate::checkpoint::copy_into_varstore(&tensors, &mut wm.vs, "model.", path)?;
-        Ok((wm, meta.get("extra").cloned().unwrap_or(serde_json::Value::Null)))
+        Ok((
+            wm,
+            meta.get("extra")
+                .cloned()
+                .unwrap_or(serde_json::Value::Null),
+        ))
     }
 }
 
 /// Reads (config, action_dim) from a world-model checkpoint's metadata.
 pub fn parse_meta(meta: &serde_json::Value) -> Result<(WorldModelConfig, usize)> {
-    ensure!(meta.get("kind").and_then(|k| k.as_str()) == Some(CHECKPOINT_KIND), "metadata kind is not {CHECKPOINT_KIND}");
-    let cfg: WorldModelConfig = serde_json::from_value(meta["config"].clone()).context("reading the world-model config")?;
-    let a = meta["action_dim"].as_u64().context("metadata lacks action_dim")? as usize;
+    ensure!(
+        meta.get("kind").and_then(|k| k.as_str()) == Some(CHECKPOINT_KIND),
+        "metadata kind is not {CHECKPOINT_KIND}"
+    );
+    let cfg: WorldModelConfig =
+        serde_json::from_value(meta["config"].clone()).context("reading the world-model config")?;
+    let a = meta["action_dim"]
+        .as_u64()
+        .context("metadata lacks action_dim")? as usize;
     Ok((cfg, a))
 }
 
@@ -467,7 +576,7 @@ mod tests {
         tch::no_grad(|| {
             for (_, mut v) in wm.var_store().variables() {
                 let r = v.randn_like() * 0.1;
-                let _ = v.copy_(&r);
+                v.copy_(&r);
             }
         });
         wm.save(&path, serde_json::json!({"step": 42})).unwrap();
@@ -477,10 +586,13 @@ mod tests {
         assert_eq!(back.action_dim(), 2);
         let opts = (Kind::Float, Device::Cpu);
         let ctx = Tensor::rand([2, 4, 3, 16, 16], opts) * 2.0 - 1.0;
-        let act = wm.encode_actions(&(Tensor::rand([2, 4, 2], opts) * 2.0 - 1.0), None).unwrap();
+        let act = wm
+            .encode_actions(&(Tensor::rand([2, 4, 2], opts) * 2.0 - 1.0), None)
+            .unwrap();
         let x = Tensor::randn([2, 3, 16, 16], opts);
         let sigma = Tensor::from_slice(&[0.3f32, 2.0]);
-        let den = |m: &WorldModel| tch::no_grad(|| m.denoiser().denoise(&x, &sigma, None, &ctx, &act));
+        let den =
+            |m: &WorldModel| tch::no_grad(|| m.denoiser().denoise(&x, &sigma, None, &ctx, &act));
         let a = den(&wm);
         assert!(a.equal(&den(&back)));
         // a different model gives a different prediction (the comparison can fail)
@@ -488,7 +600,7 @@ mod tests {
         tch::no_grad(|| {
             for (_, mut v) in other.var_store().variables() {
                 let r = v.randn_like() * 0.1;
-                let _ = v.copy_(&r);
+                v.copy_(&r);
             }
         });
         assert!(!a.equal(&den(&other)));
@@ -499,7 +611,8 @@ mod tests {
         bad.save(&path, serde_json::json!({})).unwrap();
         let mut wrong = WorldModel::new(WorldModelConfig::tiny(), 2, Device::Cpu).unwrap();
         let (t, _) = crate::checkpoint::load_tensors(&path).unwrap();
-        let err = crate::checkpoint::copy_into_varstore(&t, wrong.var_store_mut(), "model.", &path).unwrap_err();
+        let err = crate::checkpoint::copy_into_varstore(&t, wrong.var_store_mut(), "model.", &path)
+            .unwrap_err();
         assert!(err.to_string().contains("shape"), "{err}");
     }
 
@@ -508,11 +621,19 @@ mod tests {
         let wm = WorldModel::new(WorldModelConfig::tiny(), 2, Device::Cpu).unwrap();
         let opts = (Kind::Float, Device::Cpu);
         let ctx = Tensor::zeros([1, 4, 3, 16, 16], opts);
-        let e = wm.imagine_step(&Tensor::zeros([1, 3, 3, 16, 16], opts), &Tensor::zeros([1, 4, 2], opts)).unwrap_err();
+        let e = wm
+            .imagine_step(
+                &Tensor::zeros([1, 3, 3, 16, 16], opts),
+                &Tensor::zeros([1, 4, 2], opts),
+            )
+            .unwrap_err();
         assert!(e.to_string().contains("context frames"), "{e}");
-        let e = wm.imagine_step(&ctx, &Tensor::zeros([1, 4, 3], opts)).unwrap_err();
+        let e = wm
+            .imagine_step(&ctx, &Tensor::zeros([1, 4, 3], opts))
+            .unwrap_err();
         assert!(e.to_string().contains("context actions"), "{e}");
-        let nan = Tensor::from_slice(&[0.0f32, 0.0, 0.0, 0.0, 0.0, 0.0, f32::NAN, 0.0]).view([1, 4, 2]);
+        let nan =
+            Tensor::from_slice(&[0.0f32, 0.0, 0.0, 0.0, 0.0, 0.0, f32::NAN, 0.0]).view([1, 4, 2]);
         let e = wm.imagine_step(&ctx, &nan).unwrap_err();
         assert!(format!("{e:#}").contains("NaN"), "{e:#}");
     }

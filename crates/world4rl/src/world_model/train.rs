@@ -33,6 +33,15 @@ use crate::run::RunDir;
 /// Stage name: folder of the run directory.
 pub const STAGE: &str = "world_model";
 
+/// Learning-rate schedule after the warm-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    #[default]
+    Constant,
+    Cosine,
+}
+
 /// `[world_model]`: everything about training the world model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -45,6 +54,11 @@ pub struct WorldModelTrainConfig {
     pub optimizer: AdamWConfig,
     /// Linear learning-rate warm-up steps.
     pub warmup_steps: u64,
+    /// After warm-up: `constant`, or `cosine` decay to `lr_min_factor · lr` over the budget (progress
+    /// = the larger of step/max_steps and elapsed/max_minutes).
+    pub lr_schedule: LrSchedule,
+    /// Final learning rate of the cosine schedule, as a fraction of `optimizer.lr`.
+    pub lr_min_factor: f64,
     /// Clip the global gradient norm to this (0 = off).
     pub grad_clip: f64,
     /// EMA decay of the weights used for imagination (ramped up as min(decay, (1+t)/(10+t))).
@@ -87,8 +101,15 @@ impl WorldModelTrainConfig {
         let base = Self {
             model,
             batch_size: 32,
-            optimizer: AdamWConfig { lr: 1e-4, weight_decay: 1e-2, eps: 1e-8, ..Default::default() },
+            optimizer: AdamWConfig {
+                lr: 1e-4,
+                weight_decay: 1e-2,
+                eps: 1e-8,
+                ..Default::default()
+            },
             warmup_steps: 100,
+            lr_schedule: LrSchedule::Constant,
+            lr_min_factor: 0.1,
             grad_clip: 1.0,
             ema_decay: 0.999,
             max_steps: 100_000,
@@ -103,21 +124,75 @@ impl WorldModelTrainConfig {
             seed: 0,
         };
         Ok(match name {
-            "tiny" => Self { batch_size: 8, max_steps: 200, val_every: 100, val_batches: 2, log_every: 20, checkpoint_every: 100, warmup_steps: 20, ema_decay: 0.99, optimizer: AdamWConfig { lr: 1e-3, ..base.optimizer.clone() }, ..base },
-            "cpu" => Self { max_steps: 20_000, max_minutes: 30.0, optimizer: AdamWConfig { lr: 3e-4, ..base.optimizer.clone() }, ema_decay: 0.995, val_every: 250, ..base },
-            "paper" => Self { max_steps: 1_000_000, grad_clip: 10.0, val_every: 5_000, checkpoint_every: 5_000, log_every: 100, ..base },
+            "tiny" => Self {
+                batch_size: 8,
+                max_steps: 200,
+                val_every: 100,
+                val_batches: 2,
+                log_every: 20,
+                checkpoint_every: 100,
+                warmup_steps: 20,
+                ema_decay: 0.99,
+                optimizer: AdamWConfig {
+                    lr: 1e-3,
+                    ..base.optimizer.clone()
+                },
+                ..base
+            },
+            "cpu" => Self {
+                max_steps: 20_000,
+                max_minutes: 30.0,
+                optimizer: AdamWConfig {
+                    lr: 1e-3,
+                    ..base.optimizer.clone()
+                },
+                lr_schedule: LrSchedule::Cosine,
+                ema_decay: 0.995,
+                val_every: 500,
+                ..base
+            },
+            "paper" => Self {
+                max_steps: 1_000_000,
+                grad_clip: 10.0,
+                val_every: 5_000,
+                checkpoint_every: 5_000,
+                log_every: 100,
+                ..base
+            },
             _ => base,
         })
     }
 
     pub fn validate(&self) -> Result<()> {
         self.model.validate()?;
-        ensure!(self.batch_size >= 1, "world_model.batch_size must be at least 1");
-        ensure!(self.optimizer.lr > 0.0 && self.optimizer.lr.is_finite(), "world_model.optimizer.lr must be positive");
-        ensure!((0.0..1.0).contains(&self.ema_decay), "world_model.ema_decay must be in [0, 1)");
-        ensure!(self.max_minutes >= 0.0, "world_model.max_minutes must be >= 0");
-        ensure!((0.0..1.0).contains(&self.holdout_fraction), "world_model.holdout_fraction must be in [0, 1)");
-        ensure!(self.log_every >= 1 && self.val_every >= 1 && self.checkpoint_every >= 1, "world_model: log/val/checkpoint intervals must be >= 1");
+        ensure!(
+            self.batch_size >= 1,
+            "world_model.batch_size must be at least 1"
+        );
+        ensure!(
+            self.optimizer.lr > 0.0 && self.optimizer.lr.is_finite(),
+            "world_model.optimizer.lr must be positive"
+        );
+        ensure!(
+            (0.0..1.0).contains(&self.ema_decay),
+            "world_model.ema_decay must be in [0, 1)"
+        );
+        ensure!(
+            self.max_minutes >= 0.0,
+            "world_model.max_minutes must be >= 0"
+        );
+        ensure!(
+            (0.0..=1.0).contains(&self.lr_min_factor),
+            "world_model.lr_min_factor must be in [0, 1]"
+        );
+        ensure!(
+            (0.0..1.0).contains(&self.holdout_fraction),
+            "world_model.holdout_fraction must be in [0, 1)"
+        );
+        ensure!(
+            self.log_every >= 1 && self.val_every >= 1 && self.checkpoint_every >= 1,
+            "world_model: log/val/checkpoint intervals must be >= 1"
+        );
         Ok(())
     }
 }
@@ -166,14 +241,19 @@ impl WorldModelTrainConfig {
         let preset = match table.remove("preset") {
             None => "cpu".to_string(),
             Some(toml::Value::String(s)) => s,
-            Some(other) => bail!("world_model.preset must be a string (tiny, cpu or paper), got {other}"),
+            Some(other) => {
+                bail!("world_model.preset must be a string (tiny, cpu or paper), got {other}")
+            }
         };
         // strict pass on the user's keys alone: unknown keys and wrong types are reported here
         let user = toml::Value::Table(table);
-        Self::deserialize(user.clone()).map_err(|e| anyhow::anyhow!("[world_model]: {}", e.message()))?;
-        let mut merged = toml::Value::try_from(Self::preset(&preset)?).context("serialising the preset")?;
+        Self::deserialize(user.clone())
+            .map_err(|e| anyhow::anyhow!("[world_model]: {}", e.message()))?;
+        let mut merged =
+            toml::Value::try_from(Self::preset(&preset)?).context("serialising the preset")?;
         merge_toml(&mut merged, user);
-        let cfg = Self::deserialize(merged).map_err(|e| anyhow::anyhow!("[world_model]: {}", e.message()))?;
+        let cfg = Self::deserialize(merged)
+            .map_err(|e| anyhow::anyhow!("[world_model]: {}", e.message()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -182,7 +262,9 @@ impl WorldModelTrainConfig {
 impl<'de> Deserialize<'de> for WorldModelSection {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let table = toml::Table::deserialize(d)?;
-        WorldModelTrainConfig::from_table(table).map(WorldModelSection).map_err(|e| serde::de::Error::custom(format!("{e:#}")))
+        WorldModelTrainConfig::from_table(table)
+            .map(WorldModelSection)
+            .map_err(|e| serde::de::Error::custom(format!("{e:#}")))
     }
 }
 
@@ -201,9 +283,12 @@ pub fn load_config(path: &Path) -> Result<WorldModelTrainConfig> {
         #[serde(default)]
         world_model: Option<WorldModelSection>,
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
     let f: File = toml::from_str(&text).map_err(|e| {
-        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
         match line {
             Some(l) => anyhow::anyhow!("{}: line {l}: {}", path.display(), e.message().trim()),
             None => anyhow::anyhow!("{}: {}", path.display(), e.message().trim()),
@@ -235,7 +320,11 @@ pub struct EpisodeId {
 
 impl EpisodeId {
     pub fn of(ep: &Episode) -> Self {
-        Self { task: ep.meta.task.clone(), kind: ep.meta.kind, index: ep.meta.index }
+        Self {
+            task: ep.meta.task.clone(),
+            kind: ep.meta.kind,
+            index: ep.meta.index,
+        }
     }
 }
 
@@ -271,9 +360,19 @@ pub struct TrainOptions {
 
 /// Splits a dataset into (train, held-out) episodes, as the training does (stratified per task,
 /// reproducible from `seed`). Loads every episode.
-pub fn split_dataset(data: &Dataset, holdout_fraction: f64, seed: u64) -> Result<(Vec<Episode>, Vec<Episode>)> {
-    let episodes = data.load_where(|_| true).with_context(|| format!("loading the episodes of {}", data.dir().display()))?;
-    ensure!(!episodes.is_empty(), "{} holds no episodes", data.dir().display());
+pub fn split_dataset(
+    data: &Dataset,
+    holdout_fraction: f64,
+    seed: u64,
+) -> Result<(Vec<Episode>, Vec<Episode>)> {
+    let episodes = data
+        .load_where(|_| true)
+        .with_context(|| format!("loading the episodes of {}", data.dir().display()))?;
+    ensure!(
+        !episodes.is_empty(),
+        "{} holds no episodes",
+        data.dir().display()
+    );
     let tasks: Vec<&str> = episodes.iter().map(|e| e.meta.task.as_str()).collect();
     let (train_idx, held_idx) = w4rl_data::holdout_split(&tasks, holdout_fraction, seed);
     let mut slots: Vec<Option<Episode>> = episodes.into_iter().map(Some).collect();
@@ -285,11 +384,22 @@ pub fn split_dataset(data: &Dataset, holdout_fraction: f64, seed: u64) -> Result
 /// Loads the held-out episodes recorded by a training run (`holdout.json`).
 pub fn load_holdout(run: &Path, data: &Dataset) -> Result<Vec<Episode>> {
     let paths = StagePaths::new(run);
-    let text = std::fs::read_to_string(&paths.holdout)
-        .with_context(|| format!("reading {} (train the world model into this run first)", paths.holdout.display()))?;
-    let ids: Vec<EpisodeId> = serde_json::from_str(&text).with_context(|| format!("parsing {}", paths.holdout.display()))?;
+    let text = std::fs::read_to_string(&paths.holdout).with_context(|| {
+        format!(
+            "reading {} (train the world model into this run first)",
+            paths.holdout.display()
+        )
+    })?;
+    let ids: Vec<EpisodeId> = serde_json::from_str(&text)
+        .with_context(|| format!("parsing {}", paths.holdout.display()))?;
     let want: std::collections::BTreeSet<EpisodeId> = ids.into_iter().collect();
-    let eps = data.load_where(|m| want.contains(&EpisodeId { task: m.task.clone(), kind: m.kind, index: m.index }))?;
+    let eps = data.load_where(|m| {
+        want.contains(&EpisodeId {
+            task: m.task.clone(),
+            kind: m.kind,
+            index: m.index,
+        })
+    })?;
     ensure!(
         eps.len() == want.len(),
         "{} lists {} held-out episodes but {} has only {} of them",
@@ -318,6 +428,17 @@ fn write_stage_config(path: &Path, cfg: &WorldModelTrainConfig) -> Result<()> {
     Ok(())
 }
 
+/// Multiplier of the learning rate at training progress `p` ∈ [0, 1].
+fn schedule_factor(cfg: &WorldModelTrainConfig, p: f64) -> f64 {
+    match cfg.lr_schedule {
+        LrSchedule::Constant => 1.0,
+        LrSchedule::Cosine => {
+            let m = cfg.lr_min_factor;
+            m + (1.0 - m) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+        }
+    }
+}
+
 fn sampler_seed(seed: u64, step: u64) -> u64 {
     crate::seeds::mix(seed ^ crate::seeds::mix(step.wrapping_add(0x5741)))
 }
@@ -335,14 +456,28 @@ fn validation_loss(model: &WorldModel, val: &[Batch], seed: u64) -> Result<f64> 
 
 /// Trains (or resumes) the world model of `run` on `data`. Stops at `max_steps` or `max_minutes`,
 /// whichever comes first; a finished stage (`done.json`) is not trained again.
-pub fn train(cfg: &WorldModelTrainConfig, data: &Dataset, run: &RunDir, device: Device, opts: &TrainOptions) -> Result<TrainSummary> {
+pub fn train(
+    cfg: &WorldModelTrainConfig,
+    data: &Dataset,
+    run: &RunDir,
+    device: Device,
+    opts: &TrainOptions,
+) -> Result<TrainSummary> {
     cfg.validate()?;
     let paths = StagePaths::new(run.path());
     run.stage_dir(STAGE)?;
     write_stage_config(&paths.config, cfg)?;
     if run.is_done(STAGE) {
-        if let Some(s) = run.done_summary(STAGE).and_then(|v| serde_json::from_value::<TrainSummary>(v).ok()) {
-            tracing::info!("world model in {} already trained ({} steps); delete {} to retrain", run.path().display(), s.steps, paths.dir.display());
+        if let Some(s) = run
+            .done_summary(STAGE)
+            .and_then(|v| serde_json::from_value::<TrainSummary>(v).ok())
+        {
+            tracing::info!(
+                "world model in {} already trained ({} steps); delete {} to retrain",
+                run.path().display(),
+                s.steps,
+                paths.dir.display()
+            );
             return Ok(s);
         }
     }
@@ -351,16 +486,35 @@ pub fn train(cfg: &WorldModelTrainConfig, data: &Dataset, run: &RunDir, device: 
     let spec = data.spec();
     let action_dim = spec.action_dim;
     let (train_eps, held_eps) = split_dataset(data, cfg.holdout_fraction, cfg.seed)?;
-    ensure!(!train_eps.is_empty(), "no training episodes left after the hold-out split");
+    ensure!(
+        !train_eps.is_empty(),
+        "no training episodes left after the hold-out split"
+    );
     let held_ids: Vec<EpisodeId> = held_eps.iter().map(EpisodeId::of).collect();
-    w4rl_data::write_atomic(&paths.holdout, serde_json::to_string_pretty(&held_ids)?.as_bytes())?;
-    let wcfg = WindowConfig { context: cfg.model.context, task_weights: cfg.task_weights.clone(), kind_weights: cfg.kind_weights.clone() };
+    w4rl_data::write_atomic(
+        &paths.holdout,
+        serde_json::to_string_pretty(&held_ids)?.as_bytes(),
+    )?;
+    let wcfg = WindowConfig {
+        context: cfg.model.context,
+        task_weights: cfg.task_weights.clone(),
+        kind_weights: cfg.kind_weights.clone(),
+    };
     let size = cfg.model.image_size;
     let val: Vec<Batch> = if held_eps.is_empty() {
         Vec::new()
     } else {
-        let mut vs = WindowSampler::new(held_eps.iter().collect(), WindowConfig { context: cfg.model.context, ..Default::default() }, cfg.seed ^ 0xEA1)?;
-        (0..cfg.val_batches).map(|_| Batch::from_windows(&vs.sample(cfg.batch_size), size, device)).collect::<Result<_>>()?
+        let mut vs = WindowSampler::new(
+            held_eps.iter().collect(),
+            WindowConfig {
+                context: cfg.model.context,
+                ..Default::default()
+            },
+            cfg.seed ^ 0xEA1,
+        )?;
+        (0..cfg.val_batches)
+            .map(|_| Batch::from_windows(&vs.sample(cfg.batch_size), size, device))
+            .collect::<Result<_>>()?
     };
 
     // ---- model, EMA copy, optimiser; resume when a train state exists --------------------------
@@ -375,19 +529,39 @@ pub fn train(cfg: &WorldModelTrainConfig, data: &Dataset, run: &RunDir, device: 
     if paths.train_state.exists() {
         let (t, meta) = crate::checkpoint::load_tensors(&paths.train_state)?;
         crate::checkpoint::copy_into_varstore(&t, ema.var_store_mut(), "ema.", &paths.train_state)?;
-        crate::checkpoint::copy_into_varstore(&t, model.var_store_mut(), "model.", &paths.train_state)?;
+        crate::checkpoint::copy_into_varstore(
+            &t,
+            model.var_store_mut(),
+            "model.",
+            &paths.train_state,
+        )?;
         opt.load_state(&t, "opt.", &paths.train_state)?;
         step = meta["step"].as_u64().unwrap_or(0);
         elapsed_before = meta["elapsed_secs"].as_f64().unwrap_or(0.0);
         metrics.truncate_after(step)?;
-        tracing::info!("resuming the world model at step {step} ({:.1} min trained)", elapsed_before / 60.0);
+        tracing::info!(
+            "resuming the world model at step {step} ({:.1} min trained)",
+            elapsed_before / 60.0
+        );
     } else {
-        tracing::info!("training a world model with {params} parameters on {} episodes ({} held out)", train_eps.len(), held_eps.len());
+        tracing::info!(
+            "training a world model with {params} parameters on {} episodes ({} held out)",
+            train_eps.len(),
+            held_eps.len()
+        );
     }
-    let mut sampler = WindowSampler::new(train_eps.iter().collect(), wcfg.clone(), sampler_seed(cfg.seed, step))?;
+    let mut sampler = WindowSampler::new(
+        train_eps.iter().collect(),
+        wcfg.clone(),
+        sampler_seed(cfg.seed, step),
+    )?;
     tch::manual_seed(sampler_seed(cfg.seed, step) as i64);
 
-    let budget_secs = if cfg.max_minutes > 0.0 { cfg.max_minutes * 60.0 } else { f64::INFINITY };
+    let budget_secs = if cfg.max_minutes > 0.0 {
+        cfg.max_minutes * 60.0
+    } else {
+        f64::INFINITY
+    };
     let pb = crate::progress::bar(cfg.max_steps, "world model");
     if !opts.progress {
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -398,13 +572,21 @@ pub fn train(cfg: &WorldModelTrainConfig, data: &Dataset, run: &RunDir, device: 
     let (mut loss_sum, mut loss_n, mut bad_steps) = (0.0, 0u64, 0u32);
     let (mut last_train, mut last_val) = (None, None);
 
-    let save = |step: u64, secs: f64, model: &WorldModel, ema: &WorldModel, opt: &AdamW| -> Result<()> {
-        let mut all = crate::checkpoint::varstore_tensors(model.var_store(), "model.");
-        all.extend(crate::checkpoint::varstore_tensors(ema.var_store(), "ema."));
-        all.extend(opt.state_tensors("opt."));
-        crate::checkpoint::save_tensors(&paths.train_state, &all, &serde_json::json!({"step": step, "elapsed_secs": secs}))?;
-        ema.save(&paths.model, serde_json::json!({"step": step, "elapsed_secs": secs}))
-    };
+    let save =
+        |step: u64, secs: f64, model: &WorldModel, ema: &WorldModel, opt: &AdamW| -> Result<()> {
+            let mut all = crate::checkpoint::varstore_tensors(model.var_store(), "model.");
+            all.extend(crate::checkpoint::varstore_tensors(ema.var_store(), "ema."));
+            all.extend(opt.state_tensors("opt."));
+            crate::checkpoint::save_tensors(
+                &paths.train_state,
+                &all,
+                &serde_json::json!({"step": step, "elapsed_secs": secs}),
+            )?;
+            ema.save(
+                &paths.model,
+                serde_json::json!({"step": step, "elapsed_secs": secs}),
+            )
+        };
 
     // ---- the loop -------------------------------------------------------------------------------
     let stopped_by = loop {
@@ -414,13 +596,21 @@ pub fn train(cfg: &WorldModelTrainConfig, data: &Dataset, run: &RunDir, device: 
         if elapsed(&t0) >= budget_secs {
             break "max_minutes";
         }
-        opt.cfg.lr = warmup_lr(cfg.optimizer.lr, cfg.warmup_steps, step);
+        let progress = (step as f64 / cfg.max_steps.max(1) as f64)
+            .max(elapsed(&t0) / budget_secs)
+            .min(1.0);
+        opt.cfg.lr =
+            warmup_lr(cfg.optimizer.lr, cfg.warmup_steps, step) * schedule_factor(cfg, progress);
         let batch = Batch::from_windows(&sampler.sample(cfg.batch_size), size, device)?;
         let out = model.loss(&batch)?;
         let loss = out.loss.double_value(&[]);
         opt.zero_grad();
         out.loss.backward();
-        let grad_norm = opt.clip_grad_norm(if cfg.grad_clip > 0.0 { cfg.grad_clip } else { f64::INFINITY });
+        let grad_norm = opt.clip_grad_norm(if cfg.grad_clip > 0.0 {
+            cfg.grad_clip
+        } else {
+            f64::INFINITY
+        });
         if loss.is_finite() && grad_norm.is_finite() {
             opt.step();
             bad_steps = 0;
@@ -428,10 +618,17 @@ pub fn train(cfg: &WorldModelTrainConfig, data: &Dataset, run: &RunDir, device: 
             loss_n += 1;
         } else {
             bad_steps += 1;
-            tracing::warn!("step {step}: non-finite loss {loss} or gradient norm {grad_norm}; update skipped");
-            ensure!(bad_steps < 20, "the world-model loss stayed non-finite for 20 steps (lower the learning rate?)");
+            tracing::warn!(
+                "step {step}: non-finite loss {loss} or gradient norm {grad_norm}; update skipped"
+            );
+            ensure!(
+                bad_steps < 20,
+                "the world-model loss stayed non-finite for 20 steps (lower the learning rate?)"
+            );
         }
-        let decay = cfg.ema_decay.min((1.0 + step as f64) / (10.0 + step as f64));
+        let decay = cfg
+            .ema_decay
+            .min((1.0 + step as f64) / (10.0 + step as f64));
         ema_update(ema.var_store(), model.var_store(), decay);
         step += 1;
         pb.set_position(step);
@@ -442,21 +639,33 @@ pub fn train(cfg: &WorldModelTrainConfig, data: &Dataset, run: &RunDir, device: 
             let secs = elapsed(&t0);
             pb.set_prefix(format!("loss {l:.4}"));
             metrics.log(&serde_json::json!({"step": step, "loss": l, "grad_norm": grad_norm, "lr": opt.cfg.lr, "elapsed_secs": secs}))?;
-            tracing::debug!("step {step} loss {l:.4} grad {grad_norm:.3} {:.1} min", secs / 60.0);
+            tracing::debug!(
+                "step {step} loss {l:.4} grad {grad_norm:.3} {:.1} min",
+                secs / 60.0
+            );
             (loss_sum, loss_n) = (0.0, 0);
         }
         if step % cfg.val_every == 0 && !val.is_empty() {
             let v = validation_loss(&ema, &val, cfg.seed ^ 0x7A1)?;
             tch::manual_seed(sampler_seed(cfg.seed, step) as i64);
             last_val = Some(v);
-            metrics.log(&serde_json::json!({"step": step, "val_loss": v, "elapsed_secs": elapsed(&t0)}))?;
-            tracing::info!("world model step {step}: train loss {:.4}, held-out loss {v:.4}", last_train.unwrap_or(f64::NAN));
+            metrics.log(
+                &serde_json::json!({"step": step, "val_loss": v, "elapsed_secs": elapsed(&t0)}),
+            )?;
+            tracing::info!(
+                "world model step {step}: train loss {:.4}, held-out loss {v:.4}",
+                last_train.unwrap_or(f64::NAN)
+            );
         }
         if step % cfg.checkpoint_every == 0 {
             save(step, elapsed(&t0), &model, &ema, &opt)?;
             // re-seed at every checkpoint so that a run resumed from here draws what an
             // uninterrupted one draws
-            sampler = WindowSampler::new(train_eps.iter().collect(), wcfg.clone(), sampler_seed(cfg.seed, step))?;
+            sampler = WindowSampler::new(
+                train_eps.iter().collect(),
+                wcfg.clone(),
+                sampler_seed(cfg.seed, step),
+            )?;
             tch::manual_seed(sampler_seed(cfg.seed, step) as i64);
         }
     };
@@ -466,7 +675,8 @@ pub fn train(cfg: &WorldModelTrainConfig, data: &Dataset, run: &RunDir, device: 
     if !val.is_empty() && step % cfg.val_every != 0 {
         let v = validation_loss(&ema, &val, cfg.seed ^ 0x7A1)?;
         last_val = Some(v);
-        metrics.log(&serde_json::json!({"step": step, "val_loss": v, "elapsed_secs": elapsed(&t0)}))?;
+        metrics
+            .log(&serde_json::json!({"step": step, "val_loss": v, "elapsed_secs": elapsed(&t0)}))?;
     }
     let secs = elapsed(&t0);
     save(step, secs, &model, &ema, &opt)?;
@@ -481,14 +691,32 @@ pub fn train(cfg: &WorldModelTrainConfig, data: &Dataset, run: &RunDir, device: 
         stopped_by: stopped_by.into(),
     };
     run.mark_done(STAGE, &serde_json::to_value(&summary)?)?;
-    tracing::info!("world model trained: {step} steps in {:.1} min (stopped by {stopped_by})", secs / 60.0);
+    tracing::info!(
+        "world model trained: {step} steps in {:.1} min (stopped by {stopped_by})",
+        secs / 60.0
+    );
     Ok(summary)
 }
 
 /// Mean loss of `model` over `batches` fixed batches drawn from `episodes` (for tests and reports).
-pub fn mean_loss(model: &WorldModel, episodes: &[Episode], batches: usize, batch: usize, seed: u64) -> Result<f64> {
-    let mut s = WindowSampler::new(episodes.iter().collect(), WindowConfig { context: model.context_len(), ..Default::default() }, seed)?;
-    let val: Vec<Batch> = (0..batches).map(|_| Batch::from_windows(&s.sample(batch), model.image_size(), model.device())).collect::<Result<_>>()?;
+pub fn mean_loss(
+    model: &WorldModel,
+    episodes: &[Episode],
+    batches: usize,
+    batch: usize,
+    seed: u64,
+) -> Result<f64> {
+    let mut s = WindowSampler::new(
+        episodes.iter().collect(),
+        WindowConfig {
+            context: model.context_len(),
+            ..Default::default()
+        },
+        seed,
+    )?;
+    let val: Vec<Batch> = (0..batches)
+        .map(|_| Batch::from_windows(&s.sample(batch), model.image_size(), model.device()))
+        .collect::<Result<_>>()?;
     validation_loss(model, &val, seed)
 }
 
@@ -499,14 +727,29 @@ pub(crate) mod tests {
 
     /// A synthetic dataset: a bright square on a dark background moves by `round(2·action)` pixels per
     /// step (wrapping), so the next frame is a deterministic function of the last frame and action.
-    pub(crate) fn synthetic_dataset(dir: &Path, episodes: usize, steps: usize, size: usize) -> Dataset {
-        let spec = DatasetSpec { suite: "synthetic".into(), image_size: size, action_dim: 2, action_low: vec![-1.0; 2], action_high: vec![1.0; 2], state_dim: 0 };
+    pub(crate) fn synthetic_dataset(
+        dir: &Path,
+        episodes: usize,
+        steps: usize,
+        size: usize,
+    ) -> Dataset {
+        let spec = DatasetSpec {
+            suite: "synthetic".into(),
+            image_size: size,
+            action_dim: 2,
+            action_low: vec![-1.0; 2],
+            action_high: vec![1.0; 2],
+            state_dim: 0,
+        };
         let w = DatasetWriter::create(dir, spec.clone()).unwrap();
         let draw = |x: i64, y: i64| -> Vec<u8> {
             let mut f = vec![20u8; size * size * 3];
             for dy in 0..4 {
                 for dx in 0..4 {
-                    let (px, py) = ((x + dx).rem_euclid(size as i64) as usize, (y + dy).rem_euclid(size as i64) as usize);
+                    let (px, py) = (
+                        (x + dx).rem_euclid(size as i64) as usize,
+                        (y + dy).rem_euclid(size as i64) as usize,
+                    );
                     let o = (py * size + px) * 3;
                     f[o..o + 3].copy_from_slice(&[230, 180, 40]);
                 }
@@ -521,7 +764,17 @@ pub(crate) mod tests {
         for e in 0..episodes {
             let task = if e % 2 == 0 { "a" } else { "b" };
             let (mut x, mut y) = ((next() * size as f64) as i64, (next() * size as f64) as i64);
-            let mut ep = Episode::start(&spec, task, EpisodeKind::Random, e, e as u64, &draw(x, y), &[], false).unwrap();
+            let mut ep = Episode::start(
+                &spec,
+                task,
+                EpisodeKind::Random,
+                e,
+                e as u64,
+                &draw(x, y),
+                &[],
+                false,
+            )
+            .unwrap();
             for _ in 0..steps {
                 let a = [(next() * 2.0 - 1.0) as f32, (next() * 2.0 - 1.0) as f32];
                 x += (a[0] * 2.0).round() as i64;
@@ -550,7 +803,10 @@ pub(crate) mod tests {
         assert_eq!(c, want);
         std::fs::write(&p, "[world_model]\n\nbatch_sise = 3\n").unwrap();
         let e = format!("{:#}", load_config(&p).unwrap_err());
-        assert!(e.contains("batch_sise") && e.contains("c.toml") && e.contains("line"), "{e}");
+        assert!(
+            e.contains("batch_sise") && e.contains("c.toml") && e.contains("line"),
+            "{e}"
+        );
         std::fs::write(&p, "[world_model]\nmodel.unet.channels = \"wide\"\n").unwrap();
         assert!(load_config(&p).is_err());
         std::fs::write(&p, "[experiment]\nname = \"x\"\n").unwrap();
@@ -584,14 +840,23 @@ pub(crate) mod tests {
         let before = mean_loss(&init, &held, 4, 16, 3).unwrap();
         let s = train(&cfg, &data, &run, Device::Cpu, &TrainOptions::default()).unwrap();
         assert_eq!(s.steps, 120);
-        let (trained, extra) = WorldModel::load(&StagePaths::new(run.path()).model, Device::Cpu).unwrap();
+        let (trained, extra) =
+            WorldModel::load(&StagePaths::new(run.path()).model, Device::Cpu).unwrap();
         assert_eq!(extra["step"], 120);
         let after = mean_loss(&trained, &held, 4, 16, 3).unwrap();
         assert!(after < 0.6 * before, "held-out loss {before} -> {after}");
         // metrics.jsonl has training and validation lines; done.json makes a re-run a no-op
         let lines = crate::run::read_metrics(run.path().join(STAGE).join("metrics.jsonl")).unwrap();
-        assert!(lines.iter().any(|l| l.get("val_loss").is_some()) && lines.iter().any(|l| l.get("loss").is_some()));
-        assert_eq!(train(&cfg, &data, &run, Device::Cpu, &TrainOptions::default()).unwrap().steps, 120);
+        assert!(
+            lines.iter().any(|l| l.get("val_loss").is_some())
+                && lines.iter().any(|l| l.get("loss").is_some())
+        );
+        assert_eq!(
+            train(&cfg, &data, &run, Device::Cpu, &TrainOptions::default())
+                .unwrap()
+                .steps,
+            120
+        );
         // a different config on the same run folder is refused
         let mut other = cfg.clone();
         other.batch_size = 4;
@@ -604,7 +869,13 @@ pub(crate) mod tests {
     fn resuming_reproduces_an_uninterrupted_run() {
         let exe = std::env::current_exe().unwrap();
         let out = std::process::Command::new(exe)
-            .args(["--exact", "world_model::train::tests::resume_in_own_process", "--ignored", "--test-threads=1", "--nocapture"])
+            .args([
+                "--exact",
+                "world_model::train::tests::resume_in_own_process",
+                "--ignored",
+                "--test-threads=1",
+                "--nocapture",
+            ])
             .output()
             .unwrap();
         assert!(
@@ -623,16 +894,31 @@ pub(crate) mod tests {
         let data = synthetic_dataset(&dir.path().join("data"), 6, 12, 16);
         let cfg = tiny_cfg(40);
         let straight = RunDir::open(dir.path().join("straight")).unwrap();
-        train(&cfg, &data, &straight, Device::Cpu, &TrainOptions::default()).unwrap();
+        train(
+            &cfg,
+            &data,
+            &straight,
+            Device::Cpu,
+            &TrainOptions::default(),
+        )
+        .unwrap();
         // interrupted after 20 steps: train to 20, then pretend the process died (remove the done
         // marker and the stage config) and run again with the full budget
         let resumed = RunDir::open(dir.path().join("resumed")).unwrap();
-        train(&tiny_cfg(20), &data, &resumed, Device::Cpu, &TrainOptions::default()).unwrap();
+        train(
+            &tiny_cfg(20),
+            &data,
+            &resumed,
+            Device::Cpu,
+            &TrainOptions::default(),
+        )
+        .unwrap();
         std::fs::remove_file(resumed.path().join(STAGE).join("done.json")).unwrap();
         std::fs::remove_file(resumed.path().join(STAGE).join("config.toml")).unwrap();
         let s = train(&cfg, &data, &resumed, Device::Cpu, &TrainOptions::default()).unwrap();
         assert_eq!(s.steps, 40);
-        let (a, _) = WorldModel::load(&StagePaths::new(straight.path()).model, Device::Cpu).unwrap();
+        let (a, _) =
+            WorldModel::load(&StagePaths::new(straight.path()).model, Device::Cpu).unwrap();
         let (b, _) = WorldModel::load(&StagePaths::new(resumed.path()).model, Device::Cpu).unwrap();
         let va = a.var_store().variables();
         let mut max_diff = 0f64;
@@ -640,12 +926,13 @@ pub(crate) mod tests {
             max_diff = max_diff.max((t - &va[&k]).abs().max().double_value(&[]));
         }
         assert!(max_diff < 1e-6, "resumed weights differ by {max_diff}");
-        let steps: Vec<u64> = crate::run::read_metrics(resumed.path().join(STAGE).join("metrics.jsonl"))
-            .unwrap()
-            .iter()
-            .filter(|l| l.get("loss").is_some())
-            .map(|l| l["step"].as_u64().unwrap())
-            .collect();
+        let steps: Vec<u64> =
+            crate::run::read_metrics(resumed.path().join(STAGE).join("metrics.jsonl"))
+                .unwrap()
+                .iter()
+                .filter(|l| l.get("loss").is_some())
+                .map(|l| l["step"].as_u64().unwrap())
+                .collect();
         assert_eq!(steps, vec![20, 40]);
     }
 }
