@@ -257,6 +257,31 @@ fn main() -> Result<()> {
             }
             println!("fwd: {:.1} ms", t.elapsed().as_secs_f64() * 50.0);
         }
+        "clfwm" => {
+            let run = Path::new(&args[2]);
+            let task = &args[3];
+            let (wm, _) = world4rl::world_model::WorldModel::load(
+                &run.join("world_model/model.safetensors"),
+                tch::Device::Cpu,
+            )?;
+            let (clf, _) = world4rl::reward::RewardClassifier::load(
+                &run.join(format!("reward/{task}/classifier.safetensors")),
+                tch::Device::Cpu,
+            )?;
+            let eps: Vec<_> = ds
+                .load_where(|m| &m.task == task && m.kind != w4rl_data::EpisodeKind::Random)?
+                .into_iter()
+                .take(12)
+                .collect();
+            let refs: Vec<_> = eps.iter().collect();
+            let t = std::time::Instant::now();
+            let m = world4rl::imagined_env::classifier_on_world_model(&wm, &clf, &refs, 64)?;
+            println!(
+                "{} ({:.0} s)",
+                serde_json::to_string(&m)?,
+                t.elapsed().as_secs_f64()
+            );
+        }
         _ => anyhow::bail!("?"),
     }
     Ok(())

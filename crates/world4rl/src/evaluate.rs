@@ -174,6 +174,9 @@ pub fn evaluate_policy(
 }
 
 /// A [`GaussianPolicy`] acting for data collection ([`BatchPolicy`]): mean actions, or samples.
+///
+/// Stateless: with `frame_stack > 1` every observation is fed as the first of an episode (its frame
+/// repeated). Use [`HistoryActor`] to feed real frame histories.
 pub struct PolicyActor<'p> {
     /// The policy.
     pub policy: &'p GaussianPolicy,
@@ -184,6 +187,56 @@ pub struct PolicyActor<'p> {
 impl BatchPolicy for PolicyActor<'_> {
     fn act(&mut self, obs: &[&Obs]) -> Result<Vec<Vec<f32>>> {
         let batch = self.policy.obs_batch(obs)?;
+        if self.stochastic {
+            let a = tch::no_grad(|| self.policy.forward(&batch, 0))?.sample();
+            self.policy.to_env_actions(&a)
+        } else {
+            self.policy.act_mean(&batch)
+        }
+    }
+}
+
+/// A [`GaussianPolicy`] acting for data collection with frame histories ([`BatchPolicy`]).
+///
+/// Row `i` of consecutive [`act`](BatchPolicy::act) calls is taken to be the same episode; a call with
+/// another number of observations starts new episodes, and so does [`reset`](Self::reset), which must
+/// be called before each new batch of episodes of the same size.
+pub struct HistoryActor<'p> {
+    policy: &'p GaussianPolicy,
+    stochastic: bool,
+    hist: Option<ObsHistory>,
+}
+
+impl<'p> HistoryActor<'p> {
+    /// An actor with empty histories.
+    pub fn new(policy: &'p GaussianPolicy, stochastic: bool) -> Self {
+        Self {
+            policy,
+            stochastic,
+            hist: None,
+        }
+    }
+
+    /// Forgets the histories: the next call starts new episodes.
+    pub fn reset(&mut self) {
+        self.hist = None;
+    }
+}
+
+impl BatchPolicy for HistoryActor<'_> {
+    fn act(&mut self, obs: &[&Obs]) -> Result<Vec<Vec<f32>>> {
+        let k = self.policy.config().frame_stack;
+        let h = match self.hist.take() {
+            Some(mut h) if h.len() == obs.len() => {
+                for (i, o) in obs.iter().enumerate() {
+                    h.push(i, (*o).clone());
+                }
+                h
+            }
+            _ => ObsHistory::new(k, obs.iter().map(|o| (*o).clone()).collect()),
+        };
+        let batch = h.batch(self.policy, None)?;
+        self.hist = Some(h);
         if self.stochastic {
             let a = tch::no_grad(|| self.policy.forward(&batch, 0))?.sample();
             self.policy.to_env_actions(&a)

@@ -39,7 +39,7 @@ fn randomise(vs: &nn::VarStore) {
             } else {
                 t.randn_like() * 0.1
             };
-            let _ = t.copy_(&r);
+            t.copy_(&r);
         }
     });
 }

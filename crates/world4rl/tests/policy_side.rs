@@ -70,6 +70,7 @@ fn small_encoder() -> EncoderConfig {
         channels: vec![16, 32],
         pool: 4,
         features: 64,
+        ..Default::default()
     }
 }
 
@@ -179,4 +180,148 @@ fn missing_task_is_a_clear_error() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("'nope'"), "{err}");
+}
+
+mod imagination {
+    use super::*;
+    use w4rl_envs::VecEnv;
+    use world4rl::imagined_env::{ImaginedEnv, ImaginedEnvConfig};
+    use world4rl::policy::{GaussianPolicy, PolicyConfig, PolicySpec};
+    use world4rl::reward::{ClassifierConfig, RewardClassifier, RewardMode};
+    use world4rl::run::RunDir;
+    use world4rl::world_model::{WorldModel, WorldModelConfig};
+
+    fn tiny_classifier(threshold: f64) -> RewardClassifier {
+        let cfg = ClassifierConfig {
+            encoder: small_encoder(),
+            hidden: 16,
+            ..Default::default()
+        };
+        RewardClassifier::new(
+            &cfg,
+            SIZE,
+            threshold,
+            RewardMode::Binary,
+            "dots",
+            tch::Device::Cpu,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn imagined_env_terminates_truncates_and_resets() {
+        tch::set_num_threads(1);
+        tch::manual_seed(0);
+        let dir = tempfile::tempdir().unwrap();
+        let ds = synthetic_dataset(dir.path(), 4, 6);
+        let wm = WorldModel::new(WorldModelConfig::tiny(), 2, tch::Device::Cpu).unwrap();
+        // threshold 0: every imagined frame is a success
+        let always = tiny_classifier(0.0);
+        let cfg = ImaginedEnvConfig {
+            horizon: 3,
+            ..Default::default()
+        };
+        let mut env = ImaginedEnv::new(&wm, &always, &ds, "dots", 3, &cfg).unwrap();
+        assert_eq!(env.horizon(), 3);
+        assert_eq!(env.num_start_episodes(), 4);
+        let obs = env.reset(&[7]);
+        assert_eq!(obs.len(), 3);
+        assert_eq!(obs[0].frame.len(), SIZE * SIZE * 3);
+        // a start state is a real first frame of the task's episodes
+        assert!(ds
+            .load_where(|_| true)
+            .unwrap()
+            .iter()
+            .any(|e| e.frame(0) == obs[0].frame.as_slice()));
+        let steps = env.step(&vec![vec![0.5, -0.5]; 3]).unwrap();
+        assert!(steps
+            .iter()
+            .all(|s| s.terminated && s.reward == 1.0 && s.info.success));
+        // finished episodes must be reset before stepping again
+        let err = env.step(&vec![vec![0.0, 0.0]; 3]).unwrap_err().to_string();
+        assert!(err.contains("reset"), "{err}");
+        for i in 0..3 {
+            env.reset_row(i, i as u64).unwrap();
+        }
+        // bad actions are refused without moving anything
+        assert!(env.step(&[vec![0.0, 0.0]]).is_err());
+        assert!(env.step(&vec![vec![f32::NAN, 0.0]; 3]).is_err());
+
+        // a threshold above every probability: episodes are truncated at the horizon
+        let never = tiny_classifier(0.999_999);
+        let mut env = ImaginedEnv::new(&wm, &never, &ds, "dots", 2, &cfg).unwrap();
+        env.reset(&[1]);
+        for t in 1..=3 {
+            let steps = env.step(&vec![vec![0.0, 0.0]; 2]).unwrap();
+            assert!(steps
+                .iter()
+                .all(|s| !s.terminated && s.reward == 0.0 && s.truncated == (t == 3)));
+        }
+        assert!(ImaginedEnv::new(&wm, &never, &ds, "nope", 2, &cfg).is_err());
+    }
+
+    #[test]
+    fn refine_runs_end_to_end_on_a_run_directory() {
+        tch::set_num_threads(1);
+        tch::manual_seed(0);
+        let dir = tempfile::tempdir().unwrap();
+        let ds = synthetic_dataset(&dir.path().join("data"), 4, 6);
+        let run = RunDir::open(dir.path().join("run")).unwrap();
+        let wm = WorldModel::new(WorldModelConfig::tiny(), 2, tch::Device::Cpu).unwrap();
+        wm.save(
+            &world4rl::world_model::train::StagePaths::new(run.path()).model,
+            serde_json::json!({}),
+        )
+        .unwrap();
+        run.stage_dir("reward/dots").unwrap();
+        tiny_classifier(0.5)
+            .save(
+                &reward::checkpoint_path(&run, "dots"),
+                serde_json::json!({}),
+            )
+            .unwrap();
+        let pcfg = PolicyConfig {
+            encoder: small_encoder(),
+            hidden: 16,
+            ..Default::default()
+        };
+        let spec = PolicySpec {
+            image_size: SIZE,
+            action_dim: 2,
+            state_dim: 0,
+            action_low: vec![-1.0; 2],
+            action_high: vec![1.0; 2],
+            task: "dots".into(),
+            render_size: SIZE,
+        };
+        run.stage_dir("bc/dots").unwrap();
+        GaussianPolicy::new(&pcfg, &spec, tch::Device::Cpu)
+            .unwrap()
+            .save(&bc::checkpoint_path(&run, "dots"), serde_json::json!({}))
+            .unwrap();
+        let mut cfg = world4rl::ppo::RefineConfig::default();
+        cfg.ppo.num_envs = 4;
+        cfg.ppo.rollout_steps = 4;
+        cfg.ppo.minibatch_size = 8;
+        cfg.ppo.iterations = 3;
+        cfg.ppo.critic_warmup_iters = 1;
+        cfg.imagination.horizon = 3;
+        let r = world4rl::ppo::refine_task(&cfg, &run, &ds, "dots", tch::Device::Cpu, 0).unwrap();
+        assert_eq!(r.ppo.iterations, 3);
+        assert_eq!(r.ppo.env_steps, 3 * 4 * 4);
+        assert_eq!(r.imagination.steps, 12);
+        let (best, meta) = GaussianPolicy::load(&r.best, tch::Device::Cpu).unwrap();
+        assert_eq!(meta["checkpoint"], "best");
+        let (lo, hi) = best.std_bounds();
+        assert!((lo - cfg.ppo.std_min).abs() < 1e-9 && (hi - cfg.ppo.std_max).abs() < 1e-9);
+        assert!(r.last.exists());
+        let lines =
+            world4rl::run::read_metrics(run.path().join("refine/dots/metrics.jsonl")).unwrap();
+        assert_eq!(lines.len(), 3);
+        assert!(run.is_done("refine/dots"));
+        // a missing stage-1 artefact is a clear error naming what to run
+        let err =
+            world4rl::ppo::refine_task(&cfg, &run, &ds, "other", tch::Device::Cpu, 0).unwrap_err();
+        assert!(format!("{err:#}").contains("train reward"), "{err:#}");
+    }
 }

@@ -77,7 +77,7 @@ fn ppo_on_the_real_env_improves_a_weak_policy() {
         // a fixed number of iterations (not a time budget) keeps the test deterministic
         time_budget_secs: 0.0,
         iterations: 24,
-        critic_encoder: encoder,
+        critic_encoder: None,
         critic_hidden: 64,
         actor_lr: 3e-4,
         critic_warmup_iters: 1,

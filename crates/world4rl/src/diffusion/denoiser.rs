@@ -37,8 +37,12 @@ pub struct DenoiserConfig {
     /// Training σ is clipped to [sigma_min, sigma_max] (2e-3, 20).
     pub sigma_min: f64,
     pub sigma_max: f64,
-    /// Noise-augment the context frames during training (DIAMOND CS:GO `noise_previous_obs`).
+    /// Noise-augment the context frames during training (DIAMOND CS:GO `noise_previous_obs`): each
+    /// sample's context gets noise of a level drawn like σ, clipped to `context_sigma_max`.
     pub context_noise: bool,
+    /// Largest context-noise level (DIAMOND: `sigma_max`; smaller values keep the context legible,
+    /// which matters on short training budgets).
+    pub context_sigma_max: f64,
 }
 
 impl Default for DenoiserConfig {
@@ -51,6 +55,7 @@ impl Default for DenoiserConfig {
             sigma_min: 2e-3,
             sigma_max: 20.0,
             context_noise: false,
+            context_sigma_max: 20.0,
         }
     }
 }
@@ -72,6 +77,10 @@ impl DenoiserConfig {
         ensure!(
             self.sigma_min > 0.0 && self.sigma_min <= self.sigma_max,
             "denoiser: need 0 < sigma_min <= sigma_max"
+        );
+        ensure!(
+            self.context_sigma_max >= self.sigma_min,
+            "denoiser: context_sigma_max must be >= sigma_min"
         );
         Ok(())
     }
@@ -213,10 +222,12 @@ impl Denoiser {
         let sigma = self.sample_sigma(b, dev);
         let offset = Tensor::randn([b, c, 1, 1], (Kind::Float, dev));
         let noise = next.randn_like();
-        let ctx_noise = self
-            .cfg
-            .context_noise
-            .then(|| (self.sample_sigma(b, dev), batch.context.randn_like()));
+        let ctx_noise = self.cfg.context_noise.then(|| {
+            let sc = self
+                .sample_sigma(b, dev)
+                .clamp_max(self.cfg.context_sigma_max);
+            (sc, batch.context.randn_like())
+        });
         self.loss_with_noise(
             batch,
             &sigma,

@@ -307,7 +307,7 @@ pub fn train_task(
     .build(policy.var_store(), cfg.lr)?;
     let bar = crate::progress::bar(cfg.steps as u64, format!("bc {task}"));
     let (mut window, mut window_n, mut last_train) = (0.0, 0usize, f64::NAN);
-    let mut best: Option<(f64, usize, Vec<(String, Tensor)>)> = None;
+    let mut best: Option<(f64, usize, Snapshot)> = None;
     for step in 1..=cfg.steps {
         let idx = Tensor::randint(n, [cfg.batch_size as i64], (Kind::Int64, device));
         let mut obs = train.obs.select(&idx);
@@ -374,7 +374,10 @@ pub fn train_task(
     Ok((policy, report))
 }
 
-fn snapshot(policy: &GaussianPolicy) -> Vec<(String, Tensor)> {
+/// A copy of a policy's variables.
+type Snapshot = Vec<(String, Tensor)>;
+
+fn snapshot(policy: &GaussianPolicy) -> Snapshot {
     policy
         .var_store()
         .variables()

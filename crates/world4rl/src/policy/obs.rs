@@ -190,7 +190,7 @@ mod tests {
         // at it must point at it after every transformation
         for k in 0..8 {
             let mut img = vec![0f32; 25];
-            img[(2 - 2) * 5 + (2 + 1)] = 1.0;
+            img[3] = 1.0; // row 0 = centre row 2 - 2, column 3 = centre column 2 + 1
             let x = Tensor::from_slice(&img).view([1, 1, 5, 5]);
             let a = Tensor::from_slice(&[1.0f32, -2.0]).view([1, 2]);
             let y = dihedral(&x, &[k]);

@@ -55,9 +55,9 @@ pub struct RewardConfig {
     pub dihedral: Option<bool>,
     /// Fraction of episodes held out for the metrics (default 0.2).
     pub holdout_fraction: f64,
-    /// Decision threshold on P(success). Default: calibrated after training as the threshold that
-    /// maximises F1 on the training frames (balanced minibatches shift probabilities towards the
-    /// minority class, so 0.5 would over-predict rare successes).
+    /// Decision threshold on P(success). Default: calibrated after training as the threshold in
+    /// `[0.5, 0.95]` that maximises F1 on the training frames (balanced minibatches shift probabilities
+    /// towards the minority class, so 0.5 would over-predict rare successes).
     pub threshold: Option<f64>,
     /// `binary` (default, 1[C > threshold]) or `probability`.
     pub reward: RewardMode,
@@ -198,10 +198,11 @@ pub fn probabilities(clf: &RewardClassifier, frames: &Tensor) -> Result<Vec<f32>
     Ok(out)
 }
 
-/// The threshold in `[0.05, 0.95]` (steps of 0.01) maximising F1; ties resolve to the middle of the
-/// best range.
+/// The threshold in `[0.5, 0.95]` (steps of 0.01) maximising F1; ties resolve to the middle of the
+/// best range. Thresholds below 0.5 are not considered: a false success is worse than a missed one
+/// when the classifier rewards imagined frames (it invites reward hacking of world-model errors).
 pub fn best_f1_threshold(probs: &[f32], labels: &[bool]) -> f64 {
-    let grid: Vec<f64> = (5..=95).map(|i| i as f64 / 100.0).collect();
+    let grid: Vec<f64> = (50..=95).map(|i| i as f64 / 100.0).collect();
     let f1s: Vec<f64> = grid
         .iter()
         .map(|&t| {
