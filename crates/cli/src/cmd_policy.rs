@@ -189,7 +189,7 @@ pub fn refine(args: RefineArgs, device: Device, seed: Option<u64>) -> Result<()>
     let mut rc = cfg.refine.clone();
     rc.ppo.seed ^= cfg.experiment.seed;
     if let Some(m) = args.minutes {
-        if !(m > 0.0) {
+        if m.is_nan() || m <= 0.0 {
             bail!("--minutes must be positive (got {m})");
         }
         rc.ppo.time_budget_secs = m * 60.0;

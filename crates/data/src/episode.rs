@@ -159,6 +159,7 @@ pub struct Episode {
 
 impl Episode {
     /// Starts an empty episode for the given spec, from its first observation.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         spec: &DatasetSpec,
         task: &str,
@@ -298,7 +299,7 @@ impl Episode {
         if self.success.iter().any(|&s| s > 1) {
             return Err(DataError::Invalid("success flags must be 0 or 1".into()));
         }
-        if m.success != self.success.iter().any(|&s| s == 1) {
+        if m.success != self.success.contains(&1) {
             return Err(DataError::Invalid(
                 "metadata success flag disagrees with the per-frame flags".into(),
             ));

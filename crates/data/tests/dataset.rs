@@ -43,7 +43,7 @@ fn episode(task: &str, kind: EpisodeKind, index: usize, steps: usize) -> Episode
             t as f32 * 0.5,
             &frame(t + 1),
             &state(t + 1),
-            t + 1 == steps && index % 2 == 0,
+            t + 1 == steps && index.is_multiple_of(2),
         )
         .unwrap();
     }
