@@ -246,7 +246,7 @@ fn main() -> Result<()> {
             let t = std::time::Instant::now();
             for _ in 0..20 {
                 let _ = world4rl::policy::obs::dihedral(
-                    &obs.image.as_ref().unwrap(),
+                    obs.image.as_ref().unwrap(),
                     &world4rl::policy::obs::random_dihedral_picks(b),
                 );
             }
