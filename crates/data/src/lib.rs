@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 pub use episode::{DatasetSpec, Episode, EpisodeKind, EpisodeMeta, SCHEMA_VERSION};
 pub use report::{info, verify, DatasetInfo, VerifyReport};
 pub use sampler::{holdout_split, SamplerConfig, WindowBatch, WindowSampler};
-pub use store::{read_episode, write_atomic, Dataset, DatasetWriter, EpisodeEntry};
+pub use store::{encode_episode, read_episode, write_atomic, Dataset, DatasetWriter, EpisodeEntry};
 
 /// Errors of the dataset crate. Each names the file concerned where there is one.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@
 //! (F32 `[T+1,S]`). Its `__metadata__` holds `world4rl` (the [`EpisodeMeta`] as JSON) and `crc32` (a JSON
 //! object with the CRC-32 of each array's bytes), so a flipped bit is caught as well as a truncation.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -247,8 +247,46 @@ pub fn encode_episode(ep: &Episode) -> Result<Vec<u8>, DataError> {
         "crc32".to_string(),
         serde_json::Value::Object(crc).to_string(),
     );
-    safetensors::serialize(views, &Some(header))
-        .map_err(|e| DataError::Invalid(format!("serialising episode: {e:?}")))
+    let bytes = safetensors::serialize(views, &Some(header))
+        .map_err(|e| DataError::Invalid(format!("serialising episode: {e:?}")))?;
+    canonical_header(bytes)
+}
+
+/// Rewrites a safetensors file's JSON header with its keys (and those of `__metadata__`) sorted, so
+/// that one episode always encodes to the same bytes: `safetensors::serialize` takes the metadata as a
+/// `HashMap`, whose iteration order changes from one process to the next. The data section and its
+/// offsets are untouched; the header is padded with spaces to a multiple of 8 bytes, as the format asks.
+fn canonical_header(bytes: Vec<u8>) -> Result<Vec<u8>, DataError> {
+    let bad = |why: &str| DataError::Invalid(format!("serialising episode: {why}"));
+    let n = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| bad("short buffer"))?) as usize;
+    let header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| bad(&e.to_string()))?;
+    let mut text = String::from("{");
+    for (i, (key, value)) in header.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        let value = match value {
+            serde_json::Value::Object(map) => {
+                let sorted: BTreeMap<&String, &serde_json::Value> = map.iter().collect();
+                serde_json::to_string(&sorted)
+            }
+            other => serde_json::to_string(other),
+        }
+        .map_err(|e| bad(&e.to_string()))?;
+        text.push_str(&serde_json::to_string(key).map_err(|e| bad(&e.to_string()))?);
+        text.push(':');
+        text.push_str(&value);
+    }
+    text.push('}');
+    while text.len() % 8 != 0 {
+        text.push(' ');
+    }
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    Ok(out)
 }
 
 fn corrupt(path: &Path, reason: impl Into<String>) -> DataError {

@@ -89,7 +89,7 @@ fn classifier_learns_a_separable_set_and_its_loss_falls() {
     cfg.classifier.encoder = small_encoder();
     cfg.classifier.hidden = 32;
     let mut losses = Vec::new();
-    let (clf, report) = reward::train_task(&cfg, &ds, "dots", tch::Device::Cpu, |v| {
+    let (clf, report) = reward::train_task(&cfg, &ds, "dots", None, tch::Device::Cpu, |v| {
         losses.push(v["bce"].as_f64().unwrap());
         Ok(())
     })
@@ -174,6 +174,7 @@ fn missing_task_is_a_clear_error() {
         &RewardConfig::default(),
         &ds,
         "nope",
+        None,
         tch::Device::Cpu,
         |_| Ok(()),
     )
@@ -258,6 +259,32 @@ mod imagination {
                 .all(|s| !s.terminated && s.reward == 0.0 && s.truncated == (t == 3)));
         }
         assert!(ImaginedEnv::new(&wm, &never, &ds, "nope", 2, &cfg).is_err());
+    }
+
+    #[test]
+    fn classifier_trains_on_imagined_frames_too() {
+        tch::set_num_threads(1);
+        tch::manual_seed(0);
+        let dir = tempfile::tempdir().unwrap();
+        let ds = synthetic_dataset(dir.path(), 10, 8);
+        let wm = WorldModel::new(WorldModelConfig::tiny(), 2, tch::Device::Cpu).unwrap();
+        let mut cfg = RewardConfig {
+            steps: 20,
+            batch_size: 16,
+            log_every: 10,
+            world_model_frames: 30,
+            world_model_horizon: 3,
+            ..Default::default()
+        };
+        cfg.classifier.encoder = small_encoder();
+        let (_, report) =
+            reward::train_task(&cfg, &ds, "dots", Some(&wm), tch::Device::Cpu, |_| Ok(())).unwrap();
+        assert!((20..=32).contains(&report.world_model_frames), "{report:?}");
+        assert_eq!(report.train.n, report.train_frames, "{report:?}");
+        let held = report
+            .heldout_world_model
+            .expect("held-out imagined metrics");
+        assert!(held.n > 0 && held.n <= 16, "{held:?}");
     }
 
     #[test]

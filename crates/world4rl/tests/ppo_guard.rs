@@ -59,6 +59,9 @@ fn ppo_on_the_real_env_improves_a_weak_policy() {
     };
     bc_cfg.policy.encoder = encoder.clone();
     bc_cfg.policy.hidden = 64;
+    // two stacked frames: exercises the frame histories of the rollout code (and, measured, gives this
+    // small policy a start PPO can improve within the test's budget)
+    bc_cfg.policy.frame_stack = 2;
     let (mut policy, _) = bc::train_task(&bc_cfg, &ds, TASK, tch::Device::Cpu, |_| Ok(())).unwrap();
     let eval = EvalConfig {
         episodes: 200,
@@ -80,6 +83,7 @@ fn ppo_on_the_real_env_improves_a_weak_policy() {
         critic_encoder: None,
         critic_hidden: 64,
         actor_lr: 3e-4,
+        clip_coef: 0.1,
         critic_warmup_iters: 1,
         seed: 5,
         ..Default::default()

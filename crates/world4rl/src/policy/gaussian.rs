@@ -34,8 +34,10 @@ pub struct PolicyConfig {
     pub hidden: i64,
     /// Feed the frame (default true).
     pub use_image: bool,
-    /// Frames fed together, newest last (default 2: the current and the previous frame, so that the
-    /// policy sees velocities; at an episode start the first frame is repeated).
+    /// Frames fed together, newest last; at an episode start the first frame is repeated. Default 1:
+    /// with a history, behaviour cloning learns to continue the motion it sees (the "copycat" problem
+    /// of BC with observation histories); measured on `turn-lever` with 50 demos, 33 % success with one
+    /// frame against 4 % with two.
     pub frame_stack: usize,
     /// Feed the low-dimensional state too (default false: the imagined environment has no state).
     pub use_state: bool,
@@ -60,7 +62,7 @@ impl Default for PolicyConfig {
             },
             hidden: 256,
             use_image: true,
-            frame_stack: 2,
+            frame_stack: 1,
             use_state: false,
             std_init: 0.3,
             std_min: 0.02,
