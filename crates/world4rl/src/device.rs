@@ -36,8 +36,26 @@ pub fn resolve(name: &str) -> Result<Device> {
 /// collapse when cores are oversubscribed, so every command sets this explicitly.
 pub fn set_threads(n: usize) {
     let n = n.max(1);
+    flush_denormals();
     tch::set_num_threads(n as i32);
     tch::set_num_interop_threads(1);
+}
+
+/// Makes the CPU treat subnormal floats as zero (the FTZ and DAZ bits of x86-64's MXCSR, what
+/// `torch.set_flush_denormal(True)` does). Training drives some weights, Adam moments and gradients into
+/// the subnormal range, where every x86 arithmetic operation takes about a hundred times longer:
+/// measured on `train bc` (slide-handle, 6000 steps), the step rate fell from 27/s to 8/s after 3000
+/// steps without it. MXCSR is per thread and new threads inherit it, so this runs before libtorch
+/// starts its thread pool (see [`set_threads`]). No effect on other architectures.
+pub fn flush_denormals() {
+    #[cfg(target_arch = "x86_64")]
+    #[allow(deprecated)]
+    // `_mm_setcsr` is deprecated in favour of inline assembly, with the same effect
+    // SAFETY: setting MXCSR's FTZ (bit 15) and DAZ (bit 6) changes only how subnormals are rounded.
+    unsafe {
+        use std::arch::x86_64::{_mm_getcsr, _mm_setcsr};
+        _mm_setcsr(_mm_getcsr() | 0x8040);
+    }
 }
 
 /// The machine's core count, the default for `--threads`.

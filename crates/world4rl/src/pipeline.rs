@@ -208,8 +208,11 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
             let bc_path = crate::policy::bc::checkpoint_path(run, task);
             let (bc, _) = GaussianPolicy::load(&bc_path, device)?;
             let bc_report = evaluate_policy(&bc, task, &eval_cfg)?;
-            let refined_path =
-                crate::ppo::output_in(&run.path().join(crate::ppo::refine_stage(task))).best;
+            let outputs = crate::ppo::output_in(&run.path().join(crate::ppo::refine_stage(task)));
+            let refined_path = match cfg.refine.evaluate {
+                crate::ppo::RefinedCheckpoint::Last => outputs.last,
+                crate::ppo::RefinedCheckpoint::Best => outputs.best,
+            };
             let refined_report = if refined_path.exists() {
                 let (p, _) = GaussianPolicy::load(&refined_path, device)?;
                 let gif = run

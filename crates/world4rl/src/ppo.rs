@@ -817,6 +817,22 @@ pub struct RefineConfig {
     pub monitor_every: usize,
     /// Episodes of each monitoring evaluation (default 20).
     pub monitor_episodes: usize,
+    /// Which checkpoint `world4rl run` evaluates in the real environment as the refined policy
+    /// (default `last`). `best` is the iteration with the highest imagined success rate, a one-batch
+    /// estimate that is noisy and biased towards the classifier's false positives (measured on
+    /// `turn-lever`: best at iteration 3 of 13 while the real success kept rising until the last).
+    pub evaluate: RefinedCheckpoint,
+}
+
+/// The refined checkpoint that stands for the refined policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefinedCheckpoint {
+    /// `RUN/refine/<task>/last.safetensors`: the policy at the end of refinement.
+    #[default]
+    Last,
+    /// `RUN/refine/<task>/best.safetensors`: the iteration with the best imagined success rate.
+    Best,
 }
 
 impl Default for RefineConfig {
@@ -830,6 +846,7 @@ impl Default for RefineConfig {
             reward_mode: None,
             monitor_every: 0,
             monitor_episodes: 20,
+            evaluate: RefinedCheckpoint::Last,
         }
     }
 }
