@@ -129,8 +129,20 @@ impl ExperimentConfig {
 
     /// Parses config text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let cfg: Self =
+        let mut cfg: Self =
             toml::from_str(text).map_err(|e| anyhow::anyhow!(describe(path, text, &e)))?;
+        if cfg.world_model.preset.is_some() {
+            // `[world_model] preset = "..."`: the section's keys go on top of the named preset (the
+            // typed parse above has already checked every key and type, with line numbers)
+            let table: toml::Table =
+                toml::from_str(text).map_err(|e| anyhow::anyhow!(describe(path, text, &e)))?;
+            let section = match table.get("world_model") {
+                Some(toml::Value::Table(t)) => t.clone(),
+                _ => toml::Table::new(),
+            };
+            cfg.world_model = WorldModelTrainConfig::from_table(section)
+                .with_context(|| format!("{}", path.display()))?;
+        }
         cfg.validate()
             .with_context(|| format!("{}", path.display()))?;
         Ok(cfg)
@@ -173,6 +185,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn world_model_preset_under_the_sections_keys() {
+        let text = "[experiment]\ntasks = [\"push-t\"]\n\n[world_model]\npreset = \"paper\"\nmax_minutes = 5.0\n";
+        let cfg = ExperimentConfig::parse(text, Path::new("c.toml")).unwrap();
+        let paper = WorldModelTrainConfig::preset("paper").unwrap();
+        assert_eq!(cfg.world_model.model, paper.model);
+        assert_eq!(cfg.world_model.max_minutes, 5.0);
+        assert_eq!(cfg.world_model.preset, None);
+        let back =
+            ExperimentConfig::parse(&toml::to_string(&cfg).unwrap(), Path::new("c.toml")).unwrap();
+        assert_eq!(cfg, back);
+        let bad = "[experiment]\ntasks = [\"push-t\"]\n\n[world_model]\npreset = \"huge\"\n";
+        assert!(ExperimentConfig::parse(bad, Path::new("c.toml")).is_err());
+    }
+
+    #[test]
+    fn every_shipped_config_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                ExperimentConfig::load(&path).unwrap_or_else(|e| panic!("{e:#}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 4, "configs/ holds {n} experiment files");
     }
 
     #[test]

@@ -83,6 +83,10 @@ pub struct WorldModelTrainConfig {
     pub kind_weights: BTreeMap<EpisodeKind, f64>,
     /// Seed of the split, the sampler and the initialisation.
     pub seed: u64,
+    /// The preset the section's other keys modify (`tiny`, `cpu` or `paper`; default `cpu`). Read
+    /// from config files only: a resolved config holds every key and no preset.
+    #[serde(skip_serializing)]
+    pub preset: Option<String>,
 }
 
 impl Default for WorldModelTrainConfig {
@@ -123,6 +127,7 @@ impl WorldModelTrainConfig {
             task_weights: BTreeMap::new(),
             kind_weights: BTreeMap::new(),
             seed: 0,
+            preset: None,
         };
         Ok(match name {
             "tiny" => Self {
