@@ -18,7 +18,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
-use rand::{Rng, SeedableRng};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{nn::OptimizerConfig, Device, Kind, Tensor};
@@ -177,16 +178,10 @@ struct Frames {
     labels: Vec<bool>,
 }
 
-fn load_frames(
-    dataset: &Dataset,
-    entries: &[usize],
-    size: usize,
-    device: Device,
-) -> Result<Frames> {
-    let mut images = Vec::with_capacity(entries.len());
+fn load_frames(episodes: &[Episode], size: usize, device: Device) -> Result<Frames> {
+    let mut images = Vec::with_capacity(episodes.len());
     let mut labels = Vec::new();
-    for &i in entries {
-        let ep = dataset.load(i)?;
+    for ep in episodes {
         let n = ep.steps() + 1;
         images.push(frames_to_u8(
             &ep.frames,
@@ -223,10 +218,7 @@ pub fn imagined_frames(
         }
     }
     // a seeded shuffle, then enough starts for `max` frames
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    for i in (1..starts.len()).rev() {
-        starts.swap(i, rng.gen_range(0..=i));
-    }
+    starts.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
     starts.truncate(max.div_ceil(horizon.max(1)));
     let dev = wm.device();
     let (mut images, mut labels) = (Vec::new(), Vec::new());
@@ -370,18 +362,20 @@ pub fn train_task(
     let (tr, ho) = holdout_split(&keys, cfg.holdout_fraction, cfg.seed);
     let train_entries: Vec<usize> = tr.iter().map(|&k| entries[k]).collect();
     let held_entries: Vec<usize> = ho.iter().map(|&k| entries[k]).collect();
-    let mut train = load_frames(dataset, &train_entries, size, device)?;
-    let held = load_frames(dataset, &held_entries, size, device)?;
+    // each episode is read (and checked) once: its real frames and, below, its imagined ones
+    let load = |entries: &[usize]| -> Result<Vec<Episode>> {
+        entries.iter().map(|&i| Ok(dataset.load(i)?)).collect()
+    };
+    let (train_eps, held_eps) = (load(&train_entries)?, load(&held_entries)?);
+    let mut train = load_frames(&train_eps, size, device)?;
+    let held = load_frames(&held_eps, size, device)?;
     let n_real = train.labels.len();
     let (mut n_wm, mut held_wm) = (0, None);
     if let (Some(wm), true) = (wm, cfg.world_model_frames > 0) {
         let t0 = Instant::now();
-        let load = |entries: &[usize]| -> Result<Vec<Episode>> {
-            entries.iter().map(|&i| Ok(dataset.load(i)?)).collect()
-        };
         let (imgs, labels) = imagined_frames(
             wm,
-            &load(&train_entries)?,
+            &train_eps,
             cfg.world_model_horizon,
             cfg.world_model_frames,
             size,
@@ -393,7 +387,7 @@ pub fn train_task(
         if !held_entries.is_empty() {
             let (imgs, labels) = imagined_frames(
                 wm,
-                &load(&held_entries)?,
+                &held_eps,
                 cfg.world_model_horizon,
                 cfg.world_model_frames / 2,
                 size,
