@@ -4,7 +4,8 @@
 //! * **Start states** come from the recorded data of the target task, never from a simulator: an
 //!   episode is reset by picking (from the reset seed) a dataset episode and a start frame
 //!   `s <= start_max_step` (default 0: the episode's first frame, i.e. a real initial state), and the
-//!   context window ending there (earlier positions are padding, as in training).
+//!   context window ending there (earlier positions are padding, as in training). Start frames stop
+//!   before the episode's first recorded success: an episode that starts solved teaches nothing.
 //! * **Step**: the action of every row enters one batched world-model call
 //!   ([`RollingContext::step`]), which samples `x_{t+1}` (quantised to 8 bits); the classifier gives
 //!   `r_t = 1[C(x_{t+1}) > threshold]` (or the probability, by the classifier's mode).
@@ -38,7 +39,10 @@ pub struct ImaginedEnvConfig {
     pub terminate_on_success: bool,
     /// Episode kinds whose frames provide start states (default: every kind).
     pub start_kinds: Vec<EpisodeKind>,
-    /// Start frames are drawn from `0..=start_max_step` of an episode (default 0: real initial states).
+    /// Start frames are drawn from `0..=start_max_step` of an episode, and before its first recorded
+    /// success (default 0: real initial states). With a short `horizon`, a larger value gives
+    /// MBPO-style branched rollouts: short imagined segments from states along the recorded episodes,
+    /// where the world model's compounding error stays small.
     pub start_max_step: usize,
 }
 
@@ -131,7 +135,12 @@ impl<'a> ImaginedEnv<'a> {
                 .load(i)
                 .with_context(|| format!("loading start states of '{task}'"))?;
             longest = longest.max(ep.steps());
-            starts.push(head(&ep, cfg.start_max_step));
+            // the last allowed start frame: before the first recorded success
+            let first_success = ep.success.iter().position(|&f| f == 1);
+            let limit = first_success.map_or(cfg.start_max_step, |k| {
+                cfg.start_max_step.min(k.saturating_sub(1))
+            });
+            starts.push(head(&ep, limit));
         }
         if starts.is_empty() {
             bail!(

@@ -88,9 +88,14 @@ fn classifier_learns_a_separable_set_and_its_loss_falls() {
     };
     cfg.classifier.encoder = small_encoder();
     cfg.classifier.hidden = 32;
+    cfg.eval_every = 50;
     let mut losses = Vec::new();
+    let mut val_f1 = Vec::new();
     let (clf, report) = reward::train_task(&cfg, &ds, "dots", None, tch::Device::Cpu, |v| {
         losses.push(v["bce"].as_f64().unwrap());
+        if let Some(f) = v["val_f1"].as_f64() {
+            val_f1.push((v["step"].as_u64().unwrap() as usize, f));
+        }
         Ok(())
     })
     .unwrap();
@@ -98,6 +103,20 @@ fn classifier_learns_a_separable_set_and_its_loss_falls() {
     assert!(losses.last().unwrap() < &0.1, "{losses:?}");
     assert!(report.heldout.n > 0 && report.heldout.positives > 0);
     assert!(report.heldout.f1 >= 0.9, "{report:?}");
+    // model selection: validation episodes are kept out of training, scored every 50 steps, and the
+    // weights of the first best score come back (their F1 on the validation frames is the logged one)
+    assert!(report.val_episodes > 0, "{report:?}");
+    assert_eq!(val_f1.len(), 6, "{val_f1:?}");
+    let best = val_f1.iter().fold(
+        (0, f64::NEG_INFINITY),
+        |b, &(s, f)| if f > b.1 { (s, f) } else { b },
+    );
+    assert_eq!(report.best_step, best.0, "{val_f1:?}");
+    let kept = report.val.as_ref().unwrap().f1;
+    assert!(
+        (kept - best.1).abs() < 1e-9,
+        "kept {kept}, logged {val_f1:?}"
+    );
     // the saved classifier reproduces its decisions
     let path = dir.path().join("clf.safetensors");
     clf.save(&path, serde_json::json!({})).unwrap();

@@ -10,7 +10,8 @@
 //! * **Reset ranges:** rail centre uniform in `[196, 316]²`, rail angle uniform in `[0, pi)`; handle and
 //!   target offsets along the rail uniform in `[-100, 100]`, at least 70 apart; pusher uniform in
 //!   `[30, 482]²` at least 4 units from the handle.
-//! * **Success:** handle centre within 10 units of the target along the rail.
+//! * **Success:** handle centre within 32 units of the target along the rail (two pixels of a 32x32
+//!   frame, so that success is visible to a classifier at the world model's resolution).
 //! * **Reward:** 1 on success, else `0.8 * (0.1 * reach + 0.9 * slide)` with
 //!   `reach = 1 - min(max(0, |pusher - handle| - 58) / 300, 1)` and `slide = 1 - min(|offset error| / 200, 1)`.
 //! * **Episode length:** 50 steps.
@@ -35,8 +36,11 @@ pub const HALF_WID: f32 = 20.0;
 pub const RAIL_HALF: f32 = 170.0;
 /// Travel limit of the handle centre from the rail centre.
 pub const LIMIT: f32 = 130.0;
-/// Success tolerance along the rail.
-pub const TOLERANCE: f32 = 10.0;
+/// Success tolerance along the rail (2 px at 32x32).
+pub const TOLERANCE: f32 = 32.0;
+
+/// The expert stops pushing this close to the target.
+const EXPERT_PRECISION: f32 = 4.0;
 
 const HANDLE_COLOR: [u8; 3] = [125, 65, 180];
 const TARGET_COLOR: [u8; 3] = [214, 196, 242];
@@ -77,7 +81,7 @@ impl Task for SlideHandle {
     const DEF: TaskDef = TaskDef {
         name: "slide-handle",
         description:
-            "slide the purple handle along its rail onto the lavender mark (within 10 units)",
+            "slide the purple handle along its rail onto the lavender mark (within 32 units)",
         max_steps: 50,
     };
 
@@ -209,7 +213,8 @@ impl Expert for SlideHandleExpert {
         let g = V2::new(s[10], s[11]);
         let u = rot(V2::new(1.0, 0.0), angle);
         let e = (g - c).dot(u);
-        if e.abs() < 0.4 * TOLERANCE {
+        // well inside the tolerance, whatever it is: demonstrations stay precise
+        if e.abs() < EXPERT_PRECISION {
             self.pushing = false;
             return reach(p, v, p);
         }

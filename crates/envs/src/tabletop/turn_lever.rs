@@ -9,7 +9,8 @@
 //! * **Reset ranges:** hinge uniform in `[190, 322]²`, angle uniform in `[-pi, pi)`, target angle = angle
 //!   ± (uniform in [70°, 140°]) with a random sign; pusher uniform in `[30, 482]²` at least 4 units from the
 //!   lever.
-//! * **Success:** lever angle within 10° of the target angle.
+//! * **Success:** lever angle within 20° of the target angle (the tip is then within about 3.6 pixels
+//!   of the target's at 32x32).
 //! * **Reward:** 1 on success, else `0.8 * (0.1 * reach + 0.9 * turn)` with
 //!   `reach = 1 - min(|pusher - lever point 100 from the hinge| / 300, 1)` and `turn = 1 - |angle error| / pi`.
 //! * **Episode length:** 50 steps.
@@ -35,8 +36,10 @@ pub const BACK: f32 = 14.0;
 pub const HALF_WIDTH: f32 = 13.0;
 /// Angular damping (1/s).
 pub const DAMPING: f32 = 4.0;
-/// Success tolerance on the angle (radians, 10°).
-pub const TOLERANCE: f32 = 10.0 * std::f32::consts::PI / 180.0;
+/// Success tolerance on the angle (radians, 20°).
+pub const TOLERANCE: f32 = 20.0 * std::f32::consts::PI / 180.0;
+/// The expert stops pushing when the predicted resting angle is this close to the target (3°).
+const EXPERT_PRECISION: f32 = 3.0 * std::f32::consts::PI / 180.0;
 /// Distance from the hinge where the expert pushes.
 const PUSH_RADIUS: f32 = 95.0;
 /// Point of the lever used by the reach term of the reward (distance from the hinge).
@@ -68,7 +71,7 @@ impl Task for TurnLever {
     const DEF: TaskDef = TaskDef {
         name: "turn-lever",
         description:
-            "turn the red lever about its hinge onto the pink target lever (within 10 degrees)",
+            "turn the red lever about its hinge onto the pink target lever (within 20 degrees)",
         max_steps: 50,
     };
 
@@ -171,7 +174,9 @@ impl Expert for TurnLeverExpert {
         let target = s[12];
         let rest = th + w / DAMPING;
         let e = wrap_angle(target - rest);
-        if e.abs() < 0.3 * TOLERANCE && wrap_angle(target - th).abs() < TOLERANCE {
+        // the expert aims well inside the success tolerance (3°, as precise as with the former 10° one),
+        // so that its demonstrations do not get sloppier when the tolerance is looser
+        if e.abs() < EXPERT_PRECISION && wrap_angle(target - th).abs() < 10f32.to_radians() {
             self.pushing = false;
             return reach(p, v, p);
         }
