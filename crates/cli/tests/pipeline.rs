@@ -101,6 +101,9 @@ fn check_artifacts(out: &Path) {
         "| slide-handle |",
         "## World-model fidelity",
         "| 1 |",
+        "## Reward classifier, held-out episodes",
+        "| F1 imagined |",
+        "## Imagination against reality",
         "## Training curves",
     ] {
         assert!(md.contains(needle), "report.md lacks '{needle}':\n{md}");

@@ -286,6 +286,44 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
     Ok(run.path().join("report.html"))
 }
 
+/// Rows of the imagination-against-reality table: per refined task, the imagined success rate of PPO's
+/// first iteration (the BC policy) and of its last one, beside the real success rates of the eval.
+fn imagination_gap(
+    cfg: &ExperimentConfig,
+    run: &RunDir,
+    success: &[SuccessRow],
+) -> Vec<Vec<String>> {
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.0} %", 100.0 * v));
+    let real = |r: &Option<Rate>| {
+        r.as_ref()
+            .map(|r| r.successes as f64 / r.episodes.max(1) as f64)
+    };
+    let mut rows = Vec::new();
+    for task in &cfg.experiment.tasks {
+        let m = run
+            .path()
+            .join(crate::ppo::refine_stage(task))
+            .join("metrics.jsonl");
+        let imagined: Vec<f64> = read_metrics(&m)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| v.get("success_rate")?.as_f64())
+            .collect();
+        if imagined.is_empty() {
+            continue;
+        }
+        let row = success.iter().find(|r| &r.task == task);
+        rows.push(vec![
+            task.clone(),
+            pct(imagined.first().copied()),
+            pct(row.and_then(|r| real(&r.bc))),
+            pct(imagined.last().copied()),
+            pct(row.and_then(|r| real(&r.refined))),
+        ]);
+    }
+    rows
+}
+
 fn rate(r: &EvalReport) -> Rate {
     Rate {
         successes: r.successes,
@@ -390,27 +428,49 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir, seconds: f64) -> Resul
                     .map(|v| format!("{v:.3}"))
                     .unwrap_or("-".into())
             };
+            let f1_imagined = rep["heldout_world_model"]
+                .get("f1")
+                .and_then(|v| v.as_f64())
+                .map(|v| format!("{v:.3}"))
+                .unwrap_or("-".into());
             rows.push(vec![
                 rep["task"].as_str().unwrap_or("?").to_string(),
                 f("accuracy"),
                 f("precision"),
                 f("recall"),
                 f("f1"),
+                f1_imagined,
             ]);
         }
         if !rows.is_empty() {
             r.tables.push((
-                "Reward classifier, held-out real frames".into(),
+                "Reward classifier, held-out episodes (real frames; F1 also on world-model frames of the same episodes)".into(),
                 vec![
                     "task".into(),
                     "accuracy".into(),
                     "precision".into(),
                     "recall".into(),
                     "F1".into(),
+                    "F1 imagined".into(),
                 ],
                 rows,
             ));
         }
+    }
+    let gap = imagination_gap(cfg, run, &r.success);
+    if !gap.is_empty() {
+        r.tables.push((
+            // refinement can only help where imagination agrees with reality
+            "Imagination against reality (success inside the world model at PPO's first and last iteration, and in the real env)".into(),
+            vec![
+                "task".into(),
+                "BC imagined".into(),
+                "BC real".into(),
+                "refined imagined".into(),
+                "refined real".into(),
+            ],
+            gap,
+        ));
     }
     if !stage_times.is_empty() {
         r.tables.push((
