@@ -226,10 +226,55 @@ pub fn copy_weights(target: &VarStore, source: &VarStore) {
     });
 }
 
+/// Named copies of a model's variables, to come back to later (the best validation step, say).
+pub type WeightSnapshot = Vec<(String, Tensor)>;
+
+/// A copy of every variable (and buffer) of `vs`.
+pub fn snapshot_weights(vs: &VarStore) -> WeightSnapshot {
+    vs.variables()
+        .into_iter()
+        .map(|(k, v)| (k, v.detach().copy()))
+        .collect()
+}
+
+/// Writes a [`snapshot_weights`] copy back into `vs` (variables of the same names).
+pub fn restore_weights(vs: &VarStore, weights: &[(String, Tensor)]) {
+    let vars = vs.variables();
+    tch::no_grad(|| {
+        for (k, w) in weights {
+            if let Some(mut v) = vars.get(k).map(|v| v.shallow_clone()) {
+                v.copy_(w);
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tch::nn::{self, Module};
+
+    #[test]
+    fn restore_brings_back_the_snapshot_weights() {
+        tch::manual_seed(0);
+        let vs = VarStore::new(tch::Device::Cpu);
+        let lin = nn::linear(vs.root() / "l", 4, 3, Default::default());
+        let x = Tensor::rand([5, 4], (Kind::Float, tch::Device::Cpu));
+        let before = lin.forward(&x);
+        let saved = snapshot_weights(&vs);
+        // change every weight, as further training would
+        tch::no_grad(|| {
+            for (_, mut v) in vs.variables() {
+                let _ = v.g_add_scalar_(0.05);
+            }
+        });
+        assert!(f64::try_from((lin.forward(&x) - &before).abs().max()).unwrap() > 1e-4);
+        restore_weights(&vs, &saved);
+        assert_eq!(
+            f64::try_from((lin.forward(&x) - &before).abs().max()).unwrap(),
+            0.0
+        );
+    }
 
     #[test]
     fn adamw_fits_a_line_and_resumes_exactly() {

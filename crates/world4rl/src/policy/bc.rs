@@ -16,6 +16,7 @@ use super::gaussian::{GaussianPolicy, ObsBatch, PolicyConfig, PolicySpec};
 use super::obs::{
     dihedral as dihedral_frames, dihedral_actions, frames_to_u8, random_dihedral_picks,
 };
+use crate::optim::{restore_weights, snapshot_weights, WeightSnapshot};
 use crate::run::RunDir;
 
 /// `[bc]`: behaviour cloning.
@@ -307,7 +308,7 @@ pub fn train_task(
     .build(policy.var_store(), cfg.lr)?;
     let bar = crate::progress::bar(cfg.steps as u64, format!("bc {task}"));
     let (mut window, mut window_n, mut last_train) = (0.0, 0usize, f64::NAN);
-    let mut best: Option<(f64, usize, Snapshot)> = None;
+    let mut best: Option<(f64, usize, WeightSnapshot)> = None;
     for step in 1..=cfg.steps {
         let idx = Tensor::randint(n, [cfg.batch_size as i64], (Kind::Int64, device));
         let mut obs = train.obs.select(&idx);
@@ -337,7 +338,7 @@ pub fn train_task(
                     rec["val_nll"] = nll.into();
                     rec["val_mse"] = mse.into();
                     if best.as_ref().is_none_or(|(b, _, _)| mse < *b) {
-                        best = Some((mse, step, snapshot(&policy)));
+                        best = Some((mse, step, snapshot_weights(policy.var_store())));
                     }
                 }
             }
@@ -350,7 +351,7 @@ pub fn train_task(
     bar.finish_and_clear();
     let mut best_step = cfg.steps;
     if let Some((_, step, weights)) = best {
-        restore(&mut policy, &weights);
+        restore_weights(policy.var_store(), &weights);
         best_step = step;
     }
     let (val_nll, val_mse) = match &val {
@@ -375,28 +376,6 @@ pub fn train_task(
 }
 
 /// A copy of a policy's variables.
-type Snapshot = Vec<(String, Tensor)>;
-
-fn snapshot(policy: &GaussianPolicy) -> Snapshot {
-    policy
-        .var_store()
-        .variables()
-        .into_iter()
-        .map(|(k, v)| (k, v.detach().copy()))
-        .collect()
-}
-
-fn restore(policy: &mut GaussianPolicy, weights: &[(String, Tensor)]) {
-    let vars = policy.var_store().variables();
-    tch::no_grad(|| {
-        for (k, w) in weights {
-            if let Some(mut v) = vars.get(k).map(|v| v.shallow_clone()) {
-                v.copy_(w);
-            }
-        }
-    });
-}
-
 /// Path of the BC policy of `task` in a run: `RUN/bc/<task>/policy.safetensors`.
 pub fn checkpoint_path(run: &RunDir, task: &str) -> std::path::PathBuf {
     run.checkpoint(&format!("bc/{task}"), "policy")

@@ -32,6 +32,7 @@ use w4rl_data::{holdout_split, Dataset, Episode, EpisodeKind};
 
 use super::classifier::{ClassifierConfig, RewardClassifier, RewardMode};
 use super::metrics::BinaryMetrics;
+use crate::optim::{restore_weights, snapshot_weights, WeightSnapshot};
 use crate::policy::obs::{frames_to_u8, resize_u8, to_u8};
 use crate::run::RunDir;
 use crate::world_model::{RollingContext, WorldModel};
@@ -508,8 +509,8 @@ pub fn train_task(
     );
     let bar = crate::progress::bar(cfg.steps as u64, format!("reward {task}"));
     let (mut window, mut window_n) = (0.0, 0usize);
-    // (step, calibrated threshold, validation F1, weights) of the best validation score so far
-    let mut best: Option<(usize, f64, f64, Weights)> = None;
+    // (step, calibrated threshold, validation metrics, weights) of the best validation F1 so far
+    let mut best: Option<(usize, f64, BinaryMetrics, WeightSnapshot)> = None;
     for step in 1..=cfg.steps {
         let ip = pos_t.index_select(
             0,
@@ -547,11 +548,11 @@ pub fn train_task(
                 .threshold
                 .unwrap_or_else(|| best_f1_threshold(&probs, &val.labels));
             let pred: Vec<bool> = probs.iter().map(|&p| p as f64 > t).collect();
-            let f1 = BinaryMetrics::from_predictions(&pred, &val.labels).f1;
-            if best.as_ref().is_none_or(|b| f1 > b.2) {
-                best = Some((step, t, f1, snapshot(clf.var_store())));
+            let m = BinaryMetrics::from_predictions(&pred, &val.labels);
+            val_f1 = Some(m.f1);
+            if best.as_ref().is_none_or(|b| m.f1 > b.2.f1) {
+                best = Some((step, t, m, snapshot_weights(clf.var_store())));
             }
-            val_f1 = Some(f1);
         }
         if step % cfg.log_every == 0 || step == cfg.steps {
             let mut rec =
@@ -575,14 +576,15 @@ pub fn train_task(
         }
     }
     bar.finish_and_clear();
-    let best_step = match best {
-        Some((step, t, f1, weights)) => {
-            restore(clf.var_store(), &weights);
+    let (best_step, val_m) = match best {
+        Some((step, t, m, weights)) => {
+            restore_weights(clf.var_store(), &weights);
             clf.set_reward(t, cfg.reward)?;
             tracing::info!(
-                "reward '{task}': kept step {step} (validation F1 {f1:.3}), threshold {t:.2}"
+                "reward '{task}': kept step {step} (validation F1 {:.3}), threshold {t:.2}",
+                m.f1
             );
-            step
+            (step, Some(m))
         }
         None => {
             if cfg.threshold.is_none() {
@@ -591,13 +593,8 @@ pub fn train_task(
                 tracing::info!("reward '{task}': calibrated threshold {t:.2} on training frames");
                 clf.set_reward(t, cfg.reward)?;
             }
-            cfg.steps
+            (cfg.steps, None)
         }
-    };
-    let val_m = if val.labels.is_empty() {
-        None
-    } else {
-        Some(evaluate_frames(&clf, &val.images, &val.labels)?)
     };
     let train_m = evaluate_frames(
         &clf,
@@ -627,27 +624,6 @@ pub fn train_task(
         seconds: start.elapsed().as_secs_f64(),
     };
     Ok((clf, report))
-}
-
-/// Named copies of a model's variables.
-type Weights = Vec<(String, Tensor)>;
-
-/// A copy of every variable (and batch-norm buffer) of `vs`.
-fn snapshot(vs: &tch::nn::VarStore) -> Weights {
-    vs.variables()
-        .into_iter()
-        .map(|(k, v)| (k, v.detach().copy()))
-        .collect()
-}
-
-/// Writes a [`snapshot`] back into `vs`.
-fn restore(vs: &tch::nn::VarStore, weights: &[(String, Tensor)]) {
-    let vars = vs.variables();
-    tch::no_grad(|| {
-        for (k, w) in weights {
-            vars[k].shallow_clone().copy_(w);
-        }
-    });
 }
 
 /// Path of the classifier of `task` in a run: `RUN/reward/<task>/classifier.safetensors`.
@@ -701,37 +677,4 @@ pub fn train_all(
         reports.push(report);
     }
     Ok(reports)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn restore_brings_back_the_snapshot_weights() {
-        tch::manual_seed(0);
-        let clf = RewardClassifier::new(
-            &ClassifierConfig::default(),
-            16,
-            0.5,
-            RewardMode::Binary,
-            "t",
-            Device::Cpu,
-        )
-        .unwrap();
-        let x = Tensor::rand([4, 3, 16, 16], (Kind::Float, Device::Cpu)) * 2 - 1;
-        let before = clf.logits(&x, false);
-        let saved = snapshot(clf.var_store());
-        // change every weight, as further training would
-        tch::no_grad(|| {
-            for (_, mut v) in clf.var_store().variables() {
-                let _ = v.g_add_scalar_(0.05);
-            }
-        });
-        let changed = clf.logits(&x, false);
-        assert!(f64::try_from((&changed - &before).abs().max()).unwrap() > 1e-4);
-        restore(clf.var_store(), &saved);
-        let after = clf.logits(&x, false);
-        assert_eq!(f64::try_from((&after - &before).abs().max()).unwrap(), 0.0);
-    }
 }
