@@ -3,8 +3,9 @@
 
 Both step one environment on one thread with uniform random actions, render a SIZE x SIZE RGB frame from the
 `corner` camera after every step, and reset at the end of every 500-step episode; both use the same cheap
-render settings (no shadows, no MSAA: `vis.quality.shadowsize = 0`, `vis.quality.offsamples = 0`), or with
---quality full Meta-World's own (shadows, 4x MSAA) on both sides. Python runs in third_party/.venv-mw
+render settings (no shadows, no MSAA: `vis.quality.shadowsize = 0`, `vis.quality.offsamples = 0`), with
+--quality fast also no planar reflections (`mat_reflectance[:] = 0`), or with --quality full Meta-World's own
+(shadows, 4x MSAA) on both sides. Python runs in third_party/.venv-mw
 (metaworld 3.1.1 on MuJoCo 3.17.0, created on first use; --python-mujoco 3.3.0 uses metaworld's own pin in
 third_party/.venv-mw330 instead); Rust runs `w4rl_envs::measure::bench` (the code of
 `world4rl env bench`) through the ignored test `crates/envs/tests/metaworld_bench.rs` (built once, release),
@@ -46,9 +47,11 @@ def python_bench(task: str, steps: int, size: int, quality: str) -> dict:
         env = mt1.train_classes[name]()
     else:
         env = mt1.train_classes[name](render_mode="rgb_array", width=size, height=size, camera_name="corner")
-    if quality == "cheap" and size > 0:
+    if quality in ("cheap", "fast") and size > 0:
         env.model.vis.quality.offsamples = 0
         env.model.vis.quality.shadowsize = 0
+    if quality == "fast" and size > 0:
+        env.model.mat_reflectance[:] = 0.0
     rng = np.random.default_rng(0)
     episode = 0
     env.set_task(mt1.train_tasks[episode % len(mt1.train_tasks)])
@@ -122,7 +125,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=500, help="steps per run")
     ap.add_argument("--rounds", type=int, default=3, help="alternating Python/Rust runs per task")
     ap.add_argument("--size", type=int, default=64, help="frame side; 0 times the simulation alone")
-    ap.add_argument("--quality", choices=["cheap", "full"], default="cheap")
+    ap.add_argument("--quality", choices=["cheap", "fast", "full"], default="cheap")
     ap.add_argument("--python-mujoco", default=mwref.MUJOCO_VERSION,
                     help=f"mujoco of the Python side: {mwref.MUJOCO_VERSION} (default) or 3.3.0 (metaworld's pin)")
     ap.add_argument("--rust-bin", default=None, help="a world4rl binary built with --features mujoco")

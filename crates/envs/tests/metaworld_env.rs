@@ -4,7 +4,7 @@
 
 use w4rl_envs::metaworld::{MetaWorld, MetaWorldConfig, MetaWorldEnv, RenderConfig, TASKS};
 use w4rl_envs::{
-    list_tasks, make, make_expert, make_random_policy, rollout_with, EnvConfig, EnvError,
+    list_tasks, make, make_expert, make_random_policy, rollout_with, Env, EnvConfig, EnvError,
 };
 
 fn cfg(max_steps: usize) -> EnvConfig {
@@ -98,6 +98,34 @@ fn bad_actions_are_refused_and_episodes_end() {
     ));
     env.reset(1);
     env.step(&[0.0; 4]).expect("stepping after reset");
+}
+
+#[test]
+fn fast_quality_drops_only_the_reflections() {
+    let q = |name: &str| RenderConfig::with_size(64).with_quality(name).expect(name);
+    assert!(q("cheap").reflections && !q("fast").reflections && q("full").reflections);
+    assert_eq!((q("fast").msaa_samples, q("fast").shadow_size), (0, 0));
+    let err = RenderConfig::default()
+        .with_quality("ultra")
+        .expect_err("unknown quality");
+    assert!(err.to_string().contains("'fast'"), "{err}");
+    // the same state rendered with and without reflections: the scene is the same (most pixels
+    // equal), the reflective floor, wall tops and gripper pads are not
+    let frame = |render: RenderConfig| {
+        let mut env = MetaWorldEnv::with_render("button-press", &cfg(5), render).expect("make");
+        env.reset(3).frame
+    };
+    let (with, without) = (frame(q("cheap")), frame(q("fast")));
+    assert_eq!(with.len(), without.len());
+    let differ = with.iter().zip(&without).filter(|(a, b)| a != b).count();
+    assert!(differ > 0, "reflections made no difference");
+    assert!(
+        differ * 4 < with.len(),
+        "{differ} of {} bytes differ: more than the reflective surfaces",
+        with.len()
+    );
+    // and renders stay deterministic without them
+    assert_eq!(without, frame(q("fast")));
 }
 
 #[test]

@@ -61,7 +61,7 @@ fn to_env_error(task: &str, e: MetaWorldError) -> EnvError {
 /// the sparse success reward.
 ///
 /// Render quality and camera of environments made through the registry follow the environment variables
-/// `WORLD4RL_METAWORLD_RENDER` (`cheap`, the default, or `full`) and `WORLD4RL_METAWORLD_CAMERA`; use
+/// `WORLD4RL_METAWORLD_RENDER` (`cheap`, the default, `fast` or `full`) and `WORLD4RL_METAWORLD_CAMERA`; use
 /// [`MetaWorldEnv::with_render`] to set them in code.
 pub struct MetaWorldEnv {
     name: String,
