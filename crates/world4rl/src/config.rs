@@ -158,6 +158,17 @@ impl ExperimentConfig {
             !self.experiment.tasks.is_empty(),
             "experiment.tasks is empty: name at least one task (see `world4rl env list`)"
         );
+        let (judged, trained) = (
+            self.refine.world_model_precision,
+            self.reward.world_model_precision,
+        );
+        if judged != trained {
+            tracing::warn!(
+                "refine.world_model_precision is {judged} but reward.world_model_precision is \
+                 {trained}: the classifier learns from frames of another precision than those it \
+                 judges during refinement (docs/world_model.md, bf16 imagination)"
+            );
+        }
         Ok(())
     }
 }

@@ -316,6 +316,15 @@ pub enum Precision {
     Bf16,
 }
 
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        })
+    }
+}
+
 impl std::str::FromStr for Precision {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -655,6 +664,10 @@ mod tests {
             .values()
             .all(|v| v.kind() == Kind::Float));
         assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
+        assert_eq!(
+            Precision::Bf16.to_string().parse::<Precision>().unwrap(),
+            Precision::Bf16
+        );
         assert!("fp8".parse::<Precision>().is_err());
     }
 
