@@ -77,7 +77,7 @@ fn main() -> Result<()> {
     tch::manual_seed(0);
     let dev = Device::Cpu;
     let a = 2usize;
-    let wm = WorldModel::new(cfg.clone(), a, dev)?;
+    let mut wm = WorldModel::new(cfg.clone(), a, dev)?;
     let mut opt = AdamW::new(wm.var_store(), AdamWConfig::default());
     let s = cfg.image_size as i64;
     let l = cfg.context as i64;
@@ -106,7 +106,6 @@ fn main() -> Result<()> {
         .map(|p| p.parse())
         .transpose()?
         .unwrap_or_default();
-    let mut wm = wm;
     wm.set_precision(precision);
     let mut fwd = vec![];
     let mut img = vec![];

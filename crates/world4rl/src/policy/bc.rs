@@ -375,7 +375,6 @@ pub fn train_task(
     Ok((policy, report))
 }
 
-/// A copy of a policy's variables.
 /// Path of the BC policy of `task` in a run: `RUN/bc/<task>/policy.safetensors`.
 pub fn checkpoint_path(run: &RunDir, task: &str) -> std::path::PathBuf {
     run.checkpoint(&format!("bc/{task}"), "policy")

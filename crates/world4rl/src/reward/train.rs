@@ -315,14 +315,17 @@ pub fn best_f1_threshold(probs: &[f32], labels: &[bool]) -> f64 {
     let grid: Vec<f64> = (50..=95).map(|i| i as f64 / 100.0).collect();
     let f1s: Vec<f64> = grid
         .iter()
-        .map(|&t| {
-            let pred: Vec<bool> = probs.iter().map(|&p| p as f64 > t).collect();
-            BinaryMetrics::from_predictions(&pred, labels).f1
-        })
+        .map(|&t| metrics_at(probs, labels, t).f1)
         .collect();
     let best = f1s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     let hits: Vec<usize> = (0..grid.len()).filter(|&i| f1s[i] >= best - 1e-9).collect();
     grid[hits[hits.len() / 2]]
+}
+
+/// Metrics of the decisions `P(success) > threshold` against `labels`.
+pub fn metrics_at(probs: &[f32], labels: &[bool], threshold: f64) -> BinaryMetrics {
+    let pred: Vec<bool> = probs.iter().map(|&p| p as f64 > threshold).collect();
+    BinaryMetrics::from_predictions(&pred, labels)
 }
 
 /// Metrics of `clf` on `u8 [N, 3, h, w]` frames against `labels`, at its threshold.
@@ -337,12 +340,11 @@ pub fn evaluate_frames(
         "{n} frames but {} labels",
         labels.len()
     );
-    let thr = clf.threshold();
-    let pred: Vec<bool> = probabilities(clf, frames)?
-        .into_iter()
-        .map(|p| p as f64 > thr)
-        .collect();
-    Ok(BinaryMetrics::from_predictions(&pred, labels))
+    Ok(metrics_at(
+        &probabilities(clf, frames)?,
+        labels,
+        clf.threshold(),
+    ))
 }
 
 /// Trains the classifier of one task; `wm`, when given, adds imagined frames (see the module docs);
@@ -552,8 +554,7 @@ pub fn train_task(
             let t = cfg
                 .threshold
                 .unwrap_or_else(|| best_f1_threshold(&probs, &val.labels));
-            let pred: Vec<bool> = probs.iter().map(|&p| p as f64 > t).collect();
-            let m = BinaryMetrics::from_predictions(&pred, &val.labels);
+            let m = metrics_at(&probs, &val.labels, t);
             val_f1 = Some(m.f1);
             if best.as_ref().is_none_or(|b| m.f1 > b.2.f1) {
                 best = Some((step, t, m, snapshot_weights(clf.var_store())));
