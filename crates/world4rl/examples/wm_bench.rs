@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p world4rl --example wm_bench -- [--preset tiny|cpu|paper | --spike]
 //!     [--size PX] [--batch B] [--steps N] [--warmup W] [--threads T] [--channels 32,32,64,64] [--depth D]
-//!     [--precision f32|bf16]
+//!     [--precision f32|bf16] [--train-precision f32|bf16]
 //! ```
 //!
 //! `--spike` is the configuration of ../shared/spikes/bakeoff (channels [32,64,64,128], 2 res blocks
@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
-use world4rl::optim::{AdamW, AdamWConfig};
+use world4rl::optim::{AdamW, AdamWConfig, WorkingCopy};
 use world4rl::world_model::{Batch, Precision, WorldModel, WorldModelConfig};
 
 fn median(v: &mut [f64]) -> f64 {
@@ -79,6 +79,20 @@ fn main() -> Result<()> {
     let a = 2usize;
     let mut wm = WorldModel::new(cfg.clone(), a, dev)?;
     let mut opt = AdamW::new(wm.var_store(), AdamWConfig::default());
+    // `--train-precision bf16`: mixed precision as `world_model.precision = "bf16"` trains
+    let train_precision: Precision = get("--train-precision")
+        .map(|p| p.parse())
+        .transpose()?
+        .unwrap_or_default();
+    let mut working = match train_precision {
+        Precision::F32 => None,
+        low => {
+            let mut w = WorldModel::new(cfg.clone(), a, dev)?;
+            w.set_precision(low);
+            let copy = WorkingCopy::new(wm.var_store(), w.var_store())?;
+            Some((w, copy))
+        }
+    };
     let s = cfg.image_size as i64;
     let l = cfg.context as i64;
     let opts = (Kind::Float, dev);
@@ -91,17 +105,28 @@ fn main() -> Result<()> {
     let mut train = vec![];
     for i in 0..warm + steps {
         let t0 = Instant::now();
-        let out = wm.loss(&batch_t)?;
         opt.zero_grad();
-        out.loss.backward();
+        match &mut working {
+            None => {
+                let out = wm.loss(&batch_t)?;
+                out.loss.backward();
+                let _ = out.loss.double_value(&[]);
+            }
+            Some((w, copy)) => {
+                copy.refresh();
+                let out = w.loss(&batch_t)?;
+                out.loss.backward();
+                copy.grads_to_master();
+                let _ = out.loss.double_value(&[]);
+            }
+        }
         opt.clip_grad_norm(1.0);
         opt.step();
-        let _ = out.loss.double_value(&[]);
         if i >= warm {
             train.push(t0.elapsed().as_secs_f64() * 1e3);
         }
     }
-    // training is f32; the forward and imagination timings use the requested precision
+    // the forward and imagination timings use `--precision`
     let precision: Precision = get("--precision")
         .map(|p| p.parse())
         .transpose()?
@@ -134,6 +159,7 @@ fn main() -> Result<()> {
         "depths": cfg.unet.depths,
         "batch": batch,
         "threads": threads,
+        "train_precision": train_precision,
         "train_step_ms_median": median(&mut train),
         "forward_ms_median": median(&mut fwd),
         "imagine_step_ms_median": median(&mut img),

@@ -58,6 +58,19 @@ pub fn flush_denormals() {
     }
 }
 
+/// Whether the CPU computes bfloat16 natively (x86-64 with AVX-512 BF16 or AMX-BF16, read from
+/// Linux's `/proc/cpuinfo`). `None` where that cannot be told (other systems); elsewhere libtorch
+/// emulates bfloat16 and it is slower than f32.
+pub fn cpu_has_native_bf16() -> Option<bool> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let flags = info.lines().find(|l| l.starts_with("flags"))?;
+    Some(
+        flags
+            .split_whitespace()
+            .any(|f| f == "avx512_bf16" || f == "amx_bf16"),
+    )
+}
+
 /// The machine's core count, the default for `--threads`.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism()

@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 use w4rl_data::{Dataset, Episode, EpisodeKind, SamplerConfig as WindowConfig, WindowSampler};
 
-use super::{Batch, WorldModel, WorldModelConfig};
-use crate::optim::{ema_update, warmup_lr, AdamW, AdamWConfig};
+use super::{Batch, Precision, WorldModel, WorldModelConfig};
+use crate::optim::{ema_update, warmup_lr, AdamW, AdamWConfig, WorkingCopy};
 use crate::run::RunDir;
 
 /// Stage name: folder of the run directory.
@@ -83,6 +83,12 @@ pub struct WorldModelTrainConfig {
     pub kind_weights: BTreeMap<EpisodeKind, f64>,
     /// Seed of the split, the sampler and the initialisation.
     pub seed: u64,
+    /// Number format of the training passes: `f32` (default), or `bf16` mixed precision: the
+    /// weights, AdamW moments and EMA stay f32, and the forward and backward passes run on a
+    /// bfloat16 copy of the weights refreshed every step. On CPUs with AVX-512 BF16/AMX a `cpu`
+    /// preset step takes about 0.65x the time (2 cores, batch 16: 154 -> 99 ms), so a time budget
+    /// buys about 1.5x the steps; elsewhere bfloat16 is emulated and slower. The saved model is f32.
+    pub precision: Precision,
     /// The preset the section's other keys modify (`tiny`, `cpu` or `paper`; default `cpu`). Read
     /// from config files only: a resolved config holds every key and no preset.
     #[serde(skip_serializing)]
@@ -127,6 +133,7 @@ impl WorldModelTrainConfig {
             task_weights: BTreeMap::new(),
             kind_weights: BTreeMap::new(),
             seed: 0,
+            precision: Precision::F32,
             preset: None,
         };
         Ok(match name {
@@ -543,6 +550,22 @@ pub fn train(
     crate::optim::copy_weights(ema.var_store(), model.var_store());
     let mut opt = AdamW::new(model.var_store(), cfg.optimizer.clone());
     let params = model.param_count();
+    // mixed precision: the passes run on a low-precision copy, the update on the f32 weights
+    let mut working = match cfg.precision {
+        Precision::F32 => None,
+        low => {
+            if crate::device::cpu_has_native_bf16() == Some(false) && device == Device::Cpu {
+                tracing::warn!(
+                    "world_model.precision = \"{low}\", but this CPU has no AVX-512 BF16/AMX: \
+                     bfloat16 is emulated and training will be slower than in f32"
+                );
+            }
+            let mut w = WorldModel::new(cfg.model.clone(), action_dim, device)?;
+            w.set_precision(low);
+            let copy = WorkingCopy::new(model.var_store(), w.var_store())?;
+            Some((w, copy))
+        }
+    };
     let (mut step, mut elapsed_before) = (0u64, 0f64);
     let mut metrics = run.metrics(STAGE)?;
     if paths.train_state.exists() {
@@ -621,10 +644,21 @@ pub fn train(
         opt.cfg.lr =
             warmup_lr(cfg.optimizer.lr, cfg.warmup_steps, step) * schedule_factor(cfg, progress);
         let batch = Batch::from_windows(&sampler.sample(cfg.batch_size), size, device)?;
-        let out = model.loss(&batch)?;
-        let loss = out.loss.double_value(&[]);
         opt.zero_grad();
-        out.loss.backward();
+        let loss = match &mut working {
+            None => {
+                let out = model.loss(&batch)?;
+                out.loss.backward();
+                out.loss.double_value(&[])
+            }
+            Some((w, copy)) => {
+                copy.refresh();
+                let out = w.loss(&batch)?;
+                out.loss.backward();
+                copy.grads_to_master();
+                out.loss.double_value(&[])
+            }
+        };
         let grad_norm = opt.clip_grad_norm(if cfg.grad_clip > 0.0 {
             cfg.grad_clip
         } else {
@@ -880,6 +914,30 @@ pub(crate) mod tests {
         let mut other = cfg.clone();
         other.batch_size = 4;
         assert!(train(&other, &data, &run, Device::Cpu, &TrainOptions::default()).is_err());
+    }
+
+    #[test]
+    fn bf16_mixed_precision_training_learns_and_saves_f32() {
+        one_thread();
+        let dir = tempfile::tempdir().unwrap();
+        let data = synthetic_dataset(&dir.path().join("data"), 8, 16, 16);
+        let run = RunDir::open(dir.path().join("run")).unwrap();
+        let mut cfg = tiny_cfg(120);
+        cfg.precision = Precision::Bf16;
+        let (_, held) = split_dataset(&data, cfg.holdout_fraction, cfg.seed).unwrap();
+        tch::manual_seed(cfg.seed as i64);
+        let init = WorldModel::new(cfg.model.clone(), 2, Device::Cpu).unwrap();
+        let before = mean_loss(&init, &held, 4, 16, 3).unwrap();
+        train(&cfg, &data, &run, Device::Cpu, &TrainOptions::default()).unwrap();
+        let (trained, _) =
+            WorldModel::load(&StagePaths::new(run.path()).model, Device::Cpu).unwrap();
+        assert!(trained
+            .var_store()
+            .variables()
+            .values()
+            .all(|v| v.kind() == tch::Kind::Float));
+        let after = mean_loss(&trained, &held, 4, 16, 3).unwrap();
+        assert!(after < 0.6 * before, "held-out loss {before} -> {after}");
     }
 
     /// libtorch's random generator is global to the process and other tests draw from it
