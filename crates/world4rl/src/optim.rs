@@ -402,7 +402,10 @@ mod tests {
                 };
                 let err = f64::try_from((master.ws.grad() - &exact).abs().max()).unwrap();
                 let scale = f64::try_from(exact.abs().max()).unwrap();
-                assert!(err < 0.05 * scale, "step {i}: gradient off by {err} of {scale}");
+                assert!(
+                    err < 0.05 * scale,
+                    "step {i}: gradient off by {err} of {scale}"
+                );
             }
             opt.step();
         }
@@ -419,7 +422,10 @@ mod tests {
         }
         let stalled = loss_of(&pure).double_value(&[]);
         assert!(mixed < first * 1e-2, "mixed precision: {first} -> {mixed}");
-        assert!(mixed < stalled * 0.1, "mixed {mixed} vs bf16 weights {stalled}");
+        assert!(
+            mixed < stalled * 0.1,
+            "mixed {mixed} vs bf16 weights {stalled}"
+        );
     }
 
     #[test]
