@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Kind, Tensor};
 
@@ -241,14 +241,13 @@ pub struct WorkingCopy {
 
 impl WorkingCopy {
     /// Pairs the trainable variables of `master` with the same-named ones of `working` (built by
-    /// the same code, then cast to the working precision).
+    /// the same code, then cast to the working precision), and copies every variable of the master
+    /// into the working copy once, the fixed ones included (random Fourier frequencies, say: drawn
+    /// anew when the working copy was built, they would make it a different function).
     pub fn new(master: &VarStore, working: &VarStore) -> Result<Self> {
         let work = working.variables();
         let mut pairs = Vec::new();
         for (name, m) in master.variables() {
-            if !m.requires_grad() {
-                continue;
-            }
             let Some(w) = work.get(&name) else {
                 bail!("the working copy has no variable '{name}'");
             };
@@ -259,8 +258,22 @@ impl WorkingCopy {
                     m.size()
                 );
             }
-            pairs.push((m, w.shallow_clone()));
+            let mut w = w.shallow_clone();
+            tch::no_grad(|| w.copy_(&m));
+            if m.requires_grad() {
+                pairs.push((m, w));
+            }
         }
+        ensure!(
+            work.len()
+                == pairs.len()
+                    + master
+                        .variables()
+                        .values()
+                        .filter(|v| !v.requires_grad())
+                        .count(),
+            "the working copy has variables the master lacks"
+        );
         Ok(Self { pairs })
     }
 
@@ -367,24 +380,40 @@ mod tests {
             weight_decay: 0.0,
             ..Default::default()
         };
-        let loss_of = |l: &nn::Linear| {
-            (l.forward(&x.to_kind(l.ws.kind())).to_kind(Kind::Float) - &y)
+        // a linear layer plus a fixed (non-trainable) random offset, like the U-Net's Fourier
+        // frequencies
+        struct Model {
+            lin: nn::Linear,
+            offset: Tensor,
+        }
+        let loss_of = |m: &Model| {
+            let k = m.lin.ws.kind();
+            ((m.lin.forward(&x.to_kind(k)) + &m.offset).to_kind(Kind::Float) - &y)
                 .pow_tensor_scalar(2)
                 .mean(Kind::Float)
         };
-        // the same start for both: a linear layer from seed 1
-        let make = || {
-            tch::manual_seed(1);
+        let make_seeded = |seed: i64| {
+            tch::manual_seed(seed);
             let vs = VarStore::new(dev);
             let lin = nn::linear(vs.root(), 3, 1, Default::default());
-            (vs, lin)
+            let mut offset = vs.root().zeros_no_train("offset", &[1]);
+            tch::no_grad(|| offset.copy_(&Tensor::randn([1], (Kind::Float, dev))));
+            (vs, Model { lin, offset })
         };
+        let make = || make_seeded(1);
 
-        // mixed precision: f32 master, bf16 working copy
+        // mixed precision: f32 master, bf16 working copy (built from another seed: the copy takes
+        // the master's weights and its fixed offset)
         let (master_vs, master) = make();
-        let (mut work_vs, work) = make();
+        let (mut work_vs, work) = make_seeded(2);
         work_vs.bfloat16();
         let mut copy = WorkingCopy::new(&master_vs, &work_vs).unwrap();
+        copy.refresh();
+        let gap = (loss_of(&work) - loss_of(&master)).abs().double_value(&[]);
+        assert!(
+            gap < 0.02 * loss_of(&master).double_value(&[]),
+            "copy differs by {gap}"
+        );
         let mut opt = AdamW::new(&master_vs, cfg.clone());
         let first = loss_of(&master).double_value(&[]);
         for i in 0..3000 {
@@ -395,12 +424,12 @@ mod tests {
             if i < 2 {
                 // the master's gradient is the f32 one, up to bf16 rounding of the forward pass
                 let exact = {
-                    let (vs, lin) = make();
+                    let (vs, m) = make();
                     copy_weights(&vs, &master_vs);
-                    loss_of(&lin).backward();
-                    lin.ws.grad()
+                    loss_of(&m).backward();
+                    m.lin.ws.grad()
                 };
-                let err = f64::try_from((master.ws.grad() - &exact).abs().max()).unwrap();
+                let err = f64::try_from((master.lin.ws.grad() - &exact).abs().max()).unwrap();
                 let scale = f64::try_from(exact.abs().max()).unwrap();
                 assert!(
                     err < 0.05 * scale,
