@@ -302,8 +302,9 @@ impl Batch {
     }
 }
 
-/// Number format of the world model's weights and network evaluations at imagination time
-/// (`refine.world_model_precision`, `eval world-model --precision`). Training is always `f32`.
+/// Number format of the world model's network evaluations: at imagination time
+/// (`refine.world_model_precision`, `eval world-model --precision`) the weights themselves are cast;
+/// in training (`world_model.precision`) the passes run on a cast working copy of f32 weights.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
