@@ -15,7 +15,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
-use world4rl::optim::{AdamW, AdamWConfig, WorkingCopy};
+use world4rl::optim::{AdamW, AdamWConfig};
+use world4rl::world_model::train::TrainPasses;
 use world4rl::world_model::{Batch, Precision, WorldModel, WorldModelConfig};
 
 fn median(v: &mut [f64]) -> f64 {
@@ -84,15 +85,7 @@ fn main() -> Result<()> {
         .map(|p| p.parse())
         .transpose()?
         .unwrap_or_default();
-    let mut working = match train_precision {
-        Precision::F32 => None,
-        low => {
-            let mut w = WorldModel::new(cfg.clone(), a, dev)?;
-            w.set_precision(low);
-            let copy = WorkingCopy::new(wm.var_store(), w.var_store())?;
-            Some((w, copy))
-        }
-    };
+    let mut passes = TrainPasses::new(&wm, train_precision)?;
     let s = cfg.image_size as i64;
     let l = cfg.context as i64;
     let opts = (Kind::Float, dev);
@@ -106,20 +99,7 @@ fn main() -> Result<()> {
     for i in 0..warm + steps {
         let t0 = Instant::now();
         opt.zero_grad();
-        match &mut working {
-            None => {
-                let out = wm.loss(&batch_t)?;
-                out.loss.backward();
-                let _ = out.loss.double_value(&[]);
-            }
-            Some((w, copy)) => {
-                copy.refresh();
-                let out = w.loss(&batch_t)?;
-                out.loss.backward();
-                copy.grads_to_master();
-                let _ = out.loss.double_value(&[]);
-            }
-        }
+        passes.loss_backward(&wm, &batch_t)?;
         opt.clip_grad_norm(1.0);
         opt.step();
         if i >= warm {

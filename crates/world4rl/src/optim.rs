@@ -246,8 +246,15 @@ impl WorkingCopy {
     /// anew when the working copy was built, they would make it a different function).
     pub fn new(master: &VarStore, working: &VarStore) -> Result<Self> {
         let work = working.variables();
+        let vars = master.variables();
+        ensure!(
+            work.len() == vars.len(),
+            "the working copy has {} variables, the master {}",
+            work.len(),
+            vars.len()
+        );
         let mut pairs = Vec::new();
-        for (name, m) in master.variables() {
+        for (name, m) in vars {
             let Some(w) = work.get(&name) else {
                 bail!("the working copy has no variable '{name}'");
             };
@@ -264,16 +271,6 @@ impl WorkingCopy {
                 pairs.push((m, w));
             }
         }
-        ensure!(
-            work.len()
-                == pairs.len()
-                    + master
-                        .variables()
-                        .values()
-                        .filter(|v| !v.requires_grad())
-                        .count(),
-            "the working copy has variables the master lacks"
-        );
         Ok(Self { pairs })
     }
 

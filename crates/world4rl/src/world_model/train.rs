@@ -468,6 +468,55 @@ fn validation_loss(model: &WorldModel, val: &[Batch], seed: u64) -> Result<f64> 
     Ok(total / val.len().max(1) as f64)
 }
 
+/// Where a training step's forward and backward passes run: on the f32 model itself, or, with
+/// `precision = "bf16"`, on a bfloat16 working copy of it whose gradients go back to the f32 weights
+/// (mixed precision; see [`WorkingCopy`]).
+pub struct TrainPasses {
+    working: Option<(WorldModel, WorkingCopy)>,
+}
+
+impl TrainPasses {
+    /// Builds the working copy of `model` that `precision` asks for (none for f32).
+    pub fn new(model: &WorldModel, precision: Precision) -> Result<Self> {
+        let working = match precision {
+            Precision::F32 => None,
+            low => {
+                let device = model.device();
+                if crate::device::cpu_has_native_bf16() == Some(false) && device == Device::Cpu {
+                    tracing::warn!(
+                        "world_model.precision = \"{low}\", but this CPU has no AVX-512 BF16/AMX: \
+                         bfloat16 is emulated and training will be slower than in f32"
+                    );
+                }
+                let mut w = WorldModel::new(model.config().clone(), model.action_dim(), device)?;
+                w.set_precision(low);
+                let copy = WorkingCopy::new(model.var_store(), w.var_store())?;
+                Some((w, copy))
+            }
+        };
+        Ok(Self { working })
+    }
+
+    /// The loss of `batch` (Eq. 7), back-propagated into `model`'s gradients, which must be zero.
+    pub fn loss_backward(&mut self, model: &WorldModel, batch: &Batch) -> Result<f64> {
+        let out = match &mut self.working {
+            None => {
+                let out = model.loss(batch)?;
+                out.loss.backward();
+                out
+            }
+            Some((w, copy)) => {
+                copy.refresh();
+                let out = w.loss(batch)?;
+                out.loss.backward();
+                copy.grads_to_master();
+                out
+            }
+        };
+        Ok(out.loss.double_value(&[]))
+    }
+}
+
 /// Trains (or resumes) the world model of `run` on `data`. Stops at `max_steps` or `max_minutes`,
 /// whichever comes first; a finished stage (`done.json`) is not trained again.
 pub fn train(
@@ -550,22 +599,7 @@ pub fn train(
     crate::optim::copy_weights(ema.var_store(), model.var_store());
     let mut opt = AdamW::new(model.var_store(), cfg.optimizer.clone());
     let params = model.param_count();
-    // mixed precision: the passes run on a low-precision copy, the update on the f32 weights
-    let mut working = match cfg.precision {
-        Precision::F32 => None,
-        low => {
-            if crate::device::cpu_has_native_bf16() == Some(false) && device == Device::Cpu {
-                tracing::warn!(
-                    "world_model.precision = \"{low}\", but this CPU has no AVX-512 BF16/AMX: \
-                     bfloat16 is emulated and training will be slower than in f32"
-                );
-            }
-            let mut w = WorldModel::new(cfg.model.clone(), action_dim, device)?;
-            w.set_precision(low);
-            let copy = WorkingCopy::new(model.var_store(), w.var_store())?;
-            Some((w, copy))
-        }
-    };
+    let mut passes = TrainPasses::new(&model, cfg.precision)?;
     let (mut step, mut elapsed_before) = (0u64, 0f64);
     let mut metrics = run.metrics(STAGE)?;
     if paths.train_state.exists() {
@@ -645,20 +679,7 @@ pub fn train(
             warmup_lr(cfg.optimizer.lr, cfg.warmup_steps, step) * schedule_factor(cfg, progress);
         let batch = Batch::from_windows(&sampler.sample(cfg.batch_size), size, device)?;
         opt.zero_grad();
-        let loss = match &mut working {
-            None => {
-                let out = model.loss(&batch)?;
-                out.loss.backward();
-                out.loss.double_value(&[])
-            }
-            Some((w, copy)) => {
-                copy.refresh();
-                let out = w.loss(&batch)?;
-                out.loss.backward();
-                copy.grads_to_master();
-                out.loss.double_value(&[])
-            }
-        };
+        let loss = passes.loss_backward(&model, &batch)?;
         let grad_norm = opt.clip_grad_norm(if cfg.grad_clip > 0.0 {
             cfg.grad_clip
         } else {
