@@ -124,6 +124,11 @@ pub struct EvalArgs {
     /// FVD I3D weights (safetensors; see `world4rl::metrics::fvd`).
     #[arg(long)]
     pub fvd_weights: Option<PathBuf>,
+    /// Also replay this many recorded policy rollouts per task whole in the world model and compare
+    /// the classifier's verdict on the imagined episode with the recorded outcome (needs the run's
+    /// reward classifiers; 0 = skip).
+    #[arg(long, default_value_t = 0)]
+    pub outcomes: usize,
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,
@@ -295,11 +300,35 @@ pub fn eval(args: EvalArgs, device: Device, seed: Option<u64>) -> Result<()> {
         max_rollouts: args.max_rollouts,
         batch: args.batch,
         seed: seed.unwrap_or(0),
+        outcome_episodes: args.outcomes,
         lpips_weights: args.lpips_weights.clone(),
         fid_weights: args.fid_weights.clone(),
         fvd_weights: args.fvd_weights.clone(),
     };
     let report = fidelity::evaluate(&wm, &held, &cfg)?;
+    let mut outcomes = Vec::new();
+    if args.outcomes > 0 {
+        let run = RunDir::open(&args.run)?;
+        for task in data.tasks() {
+            let o = world4rl::imagined_env::task_outcome_agreement(
+                &run,
+                &wm,
+                &data,
+                &task,
+                args.outcomes,
+                args.batch,
+            )?;
+            eprintln!(
+                "{task}: {} rollouts replayed whole; real success {:.0} %, imagined {:.0} %, same outcome {:.0} %, AUC {}",
+                o.episodes,
+                100.0 * o.real_success_rate,
+                100.0 * o.imagined_success_rate,
+                100.0 * o.agreement,
+                o.auc.map_or("-".into(), |a| format!("{a:.2}"))
+            );
+            outcomes.push(serde_json::json!({"task": task, "agreement": o}));
+        }
+    }
     eprint!("{}", report.table());
     eprintln!(
         "{} rollouts from {} held-out episodes, {}x{} frames, {} sampler steps, {:.1} imagined frames/s; beats copy-last-frame at {}/{} horizons",
@@ -313,7 +342,11 @@ pub fn eval(args: EvalArgs, device: Device, seed: Option<u64>) -> Result<()> {
         report.horizon
     );
     if args.json {
-        print_json(&report)?;
+        let mut v = serde_json::to_value(&report)?;
+        if args.outcomes > 0 {
+            v["outcomes"] = serde_json::Value::Array(outcomes);
+        }
+        print_json(&v)?;
     }
     Ok(())
 }

@@ -89,10 +89,24 @@ fn check_artifacts(out: &Path) {
         .arg(out)
         .arg("--data")
         .arg(out.join("dataset"))
-        .args(["--horizon", "2", "--json"])
+        .args(["--horizon", "2", "--outcomes", "3", "--json"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let last = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+    let outcomes = v["outcomes"].as_array().expect("outcomes in the JSON");
+    assert!(!outcomes.is_empty());
+    for o in outcomes {
+        // 3 of the 4 recorded policy rollouts per task, replayed whole
+        assert_eq!(o["agreement"]["episodes"], 3, "{o}");
+        let a = o["agreement"]["agreement"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&a), "{o}");
+    }
     // the report has its tables
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     for needle in [
@@ -104,6 +118,8 @@ fn check_artifacts(out: &Path) {
         "## Reward classifier, held-out episodes",
         "| F1 imagined |",
         "## Imagination against reality",
+        "## Whole-episode outcomes",
+        "| AUC |",
         "## Training curves",
     ] {
         assert!(md.contains(needle), "report.md lacks '{needle}':\n{md}");

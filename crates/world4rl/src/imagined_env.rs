@@ -421,3 +421,119 @@ pub fn classifier_on_world_model(
         real,
     })
 }
+
+/// Whether whole imagined episodes end the way the recorded ones did: each recorded episode is replayed
+/// open-loop from its first frame with its recorded actions, and the classifier judges every imagined
+/// frame. An episode succeeds in imagination when some frame's probability exceeds the threshold (the
+/// imagined environment's success), and in reality when its recorded success flags say so.
+///
+/// This is the question refinement depends on: PPO inside the world model can only raise real success
+/// if imagined success follows real success. A ROC AUC near 0.5 means imagined outcomes are unrelated
+/// to real ones over whole episodes, however good the frame-level fidelity and the classifier are.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct OutcomeAgreement {
+    /// Episodes replayed.
+    pub episodes: usize,
+    /// Fraction that succeeded in reality (recorded).
+    pub real_success_rate: f64,
+    /// Fraction that succeeded in imagination.
+    pub imagined_success_rate: f64,
+    /// Fraction whose imagined outcome equals the real one.
+    pub agreement: f64,
+    /// ROC AUC of the episode's highest imagined success probability against its real outcome (`None`
+    /// when all episodes had the same real outcome).
+    pub auc: Option<f64>,
+}
+
+/// Measures [`OutcomeAgreement`] on `episodes`, `batch` replays per world-model call.
+pub fn outcome_agreement(
+    wm: &WorldModel,
+    clf: &RewardClassifier,
+    episodes: &[&Episode],
+    batch: usize,
+) -> Result<OutcomeAgreement> {
+    ensure!(batch > 0, "batch must be positive");
+    ensure!(!episodes.is_empty(), "outcome agreement: no episodes given");
+    let _guard = tch::no_grad_guard();
+    let mut best = Vec::with_capacity(episodes.len());
+    for chunk in episodes.chunks(batch) {
+        let t_max = chunk.iter().map(|e| e.steps()).max().unwrap_or(0);
+        let starts: Vec<(&Episode, usize)> = chunk.iter().map(|&e| (e, 0)).collect();
+        let mut ctx = RollingContext::from_episodes(wm, &starts)?;
+        let mut top = vec![0.0f64; chunk.len()];
+        for t in 0..t_max {
+            // episodes that already ended are stepped with zero actions and no longer judged
+            let acts: Vec<f32> = chunk
+                .iter()
+                .flat_map(|e| {
+                    if t < e.steps() {
+                        e.action(t).to_vec()
+                    } else {
+                        vec![0.0; e.meta.action_dim]
+                    }
+                })
+                .collect();
+            let a = Tensor::from_slice(&acts)
+                .view([chunk.len() as i64, wm.action_dim() as i64])
+                .to_device(wm.device());
+            let next = ctx.step(wm, &a)?;
+            let p = Vec::<f32>::try_from(
+                clf.prob_u8(&to_u8(&next))
+                    .to_device(Device::Cpu)
+                    .to_kind(Kind::Float),
+            )?;
+            for (i, e) in chunk.iter().enumerate() {
+                if t < e.steps() {
+                    top[i] = top[i].max(f64::from(p[i]));
+                }
+            }
+        }
+        best.extend(top);
+    }
+    let real: Vec<bool> = episodes
+        .iter()
+        .map(|e| e.success.iter().skip(1).any(|&s| s == 1))
+        .collect();
+    let thr = clf.threshold();
+    let imagined: Vec<bool> = best.iter().map(|&p| p > thr).collect();
+    let n = episodes.len() as f64;
+    let frac = |v: &[bool]| v.iter().filter(|&&b| b).count() as f64 / n;
+    Ok(OutcomeAgreement {
+        episodes: episodes.len(),
+        real_success_rate: frac(&real),
+        imagined_success_rate: frac(&imagined),
+        agreement: real.iter().zip(&imagined).filter(|(a, b)| a == b).count() as f64 / n,
+        auc: crate::reward::roc_auc(&best, &real),
+    })
+}
+
+/// [`outcome_agreement`] of a run's world model `wm` with the run's classifier of `task`, on the
+/// task's first `episodes` recorded policy rollouts in `dataset` (the episodes refinement's start
+/// states and imagined episodes resemble most; most of them are training episodes of the world model,
+/// which makes the measure an optimistic one).
+pub fn task_outcome_agreement(
+    run: &crate::run::RunDir,
+    wm: &WorldModel,
+    dataset: &Dataset,
+    task: &str,
+    episodes: usize,
+    batch: usize,
+) -> Result<OutcomeAgreement> {
+    let path = crate::reward::checkpoint_path(run, task);
+    let (clf, _) = RewardClassifier::load(&path, wm.device()).with_context(|| {
+        format!("loading the reward classifier of '{task}' (run `world4rl train reward` first)")
+    })?;
+    let mut eps = Vec::new();
+    for (i, e) in dataset.entries().iter().enumerate() {
+        if eps.len() < episodes && e.meta.task == task && e.meta.kind == EpisodeKind::Policy {
+            eps.push(dataset.load(i)?);
+        }
+    }
+    ensure!(
+        !eps.is_empty(),
+        "the dataset {} has no policy rollouts of '{task}' to replay",
+        dataset.dir().display()
+    );
+    let refs: Vec<&Episode> = eps.iter().collect();
+    outcome_agreement(wm, &clf, &refs, batch)
+}

@@ -269,9 +269,32 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
                 gifs.push(path);
             }
         }
+        // whole-episode replays of recorded rollouts: does imagined success follow real success?
+        let mut outcomes = Vec::new();
+        if cfg.fidelity.outcome_episodes > 0 {
+            for task in &tasks {
+                let o = crate::imagined_env::task_outcome_agreement(
+                    run,
+                    &wm,
+                    &dataset,
+                    task,
+                    cfg.fidelity.outcome_episodes,
+                    cfg.fidelity.batch,
+                )?;
+                tracing::info!(
+                    "{task}: {} replayed rollouts, real success {:.0} %, imagined {:.0} %, agreement {:.0} %, AUC {}",
+                    o.episodes,
+                    100.0 * o.real_success_rate,
+                    100.0 * o.imagined_success_rate,
+                    100.0 * o.agreement,
+                    o.auc.map_or("-".into(), |a| format!("{a:.2}"))
+                );
+                outcomes.push(json!({"task": task, "agreement": o}));
+            }
+        }
         run.mark_done(
             "fidelity",
-            &json!({"result": fid, "rows": rows, "gifs": gifs, "seconds": t0.elapsed().as_secs_f64()}),
+            &json!({"result": fid, "rows": rows, "gifs": gifs, "outcomes": outcomes, "seconds": t0.elapsed().as_secs_f64()}),
         )?;
     }
     overall.inc(1);
@@ -416,6 +439,40 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir, seconds: f64) -> Resul
                     .unwrap_or_default();
                 r.gifs.push((format!("{name}: real (left) vs imagined open-loop replay of the same actions (right)"), PathBuf::from(p)));
             }
+        }
+    }
+    if let Some(f) = run.done_summary("fidelity") {
+        let pct = |v: f64| format!("{:.0} %", 100.0 * v);
+        let mut rows = Vec::new();
+        for o in f["outcomes"].as_array().cloned().unwrap_or_default() {
+            let Ok(a) = serde_json::from_value::<crate::imagined_env::OutcomeAgreement>(
+                o["agreement"].clone(),
+            ) else {
+                continue;
+            };
+            rows.push(vec![
+                o["task"].as_str().unwrap_or("?").to_string(),
+                a.episodes.to_string(),
+                pct(a.real_success_rate),
+                pct(a.imagined_success_rate),
+                pct(a.agreement),
+                a.auc.map_or("-".into(), |v| format!("{v:.2}")),
+            ]);
+        }
+        if !rows.is_empty() {
+            r.tables.push((
+                // refinement can only raise real success where imagined success follows it
+                "Whole-episode outcomes: recorded BC rollouts replayed open-loop in the world model, judged by the classifier (AUC 0.5 = imagined outcome unrelated to the real one)".into(),
+                vec![
+                    "task".into(),
+                    "rollouts".into(),
+                    "real success".into(),
+                    "imagined success".into(),
+                    "same outcome".into(),
+                    "AUC".into(),
+                ],
+                rows,
+            ));
         }
     }
     if let Some(rew) = run.done_summary("reward") {

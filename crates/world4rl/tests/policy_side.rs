@@ -281,6 +281,40 @@ mod imagination {
     }
 
     #[test]
+    fn outcome_agreement_compares_whole_replays_with_recorded_outcomes() {
+        use world4rl::imagined_env::outcome_agreement;
+        tch::set_num_threads(1);
+        tch::manual_seed(0);
+        let dir = tempfile::tempdir().unwrap();
+        // one step per episode: success when the dot lands in the right half, about half of them
+        let ds = synthetic_dataset(dir.path(), 12, 1);
+        let eps = ds.load_where(|_| true).unwrap();
+        let eps: Vec<&Episode> = eps.iter().collect();
+        let real = eps.iter().filter(|e| e.success[1] == 1).count() as f64 / 12.0;
+        assert!(
+            real > 0.0 && real < 1.0,
+            "the test needs both outcomes ({real})"
+        );
+        let wm = WorldModel::new(WorldModelConfig::tiny(), 2, tch::Device::Cpu).unwrap();
+        // batches of 5 over 12 episodes: the last batch is partial
+        let always = outcome_agreement(&wm, &tiny_classifier(0.0), &eps, 5).unwrap();
+        assert_eq!(always.episodes, 12);
+        assert_eq!(always.real_success_rate, real);
+        assert_eq!(always.imagined_success_rate, 1.0);
+        assert!((always.agreement - real).abs() < 1e-12);
+        let auc = always.auc.expect("both outcomes are present");
+        assert!((0.0..=1.0).contains(&auc));
+        let never = outcome_agreement(&wm, &tiny_classifier(0.999_999), &eps, 64).unwrap();
+        assert_eq!(never.imagined_success_rate, 0.0);
+        assert!((never.agreement - (1.0 - real)).abs() < 1e-12);
+        // a single outcome has no ranking to score
+        let solved: Vec<&Episode> = eps.iter().copied().filter(|e| e.success[1] == 1).collect();
+        let one = outcome_agreement(&wm, &tiny_classifier(0.5), &solved, 4).unwrap();
+        assert_eq!((one.real_success_rate, one.auc), (1.0, None));
+        assert!(outcome_agreement(&wm, &tiny_classifier(0.5), &[], 4).is_err());
+    }
+
+    #[test]
     fn classifier_trains_on_imagined_frames_too() {
         tch::set_num_threads(1);
         tch::manual_seed(0);

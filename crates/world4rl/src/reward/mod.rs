@@ -6,7 +6,7 @@ pub mod metrics;
 pub mod train;
 
 pub use classifier::{Backbone, ClassifierConfig, RewardClassifier, RewardMode};
-pub use metrics::BinaryMetrics;
+pub use metrics::{roc_auc, BinaryMetrics};
 pub use train::{
     checkpoint_path, evaluate_frames, train_all, train_task, ClassifierReport, RewardConfig,
 };

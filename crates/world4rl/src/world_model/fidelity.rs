@@ -37,6 +37,10 @@ pub struct FidelityConfig {
     pub batch: usize,
     /// Seed of the sampler noise.
     pub seed: u64,
+    /// Recorded policy rollouts per task that `world4rl run` replays whole in the world model, to
+    /// compare imagined with real episode outcomes ([`crate::imagined_env::outcome_agreement`];
+    /// 0 = skip). Default 64: one batch, about 25 s per task at the `cpu` preset.
+    pub outcome_episodes: usize,
     /// LPIPS (AlexNet) weights, see [`metrics::lpips`].
     pub lpips_weights: Option<PathBuf>,
     /// FID Inception weights, see [`metrics::fid`].
@@ -53,6 +57,7 @@ impl Default for FidelityConfig {
             max_rollouts: 0,
             batch: 64,
             seed: 0,
+            outcome_episodes: 64,
             lpips_weights: None,
             fid_weights: None,
             fvd_weights: None,
