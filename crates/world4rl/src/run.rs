@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// A run directory.
@@ -42,12 +43,21 @@ impl RunDir {
     }
 
     /// Writes the resolved config to `RUN/config.toml`. When the file exists with a different content,
-    /// this is an error: resuming a run under another config would mix two experiments.
-    pub fn write_config<C: Serialize>(&self, cfg: &C) -> Result<()> {
+    /// this is an error: resuming a run under another config would mix two experiments. A config that
+    /// only lacks keys added to world4rl since the run began, and resolves to the same values once
+    /// their defaults are filled in, is the same experiment: it is rewritten in full and the run goes on.
+    pub fn write_config<C: Serialize + DeserializeOwned>(&self, cfg: &C) -> Result<()> {
         let text = toml::to_string_pretty(cfg).context("serialising the resolved config")?;
         let path = self.root.join("config.toml");
         if let Ok(existing) = fs::read_to_string(&path) {
             if existing == text {
+                return Ok(());
+            }
+            let resolved = toml::from_str::<C>(&existing)
+                .ok()
+                .and_then(|old| toml::to_string_pretty(&old).ok());
+            if resolved.as_deref() == Some(text.as_str()) {
+                w4rl_data::write_atomic(&path, text.as_bytes())?;
                 return Ok(());
             }
             bail!(
@@ -175,13 +185,21 @@ mod tests {
         let steps: Vec<u64> = lines.iter().map(|v| v["step"].as_u64().unwrap()).collect();
         assert_eq!(steps, vec![1, 2, 3, 4]);
 
-        #[derive(Serialize)]
+        #[derive(Serialize, serde::Deserialize)]
         struct C {
             a: u32,
+            #[serde(default)]
+            b: u32,
         }
-        run.write_config(&C { a: 1 }).unwrap();
-        run.write_config(&C { a: 1 }).unwrap();
-        assert!(run.write_config(&C { a: 2 }).is_err());
+        run.write_config(&C { a: 1, b: 0 }).unwrap();
+        run.write_config(&C { a: 1, b: 0 }).unwrap();
+        assert!(run.write_config(&C { a: 2, b: 0 }).is_err());
+        // a run written before key `b` existed resumes under its default, and only then
+        let cfg_path = run.path().join("config.toml");
+        fs::write(&cfg_path, "a = 1\n").unwrap();
+        assert!(run.write_config(&C { a: 1, b: 3 }).is_err());
+        run.write_config(&C { a: 1, b: 0 }).unwrap();
+        assert!(fs::read_to_string(&cfg_path).unwrap().contains("b = 0"));
         assert!(!run.is_done("wm"));
         run.mark_done("wm", &serde_json::json!({"ok": true}))
             .unwrap();
