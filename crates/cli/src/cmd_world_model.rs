@@ -310,14 +310,18 @@ pub fn eval(args: EvalArgs, device: Device, seed: Option<u64>) -> Result<()> {
     if args.outcomes > 0 {
         let run = RunDir::open(&args.run)?;
         for task in data.tasks() {
-            let o = world4rl::imagined_env::task_outcome_agreement(
+            let Some(o) = world4rl::imagined_env::task_outcome_agreement(
                 &run,
                 &wm,
                 &data,
                 &task,
                 args.outcomes,
                 args.batch,
-            )?;
+            )?
+            else {
+                eprintln!("{task}: the dataset holds no policy rollouts to replay");
+                continue;
+            };
             eprintln!(
                 "{task}: {} rollouts replayed whole; real success {:.0} %, imagined {:.0} %, same outcome {:.0} %, AUC {}",
                 o.episodes,

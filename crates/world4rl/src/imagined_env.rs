@@ -510,7 +510,8 @@ pub fn outcome_agreement(
 /// [`outcome_agreement`] of a run's world model `wm` with the run's classifier of `task`, on the
 /// task's first `episodes` recorded policy rollouts in `dataset` (the episodes refinement's start
 /// states and imagined episodes resemble most; most of them are training episodes of the world model,
-/// which makes the measure an optimistic one).
+/// which makes the measure an optimistic one). `None` when the dataset holds no policy rollouts of the
+/// task (`collect.policy_episodes = 0`).
 pub fn task_outcome_agreement(
     run: &crate::run::RunDir,
     wm: &WorldModel,
@@ -518,7 +519,7 @@ pub fn task_outcome_agreement(
     task: &str,
     episodes: usize,
     batch: usize,
-) -> Result<OutcomeAgreement> {
+) -> Result<Option<OutcomeAgreement>> {
     let path = crate::reward::checkpoint_path(run, task);
     let (clf, _) = RewardClassifier::load(&path, wm.device()).with_context(|| {
         format!("loading the reward classifier of '{task}' (run `world4rl train reward` first)")
@@ -529,11 +530,9 @@ pub fn task_outcome_agreement(
             eps.push(dataset.load(i)?);
         }
     }
-    ensure!(
-        !eps.is_empty(),
-        "the dataset {} has no policy rollouts of '{task}' to replay",
-        dataset.dir().display()
-    );
+    if eps.is_empty() {
+        return Ok(None);
+    }
     let refs: Vec<&Episode> = eps.iter().collect();
-    outcome_agreement(wm, &clf, &refs, batch)
+    outcome_agreement(wm, &clf, &refs, batch).map(Some)
 }

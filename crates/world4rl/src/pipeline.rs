@@ -273,14 +273,18 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
         let mut outcomes = Vec::new();
         if cfg.fidelity.outcome_episodes > 0 {
             for task in &tasks {
-                let o = crate::imagined_env::task_outcome_agreement(
+                let Some(o) = crate::imagined_env::task_outcome_agreement(
                     run,
                     &wm,
                     &dataset,
                     task,
                     cfg.fidelity.outcome_episodes,
                     cfg.fidelity.batch,
-                )?;
+                )?
+                else {
+                    tracing::warn!("{task}: no recorded policy rollouts to replay whole");
+                    continue;
+                };
                 tracing::info!(
                     "{task}: {} replayed rollouts, real success {:.0} %, imagined {:.0} %, agreement {:.0} %, AUC {}",
                     o.episodes,

@@ -312,6 +312,23 @@ mod imagination {
         let one = outcome_agreement(&wm, &tiny_classifier(0.5), &solved, 4).unwrap();
         assert_eq!((one.real_success_rate, one.auc), (1.0, None));
         assert!(outcome_agreement(&wm, &tiny_classifier(0.5), &[], 4).is_err());
+
+        // from a run: the task's classifier is loaded; a dataset without policy rollouts has nothing
+        // to replay, and a run without a classifier is an error that says which stage to run
+        use world4rl::imagined_env::task_outcome_agreement;
+        let run = RunDir::open(dir.path().join("run")).unwrap();
+        let err = task_outcome_agreement(&run, &wm, &ds, "dots", 8, 4)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("train reward"), "{err}");
+        let path = reward::checkpoint_path(&run, "dots");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        tiny_classifier(0.5)
+            .save(&path, serde_json::json!({}))
+            .unwrap();
+        assert!(task_outcome_agreement(&run, &wm, &ds, "dots", 8, 4)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
