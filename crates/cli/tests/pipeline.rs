@@ -51,6 +51,14 @@ fn done_times(out: &Path) -> Vec<(String, SystemTime)> {
     v
 }
 
+/// The JSON object a successful `--json` command printed as its last line.
+fn last_json(o: &std::process::Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let last = stdout.lines().last().expect("no output");
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"))
+}
+
 fn check_artifacts(out: &Path) {
     // every stage finished
     for s in STAGES
@@ -76,13 +84,7 @@ fn check_artifacts(out: &Path) {
         .args(["--task", "push-block", "--episodes", "2", "--json"])
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let last = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
-    let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+    let v = last_json(&o);
     assert_eq!(v["episodes"], 2);
     let o = bin()
         .args(["eval", "world-model", "--run"])
@@ -92,13 +94,7 @@ fn check_artifacts(out: &Path) {
         .args(["--horizon", "2", "--outcomes", "3", "--json"])
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let last = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
-    let v: serde_json::Value = serde_json::from_str(&last).unwrap();
+    let v = last_json(&o);
     let outcomes = v["outcomes"].as_array().expect("outcomes in the JSON");
     assert!(!outcomes.is_empty());
     for o in outcomes {

@@ -333,6 +333,36 @@ impl VecEnv for ImaginedEnv<'_> {
     }
 }
 
+/// Replays `episodes` together, open-loop from their first frames, for `steps` steps: step `t` feeds
+/// every episode's recorded action `t` (zeros once an episode has ended) to the world model and hands
+/// the imagined frames `[B, 3, S, S]` to `on_frame(t, frames)`.
+fn replay_open_loop(
+    wm: &WorldModel,
+    episodes: &[&Episode],
+    steps: usize,
+    mut on_frame: impl FnMut(usize, &Tensor) -> Result<()>,
+) -> Result<()> {
+    let starts: Vec<(&Episode, usize)> = episodes.iter().map(|&e| (e, 0)).collect();
+    let mut ctx = RollingContext::from_episodes(wm, &starts)?;
+    for t in 0..steps {
+        let acts: Vec<f32> = episodes
+            .iter()
+            .flat_map(|e| {
+                if t < e.steps() {
+                    e.action(t).to_vec()
+                } else {
+                    vec![0.0; e.meta.action_dim]
+                }
+            })
+            .collect();
+        let a = Tensor::from_slice(&acts)
+            .view([episodes.len() as i64, wm.action_dim() as i64])
+            .to_device(wm.device());
+        on_frame(t, &ctx.step(wm, &a)?)?;
+    }
+    Ok(())
+}
+
 /// The classifier's metrics on world-model frames of recorded episodes, against the recorded success
 /// flags of the same time steps.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -384,18 +414,15 @@ pub fn classifier_on_world_model(
         labels.extend(chunk.iter().map(|&(e, t)| e.success[t] == 1));
     }
     let one_step = BinaryMetrics::from_predictions(&pred, &labels);
-    // open loop: episodes of equal length are rolled out together
+    // open loop, up to the shortest episode of each batch
     let (mut pred, mut labels) = (Vec::new(), Vec::new());
     for chunk in episodes.chunks(batch) {
         let t_max = chunk.iter().map(|e| e.steps()).min().unwrap_or(0);
-        let starts: Vec<(&Episode, usize)> = chunk.iter().map(|&e| (e, 0)).collect();
-        let mut ctx = RollingContext::from_episodes(wm, &starts)?;
-        for t in 0..t_max {
-            let acts: Vec<f32> = chunk.iter().flat_map(|e| e.action(t).to_vec()).collect();
-            let a = Tensor::from_slice(&acts).view([chunk.len() as i64, wm.action_dim() as i64]);
-            pred.extend(predict(&ctx.step(wm, &a)?)?);
+        replay_open_loop(wm, chunk, t_max, |t, next| {
+            pred.extend(predict(next)?);
             labels.extend(chunk.iter().map(|e| e.success[t + 1] == 1));
-        }
+            Ok(())
+        })?;
     }
     let open_loop = BinaryMetrics::from_predictions(&pred, &labels);
     // real frames of the same steps
@@ -458,36 +485,21 @@ pub fn outcome_agreement(
     let mut best = Vec::with_capacity(episodes.len());
     for chunk in episodes.chunks(batch) {
         let t_max = chunk.iter().map(|e| e.steps()).max().unwrap_or(0);
-        let starts: Vec<(&Episode, usize)> = chunk.iter().map(|&e| (e, 0)).collect();
-        let mut ctx = RollingContext::from_episodes(wm, &starts)?;
         let mut top = vec![0.0f64; chunk.len()];
-        for t in 0..t_max {
-            // episodes that already ended are stepped with zero actions and no longer judged
-            let acts: Vec<f32> = chunk
-                .iter()
-                .flat_map(|e| {
-                    if t < e.steps() {
-                        e.action(t).to_vec()
-                    } else {
-                        vec![0.0; e.meta.action_dim]
-                    }
-                })
-                .collect();
-            let a = Tensor::from_slice(&acts)
-                .view([chunk.len() as i64, wm.action_dim() as i64])
-                .to_device(wm.device());
-            let next = ctx.step(wm, &a)?;
+        replay_open_loop(wm, chunk, t_max, |t, next| {
             let p = Vec::<f32>::try_from(
-                clf.prob_u8(&to_u8(&next))
+                clf.prob_u8(&to_u8(next))
                     .to_device(Device::Cpu)
                     .to_kind(Kind::Float),
             )?;
+            // frames imagined after an episode's end are not judged
             for (i, e) in chunk.iter().enumerate() {
                 if t < e.steps() {
                     top[i] = top[i].max(f64::from(p[i]));
                 }
             }
-        }
+            Ok(())
+        })?;
         best.extend(top);
     }
     let real: Vec<bool> = episodes
