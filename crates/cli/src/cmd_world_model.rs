@@ -306,33 +306,18 @@ pub fn eval(args: EvalArgs, device: Device, seed: Option<u64>) -> Result<()> {
         fvd_weights: args.fvd_weights.clone(),
     };
     let report = fidelity::evaluate(&wm, &held, &cfg)?;
-    let mut outcomes = Vec::new();
-    if args.outcomes > 0 {
-        let run = RunDir::open(&args.run)?;
-        for task in data.tasks() {
-            let Some(o) = world4rl::imagined_env::task_outcome_agreement(
-                &run,
-                &wm,
-                &data,
-                &task,
-                args.outcomes,
-                args.batch,
-            )?
-            else {
-                eprintln!("{task}: the dataset holds no policy rollouts to replay");
-                continue;
-            };
-            eprintln!(
-                "{task}: {} rollouts replayed whole; real success {:.0} %, imagined {:.0} %, same outcome {:.0} %, AUC {}",
-                o.episodes,
-                100.0 * o.real_success_rate,
-                100.0 * o.imagined_success_rate,
-                100.0 * o.agreement,
-                o.auc.map_or("-".into(), |a| format!("{a:.2}"))
-            );
-            outcomes.push(serde_json::json!({"task": task, "agreement": o}));
-        }
-    }
+    let outcomes = if args.outcomes > 0 {
+        world4rl::imagined_env::task_outcomes(
+            &RunDir::open(&args.run)?,
+            &wm,
+            &data,
+            &data.tasks(),
+            args.outcomes,
+            args.batch,
+        )?
+    } else {
+        Vec::new()
+    };
     eprint!("{}", report.table());
     eprintln!(
         "{} rollouts from {} held-out episodes, {}x{} frames, {} sampler steps, {:.1} imagined frames/s; beats copy-last-frame at {}/{} horizons",
@@ -348,7 +333,7 @@ pub fn eval(args: EvalArgs, device: Device, seed: Option<u64>) -> Result<()> {
     if args.json {
         let mut v = serde_json::to_value(&report)?;
         if args.outcomes > 0 {
-            v["outcomes"] = serde_json::Value::Array(outcomes);
+            v["outcomes"] = serde_json::to_value(&outcomes)?;
         }
         print_json(&v)?;
     }

@@ -548,3 +548,44 @@ pub fn task_outcome_agreement(
     let refs: Vec<&Episode> = eps.iter().collect();
     outcome_agreement(wm, &clf, &refs, batch).map(Some)
 }
+
+/// One task's [`OutcomeAgreement`], as the fidelity stage stores it in its `done.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TaskOutcome {
+    /// Task name.
+    pub task: String,
+    /// Its whole-episode agreement.
+    pub agreement: OutcomeAgreement,
+}
+
+/// [`task_outcome_agreement`] for each of `tasks`, each result logged; a task without recorded policy
+/// rollouts is skipped with a warning.
+pub fn task_outcomes(
+    run: &crate::run::RunDir,
+    wm: &WorldModel,
+    dataset: &Dataset,
+    tasks: &[String],
+    episodes: usize,
+    batch: usize,
+) -> Result<Vec<TaskOutcome>> {
+    let mut out = Vec::new();
+    for task in tasks {
+        let Some(o) = task_outcome_agreement(run, wm, dataset, task, episodes, batch)? else {
+            tracing::warn!("{task}: no recorded policy rollouts to replay whole");
+            continue;
+        };
+        tracing::info!(
+            "{task}: {} rollouts replayed whole; real success {:.0} %, imagined {:.0} %, same outcome {:.0} %, AUC {}",
+            o.episodes,
+            100.0 * o.real_success_rate,
+            100.0 * o.imagined_success_rate,
+            100.0 * o.agreement,
+            o.auc.map_or("-".into(), |a| format!("{a:.2}"))
+        );
+        out.push(TaskOutcome {
+            task: task.clone(),
+            agreement: o,
+        });
+    }
+    Ok(out)
+}

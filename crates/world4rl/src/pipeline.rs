@@ -270,32 +270,18 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
             }
         }
         // whole-episode replays of recorded rollouts: does imagined success follow real success?
-        let mut outcomes = Vec::new();
-        if cfg.fidelity.outcome_episodes > 0 {
-            for task in &tasks {
-                let Some(o) = crate::imagined_env::task_outcome_agreement(
-                    run,
-                    &wm,
-                    &dataset,
-                    task,
-                    cfg.fidelity.outcome_episodes,
-                    cfg.fidelity.batch,
-                )?
-                else {
-                    tracing::warn!("{task}: no recorded policy rollouts to replay whole");
-                    continue;
-                };
-                tracing::info!(
-                    "{task}: {} replayed rollouts, real success {:.0} %, imagined {:.0} %, agreement {:.0} %, AUC {}",
-                    o.episodes,
-                    100.0 * o.real_success_rate,
-                    100.0 * o.imagined_success_rate,
-                    100.0 * o.agreement,
-                    o.auc.map_or("-".into(), |a| format!("{a:.2}"))
-                );
-                outcomes.push(json!({"task": task, "agreement": o}));
-            }
-        }
+        let outcomes = if cfg.fidelity.outcome_episodes > 0 {
+            crate::imagined_env::task_outcomes(
+                run,
+                &wm,
+                &dataset,
+                &tasks,
+                cfg.fidelity.outcome_episodes,
+                cfg.fidelity.batch,
+            )?
+        } else {
+            Vec::new()
+        };
         run.mark_done(
             "fidelity",
             &json!({"result": fid, "rows": rows, "gifs": gifs, "outcomes": outcomes, "seconds": t0.elapsed().as_secs_f64()}),
@@ -449,13 +435,13 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir, seconds: f64) -> Resul
         let pct = |v: f64| format!("{:.0} %", 100.0 * v);
         let mut rows = Vec::new();
         for o in f["outcomes"].as_array().cloned().unwrap_or_default() {
-            let Ok(a) = serde_json::from_value::<crate::imagined_env::OutcomeAgreement>(
-                o["agreement"].clone(),
-            ) else {
+            let Ok(crate::imagined_env::TaskOutcome { task, agreement: a }) =
+                serde_json::from_value(o)
+            else {
                 continue;
             };
             rows.push(vec![
-                o["task"].as_str().unwrap_or("?").to_string(),
+                task,
                 a.episodes.to_string(),
                 pct(a.real_success_rate),
                 pct(a.imagined_success_rate),
