@@ -129,6 +129,24 @@ pub struct EvalArgs {
     /// reward classifiers; 0 = skip).
     #[arg(long, default_value_t = 0)]
     pub outcomes: usize,
+    /// Held-out rollouts to replay for --outcomes (an episode dataset no learner trained on; default:
+    /// RUN/heldout when it exists, else the training rollouts of --data, an optimistic test).
+    #[arg(long)]
+    pub heldout: Option<PathBuf>,
+    /// Reward classifiers from this run instead of --run (RUN2/reward/<task>/).
+    #[arg(long)]
+    pub classifiers: Option<PathBuf>,
+    /// Success rule of the outcome check: this many consecutive imagined frames above the
+    /// classifier's threshold (1 = any frame; `refine.imagination.success_frames` in a config).
+    #[arg(long, default_value_t = 1)]
+    pub success_frames: usize,
+    /// AUC(k) of the outcome check: reset the context to the real frames every k steps, for each k
+    /// of this comma-separated list (e.g. 1,5,10,25).
+    #[arg(long, value_delimiter = ',')]
+    pub resets: Vec<usize>,
+    /// Held-out windows of the action-use check (0 = skip).
+    #[arg(long, default_value_t = 256)]
+    pub action_use: usize,
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,
@@ -301,19 +319,50 @@ pub fn eval(args: EvalArgs, device: Device, seed: Option<u64>) -> Result<()> {
         batch: args.batch,
         seed: seed.unwrap_or(0),
         outcome_episodes: args.outcomes,
+        outcome_resets: args.resets.clone(),
+        outcome_bootstrap: 1000,
+        action_use_windows: args.action_use,
         lpips_weights: args.lpips_weights.clone(),
         fid_weights: args.fid_weights.clone(),
         fvd_weights: args.fvd_weights.clone(),
     };
     let report = fidelity::evaluate(&wm, &held, &cfg)?;
+    let action_use = if args.action_use > 0 {
+        let a = fidelity::action_use(&wm, &held, args.action_use, args.batch, cfg.seed)?;
+        eprintln!(
+            "action use: next-frame MSE {:.5} with the true actions, {:.5} with permuted ones (ratio {:.2}) on {} held-out windows",
+            a.mse_true, a.mse_permuted, a.ratio, a.windows
+        );
+        Some(a)
+    } else {
+        None
+    };
     let outcomes = if args.outcomes > 0 {
-        world4rl::imagined_env::task_outcomes(
-            &RunDir::open(&args.run)?,
+        let held_dir = args
+            .heldout
+            .clone()
+            .unwrap_or_else(|| world4rl::pipeline::heldout_dir(&args.run));
+        let heldout = if held_dir.exists() {
+            Some(Dataset::open(&held_dir)?)
+        } else if args.heldout.is_some() {
+            bail!("--heldout {}: no such dataset", held_dir.display());
+        } else {
+            None
+        };
+        let clf_run = RunDir::open(args.classifiers.as_ref().unwrap_or(&args.run))?;
+        let rule = world4rl::outcome::SuccessRule {
+            frames: args.success_frames.max(1),
+        };
+        world4rl::outcome::task_outcomes(
+            |t| world4rl::reward::checkpoint_path(&clf_run, t),
             &wm,
-            &data,
+            &world4rl::outcome::Rollouts {
+                heldout: heldout.as_ref(),
+                training: &data,
+            },
             &data.tasks(),
             args.outcomes,
-            args.batch,
+            &cfg.outcome_options(rule),
         )?
     } else {
         Vec::new()
@@ -334,6 +383,9 @@ pub fn eval(args: EvalArgs, device: Device, seed: Option<u64>) -> Result<()> {
         let mut v = serde_json::to_value(&report)?;
         if args.outcomes > 0 {
             v["outcomes"] = serde_json::to_value(&outcomes)?;
+        }
+        if let Some(a) = action_use {
+            v["action_use"] = serde_json::to_value(a)?;
         }
         print_json(&v)?;
     }

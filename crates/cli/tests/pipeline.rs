@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-const STAGES: [&str; 7] = [
+const STAGES: [&str; 8] = [
     "collect-expert",
     "bc",
     "collect-rollouts",
+    "collect-heldout",
     "world_model",
     "reward",
     "eval",
@@ -91,18 +92,32 @@ fn check_artifacts(out: &Path) {
         .arg(out)
         .arg("--data")
         .arg(out.join("dataset"))
-        .args(["--horizon", "2", "--outcomes", "3", "--json"])
+        .args(["--horizon", "2", "--outcomes", "2", "--resets", "1,5"])
+        .args(["--action-use", "16", "--success-frames", "2", "--json"])
         .output()
         .unwrap();
     let v = last_json(&o);
     let outcomes = v["outcomes"].as_array().expect("outcomes in the JSON");
     assert!(!outcomes.is_empty());
     for o in outcomes {
-        // 3 of the 4 recorded policy rollouts per task, replayed whole
-        assert_eq!(o["agreement"]["episodes"], 3, "{o}");
-        let a = o["agreement"]["agreement"].as_f64().unwrap();
+        // 2 of the 3 held-out rollouts per task (RUN/heldout), replayed whole and with resets
+        let g = &o["agreement"];
+        assert_eq!(g["episodes"], 2, "{o}");
+        assert_eq!(g["heldout"], true, "{o}");
+        assert_eq!(g["success_frames"], 2, "{o}");
+        assert_eq!(g["auc_by_reset"].as_array().unwrap().len(), 2, "{o}");
+        let a = g["agreement"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&a), "{o}");
     }
+    let ratio = v["action_use"]["ratio"]
+        .as_f64()
+        .expect("action use in the JSON");
+    assert!(ratio.is_finite() && ratio > 0.0);
+    // the held-out rollouts are a dataset of their own, disjoint from the training one
+    let held = std::fs::read_dir(out.join("heldout/episodes/push-block"))
+        .unwrap()
+        .count();
+    assert_eq!(held, 3);
     // the report has its tables
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     for needle in [
@@ -115,7 +130,9 @@ fn check_artifacts(out: &Path) {
         "| F1 imagined |",
         "## Imagination against reality",
         "## Whole-episode outcomes",
-        "| AUC |",
+        "| AUC [95 % CI] |",
+        "held-out",
+        "world-model action use",
         "## Training curves",
     ] {
         assert!(md.contains(needle), "report.md lacks '{needle}':\n{md}");

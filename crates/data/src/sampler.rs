@@ -4,6 +4,10 @@
 //! target frame `j`. Positions before the episode start are zero-filled and marked `false` in the mask
 //! (DIAMOND's padding). With no weights every transition of the dataset is equally likely; a task or kind
 //! weight `w` multiplies the probability of that group's transitions by `w` (0 removes the group).
+//!
+//! With `rollout = N > 0` a window also carries the `N` frames after its target and the actions that
+//! lead to them (frames `j+1 .. j+N`, actions `j .. j+N-1`), for training on the model's own
+//! predictions (DIAMOND's `num_autoregressive_steps`); steps past the episode end are zero and masked.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +28,8 @@ pub struct SamplerConfig {
     pub task_weights: BTreeMap<String, f64>,
     /// Per-kind multipliers (missing kinds: 1).
     pub kind_weights: BTreeMap<EpisodeKind, f64>,
+    /// Frames after the target carried by each window (0 = none).
+    pub rollout: usize,
 }
 
 impl Default for SamplerConfig {
@@ -32,6 +38,7 @@ impl Default for SamplerConfig {
             context: 4,
             task_weights: BTreeMap::new(),
             kind_weights: BTreeMap::new(),
+            rollout: 0,
         }
     }
 }
@@ -59,6 +66,24 @@ pub struct WindowBatch {
     pub episode: Vec<usize>,
     /// Index of each window's target frame in its episode.
     pub step: Vec<usize>,
+    /// Frames after the target, N = [`SamplerConfig::rollout`]: `[B, N, H, W, 3]` (frames `j+1 ..
+    /// j+N` of a window whose target is frame `j`), zero past the episode end.
+    pub after: Vec<u8>,
+    /// The actions that lead to them, `[B, N, A]` (actions `j .. j+N-1`).
+    pub after_actions: Vec<f32>,
+    /// `[B, N]`, false where the step lies past the episode end.
+    pub after_mask: Vec<bool>,
+}
+
+impl WindowBatch {
+    /// Frames after the target per window (N).
+    pub fn rollout(&self) -> usize {
+        if self.batch == 0 {
+            0
+        } else {
+            self.after_mask.len() / self.batch
+        }
+    }
 }
 
 /// Draws windows from a set of in-memory episodes, reproducibly from a seed.
@@ -153,6 +178,7 @@ impl<'a> WindowSampler<'a> {
         let a = self.action_dim;
         let fl = h * h * 3;
         let b = picks.len();
+        let n = self.cfg.rollout;
         let mut out = WindowBatch {
             batch: b,
             context: l,
@@ -164,6 +190,9 @@ impl<'a> WindowSampler<'a> {
             mask: vec![false; b * l],
             episode: Vec::with_capacity(b),
             step: Vec::with_capacity(b),
+            after: vec![0; b * n * fl],
+            after_actions: vec![0.0; b * n * a],
+            after_mask: vec![false; b * n],
         };
         for (i, &(e, j)) in picks.iter().enumerate() {
             let ep = self.episodes[e];
@@ -178,6 +207,12 @@ impl<'a> WindowSampler<'a> {
                 out.actions[slot * a..(slot + 1) * a].copy_from_slice(ep.action(t));
             }
             out.next[i * fl..(i + 1) * fl].copy_from_slice(ep.frame(j));
+            for k in 0..n.min(ep.meta.steps - j) {
+                let slot = i * n + k;
+                out.after_mask[slot] = true;
+                out.after[slot * fl..(slot + 1) * fl].copy_from_slice(ep.frame(j + 1 + k));
+                out.after_actions[slot * a..(slot + 1) * a].copy_from_slice(ep.action(j + k));
+            }
             out.episode.push(e);
             out.step.push(j);
         }

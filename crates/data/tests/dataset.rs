@@ -223,6 +223,35 @@ fn windows_align_and_pad() {
 }
 
 #[test]
+fn rollout_windows_carry_the_following_frames_and_actions() {
+    let ep = episode("a", EpisodeKind::Expert, 0, 6);
+    let cfg = SamplerConfig {
+        rollout: 3,
+        ..Default::default()
+    };
+    let s = WindowSampler::new(vec![&ep], cfg, 0).unwrap();
+    let b = s.windows(&[(0, 2), (0, 5)]);
+    let fl = 8 * 8 * 3;
+    assert_eq!(b.rollout(), 3);
+    // target 2: frames 3, 4, 5 follow, reached by actions 2, 3, 4
+    assert_eq!(&b.after_mask[..3], &[true, true, true]);
+    for k in 0..3 {
+        assert_eq!(&b.after[k * fl..(k + 1) * fl], ep.frame(3 + k));
+        assert_eq!(&b.after_actions[k * 2..(k + 1) * 2], ep.action(2 + k));
+    }
+    // target 5 of a 6-step episode: only frame 6 follows; the rest is zero padding
+    assert_eq!(&b.after_mask[3..], &[true, false, false]);
+    assert_eq!(&b.after[3 * fl..4 * fl], ep.frame(6));
+    assert!(b.after[4 * fl..].iter().all(|&x| x == 0));
+    assert!(b.after_actions[4 * 2..].iter().all(|&x| x == 0.0));
+    // without rollout nothing follows
+    let plain = WindowSampler::new(vec![&ep], SamplerConfig::default(), 0).unwrap();
+    let p = plain.windows(&[(0, 2)]);
+    assert_eq!(p.rollout(), 0);
+    assert!(p.after.is_empty() && p.after_mask.is_empty());
+}
+
+#[test]
 fn sampler_is_seeded_and_weighted() {
     let eps: Vec<Episode> = (0..4)
         .map(|i| episode(if i < 2 { "a" } else { "b" }, EpisodeKind::Expert, i, 10))

@@ -94,12 +94,13 @@ fn main() -> Result<()> {
         actions: Tensor::rand([batch, l, a as i64], opts) * 2.0 - 1.0,
         mask: Tensor::ones([batch, l], (Kind::Bool, dev)),
         next: Tensor::rand([batch, 3, s, s], opts) * 2.0 - 1.0,
+        after: None,
     };
     let mut train = vec![];
     for i in 0..warm + steps {
         let t0 = Instant::now();
         opt.zero_grad();
-        passes.loss_backward(&wm, &batch_t)?;
+        passes.loss_backward(&wm, &batch_t, &Default::default())?;
         opt.clip_grad_norm(1.0);
         opt.step();
         if i >= warm {

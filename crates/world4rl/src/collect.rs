@@ -38,6 +38,9 @@ pub struct CollectConfig {
     pub policy_episodes: usize,
     /// Uniform-random-action episodes per task (the paper: 30). 0 is the "no random data" ablation.
     pub random_episodes: usize,
+    /// Held-out BC-policy rollouts per task, recorded apart from the dataset (`RUN/heldout/`) from a
+    /// seed stream of their own: no learner trains on them; the outcome check replays them.
+    pub heldout_episodes: usize,
     /// Std of the Gaussian noise added to the expert's actions for policy rollouts when no policy
     /// checkpoint is given (the stand-in for D_rollout before a BC policy exists).
     pub noise_std: f32,
@@ -55,6 +58,7 @@ impl Default for CollectConfig {
             expert_episodes: 50,
             policy_episodes: 150,
             random_episodes: 30,
+            heldout_episodes: 100,
             noise_std: 0.3,
             max_steps: 0,
             per_task: BTreeMap::new(),
@@ -71,6 +75,17 @@ impl CollectConfig {
             policy: self.policy_episodes,
             random: self.random_episodes,
         })
+    }
+
+    /// The recipe of the held-out rollouts: `heldout_episodes` policy rollouts per task, nothing else.
+    pub fn heldout(&self) -> Self {
+        Self {
+            expert_episodes: 0,
+            policy_episodes: self.heldout_episodes,
+            random_episodes: 0,
+            per_task: BTreeMap::new(),
+            ..self.clone()
+        }
     }
 
     /// The environment options used for collection.

@@ -44,6 +44,10 @@ pub struct ImaginedEnvConfig {
     /// MBPO-style branched rollouts: short imagined segments from states along the recorded episodes,
     /// where the world model's compounding error stays small.
     pub start_max_step: usize,
+    /// Consecutive imagined frames the classifier must call successful for the episode to succeed
+    /// (1: any frame). The outcome check (`world4rl eval world-model --outcomes`, the fidelity stage)
+    /// judges whole replays by the same rule.
+    pub success_frames: usize,
 }
 
 impl Default for ImaginedEnvConfig {
@@ -53,6 +57,16 @@ impl Default for ImaginedEnvConfig {
             terminate_on_success: true,
             start_kinds: EpisodeKind::ALL.to_vec(),
             start_max_step: 0,
+            success_frames: 1,
+        }
+    }
+}
+
+impl ImaginedEnvConfig {
+    /// The success rule of imagined episodes.
+    pub fn success_rule(&self) -> crate::outcome::SuccessRule {
+        crate::outcome::SuccessRule {
+            frames: self.success_frames.max(1),
         }
     }
 }
@@ -78,6 +92,9 @@ pub struct ImaginedEnv<'a> {
     horizon: usize,
     terminate_on_success: bool,
     start_max_step: usize,
+    success_frames: usize,
+    /// Per row: consecutive imagined frames above the threshold so far.
+    streak: Vec<usize>,
     steps: Vec<usize>,
     over: Vec<bool>,
     task: String,
@@ -171,6 +188,8 @@ impl<'a> ImaginedEnv<'a> {
             horizon,
             terminate_on_success: cfg.terminate_on_success,
             start_max_step: cfg.start_max_step,
+            success_frames: cfg.success_rule().frames,
+            streak: vec![0; num_envs],
             steps: vec![0; num_envs],
             over: vec![false; num_envs],
             task: task.to_string(),
@@ -238,6 +257,7 @@ impl<'a> ImaginedEnv<'a> {
         let fresh = RollingContext::from_episodes(self.wm, &[(&self.starts[e], s)])?;
         self.ctx.reset_rows(&[i as i64], &fresh)?;
         self.steps[i] = 0;
+        self.streak[i] = 0;
         self.over[i] = false;
         Ok(Self::obs_of(&fresh.last_frame())?.remove(0))
     }
@@ -272,6 +292,7 @@ impl VecEnv for ImaginedEnv<'_> {
             Err(e) => tracing::error!("imagined env: reset failed: {e:#}"),
         }
         self.steps.iter_mut().for_each(|s| *s = 0);
+        self.streak.iter_mut().for_each(|s| *s = 0);
         self.over.iter_mut().for_each(|o| *o = false);
         Self::obs_of(&self.ctx.last_frame()).unwrap_or_default()
     }
@@ -317,13 +338,26 @@ impl VecEnv for ImaginedEnv<'_> {
             .enumerate()
             .map(|(i, o)| {
                 self.steps[i] += 1;
-                let success = probs[i] > thr;
+                self.streak[i] = if probs[i] > thr {
+                    self.streak[i] + 1
+                } else {
+                    0
+                };
+                let success = self.streak[i] >= self.success_frames;
+                // with a rule of several frames, a binary reward is paid when the rule is met
+                let reward = if self.success_frames > 1
+                    && self.clf.mode() == crate::reward::RewardMode::Binary
+                {
+                    f32::from(u8::from(success))
+                } else {
+                    rewards[i]
+                };
                 let terminated = self.terminate_on_success && success;
                 let truncated = self.steps[i] >= self.horizon;
                 self.over[i] = terminated || truncated;
                 Step {
                     obs: o,
-                    reward: rewards[i],
+                    reward,
                     terminated,
                     truncated,
                     info: Info { success },
@@ -331,36 +365,6 @@ impl VecEnv for ImaginedEnv<'_> {
             })
             .collect())
     }
-}
-
-/// Replays `episodes` together, open-loop from their first frames, for `steps` steps: step `t` feeds
-/// every episode's recorded action `t` (zeros once an episode has ended) to the world model and hands
-/// the imagined frames `[B, 3, S, S]` to `on_frame(t, frames)`.
-fn replay_open_loop(
-    wm: &WorldModel,
-    episodes: &[&Episode],
-    steps: usize,
-    mut on_frame: impl FnMut(usize, &Tensor) -> Result<()>,
-) -> Result<()> {
-    let starts: Vec<(&Episode, usize)> = episodes.iter().map(|&e| (e, 0)).collect();
-    let mut ctx = RollingContext::from_episodes(wm, &starts)?;
-    for t in 0..steps {
-        let acts: Vec<f32> = episodes
-            .iter()
-            .flat_map(|e| {
-                if t < e.steps() {
-                    e.action(t).to_vec()
-                } else {
-                    vec![0.0; e.meta.action_dim]
-                }
-            })
-            .collect();
-        let a = Tensor::from_slice(&acts)
-            .view([episodes.len() as i64, wm.action_dim() as i64])
-            .to_device(wm.device());
-        on_frame(t, &ctx.step(wm, &a)?)?;
-    }
-    Ok(())
 }
 
 /// The classifier's metrics on world-model frames of recorded episodes, against the recorded success
@@ -418,7 +422,7 @@ pub fn classifier_on_world_model(
     let (mut pred, mut labels) = (Vec::new(), Vec::new());
     for chunk in episodes.chunks(batch) {
         let t_max = chunk.iter().map(|e| e.steps()).min().unwrap_or(0);
-        replay_open_loop(wm, chunk, t_max, |t, next| {
+        crate::outcome::replay(wm, chunk, t_max, None, |t, next| {
             pred.extend(predict(next)?);
             labels.extend(chunk.iter().map(|e| e.success[t + 1] == 1));
             Ok(())
@@ -447,145 +451,4 @@ pub fn classifier_on_world_model(
         open_loop,
         real,
     })
-}
-
-/// Whether whole imagined episodes end the way the recorded ones did: each recorded episode is replayed
-/// open-loop from its first frame with its recorded actions, and the classifier judges every imagined
-/// frame. An episode succeeds in imagination when some frame's probability exceeds the threshold (the
-/// imagined environment's success), and in reality when its recorded success flags say so.
-///
-/// This is the question refinement depends on: PPO inside the world model can only raise real success
-/// if imagined success follows real success. A ROC AUC near 0.5 means imagined outcomes are unrelated
-/// to real ones over whole episodes, however good the frame-level fidelity and the classifier are.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub struct OutcomeAgreement {
-    /// Episodes replayed.
-    pub episodes: usize,
-    /// Fraction that succeeded in reality (recorded).
-    pub real_success_rate: f64,
-    /// Fraction that succeeded in imagination.
-    pub imagined_success_rate: f64,
-    /// Fraction whose imagined outcome equals the real one.
-    pub agreement: f64,
-    /// ROC AUC of the episode's highest imagined success probability against its real outcome (`None`
-    /// when all episodes had the same real outcome).
-    pub auc: Option<f64>,
-}
-
-/// Measures [`OutcomeAgreement`] on `episodes`, `batch` replays per world-model call.
-pub fn outcome_agreement(
-    wm: &WorldModel,
-    clf: &RewardClassifier,
-    episodes: &[&Episode],
-    batch: usize,
-) -> Result<OutcomeAgreement> {
-    ensure!(batch > 0, "batch must be positive");
-    ensure!(!episodes.is_empty(), "outcome agreement: no episodes given");
-    let _guard = tch::no_grad_guard();
-    let mut best = Vec::with_capacity(episodes.len());
-    for chunk in episodes.chunks(batch) {
-        let t_max = chunk.iter().map(|e| e.steps()).max().unwrap_or(0);
-        let mut top = vec![0.0f64; chunk.len()];
-        replay_open_loop(wm, chunk, t_max, |t, next| {
-            let p = Vec::<f32>::try_from(
-                clf.prob_u8(&to_u8(next))
-                    .to_device(Device::Cpu)
-                    .to_kind(Kind::Float),
-            )?;
-            // frames imagined after an episode's end are not judged
-            for (i, e) in chunk.iter().enumerate() {
-                if t < e.steps() {
-                    top[i] = top[i].max(f64::from(p[i]));
-                }
-            }
-            Ok(())
-        })?;
-        best.extend(top);
-    }
-    let real: Vec<bool> = episodes
-        .iter()
-        .map(|e| e.success.iter().skip(1).any(|&s| s == 1))
-        .collect();
-    let thr = clf.threshold();
-    let imagined: Vec<bool> = best.iter().map(|&p| p > thr).collect();
-    let n = episodes.len() as f64;
-    let frac = |v: &[bool]| v.iter().filter(|&&b| b).count() as f64 / n;
-    Ok(OutcomeAgreement {
-        episodes: episodes.len(),
-        real_success_rate: frac(&real),
-        imagined_success_rate: frac(&imagined),
-        agreement: real.iter().zip(&imagined).filter(|(a, b)| a == b).count() as f64 / n,
-        auc: crate::reward::roc_auc(&best, &real),
-    })
-}
-
-/// [`outcome_agreement`] of a run's world model `wm` with the run's classifier of `task`, on the
-/// task's first `episodes` recorded policy rollouts in `dataset` (the episodes refinement's start
-/// states and imagined episodes resemble most; most of them are training episodes of the world model,
-/// which makes the measure an optimistic one). `None` when the dataset holds no policy rollouts of the
-/// task (`collect.policy_episodes = 0`).
-pub fn task_outcome_agreement(
-    run: &crate::run::RunDir,
-    wm: &WorldModel,
-    dataset: &Dataset,
-    task: &str,
-    episodes: usize,
-    batch: usize,
-) -> Result<Option<OutcomeAgreement>> {
-    let path = crate::reward::checkpoint_path(run, task);
-    let (clf, _) = RewardClassifier::load(&path, wm.device()).with_context(|| {
-        format!("loading the reward classifier of '{task}' (run `world4rl train reward` first)")
-    })?;
-    let mut eps = Vec::new();
-    for (i, e) in dataset.entries().iter().enumerate() {
-        if eps.len() < episodes && e.meta.task == task && e.meta.kind == EpisodeKind::Policy {
-            eps.push(dataset.load(i)?);
-        }
-    }
-    if eps.is_empty() {
-        return Ok(None);
-    }
-    let refs: Vec<&Episode> = eps.iter().collect();
-    outcome_agreement(wm, &clf, &refs, batch).map(Some)
-}
-
-/// One task's [`OutcomeAgreement`], as the fidelity stage stores it in its `done.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct TaskOutcome {
-    /// Task name.
-    pub task: String,
-    /// Its whole-episode agreement.
-    pub agreement: OutcomeAgreement,
-}
-
-/// [`task_outcome_agreement`] for each of `tasks`, each result logged; a task without recorded policy
-/// rollouts is skipped with a warning.
-pub fn task_outcomes(
-    run: &crate::run::RunDir,
-    wm: &WorldModel,
-    dataset: &Dataset,
-    tasks: &[String],
-    episodes: usize,
-    batch: usize,
-) -> Result<Vec<TaskOutcome>> {
-    let mut out = Vec::new();
-    for task in tasks {
-        let Some(o) = task_outcome_agreement(run, wm, dataset, task, episodes, batch)? else {
-            tracing::warn!("{task}: no recorded policy rollouts to replay whole");
-            continue;
-        };
-        tracing::info!(
-            "{task}: {} rollouts replayed whole; real success {:.0} %, imagined {:.0} %, same outcome {:.0} %, AUC {}",
-            o.episodes,
-            100.0 * o.real_success_rate,
-            100.0 * o.imagined_success_rate,
-            100.0 * o.agreement,
-            o.auc.map_or("-".into(), |a| format!("{a:.2}"))
-        );
-        out.push(TaskOutcome {
-            task: task.clone(),
-            agreement: o,
-        });
-    }
-    Ok(out)
 }

@@ -16,6 +16,7 @@ pub mod imagined_env;
 pub mod metrics;
 pub mod models;
 pub mod optim;
+pub mod outcome;
 pub mod pipeline;
 pub mod policy;
 pub mod ppo;

@@ -42,6 +42,8 @@ impl Default for AdamWConfig {
 /// AdamW over the trainable variables of a VarStore.
 pub struct AdamW {
     params: Vec<(String, Tensor)>,
+    /// Per parameter: whether weight decay applies.
+    decays: Vec<bool>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
     step: i64,
@@ -60,13 +62,28 @@ impl AdamW {
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let m = params.iter().map(|(_, p)| p.zeros_like()).collect();
         let v = params.iter().map(|(_, p)| p.zeros_like()).collect();
+        let decays = vec![true; params.len()];
         Self {
             params,
+            decays,
             m,
             v,
             step: 0,
             cfg,
         }
+    }
+
+    /// Exempts the parameters whose names satisfy `exempt` from weight decay (DIAMOND's
+    /// `configure_opt` keeps embeddings and norms out of it). Returns how many were exempted.
+    pub fn exempt_from_decay(&mut self, exempt: impl Fn(&str) -> bool) -> usize {
+        let mut n = 0;
+        for (d, (name, _)) in self.decays.iter_mut().zip(&self.params) {
+            if exempt(name) {
+                *d = false;
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Number of updates done so far.
@@ -135,7 +152,7 @@ impl AdamW {
                 let _ = m.g_add_(&(&g * (1.0 - c.beta1)));
                 let _ = v.g_mul_scalar_(c.beta2);
                 let _ = v.g_add_(&(&g * &g * (1.0 - c.beta2)));
-                if c.weight_decay > 0.0 {
+                if c.weight_decay > 0.0 && self.decays[i] {
                     let _ = p.g_mul_scalar_(1.0 - c.lr * c.weight_decay);
                 }
                 let denom = (&*v / bc2).sqrt() + c.eps;
@@ -452,6 +469,29 @@ mod tests {
             mixed < stalled * 0.1,
             "mixed {mixed} vs bf16 weights {stalled}"
         );
+    }
+
+    #[test]
+    fn exempted_parameters_are_not_weight_decayed() {
+        let vs = VarStore::new(tch::Device::Cpu);
+        let root = vs.root();
+        let a = (&root / "act_emb").var("weight", &[4], tch::nn::Init::Const(1.0));
+        let b = (&root / "conv").var("weight", &[4], tch::nn::Init::Const(1.0));
+        let mut opt = AdamW::new(
+            &vs,
+            AdamWConfig {
+                lr: 0.1,
+                weight_decay: 0.5,
+                ..Default::default()
+            },
+        );
+        assert_eq!(opt.exempt_from_decay(|n| n.contains("act_emb")), 1);
+        // zero gradients: only the decay moves a weight
+        let loss = (&a * 0.0).sum(Kind::Float) + (&b * 0.0).sum(Kind::Float);
+        loss.backward();
+        opt.step();
+        assert_eq!(a.double_value(&[0]), 1.0);
+        assert!((b.double_value(&[0]) - 0.95).abs() < 1e-6);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //!  1 collect-expert    expert demonstrations of every task               RUN/dataset/
 //!  2 bc                Gaussian BC policy per task (expert data only)    RUN/bc/<task>/
 //!  3 collect-rollouts  BC-policy rollouts + random-action episodes       RUN/dataset/
+//!    collect-heldout   BC-policy rollouts no learner sees (outcome check) RUN/heldout/
 //!  4 world-model       diffusion world model, all tasks and kinds pooled RUN/world_model/
 //!  5 reward            success classifier per task (expert + rollouts)   RUN/reward/<task>/
 //!  6 refine/<task>     PPO inside the frozen world model, per task       RUN/refine/<task>/
@@ -51,6 +52,50 @@ pub const STAGES: [&str; 9] = [
 /// The dataset folder of a run.
 pub fn dataset_dir(run: &RunDir) -> PathBuf {
     run.path().join("dataset")
+}
+
+/// The held-out rollouts of a run (`collect.heldout_episodes` BC rollouts per task, never trained on).
+pub fn heldout_dir(run: &std::path::Path) -> PathBuf {
+    run.join("heldout")
+}
+
+/// Records `cfg.collect.heldout_episodes` stochastic BC rollouts per task into `out`, from the
+/// held-out seed stream.
+pub fn collect_heldout(
+    cfg: &ExperimentConfig,
+    run: &RunDir,
+    out: &std::path::Path,
+    device: Device,
+) -> Result<Vec<serde_json::Value>> {
+    let pb = crate::progress::bar(0, "held-out rollouts");
+    let recipe = cfg.collect.heldout();
+    let mut summaries = Vec::new();
+    for task in &cfg.experiment.tasks {
+        let path = crate::policy::bc::checkpoint_path(run, task);
+        let (policy, _) = GaussianPolicy::load(&path, device)
+            .with_context(|| format!("loading the BC policy of '{task}'"))?;
+        let mut actor = PolicyActor {
+            policy: &policy,
+            stochastic: true,
+        };
+        let s = collect_recipe(
+            out,
+            &cfg.experiment.suite,
+            std::slice::from_ref(task),
+            cfg.experiment.image_size,
+            crate::seeds::heldout_base(cfg.experiment.seed),
+            &recipe,
+            Some(&mut actor),
+            &[EpisodeKind::Policy],
+            |d, n| {
+                pb.set_length(n as u64);
+                pb.set_position(d as u64);
+            },
+        )?;
+        summaries.push(json!({"task": task, "summary": s}));
+    }
+    pb.finish_and_clear();
+    Ok(summaries)
 }
 
 fn world_model_stage_done(run: &RunDir) -> bool {
@@ -153,6 +198,15 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
         )?;
     }
     overall.inc(1);
+    if cfg.collect.heldout_episodes > 0 && !run.is_done("collect-heldout") {
+        step("collect-heldout");
+        let t0 = Instant::now();
+        let summaries = collect_heldout(cfg, run, &heldout_dir(run.path()), device)?;
+        run.mark_done(
+            "collect-heldout",
+            &json!({"tasks": summaries, "seconds": t0.elapsed().as_secs_f64()}),
+        )?;
+    }
     let dataset = Dataset::open(&data_dir)?;
 
     // 4. world model (all tasks, all kinds)
@@ -271,20 +325,41 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
         }
         // whole-episode replays of recorded rollouts: does imagined success follow real success?
         let outcomes = if cfg.fidelity.outcome_episodes > 0 {
-            crate::imagined_env::task_outcomes(
-                run,
+            let held_dir = heldout_dir(run.path());
+            let heldout = held_dir
+                .exists()
+                .then(|| Dataset::open(&held_dir))
+                .transpose()?;
+            crate::outcome::task_outcomes(
+                |t| crate::reward::checkpoint_path(run, t),
                 &wm,
-                &dataset,
+                &crate::outcome::Rollouts {
+                    heldout: heldout.as_ref(),
+                    training: &dataset,
+                },
                 &tasks,
                 cfg.fidelity.outcome_episodes,
-                cfg.fidelity.batch,
+                &cfg.fidelity
+                    .outcome_options(cfg.refine.imagination.success_rule()),
             )?
         } else {
             Vec::new()
         };
+        // does the next frame depend on the action? (held-out windows, true vs permuted actions)
+        let action_use = if cfg.fidelity.action_use_windows > 0 {
+            Some(crate::world_model::fidelity::action_use(
+                &wm,
+                &held,
+                cfg.fidelity.action_use_windows,
+                cfg.fidelity.batch,
+                cfg.fidelity.seed,
+            )?)
+        } else {
+            None
+        };
         run.mark_done(
             "fidelity",
-            &json!({"result": fid, "rows": rows, "gifs": gifs, "outcomes": outcomes, "seconds": t0.elapsed().as_secs_f64()}),
+            &json!({"result": fid, "rows": rows, "gifs": gifs, "outcomes": outcomes, "action_use": action_use, "seconds": t0.elapsed().as_secs_f64()}),
         )?;
     }
     overall.inc(1);
@@ -435,31 +510,62 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir, seconds: f64) -> Resul
         let pct = |v: f64| format!("{:.0} %", 100.0 * v);
         let mut rows = Vec::new();
         for o in f["outcomes"].as_array().cloned().unwrap_or_default() {
-            let Ok(crate::imagined_env::TaskOutcome { task, agreement: a }) =
-                serde_json::from_value(o)
+            let Ok(crate::outcome::TaskOutcome { task, agreement: a }) = serde_json::from_value(o)
             else {
                 continue;
             };
+            let auc = |v: Option<f64>, ci: Option<[f64; 2]>| match (v, ci) {
+                (Some(v), Some([lo, hi])) => format!("{v:.2} [{lo:.2}, {hi:.2}]"),
+                (Some(v), None) => format!("{v:.2}"),
+                _ => "-".into(),
+            };
+            let resets = a
+                .auc_by_reset
+                .iter()
+                .map(|r| format!("k={}: {}", r.every, auc(r.estimate.auc, r.estimate.ci)))
+                .collect::<Vec<_>>()
+                .join("; ");
             rows.push(vec![
                 task,
-                a.episodes.to_string(),
+                format!(
+                    "{} {}",
+                    a.episodes,
+                    if a.heldout { "held-out" } else { "training" }
+                ),
                 pct(a.real_success_rate),
                 pct(a.imagined_success_rate),
                 pct(a.agreement),
-                a.auc.map_or("-".into(), |v| format!("{v:.2}")),
+                auc(a.auc, a.auc_ci),
+                if resets.is_empty() {
+                    "-".into()
+                } else {
+                    resets
+                },
             ]);
+        }
+        if let Ok(a) = serde_json::from_value::<crate::world_model::fidelity::ActionUse>(
+            f["action_use"].clone(),
+        ) {
+            r.facts.push((
+                "world-model action use".into(),
+                format!(
+                    "one-step MSE {:.5} with the recorded actions, {:.5} with actions permuted across the batch (ratio {:.2}; 1 = actions ignored), {} held-out windows",
+                    a.mse_true, a.mse_permuted, a.ratio, a.windows
+                ),
+            ));
         }
         if !rows.is_empty() {
             r.tables.push((
                 // refinement can only raise real success where imagined success follows it
-                "Whole-episode outcomes: recorded BC rollouts replayed open-loop in the world model, judged by the classifier (AUC 0.5 = imagined outcome unrelated to the real one)".into(),
+                "Whole-episode outcomes: recorded BC rollouts (held out from every learner) replayed open-loop in the world model, judged by the classifier (AUC 0.5 = imagined outcome unrelated to the real one)".into(),
                 vec![
                     "task".into(),
                     "rollouts".into(),
                     "real success".into(),
                     "imagined success".into(),
                     "same outcome".into(),
-                    "AUC".into(),
+                    "AUC [95 % CI]".into(),
+                    "AUC(k), context reset to real frames every k steps".into(),
                 ],
                 rows,
             ));

@@ -24,6 +24,15 @@ fn action_of(x: usize, y: usize) -> Vec<f32> {
 }
 
 fn synthetic_dataset(dir: &std::path::Path, episodes: usize, steps: usize) -> Dataset {
+    synthetic_dataset_of(dir, episodes, steps, EpisodeKind::Expert)
+}
+
+fn synthetic_dataset_of(
+    dir: &std::path::Path,
+    episodes: usize,
+    steps: usize,
+    kind: EpisodeKind,
+) -> Dataset {
     let spec = DatasetSpec {
         suite: "synthetic".into(),
         image_size: SIZE,
@@ -45,7 +54,7 @@ fn synthetic_dataset(dir: &std::path::Path, episodes: usize, steps: usize) -> Da
         let mut ep = Episode::start(
             &spec,
             "dots",
-            EpisodeKind::Expert,
+            kind,
             e,
             e as u64,
             &frame(x, y),
@@ -278,11 +287,27 @@ mod imagination {
                 .all(|s| !s.terminated && s.reward == 0.0 && s.truncated == (t == 3)));
         }
         assert!(ImaginedEnv::new(&wm, &never, &ds, "nope", 2, &cfg).is_err());
+
+        // a rule of 2 consecutive frames: the first success (and reward) comes at the second step
+        let two = ImaginedEnvConfig {
+            success_frames: 2,
+            ..cfg.clone()
+        };
+        let mut env = ImaginedEnv::new(&wm, &always, &ds, "dots", 2, &two).unwrap();
+        env.reset(&[3]);
+        let first = env.step(&vec![vec![0.0, 0.0]; 2]).unwrap();
+        assert!(first
+            .iter()
+            .all(|s| !s.terminated && !s.info.success && s.reward == 0.0));
+        let second = env.step(&vec![vec![0.0, 0.0]; 2]).unwrap();
+        assert!(second
+            .iter()
+            .all(|s| s.terminated && s.info.success && s.reward == 1.0));
     }
 
     #[test]
     fn outcome_agreement_compares_whole_replays_with_recorded_outcomes() {
-        use world4rl::imagined_env::outcome_agreement;
+        use world4rl::outcome::{outcome_agreement, OutcomeOptions, SuccessRule};
         tch::set_num_threads(1);
         tch::manual_seed(0);
         let dir = tempfile::tempdir().unwrap();
@@ -296,39 +321,82 @@ mod imagination {
             "the test needs both outcomes ({real})"
         );
         let wm = WorldModel::new(WorldModelConfig::tiny(), 2, tch::Device::Cpu).unwrap();
-        // batches of 5 over 12 episodes: the last batch is partial
-        let always = outcome_agreement(&wm, &tiny_classifier(0.0), &eps, 5).unwrap();
+        // batches of 5 over 12 episodes: the last batch is partial; AUC(1) asked for
+        let opts = OutcomeOptions {
+            batch: 5,
+            resets: vec![1],
+            bootstrap: 200,
+            ..Default::default()
+        };
+        let always = outcome_agreement(&wm, &tiny_classifier(0.0), &eps, false, &opts).unwrap();
         assert_eq!(always.episodes, 12);
+        assert!(!always.heldout);
         assert_eq!(always.real_success_rate, real);
         assert_eq!(always.imagined_success_rate, 1.0);
         assert!((always.agreement - real).abs() < 1e-12);
         let auc = always.auc.expect("both outcomes are present");
         assert!((0.0..=1.0).contains(&auc));
-        let never = outcome_agreement(&wm, &tiny_classifier(0.999_999), &eps, 64).unwrap();
+        assert_eq!(always.auc_by_reset.len(), 1);
+        assert_eq!(always.auc_by_reset[0].every, 1);
+        let big = OutcomeOptions {
+            batch: 64,
+            ..opts.clone()
+        };
+        let never = outcome_agreement(&wm, &tiny_classifier(0.999_999), &eps, false, &big).unwrap();
         assert_eq!(never.imagined_success_rate, 0.0);
         assert!((never.agreement - (1.0 - real)).abs() < 1e-12);
+        // a rule of two consecutive frames cannot be met in one-step episodes
+        let two = OutcomeOptions {
+            rule: SuccessRule { frames: 2 },
+            ..big.clone()
+        };
+        let strict = outcome_agreement(&wm, &tiny_classifier(0.0), &eps, false, &two).unwrap();
+        assert_eq!(
+            (strict.imagined_success_rate, strict.success_frames),
+            (0.0, 2)
+        );
         // a single outcome has no ranking to score
         let solved: Vec<&Episode> = eps.iter().copied().filter(|e| e.success[1] == 1).collect();
-        let one = outcome_agreement(&wm, &tiny_classifier(0.5), &solved, 4).unwrap();
-        assert_eq!((one.real_success_rate, one.auc), (1.0, None));
-        assert!(outcome_agreement(&wm, &tiny_classifier(0.5), &[], 4).is_err());
+        let one = outcome_agreement(&wm, &tiny_classifier(0.5), &solved, false, &opts).unwrap();
+        assert_eq!(
+            (one.real_success_rate, one.auc, one.auc_ci),
+            (1.0, None, None)
+        );
+        assert!(outcome_agreement(&wm, &tiny_classifier(0.5), &[], false, &opts).is_err());
 
         // from a run: the task's classifier is loaded; a dataset without policy rollouts has nothing
         // to replay, and a run without a classifier is an error that says which stage to run
-        use world4rl::imagined_env::task_outcome_agreement;
+        use world4rl::outcome::{task_outcome_agreement, Rollouts};
         let run = RunDir::open(dir.path().join("run")).unwrap();
-        let err = task_outcome_agreement(&run, &wm, &ds, "dots", 8, 4)
+        let path = reward::checkpoint_path(&run, "dots");
+        let training = Rollouts {
+            heldout: None,
+            training: &ds,
+        };
+        let err = task_outcome_agreement(&path, &wm, &training, "dots", 8, &opts)
             .unwrap_err()
             .to_string();
         assert!(err.contains("train reward"), "{err}");
-        let path = reward::checkpoint_path(&run, "dots");
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         tiny_classifier(0.5)
             .save(&path, serde_json::json!({}))
             .unwrap();
-        assert!(task_outcome_agreement(&run, &wm, &ds, "dots", 8, 4)
+        assert!(
+            task_outcome_agreement(&path, &wm, &training, "dots", 8, &opts)
+                .unwrap()
+                .is_none()
+        );
+        // held-out policy rollouts are preferred, and said to be held out
+        let held = synthetic_dataset_of(&dir.path().join("held"), 6, 2, EpisodeKind::Policy);
+        let both = Rollouts {
+            heldout: Some(&held),
+            training: &ds,
+        };
+        let o = task_outcome_agreement(&path, &wm, &both, "dots", 4, &opts)
             .unwrap()
-            .is_none());
+            .unwrap();
+        assert!(o.heldout);
+        assert_eq!(o.episodes, 4);
     }
 
     #[test]

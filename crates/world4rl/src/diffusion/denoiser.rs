@@ -127,6 +127,9 @@ pub struct DenoiserBatch<'a> {
     pub context_mask: Option<&'a Tensor>,
     /// `[B]` bool, false = this sample's target is padding and is left out of the loss.
     pub sample_mask: Option<&'a Tensor>,
+    /// Per-pixel loss weights `[B, 1, H, W]` (`None` = uniform). Each sample's loss is the weighted
+    /// mean over its pixels, so the weights change where the loss looks, not its scale.
+    pub pixel_weight: Option<&'a Tensor>,
 }
 
 /// The result of [`Denoiser::loss`].
@@ -138,6 +141,9 @@ pub struct LossOutput {
     pub per_sample: Tensor,
     /// The σ drawn for each sample `[B]`.
     pub sigma: Tensor,
+    /// The denoised estimate `D_θ(x^σ)` at the drawn σ `[B, C, H, W]`, detached from the graph
+    /// (DIAMOND feeds it back as context when training on its own predictions).
+    pub denoised: Tensor,
 }
 
 /// `D_θ`: the preconditioned denoiser around the U-Net `F_θ`.
@@ -264,15 +270,23 @@ impl Denoiser {
             None => context,
         };
         let out = self.model_output(&noisy, &cs, sigma_cond.as_ref(), &context, batch.actions);
+        let denoised = (&cs.c_skip * &noisy + &cs.c_out * out.detach()).detach();
         let target = (next - &cs.c_skip * &noisy) / &cs.c_out;
-        let per_sample = (out - target)
-            .square()
-            .mean_dim(&[1i64, 2, 3][..], false, Kind::Float);
+        let sq = (out - target).square();
+        let per_sample = match batch.pixel_weight {
+            None => sq.mean_dim(&[1i64, 2, 3][..], false, Kind::Float),
+            Some(w) => {
+                let c = sq.size()[1] as f64;
+                (sq * w).sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float)
+                    / (w.sum_dim_intlist(&[1i64, 2, 3][..], false, Kind::Float) * c)
+            }
+        };
         let loss = masked_mean(&per_sample, batch.sample_mask);
         Ok(LossOutput {
             loss,
             per_sample,
             sigma: sigma.shallow_clone(),
+            denoised,
         })
     }
 }
@@ -380,6 +394,7 @@ mod tests {
                     next: &next,
                     context_mask: None,
                     sample_mask: Some(&mask),
+                    pixel_weight: None,
                 },
                 &sigma,
                 &offset,
@@ -427,6 +442,7 @@ mod tests {
                 next: &next,
                 context_mask: Some(&cm),
                 sample_mask: None,
+                pixel_weight: None,
             })
             .unwrap();
         assert!(out.loss.double_value(&[]).is_finite());

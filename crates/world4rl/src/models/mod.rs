@@ -4,4 +4,4 @@
 pub mod blocks;
 pub mod unet;
 
-pub use unet::{InnerModel, InnerModelConfig, UNet, UNetConfig};
+pub use unet::{ActionEmbedding, InnerModel, InnerModelConfig, UNet, UNetConfig};

@@ -236,6 +236,20 @@ impl UNet {
 
 // ---------------------------------------------------------------------------------------------
 
+/// How each step's encoded action becomes its `cond/L` conditioning values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionEmbedding {
+    /// A bias-free linear map with PyTorch's default (uniform ±1/√fan_in) initialisation, weight-decayed
+    /// like every other weight. With a two-hot input its outputs start about 7x smaller than the
+    /// Fourier features of the noise level they are added to.
+    #[default]
+    Linear,
+    /// DIAMOND's `nn.Embedding` (`inner_model.py`): the same map with N(0, 1) initialisation, so a
+    /// two-hot (or one-hot) action starts as a unit-scale vector, and exempt from weight decay.
+    Embedding,
+}
+
 /// Configuration of [`InnerModel`] (the raw network `F_θ`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct InnerModelConfig {
@@ -248,6 +262,8 @@ pub struct InnerModelConfig {
     /// Add a Fourier embedding of the context-frame noise level (needed when the context frames are
     /// noise-augmented during training, DIAMOND CS:GO).
     pub context_noise_embedding: bool,
+    /// Initialisation of the action embedding.
+    pub action_embedding: ActionEmbedding,
     pub unet: UNetConfig,
 }
 
@@ -258,6 +274,7 @@ impl Default for InnerModelConfig {
             context: 4,
             action_encoded_dim: 2 * 21,
             context_noise_embedding: false,
+            action_embedding: ActionEmbedding::Linear,
             unet: UNetConfig::default(),
         }
     }
@@ -328,7 +345,24 @@ impl InnerModel {
                     FourierFeaturesConfig { channels: cc },
                 )
             }),
-            act_emb: linear(&vs / "act_emb", cfg.action_encoded_dim, cc / l, false),
+            act_emb: match cfg.action_embedding {
+                ActionEmbedding::Linear => {
+                    linear(&vs / "act_emb", cfg.action_encoded_dim, cc / l, false)
+                }
+                ActionEmbedding::Embedding => nn::linear(
+                    &vs / "act_emb",
+                    cfg.action_encoded_dim,
+                    cc / l,
+                    nn::LinearConfig {
+                        ws_init: nn::Init::Randn {
+                            mean: 0.0,
+                            stdev: 1.0,
+                        },
+                        bs_init: None,
+                        bias: false,
+                    },
+                ),
+            },
             cond_proj1: linear(&vs / "cond_proj1", cc, cc, true),
             cond_proj2: linear(&vs / "cond_proj2", cc, cc, true),
             conv_in: conv2d(&vs / "conv_in", (l + 1) * ic, c0, 3, 1),

@@ -17,10 +17,10 @@ use std::time::Instant;
 
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
-use w4rl_data::Episode;
+use tch::{Kind, Tensor};
+use w4rl_data::{Episode, SamplerConfig as WindowConfig, WindowSampler};
 
-use super::{frames_to_model, imagine, RollingContext, WorldModel};
+use super::{frames_to_model, imagine, Batch, RollingContext, WorldModel};
 use crate::metrics;
 
 /// Settings of [`evaluate`].
@@ -38,9 +38,16 @@ pub struct FidelityConfig {
     /// Seed of the sampler noise.
     pub seed: u64,
     /// Recorded policy rollouts per task that `world4rl run` replays whole in the world model, to
-    /// compare imagined with real episode outcomes ([`crate::imagined_env::outcome_agreement`];
-    /// 0 = skip). Default 64: one batch, about 25 s per task at the `cpu` preset.
+    /// compare imagined with real episode outcomes ([`crate::outcome::outcome_agreement`]; the
+    /// held-out rollouts of `RUN/heldout/` when the run has them; 0 = skip). Default 100.
     pub outcome_episodes: usize,
+    /// AUC(k): reset intervals k of the outcome check (each costs one more replay of every episode).
+    pub outcome_resets: Vec<usize>,
+    /// Bootstrap resamples of the outcome AUC's 95 % interval.
+    pub outcome_bootstrap: usize,
+    /// Held-out windows of the action-use check (next-frame error with the true actions against
+    /// the same windows with the actions permuted across the batch; 0 = skip).
+    pub action_use_windows: usize,
     /// LPIPS (AlexNet) weights, see [`metrics::lpips`].
     pub lpips_weights: Option<PathBuf>,
     /// FID Inception weights, see [`metrics::fid`].
@@ -57,12 +64,94 @@ impl Default for FidelityConfig {
             max_rollouts: 0,
             batch: 64,
             seed: 0,
-            outcome_episodes: 64,
+            outcome_episodes: 100,
+            outcome_resets: vec![1, 5, 10, 25],
+            outcome_bootstrap: 1000,
+            action_use_windows: 256,
             lpips_weights: None,
             fid_weights: None,
             fvd_weights: None,
         }
     }
+}
+
+impl FidelityConfig {
+    /// The outcome check's options under the imagined environment's success `rule`.
+    pub fn outcome_options(
+        &self,
+        rule: crate::outcome::SuccessRule,
+    ) -> crate::outcome::OutcomeOptions {
+        crate::outcome::OutcomeOptions {
+            batch: self.batch,
+            rule,
+            resets: self.outcome_resets.clone(),
+            bootstrap: self.outcome_bootstrap,
+            seed: self.seed,
+        }
+    }
+}
+
+/// How much the next frame depends on the action: one-step predictions of held-out windows with the
+/// recorded actions and with the same windows' actions permuted across the batch (same noise draws).
+/// A model that ignores its actions has `ratio` ≈ 1.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct ActionUse {
+    /// Windows scored.
+    pub windows: usize,
+    /// Mean squared error (frames in [-1, 1]) of the prediction with the true actions.
+    pub mse_true: f64,
+    /// The same with permuted actions.
+    pub mse_permuted: f64,
+    /// `mse_permuted / mse_true`.
+    pub ratio: f64,
+}
+
+/// Measures [`ActionUse`] on `windows` windows drawn (from `seed`) from `episodes`, `batch` per call.
+pub fn action_use(
+    model: &WorldModel,
+    episodes: &[Episode],
+    windows: usize,
+    batch: usize,
+    seed: u64,
+) -> Result<ActionUse> {
+    ensure!(
+        windows >= 2 && batch >= 2,
+        "action use needs at least 2 windows per batch"
+    );
+    let _g = tch::no_grad_guard();
+    let mut sampler = WindowSampler::new(
+        episodes.iter().collect(),
+        WindowConfig {
+            context: model.context_len(),
+            ..Default::default()
+        },
+        seed ^ 0xAC7,
+    )?;
+    let (mut se_true, mut se_perm, mut n) = (0.0, 0.0, 0usize);
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
+    while n < windows {
+        let b = batch.min(windows - n).max(2);
+        let w = Batch::from_windows(&sampler.sample(b), model.image_size(), model.device())?;
+        // a derangement: every window gets another window's actions
+        let shift = rand::Rng::gen_range(&mut rng, 1..b) as i64;
+        let permuted = w.actions.roll([shift], [0]);
+        let noise_seed = rand::Rng::gen::<u32>(&mut rng) as i64;
+        tch::manual_seed(noise_seed);
+        let p_true = model.imagine_step_masked(&w.context, &w.actions, Some(&w.mask))?;
+        tch::manual_seed(noise_seed);
+        let p_perm = model.imagine_step_masked(&w.context, &permuted, Some(&w.mask))?;
+        let se = |p: &Tensor| (p - &w.next).square().mean(Kind::Double).double_value(&[]);
+        se_true += se(&p_true) * b as f64;
+        se_perm += se(&p_perm) * b as f64;
+        n += b;
+    }
+    let (mse_true, mse_permuted) = (se_true / n as f64, se_perm / n as f64);
+    Ok(ActionUse {
+        windows: n,
+        mse_true,
+        mse_permuted,
+        ratio: mse_permuted / mse_true.max(1e-12),
+    })
 }
 
 /// Per-horizon scores of the model and of copy-last-frame.

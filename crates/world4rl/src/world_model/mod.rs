@@ -24,7 +24,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::action_encoding::{ActionEncoder, ActionEncodingConfig, EncodingKind};
 use crate::diffusion::{self, Denoiser, DenoiserBatch, DenoiserConfig, LossOutput, SamplerConfig};
-use crate::models::{InnerModelConfig, UNetConfig};
+use crate::models::{ActionEmbedding, InnerModelConfig, UNetConfig};
 
 pub use imagine::{imagine, imagine_with_policy, RollingContext};
 
@@ -42,6 +42,8 @@ pub struct WorldModelConfig {
     pub context: usize,
     /// Action encoding (two-hot K = 21 by default).
     pub action_encoding: ActionEncodingConfig,
+    /// How the encoded actions enter the conditioning vector (`linear` or DIAMOND's `embedding`).
+    pub action_embedding: ActionEmbedding,
     /// U-Net widths, depths, attention, conditioning width.
     pub unet: UNetConfig,
     /// EDM preconditioning and training noise.
@@ -63,6 +65,7 @@ impl WorldModelConfig {
             image_size: 16,
             context: 4,
             action_encoding: ActionEncodingConfig::default(),
+            action_embedding: ActionEmbedding::Linear,
             unet: UNetConfig {
                 channels: vec![16, 32, 32],
                 depths: vec![1, 1, 1],
@@ -84,6 +87,7 @@ impl WorldModelConfig {
             image_size: 32,
             context: 4,
             action_encoding: ActionEncodingConfig::default(),
+            action_embedding: ActionEmbedding::Linear,
             unet: UNetConfig {
                 channels: vec![32, 32, 64, 64],
                 depths: vec![1, 1, 1, 1],
@@ -107,6 +111,7 @@ impl WorldModelConfig {
             image_size: 64,
             context: 4,
             action_encoding: ActionEncodingConfig::default(),
+            action_embedding: ActionEmbedding::Linear,
             unet: UNetConfig {
                 channels: vec![128, 256, 512, 1024],
                 depths: vec![2, 2, 2, 2],
@@ -161,6 +166,7 @@ impl WorldModelConfig {
             context: self.context,
             action_encoded_dim: enc.encoded_dim() as i64,
             context_noise_embedding: self.denoiser.context_noise,
+            action_embedding: self.action_embedding,
             unet: self.unet.clone(),
         };
         cfg.validate()?;
@@ -229,6 +235,60 @@ pub struct Batch {
     pub mask: Tensor,
     /// `[B, 3, H, W]` in [-1, 1].
     pub next: Tensor,
+    /// The frames after the target, for training on the model's own predictions (`None` when the
+    /// sampler carries none).
+    pub after: Option<AfterTarget>,
+}
+
+/// The `N` steps after a window's target (see [`w4rl_data::WindowBatch::after`]).
+#[derive(Debug)]
+pub struct AfterTarget {
+    /// `[B, N, 3, H, W]` in [-1, 1], zero past the episode end.
+    pub frames: Tensor,
+    /// Raw actions `[B, N, A]` leading to them (action `k` is taken at the frame before frame `k`).
+    pub actions: Tensor,
+    /// `[B, N]` bool, false past the episode end.
+    pub mask: Tensor,
+}
+
+/// How a training step scores a batch beyond Eq. 7 (training only; validation uses the plain loss).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct TrainLossOptions {
+    /// Extra weight `λ` of the pixels where the last two context frames differ (dilated by
+    /// `motion_radius`): pixel weight `1 + λ·moved`. The weights come from the context only, so the
+    /// per-pixel optimum is still the conditional mean. 0 = uniform.
+    pub motion_weight: f64,
+    /// Dilation radius (pixels) of the motion mask.
+    pub motion_radius: i64,
+}
+
+/// Per-pixel weights `[B, 1, H, W]`: `1 + λ` where the last two (real) context frames of
+/// `context: [B, L, 3, H, W]` differ by more than one 8-bit level, dilated by `radius`, else 1.
+pub fn motion_weights(context: &Tensor, mask: &Tensor, lambda: f64, radius: i64) -> Tensor {
+    let l = context.size()[1];
+    if l < 2 {
+        return context.select(1, 0).narrow(1, 0, 1).ones_like();
+    }
+    let a = context.select(1, l - 1);
+    let b = context.select(1, l - 2);
+    let both = mask
+        .select(1, l - 1)
+        .logical_and(&mask.select(1, l - 2))
+        .to_kind(Kind::Float)
+        .view([-1, 1, 1, 1]);
+    let moved = (a - b)
+        .abs()
+        .amax(&[1i64][..], true)
+        .gt(1.5 / 127.5)
+        .to_kind(Kind::Float)
+        * both;
+    let k = 2 * radius + 1;
+    let moved = if radius > 0 {
+        moved.max_pool2d([k, k], [1, 1], [radius, radius], [1, 1], false)
+    } else {
+        moved
+    };
+    moved * lambda + 1.0
 }
 
 /// Resizes frames `[N, 3, S, S]` to `size × size`: area averaging when shrinking, bilinear when
@@ -293,11 +353,33 @@ impl Batch {
             * mask
                 .to_kind(Kind::Float)
                 .view([b as i64, l as i64, 1, 1, 1]);
+        let n = w.rollout();
+        let after = (n > 0)
+            .then(|| -> Result<AfterTarget> {
+                let mask = Tensor::from_slice(&w.after_mask)
+                    .view([b as i64, n as i64])
+                    .to_device(device);
+                let frames = frames_to_model(&w.after, b * n, s, image_size, device)?
+                    .view([b as i64, n as i64, 3, size, size])
+                    * mask
+                        .to_kind(Kind::Float)
+                        .view([b as i64, n as i64, 1, 1, 1]);
+                let actions = Tensor::from_slice(&w.after_actions)
+                    .view([b as i64, n as i64, a as i64])
+                    .to_device(device);
+                Ok(AfterTarget {
+                    frames,
+                    actions,
+                    mask,
+                })
+            })
+            .transpose()?;
         Ok(Self {
             context,
             actions,
             mask,
             next,
+            after,
         })
     }
 }
@@ -498,7 +580,64 @@ impl WorldModel {
             next: &batch.next,
             context_mask: Some(&batch.mask),
             sample_mask: None,
+            pixel_weight: None,
         })
+    }
+
+    /// The training loss of a step: Eq. 7 on the window's target and, when the batch carries the
+    /// steps after it, on each of them from a context that holds the model's own predictions
+    /// (DIAMOND's autoregressive training: after each target, the denoised estimate at the drawn σ,
+    /// clamped and quantised to 8 bits and without gradient, replaces the real frame in the
+    /// context). The loss is the mean over the targets; `opts` adds the motion weighting.
+    pub fn train_loss(&self, batch: &Batch, opts: &TrainLossOptions) -> Result<Tensor> {
+        let b = self.check_context(&batch.context, &batch.actions, Some(&batch.mask))?;
+        let l = self.cfg.context as i64;
+        let dev = self.device();
+        // the whole segment: L context frames, the target and the N frames after it
+        let mut frames: Vec<Tensor> = (0..l).map(|k| batch.context.select(1, k)).collect();
+        frames.push(batch.next.shallow_clone());
+        let mut valid: Vec<Tensor> = (0..l).map(|k| batch.mask.select(1, k)).collect();
+        valid.push(Tensor::ones([b], (Kind::Bool, dev)));
+        let mut acts = batch.actions.shallow_clone();
+        let n = match &batch.after {
+            None => 0,
+            Some(after) => {
+                let n = after.mask.size()[1];
+                for k in 0..n {
+                    frames.push(after.frames.select(1, k));
+                    valid.push(after.mask.select(1, k));
+                }
+                acts = Tensor::cat(&[&acts, &after.actions], 1);
+                n
+            }
+        };
+        let mut total = Tensor::zeros([], (Kind::Float, dev));
+        for i in 0..=n {
+            let (lo, hi) = (i as usize, (i + l) as usize);
+            let ctx = Tensor::stack(&frames[lo..hi], 1);
+            let cmask = Tensor::stack(&valid[lo..hi], 1);
+            let ctx = ctx * cmask.to_kind(Kind::Float).view([b, l, 1, 1, 1]);
+            let enc = self.encode_actions(&acts.narrow(1, i, l), Some(&cmask))?;
+            let weight = (opts.motion_weight > 0.0)
+                .then(|| motion_weights(&ctx, &cmask, opts.motion_weight, opts.motion_radius));
+            let target_valid = valid[hi].shallow_clone();
+            let out = self.denoiser.loss(&DenoiserBatch {
+                context: &ctx,
+                actions: &enc,
+                next: &frames[hi],
+                context_mask: Some(&cmask),
+                sample_mask: (i > 0).then_some(&target_valid),
+                pixel_weight: weight.as_ref(),
+            })?;
+            total += out.loss;
+            if i < n {
+                // the prediction replaces the real frame where the step exists
+                let pred = diffusion::quantize(&out.denoised);
+                let keep = target_valid.to_kind(Kind::Float).view([b, 1, 1, 1]);
+                frames[hi] = &pred * &keep + &frames[hi] * (-&keep + 1.0);
+            }
+        }
+        Ok(total / (n + 1) as f64)
     }
 
     /// Samples the next frame from `ctx_frames: [B, L, 3, H, W]` in [-1, 1] and
@@ -613,6 +752,131 @@ mod tests {
         let t = WorldModelConfig::tiny().param_count(2).unwrap();
         assert!(t < 1_000_000, "tiny has {t}");
         assert!(WorldModelConfig::preset("huge").is_err());
+    }
+
+    #[test]
+    fn motion_weights_mark_the_moved_pixels_and_their_neighbourhood() {
+        let opts = (Kind::Float, Device::Cpu);
+        let ctx = Tensor::zeros([2, 4, 3, 8, 8], opts);
+        // sample 0: one pixel changes between the last two frames; sample 1: same, but padded
+        for b in 0..2 {
+            let _ = ctx.get(b).get(3).get(1).get(4).get(5).fill_(0.5);
+        }
+        let mask =
+            Tensor::from_slice(&[true, true, true, true, false, false, false, true]).view([2, 4]);
+        let w = motion_weights(&ctx, &mask, 3.0, 1);
+        assert_eq!(w.size(), vec![2, 1, 8, 8]);
+        let at = |b: i64, r: i64, c: i64| w.double_value(&[b, 0, r, c]);
+        // the moved pixel and its 3x3 neighbourhood weigh 1 + λ, the rest 1
+        for (r, c) in [(4, 5), (3, 4), (5, 6), (3, 6)] {
+            assert_eq!(at(0, r, c), 4.0);
+        }
+        for (r, c) in [(2, 5), (4, 7), (0, 0)] {
+            assert_eq!(at(0, r, c), 1.0);
+        }
+        // a context whose second-to-last frame is padding has no motion to see
+        assert_eq!(w.get(1).sum(Kind::Float).double_value(&[]), 64.0);
+        // less than one 8-bit level is not motion
+        let tiny = Tensor::zeros([1, 4, 3, 8, 8], opts);
+        let _ = tiny.get(0).get(3).fill_(0.5 / 127.5);
+        let all = Tensor::ones([1, 4], (Kind::Bool, Device::Cpu));
+        assert_eq!(
+            motion_weights(&tiny, &all, 3.0, 1)
+                .sum(Kind::Float)
+                .double_value(&[]),
+            64.0
+        );
+    }
+
+    fn random_batch(b: i64, n: i64, after_valid: bool) -> Batch {
+        let opts = (Kind::Float, Device::Cpu);
+        let q = |t: Tensor| crate::diffusion::quantize(&(t * 2.0 - 1.0));
+        Batch {
+            context: q(Tensor::rand([b, 4, 3, 16, 16], opts)),
+            actions: Tensor::rand([b, 4, 2], opts) * 2.0 - 1.0,
+            mask: Tensor::ones([b, 4], (Kind::Bool, Device::Cpu)),
+            next: q(Tensor::rand([b, 3, 16, 16], opts)),
+            after: (n > 0).then(|| AfterTarget {
+                frames: q(Tensor::rand([b, n, 3, 16, 16], opts)),
+                actions: Tensor::rand([b, n, 2], opts) * 2.0 - 1.0,
+                mask: Tensor::full([b, n], after_valid as i64, (Kind::Bool, Device::Cpu)),
+            }),
+        }
+    }
+
+    #[test]
+    fn autoregressive_loss_adds_one_term_per_valid_target_and_trains() {
+        tch::manual_seed(5);
+        let wm = WorldModel::new(WorldModelConfig::tiny(), 2, Device::Cpu).unwrap();
+        tch::no_grad(|| {
+            for (_, mut v) in wm.var_store().variables() {
+                let r = v.randn_like() * 0.1;
+                v.copy_(&r);
+            }
+        });
+        let plain = random_batch(3, 0, false);
+        let opts = TrainLossOptions::default();
+        // without steps after the target, the training loss is Eq. 7 on the same draws
+        tch::manual_seed(9);
+        let l0 = wm.train_loss(&plain, &opts).unwrap().double_value(&[]);
+        tch::manual_seed(9);
+        let reference = wm.loss(&plain).unwrap().loss.double_value(&[]);
+        assert!(
+            (l0 - reference).abs() < 1e-6 * reference.max(1.0),
+            "{l0} vs {reference}"
+        );
+        // steps past the episode end add nothing but count in the mean over targets
+        let padded = Batch {
+            after: random_batch(3, 2, false).after,
+            ..plain
+        };
+        tch::manual_seed(9);
+        let l_pad = wm.train_loss(&padded, &opts).unwrap().double_value(&[]);
+        assert!((l_pad - l0 / 3.0).abs() < 1e-6, "{l_pad} vs {}", l0 / 3.0);
+        // real steps after the target add terms, and the gradient reaches the weights
+        let full = random_batch(3, 2, true);
+        let loss = wm.train_loss(&full, &opts).unwrap();
+        assert!(loss.double_value(&[]).is_finite() && loss.double_value(&[]) > 0.0);
+        loss.backward();
+        let g: f64 = wm
+            .var_store()
+            .trainable_variables()
+            .iter()
+            .map(|v| v.grad().abs().sum(Kind::Double).double_value(&[]))
+            .sum();
+        assert!(g > 0.0);
+        // motion weighting changes where the loss looks
+        let moving = TrainLossOptions {
+            motion_weight: 5.0,
+            motion_radius: 1,
+        };
+        tch::manual_seed(9);
+        let lw = wm
+            .train_loss(&random_batch(3, 0, false), &moving)
+            .unwrap()
+            .double_value(&[]);
+        assert!(lw.is_finite() && lw > 0.0);
+    }
+
+    #[test]
+    fn diamond_action_embedding_starts_at_unit_scale() {
+        tch::manual_seed(0);
+        let mut cfg = WorldModelConfig::cpu();
+        let linear = WorldModel::new(cfg.clone(), 2, Device::Cpu).unwrap();
+        cfg.action_embedding = crate::models::ActionEmbedding::Embedding;
+        let emb = WorldModel::new(cfg, 2, Device::Cpu).unwrap();
+        let std = |m: &WorldModel| {
+            let vars = m.var_store().variables();
+            let (_, w) = vars
+                .iter()
+                .find(|(k, _)| k.contains("act_emb"))
+                .expect("an action embedding");
+            w.std(true).double_value(&[])
+        };
+        let (s_lin, s_emb) = (std(&linear), std(&emb));
+        assert!((s_emb - 1.0).abs() < 0.05, "N(0, 1) init: std {s_emb}");
+        assert!(s_lin < 0.2, "default init: std {s_lin}");
+        assert_eq!(linear.param_count(), emb.param_count());
     }
 
     #[test]
