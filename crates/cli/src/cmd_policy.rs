@@ -59,6 +59,10 @@ pub struct RefineArgs {
     /// Override the refinement time budget per task, in minutes.
     #[arg(long)]
     pub minutes: Option<f64>,
+    /// Run the ceiling control instead: the same PPO in the real environment with the classifier as
+    /// the reward (no world model), into RUN/refine-real/<task>/.
+    #[arg(long)]
+    pub real_env: bool,
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,
@@ -201,6 +205,30 @@ pub fn refine(args: RefineArgs, device: Device, seed: Option<u64>) -> Result<()>
     } else {
         cfg.experiment.tasks.clone()
     };
+    if args.real_env {
+        let mut out = Vec::new();
+        for task in &tasks {
+            let (summary, last) = world4rl::ceiling::refine_real_task(
+                &rc,
+                &run,
+                task,
+                cfg.experiment.image_size,
+                device,
+            )?;
+            tracing::info!(
+                "ceiling control '{task}': {} iterations, classifier-judged success {:.2} -> {:.2}; evaluate {}",
+                summary.iterations,
+                summary.first_success_rate,
+                summary.best_success_rate,
+                last.display()
+            );
+            out.push(serde_json::json!({"task": task, "ppo": summary, "last": last}));
+        }
+        if args.json {
+            print_json(&serde_json::json!({ "ceiling": out }))?;
+        }
+        return Ok(());
+    }
     let mut reports = Vec::new();
     for task in &tasks {
         let data = start_dataset(&args, &run, task)?;

@@ -62,10 +62,16 @@ fn last_json(o: &std::process::Output) -> serde_json::Value {
 
 fn check_artifacts(out: &Path) {
     // every stage finished
-    for s in STAGES
-        .iter()
-        .chain(["refine/push-block", "refine/slide-handle", "report"].iter())
-    {
+    for s in STAGES.iter().chain(
+        [
+            "refine/push-block",
+            "refine/slide-handle",
+            "refine-real/push-block",
+            "refine-real/slide-handle",
+            "report",
+        ]
+        .iter(),
+    ) {
         assert!(
             out.join(s).join("done.json").exists(),
             "stage {s} has no done.json"
@@ -133,6 +139,7 @@ fn check_artifacts(out: &Path) {
         "| AUC [95 % CI] |",
         "held-out",
         "world-model action use",
+        "## Ceiling control",
         "## Training curves",
     ] {
         assert!(md.contains(needle), "report.md lacks '{needle}':\n{md}");

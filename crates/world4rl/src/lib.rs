@@ -6,6 +6,7 @@
 //! environment ([`imagined_env`]). See the README for the pipeline and DESIGN.md for the decisions.
 
 pub mod action_encoding;
+pub mod ceiling;
 pub mod checkpoint;
 pub mod collect;
 pub mod config;

@@ -54,21 +54,28 @@ pub fn dataset_dir(run: &RunDir) -> PathBuf {
     run.path().join("dataset")
 }
 
+/// The last checkpoint of the ceiling control of `task` ([`crate::ceiling`]).
+fn output_in_ceiling(run: &RunDir, task: &str) -> PathBuf {
+    crate::ppo::output_in(&run.path().join(crate::ceiling::stage(task))).last
+}
+
 /// The held-out rollouts of a run (`collect.heldout_episodes` BC rollouts per task, never trained on).
 pub fn heldout_dir(run: &std::path::Path) -> PathBuf {
     run.join("heldout")
 }
 
-/// Records `cfg.collect.heldout_episodes` stochastic BC rollouts per task into `out`, from the
-/// held-out seed stream.
-pub fn collect_heldout(
+/// Runs the recipe `recipe` (episode `kinds` only) for every task into `out`, the policy episodes from
+/// the task's stochastic BC policy, under the collection seed stream of `base_seed`.
+fn collect_with_bc(
     cfg: &ExperimentConfig,
     run: &RunDir,
     out: &std::path::Path,
+    recipe: &crate::collect::CollectConfig,
+    base_seed: u64,
+    kinds: &[EpisodeKind],
     device: Device,
 ) -> Result<Vec<serde_json::Value>> {
-    let pb = crate::progress::bar(0, "held-out rollouts");
-    let recipe = cfg.collect.heldout();
+    let pb = crate::progress::bar(0, "rollouts");
     let mut summaries = Vec::new();
     for task in &cfg.experiment.tasks {
         let path = crate::policy::bc::checkpoint_path(run, task);
@@ -83,10 +90,10 @@ pub fn collect_heldout(
             &cfg.experiment.suite,
             std::slice::from_ref(task),
             cfg.experiment.image_size,
-            crate::seeds::heldout_base(cfg.experiment.seed),
-            &recipe,
+            base_seed,
+            recipe,
             Some(&mut actor),
-            &[EpisodeKind::Policy],
+            kinds,
             |d, n| {
                 pb.set_length(n as u64);
                 pb.set_position(d as u64);
@@ -96,6 +103,25 @@ pub fn collect_heldout(
     }
     pb.finish_and_clear();
     Ok(summaries)
+}
+
+/// Records `cfg.collect.heldout_episodes` stochastic BC rollouts per task into `out`, from the
+/// held-out seed stream.
+pub fn collect_heldout(
+    cfg: &ExperimentConfig,
+    run: &RunDir,
+    out: &std::path::Path,
+    device: Device,
+) -> Result<Vec<serde_json::Value>> {
+    collect_with_bc(
+        cfg,
+        run,
+        out,
+        &cfg.collect.heldout(),
+        crate::seeds::heldout_base(cfg.experiment.seed),
+        &[EpisodeKind::Policy],
+        device,
+    )
 }
 
 fn world_model_stage_done(run: &RunDir) -> bool {
@@ -165,33 +191,15 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
     step("collect-rollouts");
     if !run.is_done("collect-rollouts") {
         let t0 = Instant::now();
-        let pb = crate::progress::bar(0, "rollouts");
-        let mut summaries = Vec::new();
-        for task in &tasks {
-            let path = crate::policy::bc::checkpoint_path(run, task);
-            let (policy, _) = GaussianPolicy::load(&path, device)
-                .with_context(|| format!("loading the BC policy of '{task}'"))?;
-            let mut actor = PolicyActor {
-                policy: &policy,
-                stochastic: true,
-            };
-            let s = collect_recipe(
-                &data_dir,
-                &cfg.experiment.suite,
-                std::slice::from_ref(task),
-                cfg.experiment.image_size,
-                seed,
-                &cfg.collect,
-                Some(&mut actor),
-                &[EpisodeKind::Policy, EpisodeKind::Random],
-                |d, n| {
-                    pb.set_length(n as u64);
-                    pb.set_position(d as u64);
-                },
-            )?;
-            summaries.push(json!({"task": task, "summary": s}));
-        }
-        pb.finish_and_clear();
+        let summaries = collect_with_bc(
+            cfg,
+            run,
+            &data_dir,
+            &cfg.collect,
+            seed,
+            &[EpisodeKind::Policy, EpisodeKind::Random],
+            device,
+        )?;
         run.mark_done(
             "collect-rollouts",
             &json!({"tasks": summaries, "seconds": t0.elapsed().as_secs_f64()}),
@@ -249,6 +257,23 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
         overall.inc(1);
     }
 
+    // 6b. the ceiling control: the same PPO in the real environment, rewarded by the classifier
+    if cfg.refine.real_env_control {
+        for task in &refine_tasks {
+            let stage = crate::ceiling::stage(task);
+            if !run.is_done(&stage) {
+                step(&stage);
+                crate::ceiling::refine_real_task(
+                    &cfg.refine,
+                    run,
+                    task,
+                    cfg.experiment.image_size,
+                    device,
+                )?;
+            }
+        }
+    }
+
     // 7. real-environment evaluation of BC and refined policies
     step("eval");
     if !run.is_done("eval") {
@@ -285,7 +310,14 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
                     .map(|r| format!("{:.1} %", 100.0 * r.success_rate))
                     .unwrap_or_else(|| "-".into())
             );
-            rows.push(json!({"task": task, "bc": bc_report, "refined": refined_report}));
+            let ceiling_path = output_in_ceiling(run, task);
+            let ceiling = if ceiling_path.exists() {
+                let (p, _) = GaussianPolicy::load(&ceiling_path, device)?;
+                Some(evaluate_policy(&p, task, &eval_cfg)?)
+            } else {
+                None
+            };
+            rows.push(json!({"task": task, "bc": bc_report, "refined": refined_report, "ceiling": ceiling}));
         }
         run.mark_done(
             "eval",
@@ -481,16 +513,46 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir, seconds: f64) -> Resul
     }
     r.switches = crate::config::ablation_switches(cfg);
 
+    let mut ceiling_rows = Vec::new();
     if let Some(eval) = run.done_summary("eval") {
         for row in eval["rows"].as_array().cloned().unwrap_or_default() {
             let bc: Option<EvalReport> = serde_json::from_value(row["bc"].clone()).ok();
             let refined: Option<EvalReport> = serde_json::from_value(row["refined"].clone()).ok();
+            let task = row["task"].as_str().unwrap_or("?").to_string();
+            if let Ok(c) = serde_json::from_value::<EvalReport>(row["ceiling"].clone()) {
+                let pct = |r: &EvalReport| {
+                    format!(
+                        "{:.0} % [{:.0}, {:.0}]",
+                        100.0 * r.success_rate,
+                        100.0 * r.ci_low,
+                        100.0 * r.ci_high
+                    )
+                };
+                ceiling_rows.push(vec![
+                    task.clone(),
+                    bc.as_ref().map_or("-".into(), pct),
+                    refined.as_ref().map_or("-".into(), pct),
+                    pct(&c),
+                ]);
+            }
             r.success.push(SuccessRow {
-                task: row["task"].as_str().unwrap_or("?").to_string(),
+                task,
                 bc: bc.as_ref().map(rate),
                 refined: refined.as_ref().map(rate),
             });
         }
+    }
+    if !ceiling_rows.is_empty() {
+        r.tables.push((
+            "Ceiling control: the same PPO in the real environment, rewarded by the classifier (what refinement could reach with a perfect world model)".into(),
+            vec![
+                "task".into(),
+                "BC".into(),
+                "refined in the world model".into(),
+                "PPO in the real env, classifier reward".into(),
+            ],
+            ceiling_rows,
+        ));
     }
     if let Some(f) = run.done_summary("fidelity") {
         if let Ok(rows) = serde_json::from_value::<Vec<FidelityRow>>(f["rows"].clone()) {

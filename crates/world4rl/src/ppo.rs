@@ -825,6 +825,9 @@ pub struct RefineConfig {
     /// estimate that is noisy and biased towards the classifier's false positives (measured on
     /// `turn-lever`: best at iteration 3 of 13 while the real success kept rising until the last).
     pub evaluate: RefinedCheckpoint,
+    /// Also run the ceiling control ([`crate::ceiling`]): the same PPO in the real environment with the
+    /// classifier as the reward, evaluated beside BC and the refined policy (default false).
+    pub real_env_control: bool,
 }
 
 /// The refined checkpoint that stands for the refined policy.
@@ -851,6 +854,7 @@ impl Default for RefineConfig {
             monitor_every: 0,
             monitor_episodes: 20,
             evaluate: RefinedCheckpoint::Last,
+            real_env_control: false,
         }
     }
 }

@@ -306,6 +306,47 @@ mod imagination {
     }
 
     #[test]
+    fn ceiling_env_is_rewarded_and_ended_by_the_classifier_only() {
+        use world4rl::ceiling::ClassifierRewardEnv;
+        use world4rl::outcome::SuccessRule;
+        use world4rl::ppo::RolloutEnv;
+        tch::set_num_threads(1);
+        tch::manual_seed(0);
+        // every frame successful, a rule of 2 frames: success, reward and the end at step 2
+        let always = tiny_classifier(0.0);
+        let mut env =
+            ClassifierRewardEnv::new("push-block", 2, 32, &always, SuccessRule { frames: 2 })
+                .unwrap();
+        assert_eq!(env.reset(&[5]).len(), 2);
+        let first = env.step(&vec![vec![0.0, 0.0]; 2]).unwrap();
+        assert!(first
+            .iter()
+            .all(|s| !s.terminated && !s.truncated && s.reward == 0.0 && !s.info.success));
+        let second = env.step(&vec![vec![0.0, 0.0]; 2]).unwrap();
+        assert!(second
+            .iter()
+            .all(|s| s.terminated && s.reward == 1.0 && s.info.success));
+        env.reset_one(0, 9).unwrap();
+        assert!(env.step(&[vec![f32::NAN, 0.0], vec![0.0, 0.0]]).is_err());
+        // never successful: the real task's own end truncates, without reward
+        let never = tiny_classifier(0.999_999);
+        let mut env =
+            ClassifierRewardEnv::new("push-block", 1, 32, &never, SuccessRule::default()).unwrap();
+        env.reset(&[1]);
+        let mut steps = 0;
+        loop {
+            let s = env.step(&[vec![0.3, 0.3]]).unwrap().remove(0);
+            steps += 1;
+            assert!(!s.terminated && s.reward == 0.0);
+            if s.truncated {
+                break;
+            }
+            assert!(steps < 1000, "the episode never ended");
+        }
+        assert_eq!(steps, 50, "push-block episodes last 50 steps");
+    }
+
+    #[test]
     fn outcome_agreement_compares_whole_replays_with_recorded_outcomes() {
         use world4rl::outcome::{outcome_agreement, OutcomeOptions, SuccessRule};
         tch::set_num_threads(1);

@@ -1,0 +1,190 @@
+//! The ceiling control of refinement: PPO with the refinement's settings, run in the **real**
+//! environment with the success classifier as the reward (the environment's own success flag and
+//! termination are never used).
+//!
+//! It answers the question the world model cannot: with a perfect simulator, how far would the same
+//! PPO, the same budget and the same classifier-made reward take the BC policy? When refinement inside
+//! the world model falls short of this, the world model is the cause; when this falls short too, the
+//! policy side (PPO settings, budget, classifier) is. The episodes follow the imagined environment's
+//! rules: a success is `success_frames` consecutive frames the classifier calls successful, it ends the
+//! episode, and episodes are truncated at the task's step limit.
+
+use std::path::PathBuf;
+
+use anyhow::{ensure, Context, Result};
+use tch::{Device, Kind};
+use w4rl_envs::{
+    expand_seeds, ActionSpec, EnvConfig, EnvError, Info, Obs, Step, SyncVecEnv, VecEnv,
+};
+
+use crate::outcome::SuccessRule;
+use crate::policy::gaussian::GaussianPolicy;
+use crate::ppo::{output_in, train, Hooks, PpoSummary, RefineConfig, RolloutEnv};
+use crate::reward::{RewardClassifier, RewardMode};
+use crate::run::RunDir;
+
+/// Real environments whose reward, success and termination come from the classifier.
+pub struct ClassifierRewardEnv<'a> {
+    env: SyncVecEnv,
+    clf: &'a RewardClassifier,
+    rule: SuccessRule,
+    /// Per env: consecutive frames above the threshold so far.
+    streak: Vec<usize>,
+}
+
+impl<'a> ClassifierRewardEnv<'a> {
+    /// `num_envs` real `task` environments (frames of `image_size` px, no termination on real success)
+    /// judged by `clf` under `rule`.
+    pub fn new(
+        task: &str,
+        num_envs: usize,
+        image_size: usize,
+        clf: &'a RewardClassifier,
+        rule: SuccessRule,
+    ) -> Result<Self> {
+        ensure!(num_envs > 0, "the ceiling control needs at least one env");
+        let cfg = EnvConfig {
+            image_size,
+            terminate_on_success: false,
+            ..EnvConfig::default()
+        };
+        let env = SyncVecEnv::make(task, num_envs, &cfg)
+            .with_context(|| format!("making {num_envs} real '{task}' environments"))?;
+        Ok(Self {
+            env,
+            clf,
+            rule,
+            streak: vec![0; num_envs],
+        })
+    }
+
+    fn probs(&self, obs: &[&Obs]) -> Result<Vec<f32>> {
+        let size = self.env.image_size();
+        let bytes: Vec<u8> = obs.iter().flat_map(|o| o.frame.iter().copied()).collect();
+        let frames = crate::policy::obs::frames_to_u8(
+            &bytes,
+            obs.len(),
+            size,
+            self.clf.image_size(),
+            self.clf.device(),
+        )?;
+        Ok(Vec::<f32>::try_from(
+            self.clf
+                .prob_u8(&frames)
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float),
+        )?)
+    }
+}
+
+impl VecEnv for ClassifierRewardEnv<'_> {
+    fn num_envs(&self) -> usize {
+        self.env.num_envs()
+    }
+
+    fn action_spec(&self) -> &ActionSpec {
+        self.env.action_spec()
+    }
+
+    fn image_size(&self) -> usize {
+        self.env.image_size()
+    }
+
+    fn reset(&mut self, seeds: &[u64]) -> Vec<Obs> {
+        let seeds = expand_seeds(seeds, self.streak.len());
+        self.streak.iter_mut().for_each(|s| *s = 0);
+        self.env.reset(&seeds)
+    }
+
+    fn step(&mut self, actions: &[Vec<f32>]) -> Result<Vec<Step>, EnvError> {
+        let steps = self.env.step(actions)?;
+        let obs: Vec<&Obs> = steps.iter().map(|s| &s.obs).collect();
+        let p = self
+            .probs(&obs)
+            .map_err(|e| EnvError::Config(format!("classifier failed: {e:#}")))?;
+        let thr = self.clf.threshold() as f32;
+        let k = self.rule.frames.max(1);
+        Ok(steps
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                self.streak[i] = if p[i] > thr { self.streak[i] + 1 } else { 0 };
+                let success = self.streak[i] >= k;
+                let reward = match self.clf.mode() {
+                    RewardMode::Probability if k == 1 => p[i],
+                    _ => f32::from(u8::from(success)),
+                };
+                Step {
+                    obs: s.obs,
+                    reward,
+                    terminated: success,
+                    truncated: !success && (s.truncated || s.terminated),
+                    info: Info { success },
+                }
+            })
+            .collect())
+    }
+}
+
+impl RolloutEnv for ClassifierRewardEnv<'_> {
+    fn reset_one(&mut self, i: usize, seed: u64) -> Result<Obs> {
+        self.streak[i] = 0;
+        Ok(self.env.reset_one(i, seed)?)
+    }
+}
+
+/// The stage of the ceiling control of `task`.
+pub fn stage(task: &str) -> String {
+    format!("refine-real/{task}")
+}
+
+/// Runs the ceiling control of `task` in `run`: the BC policy refined by PPO (`cfg.ppo`, the success
+/// rule of `cfg.imagination`) in the real environment, rewarded by the run's classifier. Writes
+/// `RUN/refine-real/<task>/{last,best}.safetensors` and `done.json`. Returns the PPO summary and the
+/// path of the last checkpoint.
+pub fn refine_real_task(
+    cfg: &RefineConfig,
+    run: &RunDir,
+    task: &str,
+    image_size: usize,
+    device: Device,
+) -> Result<(PpoSummary, PathBuf)> {
+    let clf_path = crate::reward::checkpoint_path(run, task);
+    let (clf, _) = RewardClassifier::load(&clf_path, device).with_context(|| {
+        format!("loading the reward classifier of '{task}' (run `world4rl train reward` first)")
+    })?;
+    let bc_path = crate::policy::bc::checkpoint_path(run, task);
+    let (mut policy, _) = GaussianPolicy::load(&bc_path, device).with_context(|| {
+        format!("loading the BC policy of '{task}' (run `world4rl train bc` first)")
+    })?;
+    let mut env = ClassifierRewardEnv::new(
+        task,
+        cfg.ppo.num_envs,
+        image_size,
+        &clf,
+        cfg.imagination.success_rule(),
+    )?;
+    let name = stage(task);
+    let dir = run.stage_dir(&name)?;
+    let out = output_in(&dir);
+    let mut metrics = run.metrics(&name)?;
+    metrics.truncate_after(0)?;
+    let extra =
+        serde_json::json!({"stage": "refine-real", "task": task, "initial_policy": bc_path});
+    let mut log = |v: &serde_json::Value| metrics.log(v);
+    let hooks = Hooks {
+        log: &mut log,
+        monitor: None,
+        monitor_every: 0,
+    };
+    tracing::info!(
+        "ceiling control '{task}': PPO in {} real envs rewarded by the classifier",
+        cfg.ppo.num_envs
+    );
+    let summary = train(&cfg.ppo, &mut env, &mut policy, &out, &extra, hooks)?;
+    run.mark_done(
+        &name,
+        &serde_json::json!({"task": task, "ppo": summary, "last": out.last, "best": out.best}),
+    )?;
+    Ok((summary, out.last))
+}
