@@ -78,11 +78,7 @@ pub struct WindowBatch {
 impl WindowBatch {
     /// Frames after the target per window (N).
     pub fn rollout(&self) -> usize {
-        if self.batch == 0 {
-            0
-        } else {
-            self.after_mask.len() / self.batch
-        }
+        self.after_mask.len().checked_div(self.batch).unwrap_or(0)
     }
 }
 
