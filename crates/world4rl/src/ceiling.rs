@@ -108,8 +108,7 @@ impl VecEnv for ClassifierRewardEnv<'_> {
             .into_iter()
             .enumerate()
             .map(|(i, s)| {
-                self.streak[i] = if p[i] > thr { self.streak[i] + 1 } else { 0 };
-                let success = self.streak[i] >= k;
+                let success = self.rule.judge(&mut self.streak[i], p[i], thr);
                 let reward = match self.clf.mode() {
                     RewardMode::Probability if k == 1 => p[i],
                     _ => f32::from(u8::from(success)),

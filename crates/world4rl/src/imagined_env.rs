@@ -338,12 +338,10 @@ impl VecEnv for ImaginedEnv<'_> {
             .enumerate()
             .map(|(i, o)| {
                 self.steps[i] += 1;
-                self.streak[i] = if probs[i] > thr {
-                    self.streak[i] + 1
-                } else {
-                    0
-                };
-                let success = self.streak[i] >= self.success_frames;
+                let success = crate::outcome::SuccessRule {
+                    frames: self.success_frames,
+                }
+                .judge(&mut self.streak[i], probs[i], thr);
                 // with a rule of several frames, a binary reward is paid when the rule is met
                 let reward = if self.success_frames > 1
                     && self.clf.mode() == crate::reward::RewardMode::Binary

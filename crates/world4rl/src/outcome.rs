@@ -46,6 +46,14 @@ impl Default for SuccessRule {
 }
 
 impl SuccessRule {
+    /// One more judged frame of an episode: extends or breaks its run of frames above the threshold
+    /// (`streak`) and says whether the rule is met. The imagined environment and the ceiling
+    /// control judge their frames with it.
+    pub fn judge(&self, streak: &mut usize, p: f32, threshold: f32) -> bool {
+        *streak = if p > threshold { *streak + 1 } else { 0 };
+        *streak >= self.frames.max(1)
+    }
+
     /// The episode score of per-frame probabilities `p`: the largest, over runs of `frames`
     /// consecutive frames, of the smallest probability in the run (the largest probability for one
     /// frame; 0 for an episode shorter than the run).
