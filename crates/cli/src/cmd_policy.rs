@@ -68,6 +68,36 @@ pub struct RefineArgs {
     pub json: bool,
 }
 
+/// `world4rl eval imagined`.
+#[derive(Debug, Args)]
+pub struct EvalImaginedArgs {
+    /// Experiment config (TOML); its `[refine]` section gives the imagined env, γ, the sampler and
+    /// the acceptance margin.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Run directory holding the world model and the classifiers.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Task.
+    #[arg(long)]
+    pub task: String,
+    /// The policy to judge (e.g. `RUN/refine/<task>/last.safetensors`).
+    #[arg(long)]
+    pub candidate: PathBuf,
+    /// The policy to compare it with (default: `RUN/bc/<task>/policy.safetensors`).
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Dataset of the start states (default: `RUN/heldout` when it exists, else the training data).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Imagined episodes per policy (default: `refine.accept_episodes`).
+    #[arg(long)]
+    pub episodes: Option<usize>,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `world4rl eval policy`.
 #[derive(Debug, Args)]
 pub struct EvalPolicyArgs {
@@ -163,24 +193,12 @@ pub fn train_bc(args: TrainArgs, device: Device, seed: Option<u64>) -> Result<()
 
 /// The dataset of a run: `--data`, else the one recorded in the BC policy, else `RUN/dataset`.
 fn start_dataset(args: &RefineArgs, run: &RunDir, task: &str) -> Result<PathBuf> {
-    if let Some(d) = &args.data {
-        return Ok(d.clone());
+    match &args.data {
+        Some(d) => Ok(d.clone()),
+        None => start_dataset_of(run, task).with_context(|| {
+            format!("no dataset for the start states of '{task}': pass --data DATASET (the dataset the run was trained on)")
+        }),
     }
-    let bc = world4rl::policy::bc::checkpoint_path(run, task);
-    if let Ok((_, extra)) = GaussianPolicy::load(&bc, Device::Cpu) {
-        if let Some(d) = extra.get("dataset").and_then(|d| d.as_str()) {
-            if Path::new(d).exists() {
-                return Ok(PathBuf::from(d));
-            }
-        }
-    }
-    let d = run.path().join("dataset");
-    if d.exists() {
-        return Ok(d);
-    }
-    bail!(
-        "no dataset for the start states of '{task}': pass --data DATASET (the dataset the run was trained on)"
-    )
 }
 
 /// `world4rl refine`.
@@ -229,12 +247,29 @@ pub fn refine(args: RefineArgs, device: Device, seed: Option<u64>) -> Result<()>
         }
         return Ok(());
     }
+    let heldout_dir = world4rl::pipeline::heldout_dir(run.path());
+    let heldout =
+        if heldout_dir.exists() {
+            Some(Dataset::open(&heldout_dir).with_context(|| {
+                format!("opening the held-out rollouts {}", heldout_dir.display())
+            })?)
+        } else {
+            None
+        };
     let mut reports = Vec::new();
     for task in &tasks {
         let data = start_dataset(&args, &run, task)?;
         let dataset = Dataset::open(&data)
             .with_context(|| format!("opening the dataset {}", data.display()))?;
-        let r = world4rl::ppo::refine_task(&rc, &run, &dataset, task, device, cfg.experiment.seed)?;
+        let r = world4rl::ppo::refine_task(
+            &rc,
+            &run,
+            &dataset,
+            heldout.as_ref(),
+            task,
+            device,
+            cfg.experiment.seed,
+        )?;
         tracing::info!(
             "refine '{task}': {} iterations, imagined success {:.2} -> best {:.2} (iteration {}), {:.0} s",
             r.ppo.iterations,
@@ -289,4 +324,113 @@ pub fn eval_policy(args: EvalPolicyArgs, device: Device, seed: Option<u64>) -> R
         );
     }
     Ok(())
+}
+
+/// `world4rl eval imagined`: the acceptance check of a refined policy ([`world4rl::acceptance`]).
+pub fn eval_imagined(args: EvalImaginedArgs, device: Device, seed: Option<u64>) -> Result<()> {
+    let cfg = load_config(&args.config, seed)?;
+    if !args.run.exists() {
+        bail!("run directory {} does not exist", args.run.display());
+    }
+    let run = RunDir::open(&args.run)?;
+    let rc = &cfg.refine;
+    let baseline_path = args
+        .baseline
+        .clone()
+        .unwrap_or_else(|| world4rl::policy::bc::checkpoint_path(&run, &args.task));
+    for p in [&baseline_path, &args.candidate] {
+        if !p.exists() {
+            bail!("policy checkpoint {} does not exist", p.display());
+        }
+    }
+    let (baseline, _) = GaussianPolicy::load(&baseline_path, device)?;
+    let (candidate, _) = GaussianPolicy::load(&args.candidate, device)?;
+    let heldout = world4rl::pipeline::heldout_dir(run.path());
+    let data = match &args.data {
+        Some(d) => d.clone(),
+        None if heldout.exists() => heldout,
+        None => start_dataset_of(&run, &args.task)?,
+    };
+    let starts =
+        Dataset::open(&data).with_context(|| format!("opening the dataset {}", data.display()))?;
+    let (wm, clf) = world4rl::ppo::load_imagination(rc, &run, &args.task, device)?;
+    let horizon = if rc.imagination.horizon > 0 {
+        rc.imagination.horizon
+    } else {
+        // the task's episode length in the training data, as refinement uses
+        let train = Dataset::open(&start_dataset_of(&run, &args.task)?)?;
+        train
+            .entries()
+            .iter()
+            .filter(|e| e.meta.task == args.task)
+            .map(|e| e.meta.steps)
+            .max()
+            .unwrap_or(0)
+    };
+    let a = world4rl::acceptance::check(
+        &wm,
+        &clf,
+        &starts,
+        &args.task,
+        &baseline,
+        &candidate,
+        &world4rl::acceptance::AcceptConfig {
+            episodes: args.episodes.unwrap_or(rc.accept_episodes),
+            num_envs: rc.ppo.num_envs,
+            horizon,
+            success_frames: rc.imagination.success_frames,
+            gamma: rc.ppo.gamma,
+            margin: rc.accept_margin,
+            seed: (rc.ppo.seed ^ cfg.experiment.seed) ^ 0x6163_6365_7074,
+        },
+    )?;
+    let c = &a.comparison;
+    println!(
+        "{}: {} paired imagined episodes from {} (horizon {horizon})",
+        args.task,
+        c.episodes,
+        data.display()
+    );
+    println!(
+        "  success            baseline {:5.1} %   candidate {:5.1} %",
+        100.0 * c.baseline_success,
+        100.0 * c.candidate_success
+    );
+    println!(
+        "  discounted success baseline {:.3}     candidate {:.3}     gain {:+.3} [{:+.3}, {:+.3}]",
+        c.baseline_discounted, c.candidate_discounted, c.gain, c.gain_ci.0, c.gain_ci.1
+    );
+    println!(
+        "  verdict at margin {}: {}",
+        a.margin,
+        if a.accepted {
+            "accept the candidate"
+        } else {
+            "keep the baseline"
+        }
+    );
+    if args.json {
+        print_json(&serde_json::to_value(&a)?)?;
+    }
+    Ok(())
+}
+
+/// The training dataset of a run for `task` (the one recorded in its BC policy, else `RUN/dataset`).
+fn start_dataset_of(run: &RunDir, task: &str) -> Result<PathBuf> {
+    let bc = world4rl::policy::bc::checkpoint_path(run, task);
+    if let Ok((_, extra)) = GaussianPolicy::load(&bc, Device::Cpu) {
+        if let Some(d) = extra.get("dataset").and_then(|d| d.as_str()) {
+            if Path::new(d).exists() {
+                return Ok(PathBuf::from(d));
+            }
+        }
+    }
+    let d = run.path().join("dataset");
+    if d.exists() {
+        return Ok(d);
+    }
+    bail!(
+        "no training dataset found for '{task}' in run {}",
+        run.path().display()
+    )
 }

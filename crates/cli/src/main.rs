@@ -77,6 +77,8 @@ enum EvalCmd {
     WorldModel(cmd_world_model::EvalArgs),
     /// Success rate of a policy in the real environment, with a 95 % Wilson interval.
     Policy(cmd_policy::EvalPolicyArgs),
+    /// Two policies on the same imagined episodes (the refinement's acceptance check).
+    Imagined(cmd_policy::EvalImaginedArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +129,9 @@ fn main() -> ExitCode {
             Cmd::Refine(a) => cmd_policy::refine(a, device, cli.seed).map(|_| true),
             Cmd::Eval(EvalCmd::Policy(a)) => {
                 cmd_policy::eval_policy(a, device, cli.seed).map(|_| true)
+            }
+            Cmd::Eval(EvalCmd::Imagined(a)) => {
+                cmd_policy::eval_imagined(a, device, cli.seed).map(|_| true)
             }
             Cmd::Dream(a) => cmd_world_model::dream(a, device, cli.seed).map(|_| true),
             Cmd::Eval(EvalCmd::WorldModel(a)) => {

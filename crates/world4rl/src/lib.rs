@@ -5,6 +5,7 @@
 //! Stage 2 freezes the first two and refines the policy with PPO ([`ppo`]) in the imagined
 //! environment ([`imagined_env`]). See the README for the pipeline and DESIGN.md for the decisions.
 
+pub mod acceptance;
 pub mod action_encoding;
 pub mod ceiling;
 pub mod checkpoint;

@@ -242,13 +242,32 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
     }
     overall.inc(1);
 
-    // 6. PPO in imagination, per task
+    // 6. PPO in imagination, per task (the acceptance check starts from the held-out rollouts)
+    let heldout = {
+        let dir = heldout_dir(run.path());
+        if dir.exists() {
+            Some(
+                Dataset::open(&dir)
+                    .with_context(|| format!("opening the held-out rollouts {}", dir.display()))?,
+            )
+        } else {
+            None
+        }
+    };
     for task in &refine_tasks {
         let stage = crate::ppo::refine_stage(task);
         step(&stage);
         if !run.is_done(&stage) {
             let t0 = Instant::now();
-            let report = crate::ppo::refine_task(&cfg.refine, run, &dataset, task, device, seed)?;
+            let report = crate::ppo::refine_task(
+                &cfg.refine,
+                run,
+                &dataset,
+                heldout.as_ref(),
+                task,
+                device,
+                seed,
+            )?;
             run.mark_done(
                 &stage,
                 &json!({"report": report, "seconds": t0.elapsed().as_secs_f64()}),
@@ -288,9 +307,15 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
             let (bc, _) = GaussianPolicy::load(&bc_path, device)?;
             let bc_report = evaluate_policy(&bc, task, &eval_cfg)?;
             let outputs = crate::ppo::output_in(&run.path().join(crate::ppo::refine_stage(task)));
-            let refined_path = match cfg.refine.evaluate {
-                crate::ppo::RefinedCheckpoint::Last => outputs.last,
-                crate::ppo::RefinedCheckpoint::Best => outputs.best,
+            let standing =
+                crate::ppo::standing_policy_in(&run.path().join(crate::ppo::refine_stage(task)));
+            let refined_path = if standing.exists() {
+                standing
+            } else {
+                match cfg.refine.evaluate {
+                    crate::ppo::RefinedCheckpoint::Last => outputs.last,
+                    crate::ppo::RefinedCheckpoint::Best => outputs.best,
+                }
             };
             let refined_report = if refined_path.exists() {
                 let (p, _) = GaussianPolicy::load(&refined_path, device)?;

@@ -32,6 +32,7 @@ use w4rl_envs::{Obs, SyncVecEnv, VecEnv};
 
 use w4rl_data::Dataset;
 
+use crate::acceptance::{AcceptConfig, AcceptRule, Acceptance};
 use crate::diffusion::SamplerConfig;
 use crate::imagined_env::{ImaginationStats, ImaginedEnv, ImaginedEnvConfig};
 use crate::policy::encoder::{ConvEncoder, EncoderConfig};
@@ -828,6 +829,15 @@ pub struct RefineConfig {
     /// Also run the ceiling control ([`crate::ceiling`]): the same PPO in the real environment with the
     /// classifier as the reward, evaluated beside BC and the refined policy (default false).
     pub real_env_control: bool,
+    /// Which policy stands as the refined one ([`crate::acceptance`]): `always` the refined checkpoint
+    /// (default), `imagined-gain` the refined checkpoint only when, on the same imagined episodes from
+    /// held-out start states, its discounted success beats the BC policy's (paired 95 % interval
+    /// above `accept_margin`), else the BC policy.
+    pub accept: AcceptRule,
+    /// Imagined episodes per policy of the acceptance check (default 256).
+    pub accept_episodes: usize,
+    /// The lower end of the imagined gain's 95 % interval must exceed this (default 0).
+    pub accept_margin: f64,
 }
 
 /// The refined checkpoint that stands for the refined policy.
@@ -855,6 +865,9 @@ impl Default for RefineConfig {
             monitor_episodes: 20,
             evaluate: RefinedCheckpoint::Last,
             real_env_control: false,
+            accept: AcceptRule::Always,
+            accept_episodes: 256,
+            accept_margin: 0.0,
         }
     }
 }
@@ -878,26 +891,28 @@ pub struct RefineReport {
     pub best: PathBuf,
     /// Last checkpoint.
     pub last: PathBuf,
+    /// The acceptance check (`refine.accept = "imagined-gain"`), when it ran.
+    #[serde(default)]
+    pub acceptance: Option<Acceptance>,
+    /// `RUN/refine/<task>/policy.safetensors`: the policy that stands as the refined one (a copy of the
+    /// checkpoint chosen by `refine.evaluate`, or of the BC policy when the acceptance check refused it).
+    #[serde(default)]
+    pub policy: PathBuf,
 }
 
-/// Stage folder of the refinement of `task`: `refine/<task>`.
-pub fn refine_stage(task: &str) -> String {
-    format!("refine/{task}")
+/// The file of the policy that stands as the refined one in a refinement stage folder.
+pub fn standing_policy_in(dir: &Path) -> PathBuf {
+    dir.join("policy.safetensors")
 }
 
-/// Refines the BC policy of `task` of a run (`RUN/bc/<task>/policy.safetensors`) inside the run's world
-/// model (`RUN/world_model/model.safetensors`) with the run's classifier
-/// (`RUN/reward/<task>/classifier.safetensors`); start states come from `dataset`. Writes
-/// `RUN/refine/<task>/{best,last}.safetensors`, `metrics.jsonl` and `done.json`. `monitor_seed` is the
-/// base of the evaluation seeds used by the optional real-environment monitoring.
-pub fn refine_task(
+/// Loads the frozen world model of a run (with `cfg`'s sampler and precision) and the classifier of
+/// `task` (with `cfg`'s reward overrides): what imagination needs.
+pub fn load_imagination(
     cfg: &RefineConfig,
     run: &RunDir,
-    dataset: &Dataset,
     task: &str,
     device: Device,
-    monitor_seed: u64,
-) -> Result<RefineReport> {
+) -> Result<(WorldModel, RewardClassifier)> {
     let wm_path = crate::world_model::train::StagePaths::new(run.path()).model;
     let (mut wm, _) = WorldModel::load(&wm_path, device).with_context(|| {
         format!(
@@ -919,6 +934,38 @@ pub fn refine_task(
             cfg.reward_mode.unwrap_or(clf.mode()),
         )?;
     }
+    Ok((wm, clf))
+}
+
+/// Copies `from` to `to` through a temporary file and a rename.
+fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
+    let tmp = to.with_extension("tmp");
+    std::fs::copy(from, &tmp)
+        .with_context(|| format!("copying {} to {}", from.display(), tmp.display()))?;
+    std::fs::rename(&tmp, to).with_context(|| format!("renaming {}", tmp.display()))?;
+    Ok(())
+}
+
+/// Stage folder of the refinement of `task`: `refine/<task>`.
+pub fn refine_stage(task: &str) -> String {
+    format!("refine/{task}")
+}
+
+/// Refines the BC policy of `task` of a run (`RUN/bc/<task>/policy.safetensors`) inside the run's world
+/// model (`RUN/world_model/model.safetensors`) with the run's classifier
+/// (`RUN/reward/<task>/classifier.safetensors`); start states come from `dataset`. Writes
+/// `RUN/refine/<task>/{best,last}.safetensors`, `metrics.jsonl` and `done.json`. `monitor_seed` is the
+/// base of the evaluation seeds used by the optional real-environment monitoring.
+pub fn refine_task(
+    cfg: &RefineConfig,
+    run: &RunDir,
+    dataset: &Dataset,
+    accept_starts: Option<&Dataset>,
+    task: &str,
+    device: Device,
+    monitor_seed: u64,
+) -> Result<RefineReport> {
+    let (wm, clf) = load_imagination(cfg, run, task, device)?;
     let bc_path = crate::policy::bc::checkpoint_path(run, task);
     let (mut policy, _) = GaussianPolicy::load(&bc_path, device).with_context(|| {
         format!("loading the BC policy of '{task}' (run `world4rl train bc` first)")
@@ -971,15 +1018,66 @@ pub fn refine_task(
         env.num_start_episodes()
     );
     let summary = train(&cfg.ppo, &mut env, &mut policy, &out, &extra, hooks)?;
+    let (horizon, start_episodes, imagination) =
+        (env.horizon(), env.num_start_episodes(), env.stats());
+    drop(env);
+    let chosen = match cfg.evaluate {
+        RefinedCheckpoint::Last => out.last.clone(),
+        RefinedCheckpoint::Best => out.best.clone(),
+    };
+    let acceptance = match cfg.accept {
+        AcceptRule::Always => None,
+        AcceptRule::ImaginedGain => {
+            let (bc, _) = GaussianPolicy::load(&bc_path, device)?;
+            let (refined, _) = GaussianPolicy::load(&chosen, device)?;
+            let starts = accept_starts.unwrap_or(dataset);
+            let a = crate::acceptance::check(
+                &wm,
+                &clf,
+                starts,
+                task,
+                &bc,
+                &refined,
+                &AcceptConfig {
+                    episodes: cfg.accept_episodes,
+                    num_envs: cfg.ppo.num_envs,
+                    horizon,
+                    success_frames: cfg.imagination.success_frames,
+                    gamma: cfg.ppo.gamma,
+                    margin: cfg.accept_margin,
+                    seed: cfg.ppo.seed ^ 0x6163_6365_7074,
+                },
+            )
+            .with_context(|| format!("the acceptance check of '{task}'"))?;
+            let c = &a.comparison;
+            tracing::info!(
+                "refine '{task}': imagined discounted success BC {:.3} -> refined {:.3}, gain {:+.3} [{:+.3}, {:+.3}] over {} paired episodes from {}: {}",
+                c.baseline_discounted,
+                c.candidate_discounted,
+                c.gain,
+                c.gain_ci.0,
+                c.gain_ci.1,
+                c.episodes,
+                if accept_starts.is_some() { "held-out start states" } else { "training start states" },
+                if a.accepted { "refined policy accepted" } else { "kept the BC policy" }
+            );
+            Some(a)
+        }
+    };
+    let standing = standing_policy_in(&dir);
+    let keep_bc = acceptance.as_ref().is_some_and(|a| !a.accepted);
+    copy_atomic(if keep_bc { &bc_path } else { &chosen }, &standing)?;
     let report = RefineReport {
         task: task.to_string(),
         ppo: summary,
-        horizon: env.horizon(),
-        start_episodes: env.num_start_episodes(),
-        imagination: env.stats(),
+        horizon,
+        start_episodes,
+        imagination,
         initial_policy: bc_path,
         best: out.best,
         last: out.last,
+        acceptance,
+        policy: standing,
     };
     run.mark_done(&stage, &serde_json::to_value(&report)?)?;
     Ok(report)

@@ -467,6 +467,85 @@ mod imagination {
     }
 
     #[test]
+    fn acceptance_pairs_episodes_and_scores_the_first_success() {
+        use world4rl::acceptance::{check, run_policy, AcceptConfig};
+        tch::set_num_threads(1);
+        tch::manual_seed(0);
+        let dir = tempfile::tempdir().unwrap();
+        let ds = synthetic_dataset(dir.path(), 4, 6);
+        let wm = WorldModel::new(WorldModelConfig::tiny(), 2, tch::Device::Cpu).unwrap();
+        let spec = PolicySpec {
+            image_size: SIZE,
+            action_dim: 2,
+            state_dim: 0,
+            action_low: vec![-1.0; 2],
+            action_high: vec![1.0; 2],
+            task: "dots".into(),
+            render_size: SIZE,
+        };
+        let pcfg = PolicyConfig {
+            encoder: small_encoder(),
+            hidden: 16,
+            ..Default::default()
+        };
+        let a = GaussianPolicy::new(&pcfg, &spec, tch::Device::Cpu).unwrap();
+        let b = GaussianPolicy::new(&pcfg, &spec, tch::Device::Cpu).unwrap();
+        // every frame succeeds: the first success is step 1, discounted 1; 5 episodes in batches of 3
+        let always = tiny_classifier(0.0);
+        let cfg = ImaginedEnvConfig {
+            horizon: 3,
+            terminate_on_success: false,
+            ..Default::default()
+        };
+        let mut env = ImaginedEnv::new(&wm, &always, &ds, "dots", 3, &cfg).unwrap();
+        let s = run_policy(&mut env, &a, 5, 11, 0.9).unwrap();
+        assert_eq!(s.success, vec![true; 5]);
+        assert_eq!(s.discounted, vec![1.0; 5]);
+        // with 2 frames in a row required, the first success is step 2: 0.9
+        let cfg2 = ImaginedEnvConfig {
+            success_frames: 2,
+            ..cfg.clone()
+        };
+        let mut env2 = ImaginedEnv::new(&wm, &always, &ds, "dots", 3, &cfg2).unwrap();
+        let s = run_policy(&mut env2, &a, 4, 11, 0.9).unwrap();
+        assert!(
+            s.discounted.iter().all(|&d| (d - 0.9).abs() < 1e-12),
+            "{s:?}"
+        );
+        // never: all zero
+        let never = tiny_classifier(0.9999);
+        let mut env3 = ImaginedEnv::new(&wm, &never, &ds, "dots", 3, &cfg).unwrap();
+        let s = run_policy(&mut env3, &a, 4, 11, 0.9).unwrap();
+        assert_eq!(s.discounted, vec![0.0; 4]);
+        // the same policy twice on the same seed sees the same starts and world-model noise: the
+        // paired gain is exactly 0 and the candidate is not accepted (an untrained classifier's
+        // probabilities all sit within float noise of 0.5, so the verdicts come from a 2-frame rule on
+        // a threshold below them)
+        let mid = tiny_classifier(0.05);
+        let acc = AcceptConfig {
+            episodes: 6,
+            num_envs: 4,
+            horizon: 3,
+            success_frames: 2,
+            gamma: 0.99,
+            margin: 0.0,
+            seed: 3,
+        };
+        let same = check(&wm, &mid, &ds, "dots", &a, &a, &acc).unwrap();
+        assert_eq!(same.comparison.gain, 0.0);
+        assert_eq!(same.comparison.gain_ci, (0.0, 0.0));
+        assert!(!same.accepted);
+        // two different policies: the reported rates are those of separate runs on the same seed
+        let diff = check(&wm, &mid, &ds, "dots", &a, &b, &acc).unwrap();
+        let mut env4 = ImaginedEnv::new(&wm, &mid, &ds, "dots", 4, &cfg2).unwrap();
+        let sb = run_policy(&mut env4, &b, 6, 3, 0.99).unwrap();
+        assert_eq!(diff.comparison.candidate_discounted, sb.mean_discounted());
+        assert!((sb.mean_discounted() - 0.99).abs() < 1e-12, "{sb:?}");
+        // a wrong task is a clear error
+        assert!(check(&wm, &mid, &ds, "nope", &a, &b, &acc).is_err());
+    }
+
+    #[test]
     fn refine_runs_end_to_end_on_a_run_directory() {
         tch::set_num_threads(1);
         tch::manual_seed(0);
@@ -512,7 +591,8 @@ mod imagination {
         cfg.ppo.iterations = 3;
         cfg.ppo.critic_warmup_iters = 1;
         cfg.imagination.horizon = 3;
-        let r = world4rl::ppo::refine_task(&cfg, &run, &ds, "dots", tch::Device::Cpu, 0).unwrap();
+        let r =
+            world4rl::ppo::refine_task(&cfg, &run, &ds, None, "dots", tch::Device::Cpu, 0).unwrap();
         assert_eq!(r.ppo.iterations, 3);
         assert_eq!(r.ppo.env_steps, 3 * 4 * 4);
         assert_eq!(r.imagination.steps, 12);
@@ -525,9 +605,32 @@ mod imagination {
             world4rl::run::read_metrics(run.path().join("refine/dots/metrics.jsonl")).unwrap();
         assert_eq!(lines.len(), 3);
         assert!(run.is_done("refine/dots"));
+        // without an acceptance check the standing policy is the last checkpoint
+        assert!(r.acceptance.is_none());
+        assert_eq!(
+            std::fs::read(&r.policy).unwrap(),
+            std::fs::read(&r.last).unwrap()
+        );
+        // with it: a paired comparison in imagination decides between BC and the refined policy
+        cfg.accept = world4rl::acceptance::AcceptRule::ImaginedGain;
+        cfg.accept_episodes = 6;
+        std::fs::remove_file(run.path().join("refine/dots/done.json")).ok();
+        let r = world4rl::ppo::refine_task(&cfg, &run, &ds, Some(&ds), "dots", tch::Device::Cpu, 0)
+            .unwrap();
+        let a = r.acceptance.expect("the acceptance check ran");
+        assert_eq!(a.comparison.episodes, 6);
+        let (lo, hi) = a.comparison.gain_ci;
+        assert!(lo <= a.comparison.gain && a.comparison.gain <= hi, "{a:?}");
+        let standing = std::fs::read(&r.policy).unwrap();
+        let expected = if a.accepted {
+            &r.last
+        } else {
+            &bc::checkpoint_path(&run, "dots")
+        };
+        assert_eq!(standing, std::fs::read(expected).unwrap());
         // a missing stage-1 artefact is a clear error naming what to run
-        let err =
-            world4rl::ppo::refine_task(&cfg, &run, &ds, "other", tch::Device::Cpu, 0).unwrap_err();
+        let err = world4rl::ppo::refine_task(&cfg, &run, &ds, None, "other", tch::Device::Cpu, 0)
+            .unwrap_err();
         assert!(format!("{err:#}").contains("train reward"), "{err:#}");
     }
 }
