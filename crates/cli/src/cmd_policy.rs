@@ -249,7 +249,7 @@ pub fn refine(args: RefineArgs, device: Device, seed: Option<u64>) -> Result<()>
     }
     let heldout_dir = world4rl::pipeline::heldout_dir(run.path());
     let heldout =
-        if heldout_dir.exists() {
+        if rc.accept != world4rl::acceptance::AcceptRule::Always && heldout_dir.exists() {
             Some(Dataset::open(&heldout_dir).with_context(|| {
                 format!("opening the held-out rollouts {}", heldout_dir.display())
             })?)

@@ -245,7 +245,7 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
     // 6. PPO in imagination, per task (the acceptance check starts from the held-out rollouts)
     let heldout = {
         let dir = heldout_dir(run.path());
-        if dir.exists() {
+        if cfg.refine.accept != crate::acceptance::AcceptRule::Always && dir.exists() {
             Some(
                 Dataset::open(&dir)
                     .with_context(|| format!("opening the held-out rollouts {}", dir.display()))?,

@@ -614,6 +614,8 @@ mod imagination {
         // with it: a paired comparison in imagination decides between BC and the refined policy
         cfg.accept = world4rl::acceptance::AcceptRule::ImaginedGain;
         cfg.accept_episodes = 6;
+        // and with the KL penalty to the starting policy, whose value is logged once the actor moves
+        cfg.ppo.kl_to_initial = 1.0;
         std::fs::remove_file(run.path().join("refine/dots/done.json")).ok();
         let r = world4rl::ppo::refine_task(&cfg, &run, &ds, Some(&ds), "dots", tch::Device::Cpu, 0)
             .unwrap();
@@ -621,6 +623,17 @@ mod imagination {
         assert_eq!(a.comparison.episodes, 6);
         let (lo, hi) = a.comparison.gain_ci;
         assert!(lo <= a.comparison.gain && a.comparison.gain <= hi, "{a:?}");
+        let lines =
+            world4rl::run::read_metrics(run.path().join("refine/dots/metrics.jsonl")).unwrap();
+        let kl: Vec<f64> = lines
+            .iter()
+            .map(|l| l["kl_initial"].as_f64().unwrap())
+            .collect();
+        assert_eq!(
+            kl[0], 0.0,
+            "the critic warm-up does not move the actor: {kl:?}"
+        );
+        assert!(kl[2] > 0.0 && kl[2].is_finite(), "{kl:?}");
         let standing = std::fs::read(&r.policy).unwrap();
         let expected = if a.accepted {
             &r.last

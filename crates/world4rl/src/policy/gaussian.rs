@@ -299,6 +299,16 @@ impl GaussianOut {
         )
     }
 
+    /// KL(self ‖ other) of two diagonal Gaussians, summed over dimensions: `[B]`.
+    pub fn kl_to(&self, other: &GaussianOut) -> Tensor {
+        let var = (&self.log_std * 2.0).exp();
+        let other_var = (&other.log_std * 2.0).exp();
+        ((&other.log_std - &self.log_std)
+            + (var + (&self.mean - &other.mean).square()) / (other_var * 2.0)
+            - 0.5)
+            .sum_dim_intlist(-1, false, Kind::Float)
+    }
+
     /// A reparameterised sample `μ + σ ε`.
     pub fn sample(&self) -> Tensor {
         &self.mean + self.log_std.exp() * self.mean.randn_like()
@@ -428,6 +438,16 @@ impl GaussianPolicy {
     /// Device of the variables.
     pub fn device(&self) -> Device {
         self.vs.device()
+    }
+
+    /// An independent copy (same weights, σ bounds and state normalisation), e.g. a frozen reference.
+    pub fn duplicate(&self) -> Result<Self> {
+        let mut p = Self::new(&self.cfg, &self.spec, self.device())?;
+        p.vs.copy(&self.vs)?;
+        p.state_mean = self.state_mean.copy();
+        p.state_std = self.state_std.copy();
+        p.log_std_bounds = self.log_std_bounds;
+        Ok(p)
     }
 
     /// Current σ bounds.
@@ -653,5 +673,32 @@ impl GaussianPolicy {
                 .with_context(|| format!("{}: bad σ bounds in metadata", path.display()))?;
         }
         Ok((p, meta["extra"].clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(mean: &[f32], log_std: &[f32]) -> GaussianOut {
+        GaussianOut {
+            mean: Tensor::from_slice(mean).view([1, -1]),
+            log_std: Tensor::from_slice(log_std).view([1, -1]),
+        }
+    }
+
+    #[test]
+    fn kl_of_diagonal_gaussians_matches_the_closed_form() {
+        let kl = |a: &GaussianOut, b: &GaussianOut| a.kl_to(b).double_value(&[0]);
+        let std_normal = out(&[0.0, 0.0], &[0.0, 0.0]);
+        assert!(kl(&std_normal, &std_normal).abs() < 1e-7);
+        // a mean shift of 1 in one dimension: 1/2
+        assert!((kl(&out(&[1.0, 0.0], &[0.0, 0.0]), &std_normal) - 0.5).abs() < 1e-6);
+        // σ = e^-1 against σ = 1: 1 + e^-2 / 2 - 1/2
+        let want = 1.0 + (-2.0f64).exp() / 2.0 - 0.5;
+        assert!((kl(&out(&[0.0], &[-1.0]), &out(&[0.0], &[0.0])) - want).abs() < 1e-6);
+        // not symmetric: the other way is -1 + e^2 / 2 - 1/2
+        let back = -1.0 + 2.0f64.exp() / 2.0 - 0.5;
+        assert!((kl(&out(&[0.0], &[0.0]), &out(&[0.0], &[-1.0])) - back).abs() < 1e-5);
     }
 }
