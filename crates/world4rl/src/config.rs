@@ -158,6 +158,7 @@ impl ExperimentConfig {
             !self.experiment.tasks.is_empty(),
             "experiment.tasks is empty: name at least one task (see `world4rl env list`)"
         );
+        self.refine.validate()?;
         let (judged, trained) = (
             self.refine.world_model_precision,
             self.reward.world_model_precision,
@@ -187,6 +188,16 @@ mod tests {
         assert!(err.contains("cfg.toml"), "{err}");
         assert!(err.contains("line 6"), "{err}");
         assert!(err.contains("expert_episodse"), "{err}");
+    }
+
+    #[test]
+    fn acceptance_check_without_episodes_is_refused_at_load() {
+        let text = "[experiment]\ntasks = [\"push-block\"]\n\n[refine]\naccept = \"imagined-gain\"\naccept_episodes = 0\n";
+        let err = format!(
+            "{:#}",
+            ExperimentConfig::parse(text, Path::new("c.toml")).unwrap_err()
+        );
+        assert!(err.contains("accept_episodes"), "{err}");
     }
 
     #[test]

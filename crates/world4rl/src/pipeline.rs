@@ -306,9 +306,9 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
             let bc_path = crate::policy::bc::checkpoint_path(run, task);
             let (bc, _) = GaussianPolicy::load(&bc_path, device)?;
             let bc_report = evaluate_policy(&bc, task, &eval_cfg)?;
-            let outputs = crate::ppo::output_in(&run.path().join(crate::ppo::refine_stage(task)));
-            let standing =
-                crate::ppo::standing_policy_in(&run.path().join(crate::ppo::refine_stage(task)));
+            let refine_dir = run.path().join(crate::ppo::refine_stage(task));
+            let outputs = crate::ppo::output_in(&refine_dir);
+            let standing = crate::ppo::standing_policy_in(&refine_dir);
             let refined_path = if standing.exists() {
                 standing
             } else {

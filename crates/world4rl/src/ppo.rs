@@ -879,6 +879,22 @@ pub enum RefinedCheckpoint {
     Best,
 }
 
+impl RefineConfig {
+    /// Checks value ranges (before any PPO iteration runs).
+    pub fn validate(&self) -> Result<()> {
+        self.ppo.validate()?;
+        ensure!(
+            self.accept == AcceptRule::Always || self.accept_episodes > 0,
+            "refine.accept_episodes must be positive when refine.accept = \"imagined-gain\""
+        );
+        ensure!(
+            self.accept_margin.is_finite(),
+            "refine.accept_margin must be a finite number"
+        );
+        Ok(())
+    }
+}
+
 impl Default for RefineConfig {
     fn default() -> Self {
         Self {
@@ -965,15 +981,6 @@ pub fn load_imagination(
     Ok((wm, clf))
 }
 
-/// Copies `from` to `to` through a temporary file and a rename.
-fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
-    let tmp = to.with_extension("tmp");
-    std::fs::copy(from, &tmp)
-        .with_context(|| format!("copying {} to {}", from.display(), tmp.display()))?;
-    std::fs::rename(&tmp, to).with_context(|| format!("renaming {}", tmp.display()))?;
-    Ok(())
-}
-
 /// Stage folder of the refinement of `task`: `refine/<task>`.
 pub fn refine_stage(task: &str) -> String {
     format!("refine/{task}")
@@ -993,6 +1000,7 @@ pub fn refine_task(
     device: Device,
     monitor_seed: u64,
 ) -> Result<RefineReport> {
+    cfg.validate()?;
     let (wm, clf) = load_imagination(cfg, run, task, device)?;
     let bc_path = crate::policy::bc::checkpoint_path(run, task);
     let (mut policy, _) = GaussianPolicy::load(&bc_path, device).with_context(|| {
@@ -1094,7 +1102,10 @@ pub fn refine_task(
     };
     let standing = standing_policy_in(&dir);
     let keep_bc = acceptance.as_ref().is_some_and(|a| !a.accepted);
-    copy_atomic(if keep_bc { &bc_path } else { &chosen }, &standing)?;
+    let from = if keep_bc { &bc_path } else { &chosen };
+    let bytes =
+        std::fs::read(from).with_context(|| format!("reading the policy {}", from.display()))?;
+    w4rl_data::write_atomic(&standing, &bytes)?;
     let report = RefineReport {
         task: task.to_string(),
         ppo: summary,
