@@ -237,6 +237,25 @@ mod imagination {
         .unwrap()
     }
 
+    /// A freshly initialised small image policy for the 2-D `dots` task.
+    fn tiny_policy() -> GaussianPolicy {
+        let spec = PolicySpec {
+            image_size: SIZE,
+            action_dim: 2,
+            state_dim: 0,
+            action_low: vec![-1.0; 2],
+            action_high: vec![1.0; 2],
+            task: "dots".into(),
+            render_size: SIZE,
+        };
+        let cfg = PolicyConfig {
+            encoder: small_encoder(),
+            hidden: 16,
+            ..Default::default()
+        };
+        GaussianPolicy::new(&cfg, &spec, tch::Device::Cpu).unwrap()
+    }
+
     #[test]
     fn imagined_env_terminates_truncates_and_resets() {
         tch::set_num_threads(1);
@@ -474,22 +493,7 @@ mod imagination {
         let dir = tempfile::tempdir().unwrap();
         let ds = synthetic_dataset(dir.path(), 4, 6);
         let wm = WorldModel::new(WorldModelConfig::tiny(), 2, tch::Device::Cpu).unwrap();
-        let spec = PolicySpec {
-            image_size: SIZE,
-            action_dim: 2,
-            state_dim: 0,
-            action_low: vec![-1.0; 2],
-            action_high: vec![1.0; 2],
-            task: "dots".into(),
-            render_size: SIZE,
-        };
-        let pcfg = PolicyConfig {
-            encoder: small_encoder(),
-            hidden: 16,
-            ..Default::default()
-        };
-        let a = GaussianPolicy::new(&pcfg, &spec, tch::Device::Cpu).unwrap();
-        let b = GaussianPolicy::new(&pcfg, &spec, tch::Device::Cpu).unwrap();
+        let (a, b) = (tiny_policy(), tiny_policy());
         // every frame succeeds: the first success is step 1, discounted 1; 5 episodes in batches of 3
         let always = tiny_classifier(0.0);
         let cfg = ImaginedEnvConfig {
@@ -565,23 +569,8 @@ mod imagination {
                 serde_json::json!({}),
             )
             .unwrap();
-        let pcfg = PolicyConfig {
-            encoder: small_encoder(),
-            hidden: 16,
-            ..Default::default()
-        };
-        let spec = PolicySpec {
-            image_size: SIZE,
-            action_dim: 2,
-            state_dim: 0,
-            action_low: vec![-1.0; 2],
-            action_high: vec![1.0; 2],
-            task: "dots".into(),
-            render_size: SIZE,
-        };
         run.stage_dir("bc/dots").unwrap();
-        GaussianPolicy::new(&pcfg, &spec, tch::Device::Cpu)
-            .unwrap()
+        tiny_policy()
             .save(&bc::checkpoint_path(&run, "dots"), serde_json::json!({}))
             .unwrap();
         let mut cfg = world4rl::ppo::RefineConfig::default();
