@@ -146,7 +146,7 @@ pub fn train_reward(args: TrainArgs, device: Device, seed: Option<u64>) -> Resul
     if !args.task.is_empty() {
         rc.tasks = args.task.clone();
     }
-    let run = RunDir::open(&args.out)?;
+    let run = RunDir::open_locked(&args.out)?;
     let reports = world4rl::reward::train_all(&rc, &dataset, &run, device)?;
     for r in &reports {
         tracing::info!(
@@ -175,7 +175,7 @@ pub fn train_bc(args: TrainArgs, device: Device, seed: Option<u64>) -> Result<()
     if !args.task.is_empty() {
         bc.tasks = args.task.clone();
     }
-    let run = RunDir::open(&args.out)?;
+    let run = RunDir::open_locked(&args.out)?;
     let reports = world4rl::policy::bc::train_all(&bc, &dataset, &run, device)?;
     for r in &reports {
         tracing::info!(
@@ -207,7 +207,7 @@ pub fn refine(args: RefineArgs, device: Device, seed: Option<u64>) -> Result<()>
     if !args.run.exists() {
         bail!("run directory {} does not exist; train the world model, classifier and BC policy into it first", args.run.display());
     }
-    let run = RunDir::open(&args.run)?;
+    let run = RunDir::open_locked(&args.run)?;
     let mut rc = cfg.refine.clone();
     rc.ppo.seed ^= cfg.experiment.seed;
     if let Some(m) = args.minutes {

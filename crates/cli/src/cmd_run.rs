@@ -35,7 +35,7 @@ pub fn run(args: RunArgs, device: Device, seed: Option<u64>) -> Result<()> {
                 .unwrap_or_else(|| "run".into()),
         )
     });
-    let run = RunDir::open(&out)?;
+    let run = RunDir::open_locked(&out)?;
     let html = world4rl::pipeline::run(&cfg, &run, device)?;
     eprintln!(
         "report: {} (and {})",

@@ -219,7 +219,7 @@ pub fn train(args: TrainArgs, device: Device, seed: Option<u64>) -> Result<()> {
         bail!("train world-model needs --data DATASET and --out RUN (or --dry-run)");
     };
     let data = Dataset::open(data)?;
-    let run = RunDir::open(out)?;
+    let run = RunDir::open_locked(out)?;
     let summary = wm_train::train(&cfg, &data, &run, device, &TrainOptions { progress: true })?;
     eprintln!(
         "world model: {} steps in {:.1} min, held-out loss {}, checkpoint {}",

@@ -27,6 +27,10 @@ struct Cli {
     /// Seed overriding the config's experiment seed.
     #[arg(long, global = true)]
     seed: Option<u64>,
+    /// Let learners train on a dataset whose index lists episodes that are gone (by default such a
+    /// dataset is refused; `world4rl data verify` lists what is missing).
+    #[arg(long, global = true)]
+    allow_missing: bool,
     /// Log more (-v: debug, -vv: trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -106,13 +110,31 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
+/// SIGINT / SIGTERM: the first asks the running stage to stop at its next safe point (see
+/// `world4rl::interrupt`), the second exits at once (exit code 130).
+fn install_interrupt_handler() {
+    let result = ctrlc::set_handler(|| {
+        if world4rl::interrupt::stop_requested() {
+            eprintln!("\nsecond interrupt: exiting now (every write is atomic; run the same command again to resume)");
+            std::process::exit(130);
+        }
+        world4rl::interrupt::request_stop();
+        eprintln!("\ninterrupt: stopping at the next safe point (interrupt again to exit at once)");
+    });
+    if let Err(e) = result {
+        tracing::warn!("no clean stop on Ctrl-C: {e}");
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    install_interrupt_handler();
     let threads = cli
         .threads
         .unwrap_or_else(world4rl::device::default_threads);
     world4rl::device::set_threads(threads);
+    w4rl_data::set_allow_missing(cli.allow_missing);
     let result = (|| -> anyhow::Result<bool> {
         let device = world4rl::device::resolve(&cli.device)?;
         match cli.cmd {
@@ -148,6 +170,10 @@ fn main() -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
+        Err(e) if world4rl::interrupt::is_interrupted(&e) => {
+            eprintln!("{e:#}");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -1,7 +1,8 @@
 //! End-to-end checks of the `world4rl` binary: help, errors, collect -> verify.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn world4rl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_world4rl"))
@@ -152,9 +153,27 @@ fn collect_verify_and_truncation_is_named() {
     );
     assert_eq!(err.matches("bad episode").count(), 1, "{err}");
 
+    // two more kinds of damage: an emptied file and a forged header length
+    let emptied = ds.join("episodes/push-block/random-00000.safetensors");
+    std::fs::write(&emptied, b"").unwrap();
+    let forged = ds.join("episodes/push-block/policy-00000.safetensors");
+    let mut fb = std::fs::read(&forged).unwrap();
+    let n = u64::from_le_bytes(fb[..8].try_into().unwrap()) + 8;
+    fb[..8].copy_from_slice(&n.to_le_bytes());
+    std::fs::write(&forged, &fb).unwrap();
+    // `data info` reads headers only, names each damaged file and fails
     let o = world4rl(&["data", "info", ds.to_str().unwrap()]);
-    assert!(text(&o).0.contains("unreadable"), "{:?}", text(&o));
-    // re-running collect writes the damaged episode again, bit-identical to the original
+    assert!(!o.status.success(), "{:?}", text(&o));
+    let (_, err) = text(&o);
+    for name in [
+        "slide-handle/expert-00001.safetensors",
+        "push-block/random-00000.safetensors",
+        "push-block/policy-00000.safetensors",
+    ] {
+        assert!(err.contains(name), "{name} not named: {err}");
+    }
+    assert_eq!(err.matches("unreadable episode:").count(), 3, "{err}");
+    // re-running collect writes the damaged episodes again, bit-identical to the originals
     let o = world4rl(&[
         "collect",
         "--config",
@@ -164,9 +183,175 @@ fn collect_verify_and_truncation_is_named() {
         "--json",
     ]);
     let v: serde_json::Value = serde_json::from_str(text(&o).0.lines().last().unwrap()).unwrap();
-    assert_eq!(v["written"], 1);
+    assert_eq!(v["written"], 3);
     assert_eq!(std::fs::read(&victim).unwrap(), bytes);
     assert!(world4rl(&["data", "verify", ds.to_str().unwrap()])
         .status
         .success());
+}
+
+#[test]
+fn a_deleted_episode_is_reported_and_learners_refuse_the_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = collect(dir.path());
+    let gone = ds.join("episodes/push-block/expert-00001.safetensors");
+    std::fs::remove_file(&gone).unwrap();
+    let o = world4rl(&["data", "verify", ds.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).1.contains("missing episode") && text(&o).1.contains("expert-00001"),
+        "{:?}",
+        text(&o)
+    );
+    let o = world4rl(&["data", "info", ds.to_str().unwrap()]);
+    assert!(!o.status.success());
+    // a learner stops before training, and says how to go on
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tabletop-tiny.toml");
+    let run = dir.path().join("run");
+    let o = world4rl(&[
+        "--threads",
+        "1",
+        "train",
+        "bc",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data",
+        ds.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let (_, err) = text(&o);
+    assert!(
+        err.contains("missing 1 of the 8") && err.contains("--allow-missing"),
+        "{err}"
+    );
+    assert!(!run.join("bc").exists(), "nothing was trained");
+}
+
+/// The tiny preset with a longer world-model run: 400 steps, a checkpoint every 100.
+fn long_tiny_config(dir: &Path) -> std::path::PathBuf {
+    let tiny = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tabletop-tiny.toml"),
+    )
+    .unwrap();
+    let text = tiny
+        .replace("max_steps = 60\n", "max_steps = 400\n")
+        .replace("checkpoint_every = 20\n", "checkpoint_every = 100\n");
+    assert!(text.contains("max_steps = 400") && text.contains("checkpoint_every = 100"));
+    let path = dir.join("long-tiny.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn train_world_model(cfg: &Path, ds: &Path, out: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_world4rl"));
+    c.env("WORLD4RL_NO_PROGRESS", "1")
+        .env("RUST_LOG", "warn")
+        .args(["--threads", "1", "train", "world-model", "--config"])
+        .arg(cfg)
+        .arg("--data")
+        .arg(ds)
+        .arg("--out")
+        .arg(out);
+    c
+}
+
+fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Vec<(String, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.data().to_vec()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn sigterm_stops_world_model_training_at_a_checkpoint_and_the_resume_is_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = long_tiny_config(dir.path());
+    let ds = dir.path().join("ds");
+    let o = world4rl(&[
+        "collect",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        ds.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{:?}", text(&o));
+
+    // the reference: one uninterrupted run
+    let straight = dir.path().join("straight");
+    let o = train_world_model(&cfg, &ds, &straight).output().unwrap();
+    assert!(o.status.success(), "{:?}", text(&o));
+
+    // the same run, sent SIGTERM once it has logged step 50
+    let out = dir.path().join("interrupted");
+    let child = train_world_model(&cfg, &ds, &out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = out.join("world_model/metrics.jsonl");
+    let t = Instant::now();
+    loop {
+        let logged = std::fs::read_to_string(&metrics).unwrap_or_default();
+        if logged.contains("\"step\":50") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "training never reached step 50"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let o = child.wait_with_output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("stopped at its checkpoint of step 100") && err.contains("resume"),
+        "{err}"
+    );
+    assert!(!out.join("world_model/done.json").exists());
+
+    // the resume finishes the run and ends where the uninterrupted one ended
+    let o = train_world_model(&cfg, &ds, &out).output().unwrap();
+    assert!(o.status.success(), "{:?}", text(&o));
+    let a = tensors(&straight.join("world_model/model.safetensors"));
+    let b = tensors(&out.join("world_model/model.safetensors"));
+    assert_eq!(a.len(), b.len());
+    for ((na, da), (nb, db)) in a.iter().zip(&b) {
+        assert_eq!(na, nb);
+        assert!(da == db, "tensor {na} differs after the resume");
+    }
+}
+
+#[test]
+fn a_second_writer_on_a_run_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    // a process that holds the lock: a run directory locked by this test's own process is the
+    // same to the binary as one locked by another `world4rl`
+    let held = world4rl::run::RunDir::open_locked(&run).unwrap();
+    let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tabletop-tiny.toml");
+    let o = world4rl(&["run", cfg.to_str().unwrap(), "--out", run.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let (_, err) = text(&o);
+    assert!(
+        err.contains(&format!("in use by process {}", std::process::id())),
+        "{err}"
+    );
+    assert!(
+        !run.join("config.toml").exists(),
+        "the refused run wrote nothing"
+    );
+    drop(held);
 }

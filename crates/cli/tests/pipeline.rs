@@ -181,6 +181,28 @@ fn tiny_pipeline_runs_and_resumes_after_a_kill() {
         .spawn()
         .unwrap();
     let t = Instant::now();
+    // a second `run` on the same folder while the first holds it is refused, naming the first
+    let lock = out.join(".world4rl.lock");
+    while std::fs::read_to_string(&lock)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended at once");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let second = bin()
+        .args(["--threads", "1", "run"])
+        .arg(config())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("in use by process {}", child.id())),
+        "{err}"
+    );
     while t.elapsed() < kill_after {
         if child.try_wait().unwrap().is_some() {
             break;
@@ -206,4 +228,28 @@ fn tiny_pipeline_runs_and_resumes_after_a_kill() {
         );
     }
     check_artifacts(&out);
+    // the run that survived the refused one, killed and resumed, trained what the lone run trained
+    for model in [
+        "world_model/model.safetensors",
+        "bc/push-block/policy.safetensors",
+    ] {
+        assert_eq!(
+            tensors(&clean.join(model)),
+            tensors(&out.join(model)),
+            "{model} differs from the lone run's"
+        );
+    }
+}
+
+/// Every tensor of a safetensors file, by name (the metadata, which holds timings, is left out).
+fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut v: Vec<(String, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.data().to_vec()))
+        .collect();
+    v.sort();
+    v
 }

@@ -6,6 +6,8 @@
 //! reader checks every array's dtype, shape and CRC-32 against the metadata.
 
 pub mod episode;
+pub mod index;
+pub mod lock;
 pub mod report;
 pub mod sampler;
 pub mod store;
@@ -13,9 +15,14 @@ pub mod store;
 use std::path::{Path, PathBuf};
 
 pub use episode::{DatasetSpec, Episode, EpisodeKind, EpisodeMeta, SCHEMA_VERSION};
+pub use index::{read_index, write_index, IndexEntry};
+pub use lock::{DirLock, LockHolder};
 pub use report::{info, verify, DatasetInfo, VerifyReport};
 pub use sampler::{holdout_split, SamplerConfig, WindowBatch, WindowSampler};
-pub use store::{encode_episode, read_episode, write_atomic, Dataset, DatasetWriter, EpisodeEntry};
+pub use store::{
+    encode_episode, read_episode, set_allow_missing, write_atomic, write_atomic_with, Dataset,
+    DatasetWriter, EpisodeEntry,
+};
 
 /// Errors of the dataset crate. Each names the file concerned where there is one.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +46,16 @@ pub enum DataError {
     /// Bad input from the caller (wrong sizes, NaN actions, mismatched spec).
     #[error("{0}")]
     Invalid(String),
+    /// Another process is writing into the folder.
+    #[error("the {what} {dir} is in use by {holder}; wait for it to finish, or stop that process, then run the command again")]
+    Locked {
+        /// What the folder is ("run directory", "dataset").
+        what: String,
+        /// The folder.
+        dir: PathBuf,
+        /// Who holds the lock.
+        holder: String,
+    },
 }
 
 impl DataError {

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::episode::EpisodeKind;
+use crate::index::{write_index, IndexEntry};
 use crate::store::{read_episode, Dataset};
 use crate::DataError;
 
@@ -52,11 +53,26 @@ pub struct DatasetInfo {
     pub per_kind: BTreeMap<String, Counts>,
     /// Per task and kind.
     pub per_task_kind: BTreeMap<String, BTreeMap<String, Counts>>,
-    /// Episode files whose header could not be read.
-    pub unreadable: usize,
+    /// Episode files whose header could not be read (or does not match the file's size), with the
+    /// reason.
+    pub unreadable: Vec<BadEpisode>,
+    /// Episode files the index lists that are gone.
+    pub missing: Vec<PathBuf>,
+    /// Episode files the index does not list (not counted above).
+    pub extra: Vec<PathBuf>,
+    /// Whether the dataset has an index of its committed episodes.
+    pub indexed: bool,
 }
 
-/// Summarises a dataset from the episode headers (fast: frames are not read).
+impl DatasetInfo {
+    /// True when every episode file is readable and none the index lists is missing.
+    pub fn intact(&self) -> bool {
+        self.unreadable.is_empty() && self.missing.is_empty()
+    }
+}
+
+/// Summarises a dataset from the episode headers (fast: frames are not read; a header that does not
+/// account for the file's size, as after a truncation, makes the file unreadable).
 pub fn info(dir: impl AsRef<Path>) -> Result<DatasetInfo, DataError> {
     let ds = Dataset::open_lenient(dir)?;
     let spec = ds.spec();
@@ -70,7 +86,17 @@ pub fn info(dir: impl AsRef<Path>) -> Result<DatasetInfo, DataError> {
         per_task: BTreeMap::new(),
         per_kind: BTreeMap::new(),
         per_task_kind: BTreeMap::new(),
-        unreadable: ds.unreadable().len(),
+        unreadable: ds
+            .unreadable()
+            .iter()
+            .map(|(path, reason)| BadEpisode {
+                path: path.clone(),
+                reason: reason.clone(),
+            })
+            .collect(),
+        missing: ds.missing().to_vec(),
+        extra: ds.extra().to_vec(),
+        indexed: ds.index().is_some(),
     };
     for e in ds.entries() {
         let m = &e.meta;
@@ -116,21 +142,51 @@ pub struct VerifyReport {
     /// (task, kind, index) present more than once cannot happen with one file per episode; listed
     /// here are kinds with gaps in their indices, which a completed collection does not have.
     pub gaps: Vec<String>,
+    /// Whether the dataset has an index (written by every collection since it was introduced).
+    pub indexed: bool,
+    /// Episodes the index lists whose file is gone.
+    pub missing: Vec<PathBuf>,
+    /// Episode files the index does not list.
+    pub extra: Vec<PathBuf>,
+    /// Episode files whose bytes differ from what the index recorded when they were committed.
+    pub changed: Vec<PathBuf>,
+    /// True when `--reindex` wrote a new index (from the files that passed).
+    pub reindexed: bool,
 }
 
 impl VerifyReport {
-    /// True when no episode failed.
+    /// True when every episode file reads back intact and the files are the ones the index lists.
     pub fn passed(&self) -> bool {
         self.bad.is_empty()
+            && self.missing.is_empty()
+            && self.extra.is_empty()
+            && self.changed.is_empty()
     }
 }
 
-/// Reads every episode completely and checks dtypes, shapes, checksums and values.
+/// Reads every episode completely and checks dtypes, shapes, checksums and values, and the files
+/// against the dataset's index (missing, extra, changed). With `reindex`, a new index listing the
+/// files that read back intact replaces the old one (or is written for a dataset that had none); the
+/// report then describes the dataset as it was before.
 pub fn verify(
     dir: impl AsRef<Path>,
+    reindex: bool,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<VerifyReport, DataError> {
+    let dir = dir.as_ref();
+    // rewriting the index is a write: one writer at a time
+    let _lock = if reindex {
+        Some(crate::lock::DirLock::acquire(dir, "dataset")?)
+    } else {
+        None
+    };
     let ds = Dataset::open_lenient(dir)?;
+    let recorded: BTreeMap<PathBuf, &IndexEntry> = ds
+        .index()
+        .unwrap_or(&[])
+        .iter()
+        .map(|e| (ds.dir().join(e.relative_path()), e))
+        .collect();
     let mut bad: Vec<BadEpisode> = ds
         .unreadable()
         .iter()
@@ -139,24 +195,47 @@ pub fn verify(
             reason: reason.clone(),
         })
         .collect();
-    let n = ds.entries().len();
+    // the files the index does not list are checked too, so that --reindex can take them in
+    let files: Vec<PathBuf> = ds
+        .entries()
+        .iter()
+        .map(|e| e.path.clone())
+        .chain(ds.extra().iter().cloned())
+        .collect();
+    let n = files.len();
     let mut ok = 0;
     let mut indices: BTreeMap<(String, EpisodeKind), Vec<usize>> = BTreeMap::new();
-    for (i, e) in ds.entries().iter().enumerate() {
-        match read_episode(&e.path) {
-            Ok(_) => {
+    let mut changed = Vec::new();
+    let mut intact = Vec::new();
+    for (i, path) in files.iter().enumerate() {
+        let checked = std::fs::read(path)
+            .map_err(|e| DataError::io(path, e))
+            .and_then(|bytes| read_episode(path).map(|ep| (bytes, ep)));
+        match checked {
+            Ok((bytes, ep)) => {
                 ok += 1;
+                let entry = IndexEntry::of(&ep.meta, &bytes);
+                if recorded
+                    .get(path)
+                    .is_some_and(|r| (r.bytes, r.crc32) != (entry.bytes, entry.crc32))
+                {
+                    changed.push(path.clone());
+                }
                 indices
-                    .entry((e.meta.task.clone(), e.meta.kind))
+                    .entry((ep.meta.task.clone(), ep.meta.kind))
                     .or_default()
-                    .push(e.meta.index);
+                    .push(ep.meta.index);
+                intact.push(entry);
             }
             Err(err) => bad.push(BadEpisode {
-                path: e.path.clone(),
+                path: path.clone(),
                 reason: err.to_string(),
             }),
         }
         progress(i + 1, n);
+    }
+    if reindex {
+        write_index(ds.dir(), &intact)?;
     }
     let mut gaps = Vec::new();
     for ((task, kind), mut idx) in indices {
@@ -176,5 +255,10 @@ pub fn verify(
         ok,
         bad,
         gaps,
+        indexed: ds.index().is_some(),
+        missing: ds.missing().to_vec(),
+        extra: ds.extra().to_vec(),
+        changed,
+        reindexed: reindex,
     })
 }

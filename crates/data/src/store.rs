@@ -3,22 +3,36 @@
 //! ```text
 //! DATASET/
 //!   dataset.json                                   DatasetSpec + format name + schema version
+//!   index.json                                     every committed episode: task, kind, index, steps,
+//!                                                  file size and CRC-32 of the file
 //!   episodes/<task>/<kind>-<index:05>.safetensors  one episode per file ('/' in task names becomes '__')
+//!   .world4rl.lock                                 the writer's lock (see [`crate::lock`])
 //! ```
 //! Each episode file is a plain safetensors file with the arrays `frames` (U8 `[T+1,H,W,3]`), `actions`
 //! (F32 `[T,A]`), `rewards` (F32 `[T]`), `success` (U8 `[T+1]`) and, when the state is recorded, `states`
 //! (F32 `[T+1,S]`). Its `__metadata__` holds `world4rl` (the [`EpisodeMeta`] as JSON) and `crc32` (a JSON
 //! object with the CRC-32 of each array's bytes), so a flipped bit is caught as well as a truncation.
+//!
+//! An episode is committed when its file has been renamed into place *and* the index lists it (the
+//! index is rewritten atomically after each episode). The index is what lets a dataset notice an
+//! episode file that was deleted: [`Dataset::open`] refuses a dataset whose index lists episodes that
+//! are gone, unless [`set_allow_missing`] was called (`--allow-missing`). A file the index does not
+//! list (a collection killed between the two writes, or a file copied in by hand) is left out of the
+//! dataset and reported by `data verify`. Datasets written before the index open as before.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::episode::{DatasetSpec, Episode, EpisodeKind, EpisodeMeta, SCHEMA_VERSION};
+use crate::index::{index_intact_files, read_index, write_index, IndexEntry};
+use crate::lock::DirLock;
 use crate::DataError;
 
 /// Name of the dataset description file.
@@ -46,8 +60,28 @@ pub fn episode_file_name(kind: EpisodeKind, index: usize) -> String {
     format!("{}-{index:05}.safetensors", kind.as_str())
 }
 
+static ALLOW_MISSING: AtomicBool = AtomicBool::new(false);
+
+/// Lets [`Dataset::open`] open datasets whose index lists episodes that are gone (the CLI's
+/// `--allow-missing`): learners then train on the episodes that are there.
+pub fn set_allow_missing(allow: bool) {
+    ALLOW_MISSING.store(allow, Ordering::Relaxed);
+}
+
 /// Writes `bytes` to `path` atomically: a hidden temporary file in the same folder, fsync, rename.
+/// A write that fails midway (disk full, I/O error) removes the temporary file and leaves the
+/// previous content of `path`, if any, untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
+    write_atomic_with(path, bytes, |f, b| f.write_all(b))
+}
+
+/// [`write_atomic`] with the step that writes the bytes into the temporary file supplied by the
+/// caller: the seam tests use to make a write fail midway.
+pub fn write_atomic_with(
+    path: &Path,
+    bytes: &[u8],
+    write: impl FnOnce(&mut File, &[u8]) -> std::io::Result<()>,
+) -> Result<(), DataError> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     fs::create_dir_all(dir).map_err(|e| DataError::io(dir, e))?;
     let name = path
@@ -57,7 +91,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
+        write(&mut f, bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)
     })();
@@ -94,19 +128,24 @@ fn read_spec(dir: &Path) -> Result<DatasetSpec, DataError> {
     Ok(file.spec)
 }
 
-/// Writes episodes into a dataset folder, one atomic file each.
+/// Writes episodes into a dataset folder, one atomic file each, and keeps its index. Holds the
+/// dataset's lock while it lives: a second writer is refused.
 #[derive(Debug)]
 pub struct DatasetWriter {
     dir: PathBuf,
     spec: DatasetSpec,
+    index: Mutex<BTreeMap<PathBuf, IndexEntry>>,
+    _lock: DirLock,
 }
 
 impl DatasetWriter {
     /// Creates the dataset, or re-opens it when `dataset.json` already holds the same spec
-    /// (so an interrupted collection can be completed). Stale temporary files are removed.
+    /// (so an interrupted collection can be completed). Stale temporary files are removed. A
+    /// dataset written before the index gets one, listing its episode files that read back intact.
     pub fn create(dir: impl AsRef<Path>, spec: DatasetSpec) -> Result<Self, DataError> {
         let dir = dir.as_ref().to_path_buf();
         spec.validate()?;
+        let lock = DirLock::acquire(&dir, "dataset")?;
         let spec_path = dir.join(DATASET_FILE);
         if spec_path.exists() {
             let existing = read_spec(&dir)?;
@@ -129,7 +168,24 @@ impl DatasetWriter {
         let episodes = dir.join(EPISODES_DIR);
         fs::create_dir_all(&episodes).map_err(|e| DataError::io(&episodes, e))?;
         remove_stale_tmp(&episodes);
-        Ok(Self { dir, spec })
+        let entries = match read_index(&dir)? {
+            Some(entries) => entries,
+            None => {
+                let entries = index_intact_files(&dir)?;
+                write_index(&dir, &entries)?;
+                entries
+            }
+        };
+        let index = entries
+            .into_iter()
+            .map(|e| (e.relative_path(), e))
+            .collect();
+        Ok(Self {
+            dir,
+            spec,
+            index: Mutex::new(index),
+            _lock: lock,
+        })
     }
 
     /// The dataset's spec.
@@ -150,11 +206,23 @@ impl DatasetWriter {
             .join(episode_file_name(kind, index))
     }
 
-    /// True when the episode file exists and its header is readable (writes are atomic, so a file
-    /// only fails this when it was damaged afterwards; a re-run then writes it again).
+    /// True when the episode is committed: the index lists it, and its file exists with the
+    /// recorded size and a readable header (writes are atomic, so a file only fails this when it was
+    /// damaged afterwards; a re-run then writes it again).
     pub fn contains(&self, task: &str, kind: EpisodeKind, index: usize) -> bool {
         let path = self.episode_path(task, kind, index);
-        path.exists() && read_episode_meta(&path).is_ok()
+        let rel = Path::new(EPISODES_DIR)
+            .join(task_dir_name(task))
+            .join(episode_file_name(kind, index));
+        let recorded = self
+            .index
+            .lock()
+            .expect("index lock")
+            .get(&rel)
+            .map(|e| e.bytes);
+        recorded.is_some_and(|bytes| {
+            fs::metadata(&path).is_ok_and(|m| m.len() == bytes) && read_episode_meta(&path).is_ok()
+        })
     }
 
     /// Validates the episode against the spec and commits it atomically. Returns its path.
@@ -182,7 +250,13 @@ impl DatasetWriter {
         episode.validate()?;
         let bytes = encode_episode(episode)?;
         let path = self.episode_path(&m.task, m.kind, m.index);
+        let entry = IndexEntry::of(m, &bytes);
+        // one episode at a time: the file, then the index that commits it
+        let mut index = self.index.lock().expect("index lock");
         write_atomic(&path, &bytes)?;
+        index.insert(entry.relative_path(), entry);
+        let entries: Vec<IndexEntry> = index.values().cloned().collect();
+        write_index(&self.dir, &entries)?;
         Ok(path)
     }
 }
@@ -411,13 +485,16 @@ pub struct EpisodeEntry {
     pub meta: EpisodeMeta,
 }
 
-/// A dataset opened for reading. Opening reads `dataset.json` and every episode header.
+/// A dataset opened for reading. Opening reads `dataset.json`, the index and every episode header.
 #[derive(Debug)]
 pub struct Dataset {
     dir: PathBuf,
     spec: DatasetSpec,
     entries: Vec<EpisodeEntry>,
     bad: Vec<(PathBuf, String)>,
+    index: Option<Vec<IndexEntry>>,
+    missing: Vec<PathBuf>,
+    extra: Vec<PathBuf>,
 }
 
 /// Every `*.safetensors` file under `episodes/`, sorted; hidden temporary files are skipped.
@@ -447,8 +524,9 @@ pub fn episode_files(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 }
 
 impl Dataset {
-    /// Opens a dataset. An unreadable episode header makes this fail with an error naming the file;
-    /// use [`Dataset::open_lenient`] to skip such files (as `data verify` does to list them all).
+    /// Opens a dataset. An unreadable episode header makes this fail with an error naming the file,
+    /// and so do episodes the index lists that are gone (unless [`set_allow_missing`]); use
+    /// [`Dataset::open_lenient`] to set such files aside (as `data verify` does to list them all).
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, DataError> {
         let ds = Self::open_lenient(dir)?;
         if let Some((path, reason)) = ds.bad.first() {
@@ -456,6 +534,30 @@ impl Dataset {
                 path: path.clone(),
                 reason: reason.clone(),
             });
+        }
+        if let Some(first) = ds.missing.first() {
+            if !ALLOW_MISSING.load(Ordering::Relaxed) {
+                return Err(DataError::Invalid(format!(
+                    "the dataset {} is missing {} of the {} episodes its index lists (first: {}); `world4rl data verify {}` lists them. Re-run the collection to write them again, or pass --allow-missing to go on with the episodes that are there",
+                    ds.dir.display(),
+                    ds.missing.len(),
+                    ds.index.as_ref().map_or(0, |i| i.len()),
+                    first.display(),
+                    ds.dir.display()
+                )));
+            }
+            tracing::warn!(
+                "dataset {}: {} indexed episodes are missing; going on without them (--allow-missing)",
+                ds.dir.display(),
+                ds.missing.len()
+            );
+        }
+        if !ds.extra.is_empty() {
+            tracing::warn!(
+                "dataset {}: {} episode files are not in its index and are left out (`world4rl data verify` lists them)",
+                ds.dir.display(),
+                ds.extra.len()
+            );
         }
         Ok(ds)
     }
@@ -470,9 +572,20 @@ impl Dataset {
             )));
         }
         let spec = read_spec(&dir)?;
+        let index = read_index(&dir)?;
+        let indexed: Option<std::collections::BTreeSet<PathBuf>> = index
+            .as_ref()
+            .map(|i| i.iter().map(|e| dir.join(e.relative_path())).collect());
+        let files = episode_files(&dir)?;
         let mut entries = Vec::new();
         let mut bad = Vec::new();
-        for path in episode_files(&dir)? {
+        let mut extra = Vec::new();
+        for path in &files {
+            if indexed.as_ref().is_some_and(|set| !set.contains(path)) {
+                extra.push(path.clone());
+                continue;
+            }
+            let path = path.clone();
             match read_episode_meta(&path)
                 .and_then(|m| check_meta_against_spec(&path, &m, &spec).map(|_| m))
             {
@@ -480,11 +593,21 @@ impl Dataset {
                 Err(e) => bad.push((path, e.to_string())),
             }
         }
+        let on_disk: std::collections::BTreeSet<&PathBuf> = files.iter().collect();
+        let missing = indexed
+            .iter()
+            .flatten()
+            .filter(|p| !on_disk.contains(p))
+            .cloned()
+            .collect();
         Ok(Self {
             dir,
             spec,
             entries,
             bad,
+            index,
+            missing,
+            extra,
         })
     }
 
@@ -506,6 +629,21 @@ impl Dataset {
     /// Files set aside by [`Dataset::open_lenient`], with the reason.
     pub fn unreadable(&self) -> &[(PathBuf, String)] {
         &self.bad
+    }
+
+    /// The committed episodes as the index records them (`None`: a dataset without an index).
+    pub fn index(&self) -> Option<&[IndexEntry]> {
+        self.index.as_deref()
+    }
+
+    /// Episode files the index lists that are gone.
+    pub fn missing(&self) -> &[PathBuf] {
+        &self.missing
+    }
+
+    /// Episode files the index does not list (left out of [`Dataset::entries`]).
+    pub fn extra(&self) -> &[PathBuf] {
+        &self.extra
     }
 
     /// Loads and checks episode `i` of [`Dataset::entries`].

@@ -103,7 +103,7 @@ fn truncated_and_corrupt_files_are_refused_by_name() {
                 .unwrap(),
         );
     }
-    assert!(verify(dir.path(), |_, _| {}).unwrap().passed());
+    assert!(verify(dir.path(), false, |_, _| {}).unwrap().passed());
 
     // truncate one file
     let bytes = fs::read(&paths[1]).unwrap();
@@ -116,7 +116,7 @@ fn truncated_and_corrupt_files_are_refused_by_name() {
 
     let err = read_episode(&paths[1]).unwrap_err().to_string();
     assert!(err.contains("expert-00001.safetensors"), "{err}");
-    let report = verify(dir.path(), |_, _| {}).unwrap();
+    let report = verify(dir.path(), false, |_, _| {}).unwrap();
     assert!(!report.passed());
     let bad: Vec<_> = report.bad.iter().map(|b| b.path.clone()).collect();
     assert_eq!(bad, vec![paths[1].clone(), paths[2].clone()]);
@@ -176,8 +176,9 @@ fn interrupted_write_leaves_nothing_visible() {
     drop(f);
     let ds = Dataset::open(dir.path()).unwrap();
     assert_eq!(ds.entries().len(), 1);
-    assert!(verify(dir.path(), |_, _| {}).unwrap().passed());
+    assert!(verify(dir.path(), false, |_, _| {}).unwrap().passed());
     // re-opening the writer (a resumed collection) cleans it up
+    drop(w);
     let w = DatasetWriter::create(dir.path(), spec()).unwrap();
     assert!(!task_dir.join(".expert-00001.safetensors.999.tmp").exists());
     assert!(w.contains("push-t", EpisodeKind::Expert, 0));
@@ -295,4 +296,93 @@ fn holdout_is_stratified() {
         "a task with one episode keeps it for training"
     );
     assert_eq!(holdout_split(&tasks, 0.25, 3), (train, held));
+}
+
+#[test]
+fn a_second_writer_on_one_dataset_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = DatasetWriter::create(dir.path(), spec()).unwrap();
+    let err = DatasetWriter::create(dir.path(), spec()).unwrap_err();
+    assert!(matches!(err, DataError::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("in use by process"), "{err}");
+    drop(w);
+    DatasetWriter::create(dir.path(), spec()).unwrap();
+}
+
+#[test]
+fn the_index_reports_deleted_added_and_changed_episodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = DatasetWriter::create(dir.path(), spec()).unwrap();
+    let paths: Vec<_> = (0..4)
+        .map(|i| {
+            w.write(&episode("push-t", EpisodeKind::Expert, i, 5))
+                .unwrap()
+        })
+        .collect();
+    drop(w);
+    let clean = verify(dir.path(), false, |_, _| {}).unwrap();
+    assert!(clean.passed() && clean.indexed, "{clean:?}");
+
+    // deleted: the learners refuse the dataset unless told to go on
+    fs::remove_file(&paths[0]).unwrap();
+    // changed: a valid episode file, but not the one that was committed
+    let other = encode_episode(&episode("push-t", EpisodeKind::Expert, 1, 7)).unwrap();
+    fs::write(&paths[1], other).unwrap();
+    // added: a valid episode file the dataset never committed
+    let added = dir.path().join("episodes/push-t/expert-00009.safetensors");
+    fs::write(
+        &added,
+        encode_episode(&episode("push-t", EpisodeKind::Expert, 9, 5)).unwrap(),
+    )
+    .unwrap();
+
+    let report = verify(dir.path(), false, |_, _| {}).unwrap();
+    assert!(!report.passed());
+    assert_eq!(report.missing, vec![paths[0].clone()]);
+    assert_eq!(report.changed, vec![paths[1].clone()]);
+    assert_eq!(report.extra, vec![added.clone()]);
+    assert!(report.bad.is_empty(), "{:?}", report.bad);
+
+    let err = Dataset::open(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("missing 1 of the 4") && err.contains("--allow-missing"),
+        "{err}"
+    );
+    let info = info(dir.path()).unwrap();
+    assert!(!info.intact());
+    assert_eq!(info.missing, vec![paths[0].clone()]);
+    assert_eq!(info.total.episodes, 3, "the extra file is not counted");
+
+    // --allow-missing: the learners go on with what is there (the uncommitted file left out)
+    set_allow_missing(true);
+    let ds = Dataset::open(dir.path());
+    set_allow_missing(false);
+    assert_eq!(ds.unwrap().entries().len(), 3);
+
+    // --reindex: the index lists what is there now, and the dataset verifies again
+    let re = verify(dir.path(), true, |_, _| {}).unwrap();
+    assert!(re.reindexed);
+    let after = verify(dir.path(), false, |_, _| {}).unwrap();
+    assert!(after.passed(), "{after:?}");
+    assert_eq!(Dataset::open(dir.path()).unwrap().entries().len(), 4);
+}
+
+#[test]
+fn a_dataset_without_an_index_opens_and_gets_one_when_written_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = DatasetWriter::create(dir.path(), spec()).unwrap();
+    for i in 0..2 {
+        w.write(&episode("push-t", EpisodeKind::Random, i, 3))
+            .unwrap();
+    }
+    drop(w);
+    fs::remove_file(dir.path().join("index.json")).unwrap();
+    let report = verify(dir.path(), false, |_, _| {}).unwrap();
+    assert!(report.passed() && !report.indexed);
+    assert_eq!(Dataset::open(dir.path()).unwrap().entries().len(), 2);
+    // a resumed collection indexes the intact files it finds and skips them
+    let w = DatasetWriter::create(dir.path(), spec()).unwrap();
+    assert!(w.contains("push-t", EpisodeKind::Random, 1));
+    drop(w);
+    assert!(verify(dir.path(), false, |_, _| {}).unwrap().indexed);
 }

@@ -11,12 +11,21 @@ use anyhow::{anyhow, bail, Context, Result};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use tch::{nn::VarStore, Kind, Tensor};
 
-/// Writes tensors and metadata to `path` atomically (temporary file, fsync, rename).
+/// Writes tensors and metadata to `path` atomically (temporary file, fsync, rename): a write that
+/// fails midway leaves the previous checkpoint at `path` loadable.
 pub fn save_tensors(
     path: &Path,
     tensors: &[(String, Tensor)],
     meta: &serde_json::Value,
 ) -> Result<()> {
+    let bytes = encode_tensors(tensors, meta)?;
+    w4rl_data::write_atomic(path, &bytes)
+        .with_context(|| format!("writing checkpoint {}", path.display()))?;
+    Ok(())
+}
+
+/// The bytes of the safetensors file [`save_tensors`] writes.
+pub fn encode_tensors(tensors: &[(String, Tensor)], meta: &serde_json::Value) -> Result<Vec<u8>> {
     let mut blobs: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         let t = t.detach().to_device(tch::Device::Cpu).contiguous();
@@ -42,11 +51,8 @@ pub fn save_tensors(
         .collect::<Result<_>>()?;
     let mut header = HashMap::new();
     header.insert("world4rl".to_string(), meta.to_string());
-    let bytes = safetensors::serialize(views, &Some(header))
-        .map_err(|e| anyhow!("serialising checkpoint: {e:?}"))?;
-    w4rl_data::write_atomic(path, &bytes)
-        .with_context(|| format!("writing checkpoint {}", path.display()))?;
-    Ok(())
+    safetensors::serialize(views, &Some(header))
+        .map_err(|e| anyhow!("serialising checkpoint: {e:?}"))
 }
 
 fn to_bytes<T: tch::kind::Element + Copy>(t: &Tensor) -> Result<Vec<u8>> {
@@ -165,6 +171,41 @@ pub fn load(path: &Path, vs: &mut VarStore) -> Result<serde_json::Value> {
 mod tests {
     use super::*;
     use tch::nn::{self, Module};
+
+    #[test]
+    fn a_checkpoint_write_failing_midway_keeps_the_previous_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train_state.safetensors");
+        let first = vec![("w".to_string(), Tensor::from_slice(&[1.0f32, 2.0, 3.0]))];
+        save_tensors(&path, &first, &serde_json::json!({"step": 500})).unwrap();
+        // the next checkpoint: half its bytes reach the disk, then the disk is full
+        let second = vec![("w".to_string(), Tensor::from_slice(&[9.0f32, 9.0, 9.0]))];
+        let bytes = encode_tensors(&second, &serde_json::json!({"step": 1000})).unwrap();
+        let err = w4rl_data::write_atomic_with(&path, &bytes, |f, b| {
+            std::io::Write::write_all(f, &b[..b.len() / 2])?;
+            Err(std::io::Error::other(
+                "no space left on device (test double)",
+            ))
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("train_state.safetensors") && err.contains("no space left"),
+            "{err}"
+        );
+        let (t, meta) = load_tensors(&path).unwrap();
+        assert_eq!(meta["step"], 500);
+        assert!(t["w"].equal(&first[0].1));
+        // and no temporary file is left behind
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("train_state.safetensors")]
+        );
+    }
 
     #[test]
     fn round_trip_is_exact_and_bad_files_are_refused() {

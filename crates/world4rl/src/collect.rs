@@ -147,6 +147,13 @@ pub fn collect_episodes(
 ) -> Result<usize> {
     let mut written = 0;
     for chunk in indices.chunks(batch.max(1)) {
+        if crate::interrupt::stop_requested() {
+            return Err(crate::interrupt::Interrupted {
+                stage: format!("the collection of {task} ({kind})"),
+                at: format!("after {written} new episodes, each one committed"),
+            }
+            .into());
+        }
         let episodes = run_batch(writer.spec(), task, kind, chunk, base_seed, env_cfg, source)?;
         for ep in &episodes {
             writer.write(ep)?;

@@ -15,6 +15,7 @@ pub mod device;
 pub mod diffusion;
 pub mod evaluate;
 pub mod imagined_env;
+pub mod interrupt;
 pub mod metrics;
 pub mod models;
 pub mod optim;

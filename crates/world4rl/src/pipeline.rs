@@ -150,6 +150,7 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
     // 1. expert demonstrations
     step("collect-expert");
     if !run.is_done("collect-expert") {
+        crate::interrupt::check_at("the run", "between two stages")?;
         let t0 = Instant::now();
         let pb = crate::progress::bar(0, "expert demos");
         let s = collect_recipe(
@@ -177,6 +178,7 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
     // 2. BC policies
     step("bc");
     if !run.is_done("bc") {
+        crate::interrupt::check_at("the run", "between two stages")?;
         let t0 = Instant::now();
         let dataset = Dataset::open(&data_dir)?;
         let reports = crate::policy::bc::train_all(&cfg.bc, &dataset, run, device)?;
@@ -190,6 +192,7 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
     // 3. BC-policy rollouts (stochastic, as D_rollout) and random-action episodes
     step("collect-rollouts");
     if !run.is_done("collect-rollouts") {
+        crate::interrupt::check_at("the run", "between two stages")?;
         let t0 = Instant::now();
         let summaries = collect_with_bc(
             cfg,
@@ -233,6 +236,7 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
     // 5. reward classifiers
     step("reward");
     if !run.is_done("reward") {
+        crate::interrupt::check_at("the run", "between two stages")?;
         let t0 = Instant::now();
         let reports = crate::reward::train_all(&cfg.reward, &dataset, run, device)?;
         run.mark_done(
@@ -258,6 +262,7 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
         let stage = crate::ppo::refine_stage(task);
         step(&stage);
         if !run.is_done(&stage) {
+            crate::interrupt::check_at("the run", "between two stages")?;
             let t0 = Instant::now();
             let report = crate::ppo::refine_task(
                 &cfg.refine,
@@ -296,6 +301,7 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
     // 7. real-environment evaluation of BC and refined policies
     step("eval");
     if !run.is_done("eval") {
+        crate::interrupt::check_at("the run", "between two stages")?;
         let t0 = Instant::now();
         let mut rows = Vec::new();
         let eval_cfg = crate::evaluate::EvalConfig {
@@ -354,6 +360,7 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
     // 8. world-model fidelity
     step("fidelity");
     if !run.is_done("fidelity") {
+        crate::interrupt::check_at("the run", "between two stages")?;
         let t0 = Instant::now();
         let (wm, _) = WorldModel::load(&StagePaths::new(run.path()).model, device)?;
         let held = crate::world_model::train::load_holdout(run.path(), &dataset)?;

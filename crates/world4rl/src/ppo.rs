@@ -613,6 +613,7 @@ pub fn train<E: RolloutEnv>(
     let mut hooks = hooks;
 
     for iter in 1..=cfg.iterations as u64 {
+        crate::interrupt::check("PPO refinement")?;
         if cfg.time_budget_secs > 0.0 && start.elapsed().as_secs_f64() >= cfg.time_budget_secs {
             tracing::info!(
                 "ppo: time budget of {} s reached after {} iterations",

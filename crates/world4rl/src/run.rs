@@ -5,24 +5,43 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use w4rl_data::DirLock;
 
 /// A run directory.
 #[derive(Clone, Debug)]
 pub struct RunDir {
     root: PathBuf,
+    /// The writer's lock, shared by the clones of a locked run directory.
+    lock: Option<Arc<DirLock>>,
 }
 
 impl RunDir {
-    /// Opens (creating when needed) the run directory.
+    /// Opens (creating when needed) the run directory, without a lock: for readers, and for code
+    /// that runs under a caller's lock.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let root = path.as_ref().to_path_buf();
         fs::create_dir_all(&root)
             .with_context(|| format!("creating run directory {}", root.display()))?;
-        Ok(Self { root })
+        Ok(Self { root, lock: None })
+    }
+
+    /// Opens the run directory for writing: takes its lock (`RUN/.world4rl.lock`) for as long as
+    /// this value or a clone of it lives. A second writer is refused with the process that holds
+    /// the lock; a lock left by a process that died is taken over with a warning.
+    pub fn open_locked(path: impl AsRef<Path>) -> Result<Self> {
+        let mut run = Self::open(path)?;
+        run.lock = Some(Arc::new(DirLock::acquire(&run.root, "run directory")?));
+        Ok(run)
+    }
+
+    /// True when this handle holds the run directory's lock.
+    pub fn is_locked(&self) -> bool {
+        self.lock.is_some()
     }
 
     /// The run directory.

@@ -310,6 +310,7 @@ pub fn train_task(
     let (mut window, mut window_n, mut last_train) = (0.0, 0usize, f64::NAN);
     let mut best: Option<(f64, usize, WeightSnapshot)> = None;
     for step in 1..=cfg.steps {
+        crate::interrupt::check("BC training")?;
         let idx = Tensor::randint(n, [cfg.batch_size as i64], (Kind::Int64, device));
         let mut obs = train.obs.select(&idx);
         let mut target = train.actions.index_select(0, &idx);

@@ -707,9 +707,26 @@ pub fn train(
         };
 
     // ---- the loop -------------------------------------------------------------------------------
+    let mut told_stop = false;
     let stopped_by = loop {
         if step >= cfg.max_steps {
             break "max_steps";
+        }
+        // a stop request ends the run at a checkpoint (or before the first step): a resume from
+        // there draws what the uninterrupted run draws
+        if crate::interrupt::stop_requested() {
+            if step % cfg.checkpoint_every == 0 {
+                break "interrupt";
+            }
+            if !told_stop {
+                let next = step.next_multiple_of(cfg.checkpoint_every);
+                tracing::warn!(
+                    "stop requested: the world model trains on to its next checkpoint, step {next} ({} steps); a second Ctrl-C stops at once and resumes from step {}",
+                    next - step,
+                    next - cfg.checkpoint_every
+                );
+                told_stop = true;
+            }
         }
         if elapsed(&t0) >= budget_secs {
             break "max_minutes";
@@ -786,6 +803,17 @@ pub fn train(
         }
     };
     pb.finish_and_clear();
+    if stopped_by == "interrupt" {
+        return Err(crate::interrupt::Interrupted {
+            stage: "world-model training".into(),
+            at: if step == 0 {
+                "before its first step".into()
+            } else {
+                format!("at its checkpoint of step {step}")
+            },
+        }
+        .into());
+    }
 
     // ---- final validation, checkpoint, done marker ----------------------------------------------
     if !val.is_empty() && step % cfg.val_every != 0 {
