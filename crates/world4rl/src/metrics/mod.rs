@@ -201,17 +201,21 @@ mod tests {
 
     #[test]
     fn frechet_distance_of_gaussians() {
-        tch::manual_seed(1);
-        let a = Tensor::randn([4000, 3], (Kind::Double, Device::Cpu));
+        // samples from a seeded Rust generator: libtorch's global one is shared with the tests
+        // that run in parallel threads, which made this test draw different samples on each run
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, StandardNormal};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut randn = |n: usize| {
+            let v: Vec<f64> = (0..n * 3)
+                .map(|_| StandardNormal.sample(&mut rng))
+                .collect();
+            Tensor::from_slice(&v).view([n as i64, 3])
+        };
+        let a = randn(4000);
         // same distribution: ~0; shifted by (1,0,0) and scaled by 2: 1 + 3·(1 + 4 − 2·2) = 4
-        assert!(
-            frechet_distance(&a, &Tensor::randn([4000, 3], (Kind::Double, Device::Cpu)))
-                .unwrap()
-                .abs()
-                < 0.05
-        );
-        let b = Tensor::randn([4000, 3], (Kind::Double, Device::Cpu)) * 2.0
-            + Tensor::from_slice(&[1.0f64, 0.0, 0.0]);
+        assert!(frechet_distance(&a, &randn(4000)).unwrap().abs() < 0.05);
+        let b = randn(4000) * 2.0 + Tensor::from_slice(&[1.0f64, 0.0, 0.0]);
         let d = frechet_distance(&a, &b).unwrap();
         assert!((d - 4.0).abs() < 0.3, "{d}");
     }
