@@ -12,7 +12,11 @@
 //!   already holds a world model (the pipeline trains it first), frames the world model imagines from
 //!   real contexts with the recorded actions (1 to `world_model_horizon` steps ahead) join the training
 //!   set with the success label of the real frame they stand for, and the held-out metrics are also
-//!   reported on such frames. Random shifts and Gaussian pixel noise are applied throughout.
+//!   reported on such frames. Far from a real context the world model drifts, and a classifier that
+//!   only saw near frames is confidently wrong there; `world_model_horizon = 50` (whole episodes, as
+//!   the imagined environment runs them) or `world_model_open_loop_frames` teach it what drifted
+//!   frames of successful and failed episodes look like (docs/refinement.md has the measurements).
+//!   Random shifts and Gaussian pixel noise are applied throughout.
 //! * **Model selection on a validation split**: a share of the training episodes (`val_fraction`) is kept
 //!   out of the gradient steps. Every `eval_every` steps the classifier is scored on their real and
 //!   imagined frames; the weights with the best validation F1 are kept, and the decision threshold is
@@ -73,6 +77,11 @@ pub struct RewardConfig {
     pub world_model_frames: usize,
     /// Imagined frames are 1 to this many steps ahead of their real context (default 4).
     pub world_model_horizon: usize,
+    /// More imagined frames, from whole episodes replayed open-loop from their first frames with
+    /// their recorded actions (as the imagined environment runs them), each labelled with the
+    /// success flag of the real frame it stands for; added to the `world_model_frames` (0 = none,
+    /// the default). Held-out metrics on imagined frames then use up to half as many more.
+    pub world_model_open_loop_frames: usize,
     /// Number format of the world model that imagines those frames (default `f32`). Use the
     /// precision refinement will use (`refine.world_model_precision`): the classifier judges the
     /// frames of that model.
@@ -114,6 +123,7 @@ impl Default for RewardConfig {
             dihedral: None,
             world_model_frames: 4000,
             world_model_horizon: 4,
+            world_model_open_loop_frames: 0,
             world_model_precision: Precision::F32,
             holdout_fraction: 0.2,
             val_fraction: 0.15,
@@ -414,41 +424,49 @@ pub fn train_task(
     let held = load_frames(&held_eps, size, device)?;
     let n_real = train.labels.len();
     let (mut n_wm, mut held_wm) = (0, None);
-    if let (Some(wm), true) = (wm, cfg.world_model_frames > 0) {
+    if let (Some(wm), true) = (
+        wm,
+        cfg.world_model_frames + cfg.world_model_open_loop_frames > 0,
+    ) {
         let t0 = Instant::now();
-        let (imgs, labels) = imagined_frames(
-            wm,
-            &train_eps,
-            cfg.world_model_horizon,
-            cfg.world_model_frames,
-            size,
-            cfg.seed,
-        )?;
+        // short replays from real contexts, then whole episodes open-loop: `max` scales both
+        let longest = train_eps
+            .iter()
+            .chain(&val_eps)
+            .chain(&held_eps)
+            .map(|e| e.steps())
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        let imagine = |eps: &[Episode], share: f64, seed: u64| -> Result<(Tensor, Vec<bool>)> {
+            let mut parts = Vec::new();
+            let mut labels = Vec::new();
+            for (horizon, max) in [
+                (cfg.world_model_horizon, cfg.world_model_frames),
+                (longest, cfg.world_model_open_loop_frames),
+            ] {
+                if max == 0 {
+                    continue;
+                }
+                let n = ((max as f64 * share).ceil() as usize).max(1);
+                let (i, l) = imagined_frames(wm, eps, horizon, n, size, seed)?;
+                parts.push(i);
+                labels.extend(l);
+            }
+            Ok((Tensor::cat(&parts, 0), labels))
+        };
+        let (imgs, labels) = imagine(&train_eps, 1.0, cfg.seed)?;
         n_wm = labels.len();
         train.images = Tensor::cat(&[&train.images, &imgs.to_device(device)], 0);
         train.labels.extend(labels);
         if !val_eps.is_empty() {
             let share = val_eps.len() as f64 / train_eps.len().max(1) as f64;
-            let (imgs, labels) = imagined_frames(
-                wm,
-                &val_eps,
-                cfg.world_model_horizon,
-                ((cfg.world_model_frames as f64 * share).ceil() as usize).max(1),
-                size,
-                cfg.seed ^ 2,
-            )?;
+            let (imgs, labels) = imagine(&val_eps, share, cfg.seed ^ 2)?;
             val.images = Tensor::cat(&[&val.images, &imgs.to_device(device)], 0);
             val.labels.extend(labels);
         }
         if !held_entries.is_empty() {
-            let (imgs, labels) = imagined_frames(
-                wm,
-                &held_eps,
-                cfg.world_model_horizon,
-                cfg.world_model_frames / 2,
-                size,
-                cfg.seed ^ 1,
-            )?;
+            let (imgs, labels) = imagine(&held_eps, 0.5, cfg.seed ^ 1)?;
             held_wm = Some(Frames {
                 images: imgs.to_device(device),
                 labels,
@@ -519,6 +537,7 @@ pub fn train_task(
     // (step, calibrated threshold, validation metrics, weights) of the best validation F1 so far
     let mut best: Option<(usize, f64, BinaryMetrics, WeightSnapshot)> = None;
     for step in 1..=cfg.steps {
+        crate::interrupt::check("classifier training")?;
         let ip = pos_t.index_select(
             0,
             &Tensor::randint(pos.len() as i64, [half], (Kind::Int64, device)),
@@ -652,7 +671,7 @@ pub fn train_all(
         cfg.tasks.clone()
     };
     let wm_path = crate::world_model::train::StagePaths::new(run.path()).model;
-    let wm = if cfg.world_model_frames > 0 && wm_path.exists() {
+    let wm = if cfg.world_model_frames + cfg.world_model_open_loop_frames > 0 && wm_path.exists() {
         let mut wm = WorldModel::load(&wm_path, device)
             .with_context(|| format!("loading the run's world model {}", wm_path.display()))?
             .0;
