@@ -308,8 +308,9 @@ fn sigterm_stops_world_model_training_at_a_checkpoint_and_the_resume_is_exact() 
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+    // the shell's own `kill` (procps may not be installed)
+    let killed = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", child.id())])
         .status()
         .unwrap();
     assert!(killed.success());
