@@ -486,6 +486,56 @@ mod imagination {
     }
 
     #[test]
+    fn open_loop_imagined_frames_are_whole_episodes_labelled_by_the_real_flags() {
+        tch::set_num_threads(1);
+        tch::manual_seed(0);
+        let dir = tempfile::tempdir().unwrap();
+        let ds = synthetic_dataset(dir.path(), 5, 8);
+        let eps: Vec<Episode> = (0..5).map(|i| ds.load(i).unwrap()).collect();
+        let wm = WorldModel::new(WorldModelConfig::tiny(), 2, tch::Device::Cpu).unwrap();
+        // a horizon as long as the episodes: every episode once, from its first frame to its end
+        let (frames, labels) = reward::train::imagined_frames(&wm, &eps, 8, 1000, 8, 3).unwrap();
+        assert_eq!(frames.size(), vec![40, 3, 8, 8]);
+        assert_eq!(labels.len(), 40);
+        let real: usize = eps
+            .iter()
+            .map(|e| e.success[1..].iter().filter(|&&s| s == 1).count())
+            .sum();
+        assert_eq!(labels.iter().filter(|&&l| l).count(), real);
+        // `max` counts frames: 16 frames are two whole episodes
+        let (_, two) = reward::train::imagined_frames(&wm, &eps, 8, 16, 8, 3).unwrap();
+        assert_eq!(two.len(), 16);
+        // the classifier takes them beside the near ones
+        let mut cfg = RewardConfig {
+            steps: 10,
+            batch_size: 16,
+            log_every: 10,
+            world_model_frames: 12,
+            world_model_horizon: 3,
+            world_model_open_loop_frames: 16,
+            ..Default::default()
+        };
+        cfg.classifier.encoder = small_encoder();
+        let (_, report) =
+            reward::train_task(&cfg, &ds, "dots", Some(&wm), tch::Device::Cpu, |_| Ok(())).unwrap();
+        let near_only = RewardConfig {
+            world_model_open_loop_frames: 0,
+            ..cfg.clone()
+        };
+        let (_, near) =
+            reward::train_task(&near_only, &ds, "dots", Some(&wm), tch::Device::Cpu, |_| {
+                Ok(())
+            })
+            .unwrap();
+        assert!(
+            report.world_model_frames >= near.world_model_frames + 8,
+            "{} vs {}",
+            report.world_model_frames,
+            near.world_model_frames
+        );
+    }
+
+    #[test]
     fn acceptance_pairs_episodes_and_scores_the_first_success() {
         use world4rl::acceptance::{check, run_policy, AcceptConfig};
         tch::set_num_threads(1);
