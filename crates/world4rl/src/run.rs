@@ -39,11 +39,6 @@ impl RunDir {
         Ok(run)
     }
 
-    /// True when this handle holds the run directory's lock.
-    pub fn is_locked(&self) -> bool {
-        self.lock.is_some()
-    }
-
     /// The run directory.
     pub fn path(&self) -> &Path {
         &self.root

@@ -720,11 +720,18 @@ pub fn train(
             }
             if !told_stop {
                 let next = step.next_multiple_of(cfg.checkpoint_every);
-                tracing::warn!(
-                    "stop requested: the world model trains on to its next checkpoint, step {next} ({} steps); a second Ctrl-C stops at once and resumes from step {}",
-                    next - step,
-                    next - cfg.checkpoint_every
-                );
+                if next >= cfg.max_steps {
+                    tracing::warn!(
+                        "stop requested: the world model is {} steps from its end and finishes",
+                        cfg.max_steps - step
+                    );
+                } else {
+                    tracing::warn!(
+                        "stop requested: the world model trains on to its next checkpoint, step {next} ({} steps); a second Ctrl-C stops at once and resumes from step {}",
+                        next - step,
+                        next - cfg.checkpoint_every
+                    );
+                }
                 told_stop = true;
             }
         }
