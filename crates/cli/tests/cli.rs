@@ -1,5 +1,8 @@
 //! End-to-end checks of the `world4rl` binary: help, errors, collect -> verify.
 
+mod common;
+
+use common::tensors;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -255,18 +258,6 @@ fn train_world_model(cfg: &Path, ds: &Path, out: &Path) -> Command {
         .arg("--out")
         .arg(out);
     c
-}
-
-fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut v: Vec<(String, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, t)| (n, t.data().to_vec()))
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

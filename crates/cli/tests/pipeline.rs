@@ -1,6 +1,9 @@
 //! The tiny pipeline end to end: every stage's artifacts exist and are valid, and a run killed at a
 //! random moment completes on re-run without redoing finished stages and without corrupt files.
 
+mod common;
+
+use common::tensors;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -239,17 +242,4 @@ fn tiny_pipeline_runs_and_resumes_after_a_kill() {
             "{model} differs from the lone run's"
         );
     }
-}
-
-/// Every tensor of a safetensors file, by name (the metadata, which holds timings, is left out).
-fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut v: Vec<(String, Vec<u8>)> = st
-        .tensors()
-        .into_iter()
-        .map(|(n, t)| (n, t.data().to_vec()))
-        .collect();
-    v.sort();
-    v
 }

@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::episode::{EpisodeKind, EpisodeMeta};
-use crate::store::{
-    episode_file_name, episode_files, read_episode, task_dir_name, write_atomic, EPISODES_DIR,
-};
+use crate::store::{decode_episode, episode_files, relative_episode_path, write_atomic};
 use crate::DataError;
 
 /// Name of the index of committed episodes.
@@ -51,9 +49,7 @@ impl IndexEntry {
 
     /// The episode file's path relative to the dataset folder.
     pub fn relative_path(&self) -> PathBuf {
-        Path::new(EPISODES_DIR)
-            .join(task_dir_name(&self.task))
-            .join(episode_file_name(self.kind, self.index))
+        relative_episode_path(&self.task, self.kind, self.index)
     }
 }
 
@@ -102,7 +98,7 @@ pub fn index_intact_files(dir: &Path) -> Result<Vec<IndexEntry>, DataError> {
     let mut entries = Vec::new();
     for path in episode_files(dir)? {
         let bytes = fs::read(&path).map_err(|e| DataError::io(&path, e))?;
-        if let Ok(ep) = read_episode(&path) {
+        if let Ok(ep) = decode_episode(&path, &bytes) {
             entries.push(IndexEntry::of(&ep.meta, &bytes));
         }
     }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::episode::EpisodeKind;
 use crate::index::{write_index, IndexEntry};
-use crate::store::{read_episode, Dataset};
+use crate::store::{decode_episode, Dataset};
 use crate::DataError;
 
 /// Counts of one group of episodes.
@@ -86,14 +86,7 @@ pub fn info(dir: impl AsRef<Path>) -> Result<DatasetInfo, DataError> {
         per_task: BTreeMap::new(),
         per_kind: BTreeMap::new(),
         per_task_kind: BTreeMap::new(),
-        unreadable: ds
-            .unreadable()
-            .iter()
-            .map(|(path, reason)| BadEpisode {
-                path: path.clone(),
-                reason: reason.clone(),
-            })
-            .collect(),
+        unreadable: BadEpisode::unreadable_in(&ds),
         missing: ds.missing().to_vec(),
         extra: ds.extra().to_vec(),
         indexed: ds.index().is_some(),
@@ -126,6 +119,19 @@ pub struct BadEpisode {
     pub path: PathBuf,
     /// What is wrong with it.
     pub reason: String,
+}
+
+impl BadEpisode {
+    /// The files whose header [`Dataset::open_lenient`] could not read.
+    fn unreadable_in(ds: &Dataset) -> Vec<Self> {
+        ds.unreadable()
+            .iter()
+            .map(|(path, reason)| Self {
+                path: path.clone(),
+                reason: reason.clone(),
+            })
+            .collect()
+    }
 }
 
 /// What `world4rl data verify` prints.
@@ -187,14 +193,7 @@ pub fn verify(
         .iter()
         .map(|e| (ds.dir().join(e.relative_path()), e))
         .collect();
-    let mut bad: Vec<BadEpisode> = ds
-        .unreadable()
-        .iter()
-        .map(|(path, reason)| BadEpisode {
-            path: path.clone(),
-            reason: reason.clone(),
-        })
-        .collect();
+    let mut bad = BadEpisode::unreadable_in(&ds);
     // the files the index does not list are checked too, so that --reindex can take them in
     let files: Vec<PathBuf> = ds
         .entries()
@@ -210,7 +209,7 @@ pub fn verify(
     for (i, path) in files.iter().enumerate() {
         let checked = std::fs::read(path)
             .map_err(|e| DataError::io(path, e))
-            .and_then(|bytes| read_episode(path).map(|ep| (bytes, ep)));
+            .and_then(|bytes| decode_episode(path, &bytes).map(|ep| (bytes, ep)));
         match checked {
             Ok((bytes, ep)) => {
                 ok += 1;

@@ -60,6 +60,13 @@ pub fn episode_file_name(kind: EpisodeKind, index: usize) -> String {
     format!("{}-{index:05}.safetensors", kind.as_str())
 }
 
+/// Path of an episode's file relative to the dataset folder.
+pub fn relative_episode_path(task: &str, kind: EpisodeKind, index: usize) -> PathBuf {
+    Path::new(EPISODES_DIR)
+        .join(task_dir_name(task))
+        .join(episode_file_name(kind, index))
+}
+
 static ALLOW_MISSING: AtomicBool = AtomicBool::new(false);
 
 /// Lets [`Dataset::open`] open datasets whose index lists episodes that are gone (the CLI's
@@ -200,20 +207,15 @@ impl DatasetWriter {
 
     /// Path an episode of (task, kind, index) is written to.
     pub fn episode_path(&self, task: &str, kind: EpisodeKind, index: usize) -> PathBuf {
-        self.dir
-            .join(EPISODES_DIR)
-            .join(task_dir_name(task))
-            .join(episode_file_name(kind, index))
+        self.dir.join(relative_episode_path(task, kind, index))
     }
 
     /// True when the episode is committed: the index lists it, and its file exists with the
     /// recorded size and a readable header (writes are atomic, so a file only fails this when it was
     /// damaged afterwards; a re-run then writes it again).
     pub fn contains(&self, task: &str, kind: EpisodeKind, index: usize) -> bool {
-        let path = self.episode_path(task, kind, index);
-        let rel = Path::new(EPISODES_DIR)
-            .join(task_dir_name(task))
-            .join(episode_file_name(kind, index));
+        let rel = relative_episode_path(task, kind, index);
+        let path = self.dir.join(&rel);
         let recorded = self
             .index
             .lock()
@@ -409,9 +411,14 @@ fn meta_from_header(
 /// Reads and fully checks one episode file: dtypes and shapes against the metadata, checksums,
 /// value ranges. Any problem is an error naming the file.
 pub fn read_episode(path: &Path) -> Result<Episode, DataError> {
-    let map = map_file(path)?;
-    let st = SafeTensors::deserialize(&map).map_err(|e| corrupt(path, format!("{e:?}")))?;
-    let (_, md) = SafeTensors::read_metadata(&map).map_err(|e| corrupt(path, format!("{e:?}")))?;
+    decode_episode(path, &map_file(path)?)
+}
+
+/// [`read_episode`] on the bytes of the file at `path` already in memory (`path` names it in
+/// errors).
+pub fn decode_episode(path: &Path, bytes: &[u8]) -> Result<Episode, DataError> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| corrupt(path, format!("{e:?}")))?;
+    let (_, md) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(path, format!("{e:?}")))?;
     let header = md.metadata();
     let meta = meta_from_header(path, header)?;
     let crc: serde_json::Map<String, serde_json::Value> = header
