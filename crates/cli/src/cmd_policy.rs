@@ -158,6 +158,17 @@ pub fn train_reward(args: TrainArgs, device: Device, seed: Option<u64>) -> Resul
             r.heldout.n,
             r.threshold
         );
+        for (k, m) in r.members.iter().enumerate() {
+            tracing::info!(
+                "reward '{}': ensemble member {}: held-out F1 {:.3} (precision {:.3}, recall {:.3}), threshold {:.2}",
+                r.task,
+                k + 1,
+                m.heldout.f1,
+                m.heldout.precision,
+                m.heldout.recall,
+                m.threshold
+            );
+        }
     }
     if args.json {
         print_json(&serde_json::json!({ "reward": reports }))?;

@@ -3,6 +3,7 @@
 mod cmd_collect;
 mod cmd_data;
 mod cmd_env;
+mod cmd_export;
 mod cmd_policy;
 mod cmd_run;
 mod cmd_world_model;
@@ -63,6 +64,9 @@ enum Cmd {
     Refine(cmd_policy::RefineArgs),
     /// The whole experiment: collect, BC, rollouts, world model, classifier, PPO, evaluation, report.
     Run(cmd_run::RunArgs),
+    /// Export a policy for use outside world4rl.
+    #[command(subcommand)]
+    Export(cmd_export::ExportCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +164,7 @@ fn main() -> ExitCode {
                 cmd_world_model::eval(a, device, cli.seed).map(|_| true)
             }
             Cmd::Run(a) => cmd_run::run(a, device, cli.seed).map(|_| true),
+            Cmd::Export(c) => cmd_export::run(c).map(|_| true),
             Cmd::Config(ConfigCmd::Check { config }) => {
                 let cfg = world4rl::config::ExperimentConfig::load(&config)?;
                 print!("{}", toml::to_string_pretty(&cfg)?);

@@ -96,6 +96,30 @@ fn check_artifacts(out: &Path) {
         .unwrap();
     let v = last_json(&o);
     assert_eq!(v["episodes"], 2);
+    // the refined policy exports to a Python policy folder; a folder of other files is refused
+    let tmp = tempfile::tempdir().unwrap();
+    let export = tmp.path().join("push-block");
+    let o = bin()
+        .args(["export", "policy"])
+        .arg(out.join("refine/push-block/best.safetensors"))
+        .arg("--out")
+        .arg(&export)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(last_json(&o)["tensors"].as_u64().unwrap() > 0);
+    for f in ["config.json", "model.safetensors", "world4rl_policy.py"] {
+        assert!(export.join(f).exists(), "{f} missing");
+    }
+    let o = bin()
+        .args(["export", "policy"])
+        .arg(out.join("refine/push-block/best.safetensors"))
+        .arg("--out")
+        .arg(out.join("dataset"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already holds other files"));
     let o = bin()
         .args(["eval", "world-model", "--run"])
         .arg(out)

@@ -158,6 +158,7 @@ impl ExperimentConfig {
             !self.experiment.tasks.is_empty(),
             "experiment.tasks is empty: name at least one task (see `world4rl env list`)"
         );
+        self.reward.validate()?;
         self.refine.validate()?;
         let (judged, trained) = (
             self.refine.world_model_precision,
@@ -198,6 +199,30 @@ mod tests {
             ExperimentConfig::parse(text, Path::new("c.toml")).unwrap_err()
         );
         assert!(err.contains("accept_episodes"), "{err}");
+    }
+
+    #[test]
+    fn reward_members_parse_and_a_misspelt_member_key_is_refused() {
+        let text = "[experiment]\ntasks = [\"push-block\"]\n\n[reward]\nworld_model_horizon = 50\n\n[[reward.members]]\nworld_model_horizon = 4\nworld_model_frames = 4000\n";
+        let cfg = ExperimentConfig::parse(text, Path::new("c.toml")).unwrap();
+        assert_eq!(cfg.reward.members.len(), 1);
+        let m = cfg.reward.member(0);
+        assert_eq!((m.world_model_horizon, m.world_model_frames), (4, 4000));
+        assert_eq!(m.world_model_open_loop_frames, 0);
+        assert_eq!(m.seed, cfg.reward.seed.wrapping_add(1));
+        assert!(m.members.is_empty());
+        let bad = text.replace("world_model_frames = 4000", "world_model_frame = 4000");
+        let err = ExperimentConfig::parse(&bad, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("world_model_frame"), "{err}");
+        assert!(err.contains("line 9"), "{err}");
+        let zero = text.replace("world_model_horizon = 4", "world_model_horizon = 0");
+        let err = format!(
+            "{:#}",
+            ExperimentConfig::parse(&zero, Path::new("c.toml")).unwrap_err()
+        );
+        assert!(err.contains("members[0]"), "{err}");
     }
 
     #[test]

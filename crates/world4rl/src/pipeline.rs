@@ -667,7 +667,13 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir, seconds: f64) -> Resul
     }
     if let Some(rew) = run.done_summary("reward") {
         let mut rows = Vec::new();
-        for rep in rew["reports"].as_array().cloned().unwrap_or_default() {
+        // each task's classifier, then the further members of its ensemble (`reward.members`)
+        let reports = rew["reports"].as_array().cloned().unwrap_or_default();
+        let with_members = reports.iter().flat_map(|rep| {
+            let members = rep["members"].as_array().cloned().unwrap_or_default();
+            std::iter::once((rep.clone(), 0)).chain(members.into_iter().zip(1..))
+        });
+        for (rep, member) in with_members {
             let h = &rep["heldout"];
             let f = |k: &str| {
                 h.get(k)
@@ -680,8 +686,13 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir, seconds: f64) -> Resul
                 .and_then(|v| v.as_f64())
                 .map(|v| format!("{v:.3}"))
                 .unwrap_or("-".into());
+            let task = rep["task"].as_str().unwrap_or("?");
             rows.push(vec![
-                rep["task"].as_str().unwrap_or("?").to_string(),
+                if member == 0 {
+                    task.to_string()
+                } else {
+                    format!("{task} (ensemble member {member})")
+                },
                 f("accuracy"),
                 f("precision"),
                 f("recall"),

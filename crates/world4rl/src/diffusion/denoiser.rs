@@ -43,6 +43,22 @@ pub struct DenoiserConfig {
     /// Largest context-noise level (DIAMOND: `sigma_max`; smaller values keep the context legible,
     /// which matters on short training budgets).
     pub context_sigma_max: f64,
+    /// How the context-noise level is drawn: `training` (default; like σ, then clipped, as DIAMOND)
+    /// or `uniform` on `[sigma_min, context_sigma_max]` (GameNGen's uniform noise levels). With a
+    /// small `context_sigma_max`, `training` puts most levels on the clip (ln σ has mean −0.4), far
+    /// from the level inference conditions on; `uniform` keeps that level inside the distribution.
+    pub context_sigma_distribution: ContextSigma,
+}
+
+/// See [`DenoiserConfig::context_sigma_distribution`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContextSigma {
+    /// Drawn like the training σ, clipped to `context_sigma_max`.
+    #[default]
+    Training,
+    /// Uniform on `[sigma_min, context_sigma_max]`.
+    Uniform,
 }
 
 impl Default for DenoiserConfig {
@@ -56,6 +72,7 @@ impl Default for DenoiserConfig {
             sigma_max: 20.0,
             context_noise: false,
             context_sigma_max: 20.0,
+            context_sigma_distribution: ContextSigma::Training,
         }
     }
 }
@@ -184,6 +201,19 @@ impl Denoiser {
             .clamp(self.cfg.sigma_min, self.cfg.sigma_max)
     }
 
+    /// `n` context-noise levels, by [`DenoiserConfig::context_sigma_distribution`].
+    pub fn sample_context_sigma(&self, n: i64, device: tch::Device) -> Tensor {
+        match self.cfg.context_sigma_distribution {
+            ContextSigma::Training => self
+                .sample_sigma(n, device)
+                .clamp_max(self.cfg.context_sigma_max),
+            ContextSigma::Uniform => {
+                let (lo, hi) = (self.cfg.sigma_min, self.cfg.context_sigma_max);
+                Tensor::rand([n], (Kind::Float, device)) * (hi - lo) + lo
+            }
+        }
+    }
+
     /// `F_θ(c_in·x; c_noise, context/σ_data, actions)`; `context: [B, L, C, H, W]`.
     pub fn model_output(
         &self,
@@ -229,9 +259,7 @@ impl Denoiser {
         let offset = Tensor::randn([b, c, 1, 1], (Kind::Float, dev));
         let noise = next.randn_like();
         let ctx_noise = self.cfg.context_noise.then(|| {
-            let sc = self
-                .sample_sigma(b, dev)
-                .clamp_max(self.cfg.context_sigma_max);
+            let sc = self.sample_context_sigma(b, dev);
             (sc, batch.context.randn_like())
         });
         self.loss_with_noise(
@@ -362,6 +390,37 @@ mod tests {
             &inner,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn uniform_context_noise_covers_the_inference_level_and_the_clipped_one_does_not() {
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut d = tiny_denoiser(&vs, 0.3);
+        d.cfg.context_sigma_max = 0.3;
+        let n = 20_000;
+        let share = |t: &Tensor, below: f64| {
+            t.lt(below)
+                .to_kind(Kind::Float)
+                .mean(Kind::Float)
+                .double_value(&[])
+        };
+        // DIAMOND's draw clipped at 0.3: three quarters of the levels sit on the clip, almost none
+        // near the inference level
+        let clipped = d.sample_context_sigma(n, Device::Cpu);
+        assert!(clipped.max().double_value(&[]) <= 0.3 + 1e-6);
+        assert!(
+            share(&clipped, 0.3 - 1e-6) < 0.3,
+            "{}",
+            share(&clipped, 0.3 - 1e-6)
+        );
+        assert!(share(&clipped, 0.01) < 0.01);
+        d.cfg.context_sigma_distribution = ContextSigma::Uniform;
+        let uniform = d.sample_context_sigma(n, Device::Cpu);
+        assert!(uniform.min().double_value(&[]) >= d.cfg.sigma_min - 1e-9);
+        assert!(uniform.max().double_value(&[]) <= 0.3 + 1e-6);
+        let low = share(&uniform, 0.03);
+        assert!((low - (0.03 - 0.002) / (0.3 - 0.002)).abs() < 0.01, "{low}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod bc;
 pub mod encoder;
+pub mod export;
 pub mod gaussian;
 pub mod obs;
 

@@ -10,6 +10,15 @@
 //!   normalisation.
 //!
 //! Both are followed by a 2-layer MLP head giving one logit.
+//!
+//! A classifier can carry **members**: further classifiers of the same task (e.g. one trained on
+//! imagined frames near a real context beside one trained on whole open-loop replays) that must agree.
+//! A frame is then a success only when every one of them calls it one (a pessimistic ensemble, the
+//! guard of model-based offline RL against a learned reward the policy learns to exploit). The ensemble
+//! reports one score on the first classifier's scale, `min_k g_k(p_k)`, where `g_k` maps member `k`'s
+//! probability monotonically onto that scale so that its own threshold lands on the first one's:
+//! `score > threshold` exactly when every member's `p_k > threshold_k`. Members are saved in the same
+//! checkpoint file.
 
 use std::path::Path;
 
@@ -89,6 +98,20 @@ pub struct RewardClassifier {
     body: Body,
     fc1: nn::Linear,
     fc2: nn::Linear,
+    /// Classifiers that must also call a frame successful (see the module docs); never nested.
+    members: Vec<RewardClassifier>,
+}
+
+/// Maps probability `p` of a classifier with threshold `from` onto the scale of threshold `to`:
+/// piecewise linear and increasing, `from -> to`, `0 -> 0`, `1 -> 1`.
+fn rescale(p: &Tensor, from: f64, to: f64) -> Tensor {
+    let below = if from > 0.0 {
+        p * (to / from)
+    } else {
+        p.zeros_like()
+    };
+    let above = (p - from) * ((1.0 - to) / (1.0 - from)) + to;
+    below.where_self(&p.le(from), &above)
 }
 
 impl std::fmt::Debug for RewardClassifier {
@@ -99,6 +122,7 @@ impl std::fmt::Debug for RewardClassifier {
             .field("threshold", &self.threshold)
             .field("mode", &self.mode)
             .field("task", &self.task)
+            .field("members", &self.members)
             .finish()
     }
 }
@@ -152,6 +176,39 @@ impl RewardClassifier {
             body,
             fc1,
             fc2,
+            members: Vec::new(),
+        })
+    }
+
+    /// This classifier with `members` that must also call a frame successful (see the module docs).
+    /// Members must judge the same task; they keep their own thresholds and image sizes.
+    pub fn with_members(mut self, members: Vec<RewardClassifier>) -> Result<Self> {
+        for m in &members {
+            if m.task != self.task {
+                bail!(
+                    "a classifier of task '{}' cannot join one of task '{}'",
+                    m.task,
+                    self.task
+                );
+            }
+            if !m.members.is_empty() {
+                bail!("classifier ensembles cannot be nested");
+            }
+        }
+        self.members = members;
+        Ok(self)
+    }
+
+    /// The members (empty for a single classifier).
+    pub fn members(&self) -> &[RewardClassifier] {
+        &self.members
+    }
+
+    /// Combines this classifier's probabilities `p` with the members' on the same frames (`member_p`
+    /// gives a member's probabilities): `min` of the probabilities mapped onto this one's scale.
+    fn combine(&self, p: Tensor, member_p: impl Fn(&RewardClassifier) -> Tensor) -> Tensor {
+        self.members.iter().fold(p, |acc, m| {
+            acc.minimum(&rescale(&member_p(m), m.threshold, self.threshold))
         })
     }
 
@@ -225,20 +282,31 @@ impl RewardClassifier {
         self.logits(&x, true)
     }
 
-    /// P(success) `[B]` of `u8` frames `[B, 3, H, W]` (resized to the classifier's size when needed).
+    /// P(success) `[B]` of `u8` frames `[B, 3, H, W]` (resized to the classifier's size when needed);
+    /// with members, the ensemble's score (module docs).
     pub fn prob_u8(&self, frames: &Tensor) -> Tensor {
-        tch::no_grad(|| {
+        let own = tch::no_grad(|| {
             let x = to_float(&resize_u8(
                 &frames.to_device(self.device()),
                 self.image_size,
             ));
             self.logits(&x, false).sigmoid()
-        })
+        });
+        self.combine(own, |m| m.prob_u8(frames).to_device(self.device()))
     }
 
-    /// P(success) `[B]` of float frames in `[-1, 1]` at the classifier's size (e.g. world-model output).
+    /// P(success) `[B]` of float frames in `[-1, 1]` at the classifier's size (e.g. world-model
+    /// output); with members, the ensemble's score (members of another size see resized frames).
     pub fn prob(&self, x: &Tensor) -> Tensor {
-        tch::no_grad(|| self.logits(&x.to_device(self.device()), false).sigmoid())
+        let own = tch::no_grad(|| self.logits(&x.to_device(self.device()), false).sigmoid());
+        self.combine(own, |m| {
+            if m.image_size == self.image_size {
+                m.prob(x).to_device(self.device())
+            } else {
+                m.prob_u8(&crate::policy::obs::to_u8(x))
+                    .to_device(self.device())
+            }
+        })
     }
 
     /// The reward of probabilities `p` (`[B]`): thresholded or the probability, by mode.
@@ -292,18 +360,44 @@ impl RewardClassifier {
         Ok(copied)
     }
 
-    /// Writes the classifier atomically to `path`, with `extra` metadata.
-    pub fn save(&self, path: &Path, extra: serde_json::Value) -> Result<()> {
-        let meta = serde_json::json!({
-            "kind": "reward-classifier",
+    fn header(&self) -> serde_json::Value {
+        serde_json::json!({
             "config": self.cfg,
             "image_size": self.image_size,
             "threshold": self.threshold,
             "mode": self.mode,
             "task": self.task,
-            "extra": extra,
-        });
-        checkpoint::save(path, &self.vs, &meta)
+        })
+    }
+
+    /// Writes the classifier (and its members, tensors `member<k>.model.*`) atomically to `path`,
+    /// with `extra` metadata.
+    pub fn save(&self, path: &Path, extra: serde_json::Value) -> Result<()> {
+        let mut meta = self.header();
+        meta["kind"] = "reward-classifier".into();
+        meta["extra"] = extra;
+        let mut tensors = checkpoint::varstore_tensors(&self.vs, "model.");
+        if !self.members.is_empty() {
+            meta["members"] = self.members.iter().map(Self::header).collect();
+            for (k, m) in self.members.iter().enumerate() {
+                tensors.extend(checkpoint::varstore_tensors(
+                    &m.vs,
+                    &format!("member{}.model.", k + 1),
+                ));
+            }
+        }
+        checkpoint::save_tensors(path, &tensors, &meta)
+    }
+
+    fn from_header(meta: &serde_json::Value, path: &Path, device: Device) -> Result<Self> {
+        let bad = || format!("{}: bad classifier metadata", path.display());
+        let cfg: ClassifierConfig =
+            serde_json::from_value(meta["config"].clone()).with_context(bad)?;
+        let image_size = meta["image_size"].as_u64().with_context(bad)? as usize;
+        let threshold = meta["threshold"].as_f64().with_context(bad)?;
+        let mode: RewardMode = serde_json::from_value(meta["mode"].clone()).with_context(bad)?;
+        let task = meta["task"].as_str().unwrap_or_default().to_string();
+        Self::new(&cfg, image_size, threshold, mode, &task, device).with_context(bad)
     }
 
     /// Loads a classifier written by [`save`](Self::save); returns it and its `extra` metadata.
@@ -315,19 +409,28 @@ impl RewardClassifier {
                 path.display()
             );
         }
-        let bad = || format!("{}: bad classifier metadata", path.display());
-        let cfg: ClassifierConfig =
-            serde_json::from_value(meta["config"].clone()).with_context(bad)?;
-        let image_size = meta["image_size"].as_u64().with_context(bad)? as usize;
-        let threshold = meta["threshold"].as_f64().with_context(bad)?;
-        let mode: RewardMode = serde_json::from_value(meta["mode"].clone()).with_context(bad)?;
-        let task = meta["task"].as_str().unwrap_or_default().to_string();
-        let mut c = Self::new(&cfg, image_size, threshold, mode, &task, device)?;
+        let mut c = Self::from_header(&meta, path, device)?;
         checkpoint::copy_into_varstore(&tensors, &mut c.vs, "model.", path)?;
+        let mut members = Vec::new();
+        if let Some(list) = meta.get("members") {
+            let list = list
+                .as_array()
+                .with_context(|| format!("{}: bad classifier metadata", path.display()))?;
+            for (k, m) in list.iter().enumerate() {
+                let mut member = Self::from_header(m, path, device)?;
+                let prefix = format!("member{}.model.", k + 1);
+                checkpoint::copy_into_varstore(&tensors, &mut member.vs, &prefix, path)?;
+                members.push(member);
+            }
+        }
+        let c = c
+            .with_members(members)
+            .with_context(|| path.display().to_string())?;
         Ok((c, meta["extra"].clone()))
     }
 
-    /// Overrides the threshold and reward mode (e.g. from the refinement config).
+    /// Overrides the threshold and reward mode (e.g. from the refinement config). Members keep their
+    /// own thresholds.
     pub fn set_reward(&mut self, threshold: f64, mode: RewardMode) -> Result<()> {
         if !(0.0..1.0).contains(&threshold) {
             bail!("the reward threshold must lie in [0, 1) (got {threshold})");
@@ -335,5 +438,142 @@ impl RewardClassifier {
         self.threshold = threshold;
         self.mode = mode;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A classifier whose probability is `p` on every frame (zero last-layer weights, bias logit(p)).
+    fn constant(p: f64, threshold: f64, size: usize) -> RewardClassifier {
+        let c = RewardClassifier::new(
+            &ClassifierConfig::default(),
+            size,
+            threshold,
+            RewardMode::Binary,
+            "push-block",
+            Device::Cpu,
+        )
+        .unwrap();
+        tch::no_grad(|| {
+            let mut fc2 = c.fc2.ws.shallow_clone();
+            let _ = fc2.zero_();
+            let mut b = c.fc2.bs.as_ref().unwrap().shallow_clone();
+            let _ = b.fill_((p / (1.0 - p)).ln());
+        });
+        c
+    }
+
+    fn frames(size: i64) -> Tensor {
+        Tensor::randint(256, [5, 3, size, size], (Kind::Uint8, Device::Cpu))
+    }
+
+    #[test]
+    fn rescale_maps_threshold_onto_threshold_and_keeps_order() {
+        let p = Tensor::from_slice(&[0.0f32, 0.1, 0.3, 0.5, 0.9, 1.0]);
+        let q = Vec::<f32>::try_from(rescale(&p, 0.3, 0.6)).unwrap();
+        let want = [
+            0.0,
+            0.2,
+            0.6,
+            0.6 + 0.2 * 0.4 / 0.7,
+            0.6 + 0.6 * 0.4 / 0.7,
+            1.0,
+        ];
+        for (a, b) in q.iter().zip(want) {
+            assert!((f64::from(*a) - b).abs() < 1e-6, "{q:?}");
+        }
+        assert!(q.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn ensemble_succeeds_only_when_every_member_does() {
+        // primary threshold 0.6, member threshold 0.3 (a member of another frame size)
+        for (p0, p1, success) in [
+            (0.7, 0.4, true),
+            (0.7, 0.2, false),
+            (0.5, 0.9, false),
+            (0.95, 0.31, true),
+        ] {
+            let e = constant(p0, 0.6, 16)
+                .with_members(vec![constant(p1, 0.3, 8)])
+                .unwrap();
+            let s = Vec::<f32>::try_from(e.prob_u8(&frames(16))).unwrap();
+            assert_eq!(s.len(), 5);
+            for v in &s {
+                assert_eq!(f64::from(*v) > e.threshold(), success, "{p0} {p1}: {v}");
+                assert!(
+                    f64::from(*v) <= p0 + 1e-6,
+                    "the score never exceeds the primary's"
+                );
+            }
+            let r = Vec::<f32>::try_from(e.reward_of(&e.prob_u8(&frames(16)))).unwrap();
+            assert!(r.iter().all(|&x| x == f32::from(u8::from(success))));
+        }
+        // without members, the probability is the classifier's own
+        let single = constant(0.45, 0.6, 16);
+        let s = Vec::<f32>::try_from(single.prob_u8(&frames(16))).unwrap();
+        assert!(s.iter().all(|v| (v - 0.45).abs() < 1e-6), "{s:?}");
+    }
+
+    #[test]
+    fn ensemble_round_trips_through_one_file_and_a_bad_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("classifier.safetensors");
+        let a = RewardClassifier::new(
+            &ClassifierConfig::default(),
+            16,
+            0.55,
+            RewardMode::Binary,
+            "push-block",
+            Device::Cpu,
+        )
+        .unwrap();
+        let b = RewardClassifier::new(
+            &ClassifierConfig::default(),
+            8,
+            0.35,
+            RewardMode::Binary,
+            "push-block",
+            Device::Cpu,
+        )
+        .unwrap();
+        let e = a.with_members(vec![b]).unwrap();
+        e.save(&path, serde_json::json!({"x": 1})).unwrap();
+        let (back, extra) = RewardClassifier::load(&path, Device::Cpu).unwrap();
+        assert_eq!(extra["x"], 1);
+        assert_eq!(back.members().len(), 1);
+        assert_eq!(back.members()[0].threshold(), 0.35);
+        assert_eq!(back.members()[0].image_size(), 8);
+        let x = frames(16);
+        let (s0, s1) = (
+            Vec::<f32>::try_from(e.prob_u8(&x)).unwrap(),
+            Vec::<f32>::try_from(back.prob_u8(&x)).unwrap(),
+        );
+        assert_eq!(s0, s1);
+
+        // members of another task, nested ensembles: refused
+        let mut other = constant(0.5, 0.5, 8);
+        other.task = "turn-lever".into();
+        let err = constant(0.5, 0.5, 8).with_members(vec![other]).unwrap_err();
+        assert!(err.to_string().contains("turn-lever"), "{err}");
+        let nested = constant(0.5, 0.5, 8)
+            .with_members(vec![constant(0.5, 0.5, 8)])
+            .unwrap();
+        assert!(constant(0.5, 0.5, 8).with_members(vec![nested]).is_err());
+
+        // a file whose metadata lists a member without its tensors
+        let (mut tensors, meta) = checkpoint::load_tensors(&path).unwrap();
+        tensors.retain(|k, _| !k.starts_with("member1."));
+        let list: Vec<(String, Tensor)> = tensors.into_iter().collect();
+        let cut = dir.path().join("cut.safetensors");
+        checkpoint::save_tensors(&cut, &list, &meta).unwrap();
+        let err = format!(
+            "{:#}",
+            RewardClassifier::load(&cut, Device::Cpu).unwrap_err()
+        );
+        assert!(err.contains("member1.model."), "{err}");
+        assert!(err.contains("cut.safetensors"), "{err}");
     }
 }

@@ -103,6 +103,39 @@ pub struct RewardConfig {
     pub log_every: usize,
     /// Seed of the split, initialisation and sampling.
     pub seed: u64,
+    /// Further classifiers per task, each trained like this one but on its own imagined frames, that
+    /// must also call a frame successful (`[[reward.members]]`; default none). See
+    /// [`RewardClassifier::with_members`].
+    pub members: Vec<MemberConfig>,
+}
+
+/// `[[reward.members]]`: what a further classifier of the ensemble trains on differently; everything
+/// else is the `[reward]` section's (its seed is offset by the member's number).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// As `reward.world_model_frames`.
+    pub world_model_frames: usize,
+    /// As `reward.world_model_horizon`.
+    pub world_model_horizon: usize,
+    /// As `reward.world_model_open_loop_frames` (default 0).
+    #[serde(default)]
+    pub world_model_open_loop_frames: usize,
+}
+
+impl RewardConfig {
+    /// The config that trains member `k` (0-based) of the ensemble.
+    pub fn member(&self, k: usize) -> RewardConfig {
+        let m = &self.members[k];
+        RewardConfig {
+            world_model_frames: m.world_model_frames,
+            world_model_horizon: m.world_model_horizon,
+            world_model_open_loop_frames: m.world_model_open_loop_frames,
+            seed: self.seed.wrapping_add(k as u64 + 1),
+            members: Vec::new(),
+            ..self.clone()
+        }
+    }
 }
 
 impl Default for RewardConfig {
@@ -132,6 +165,7 @@ impl Default for RewardConfig {
             reward: RewardMode::Binary,
             log_every: 100,
             seed: 0,
+            members: Vec::new(),
         }
     }
 }
@@ -173,6 +207,12 @@ impl RewardConfig {
             self.world_model_horizon > 0,
             "reward.world_model_horizon must be positive"
         );
+        for (k, m) in self.members.iter().enumerate() {
+            ensure!(
+                m.world_model_horizon > 0,
+                "reward.members[{k}].world_model_horizon must be positive"
+            );
+        }
         Ok(())
     }
 }
@@ -213,6 +253,9 @@ pub struct ClassifierReport {
     pub pretrained_tensors: usize,
     /// Wall-clock seconds.
     pub seconds: f64,
+    /// The reports of the ensemble's further members (`reward.members`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<ClassifierReport>,
 }
 
 /// Frames and labels.
@@ -647,6 +690,7 @@ pub fn train_task(
         threshold: clf.threshold(),
         pretrained_tensors,
         seconds: start.elapsed().as_secs_f64(),
+        members: Vec::new(),
     };
     Ok((clf, report))
 }
@@ -671,7 +715,14 @@ pub fn train_all(
         cfg.tasks.clone()
     };
     let wm_path = crate::world_model::train::StagePaths::new(run.path()).model;
-    let wm = if cfg.world_model_frames + cfg.world_model_open_loop_frames > 0 && wm_path.exists() {
+    let imagined = std::iter::once((cfg.world_model_frames, cfg.world_model_open_loop_frames))
+        .chain(
+            cfg.members
+                .iter()
+                .map(|m| (m.world_model_frames, m.world_model_open_loop_frames)),
+        )
+        .any(|(near, open)| near + open > 0);
+    let wm = if imagined && wm_path.exists() {
         let mut wm = WorldModel::load(&wm_path, device)
             .with_context(|| format!("loading the run's world model {}", wm_path.display()))?
             .0;
@@ -692,8 +743,28 @@ pub fn train_all(
         }
         let mut metrics = run.metrics(&stage)?;
         metrics.truncate_after(0)?;
-        let (clf, report) =
+        let (clf, mut report) =
             train_task(cfg, dataset, task, wm.as_ref(), device, |v| metrics.log(&v))?;
+        let mut members = Vec::new();
+        for k in 0..cfg.members.len() {
+            tracing::info!("reward '{task}': ensemble member {}", k + 1);
+            let (m, r) = train_task(
+                &cfg.member(k),
+                dataset,
+                task,
+                wm.as_ref(),
+                device,
+                |mut v| {
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("member".into(), (k + 1).into());
+                    }
+                    metrics.log(&v)
+                },
+            )?;
+            members.push(m);
+            report.members.push(r);
+        }
+        let clf = clf.with_members(members)?;
         clf.save(
             &checkpoint_path(run, task),
             serde_json::json!({"stage": "reward", "report": report, "dataset": dataset.dir()}),
