@@ -2,26 +2,14 @@
 //! (`scripts/metrics_reference.py`, run with the project's `.venv` Python, which the set-up installs
 //! for libtorch anyway). Batch-norm statistics are randomised too, so every layer is exercised.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{python, root};
 use std::process::Command;
 
 use tch::{nn, Device, Kind, Tensor};
 use world4rl::checkpoint::{load_tensors, save_tensors, varstore_tensors};
 use world4rl::metrics::{fid::FidInception, fvd::I3d, lpips::Lpips};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn python() -> PathBuf {
-    let p = root().join(".venv/bin/python");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/setup.sh (it installs the Python venv that provides libtorch)",
-        p.display()
-    );
-    p
-}
 
 /// Randomises every variable (weights ~ N(0, 1/fan_in); BN running mean/var/affine around 0/1).
 fn randomise(vs: &nn::VarStore) {

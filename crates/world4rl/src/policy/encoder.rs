@@ -43,6 +43,11 @@ impl Default for EncoderConfig {
 }
 
 impl EncoderConfig {
+    /// The stride of convolution `i` (2 when `strides` is empty).
+    pub fn stride(&self, i: usize) -> i64 {
+        self.strides.get(i).copied().unwrap_or(2)
+    }
+
     /// Checks value ranges.
     pub fn validate(&self) -> Result<()> {
         ensure!(
@@ -87,7 +92,7 @@ impl ConvEncoder {
         let mut c_in = in_channels;
         for (i, &c) in cfg.channels.iter().enumerate() {
             let conv_cfg = nn::ConvConfig {
-                stride: cfg.strides.get(i).copied().unwrap_or(2),
+                stride: cfg.stride(i),
                 padding: 1,
                 ..Default::default()
             };

@@ -37,11 +37,9 @@ pub struct ExportSummary {
 /// The `config.json` of an export.
 pub fn export_config(policy: &GaussianPolicy, source: &Path) -> serde_json::Value {
     let (cfg, spec) = (policy.config(), policy.spec());
-    let strides: Vec<i64> = if cfg.encoder.strides.is_empty() {
-        vec![2; cfg.encoder.channels.len()]
-    } else {
-        cfg.encoder.strides.clone()
-    };
+    let strides: Vec<i64> = (0..cfg.encoder.channels.len())
+        .map(|i| cfg.encoder.stride(i))
+        .collect();
     let render = spec.render_size();
     let mut inputs = serde_json::Map::new();
     if cfg.use_image {
