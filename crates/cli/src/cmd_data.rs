@@ -1,9 +1,11 @@
-//! `world4rl data info|verify DATASET`.
+//! `world4rl data info|verify DATASET`, `data import-lerobot SRC`, `data export-lerobot DATASET`.
 
 use std::path::PathBuf;
 
-use anyhow::Result;
-use clap::Subcommand;
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use w4rl_data::EpisodeKind;
+use w4rl_lerobot::{ExportOptions, ImportOptions, SuccessSource};
 
 use crate::output::print_json;
 
@@ -33,10 +35,172 @@ pub enum DataCmd {
         #[arg(long)]
         reindex: bool,
     },
+    /// Convert a LeRobot dataset (a local folder, format v3.0 or v2.1) into world4rl episodes. Re-run
+    /// with the same options to complete an interrupted import.
+    ImportLerobot(ImportArgs),
+    /// Write a world4rl dataset as a LeRobot v3.0 dataset (frames as PNG images in the parquet) that
+    /// `LeRobotDataset(repo_id, root=DIR)` loads offline.
+    ExportLerobot(ExportArgs),
+}
+
+/// `world4rl data import-lerobot`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// LeRobot dataset folder (holding meta/info.json).
+    pub src: PathBuf,
+    /// world4rl dataset folder to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Camera feature to import as the frames (default: the dataset's only camera).
+    #[arg(long)]
+    pub camera: Option<String>,
+    /// Side of the square frames written (frames are centre-cropped to a square, then resized).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Low-dim state feature (default: observation.state when present).
+    #[arg(long, conflicts_with = "no_state")]
+    pub state: Option<String>,
+    /// Import no state.
+    #[arg(long)]
+    pub no_state: bool,
+    /// Action feature.
+    #[arg(long, default_value = "action")]
+    pub action: String,
+    /// Where success comes from: a flag column (next.success), 'reward>X' (next.reward above X),
+    /// 'last' (the last frame of every episode), or 'auto' (next.success when present).
+    #[arg(long, default_value = "auto")]
+    pub success: String,
+    /// Only this task (a LeRobot task string or its world4rl name; repeatable; default all).
+    #[arg(long)]
+    pub task: Vec<String>,
+    /// Episode kind to record: expert (demonstrations, the default), policy or random.
+    #[arg(long, default_value = "expert")]
+    pub kind: String,
+    /// Suite name written into the dataset.
+    #[arg(long, default_value = "lerobot")]
+    pub suite: String,
+    /// Only LeRobot episodes START:END (half-open).
+    #[arg(long)]
+    pub episodes: Option<String>,
+    /// Lower action bounds, comma-separated (default: the imported actions' minimum per dimension).
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    pub action_low: Option<Vec<f32>>,
+    /// Upper action bounds, comma-separated (default: the imported actions' maximum).
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    pub action_high: Option<Vec<f32>>,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `world4rl data export-lerobot`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// world4rl dataset folder.
+    pub dataset: PathBuf,
+    /// LeRobot folder to create (must not exist, or be empty).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Frames per second recorded in info.json.
+    #[arg(long, default_value_t = 10)]
+    pub fps: u32,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_range(s: &str) -> Result<(usize, usize)> {
+    let (a, b) = s
+        .split_once(':')
+        .with_context(|| format!("--episodes '{s}': expected START:END, e.g. 0:10"))?;
+    let a: usize = a
+        .trim()
+        .parse()
+        .with_context(|| format!("--episodes '{s}': START is not a number"))?;
+    let b: usize = b
+        .trim()
+        .parse()
+        .with_context(|| format!("--episodes '{s}': END is not a number"))?;
+    anyhow::ensure!(a < b, "--episodes '{s}': START must be below END");
+    Ok((a, b))
+}
+
+fn import_lerobot(a: ImportArgs) -> Result<bool> {
+    let kind: EpisodeKind = a.kind.parse()?;
+    let opts = ImportOptions {
+        camera: a.camera,
+        size: a.size,
+        state: a.state,
+        no_state: a.no_state,
+        action: a.action,
+        success: a.success.parse::<SuccessSource>()?,
+        tasks: a.task,
+        kind,
+        suite: a.suite,
+        episodes: a.episodes.as_deref().map(parse_range).transpose()?,
+        action_low: a.action_low,
+        action_high: a.action_high,
+    };
+    let pb = world4rl::progress::bar(0, "import");
+    let report = w4rl_lerobot::import(&a.src, &a.out, &opts, |i, n| {
+        pb.set_length(n as u64);
+        pb.set_position(i as u64);
+    })?;
+    pb.finish_and_clear();
+    eprintln!(
+        "imported {} episode(s), {} steps ({} successful) from {} ({}, camera '{}'{}, success from {}) into {}{}",
+        report.episodes,
+        report.steps,
+        report.successful_episodes,
+        a.src.display(),
+        report.codebase_version,
+        report.camera,
+        if report.video { ", video" } else { "" },
+        report.success,
+        a.out.display(),
+        if report.skipped > 0 {
+            format!(" ({} were already there)", report.skipped)
+        } else {
+            String::new()
+        }
+    );
+    for (t, n) in &report.tasks {
+        eprintln!("  task '{t}' -> {n}");
+    }
+    if a.json {
+        print_json(&report)?;
+    }
+    Ok(true)
+}
+
+fn export_lerobot(a: ExportArgs) -> Result<bool> {
+    let opts = ExportOptions {
+        fps: a.fps,
+        ..ExportOptions::default()
+    };
+    let pb = world4rl::progress::bar(0, "export");
+    let report = w4rl_lerobot::export(&a.dataset, &a.out, &opts, |i, n| {
+        pb.set_length(n as u64);
+        pb.set_position(i as u64);
+    })?;
+    pb.finish_and_clear();
+    eprintln!(
+        "wrote a LeRobot v3.0 dataset of {} episode(s), {} frames, {} task(s) to {}",
+        report.episodes,
+        report.frames,
+        report.tasks.len(),
+        report.out.display()
+    );
+    if a.json {
+        print_json(&report)?;
+    }
+    Ok(true)
 }
 
 pub fn run(cmd: DataCmd) -> Result<bool> {
     match cmd {
+        DataCmd::ImportLerobot(a) => import_lerobot(a),
+        DataCmd::ExportLerobot(a) => export_lerobot(a),
         DataCmd::Info { dataset, json } => {
             let info = w4rl_data::info(&dataset)?;
             if json {
