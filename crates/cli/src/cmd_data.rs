@@ -37,7 +37,7 @@ pub enum DataCmd {
     },
     /// Convert a LeRobot dataset (a local folder, format v3.0 or v2.1) into world4rl episodes. Re-run
     /// with the same options to complete an interrupted import.
-    ImportLerobot(ImportArgs),
+    ImportLerobot(Box<ImportArgs>),
     /// Write a world4rl dataset as a LeRobot v3.0 dataset (frames as PNG images in the parquet) that
     /// `LeRobotDataset(repo_id, root=DIR)` loads offline.
     ExportLerobot(ExportArgs),
@@ -199,7 +199,7 @@ fn export_lerobot(a: ExportArgs) -> Result<bool> {
 
 pub fn run(cmd: DataCmd) -> Result<bool> {
     match cmd {
-        DataCmd::ImportLerobot(a) => import_lerobot(a),
+        DataCmd::ImportLerobot(a) => import_lerobot(*a),
         DataCmd::ExportLerobot(a) => export_lerobot(a),
         DataCmd::Info { dataset, json } => {
             let info = w4rl_data::info(&dataset)?;

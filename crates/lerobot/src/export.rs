@@ -215,7 +215,7 @@ fn episode_batch(
 /// histogram per channel.
 enum Stat {
     Values(Vec<Vec<f64>>),
-    Image([[u64; 256]; 3]),
+    Image(Box<[[u64; 256]; 3]>),
 }
 
 impl Stat {
@@ -269,7 +269,7 @@ impl Stat {
             Stat::Image(h) => {
                 let mut st: Vec<[f64; 9]> = Vec::new();
                 let mut count = 0u64;
-                for hist in h {
+                for hist in h.iter() {
                     let n: u64 = hist.iter().sum();
                     count = n;
                     let nf = n.max(1) as f64;
@@ -416,7 +416,7 @@ pub fn export(
     // statistics
     let mut stats: BTreeMap<&str, (Stat, bool)> = BTreeMap::new();
     let vals = |d: usize| Stat::Values(vec![Vec::new(); d]);
-    stats.insert(IMAGE, (Stat::Image([[0; 256]; 3]), false));
+    stats.insert(IMAGE, (Stat::Image(Box::new([[0; 256]; 3])), false));
     if spec.state_dim > 0 {
         stats.insert(STATE, (vals(spec.state_dim), false));
     }

@@ -920,9 +920,7 @@ fn success_flags(er: &EpisodeRows, plan: &Plan, n: usize) -> Vec<bool> {
     };
     match next {
         Some(next) => {
-            for t in 0..n - 1 {
-                s[t + 1] = next[t];
-            }
+            s[1..n].copy_from_slice(&next[..n - 1]);
             // the flag after the last action belongs to a frame that is not stored: give it to the last one
             s[n - 1] |= next[n - 1];
         }
@@ -953,7 +951,7 @@ fn action_bounds(
         }
     }
     for d in 0..dim {
-        if !(lo[d] < hi[d]) {
+        if lo[d] >= hi[d] || !lo[d].is_finite() {
             // a constant (or absent) dimension still needs a range
             let c = if lo[d].is_finite() { lo[d] } else { 0.0 };
             lo[d] = c - 1.0;
