@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
 use arrow_array::cast::AsArray;
@@ -84,8 +83,14 @@ pub fn f32_rows(col: &ArrayRef, width: usize, what: &str) -> Result<Vec<f32>> {
     let n = col.len();
     let (values, stride): (ArrayRef, Option<usize>) = match col.data_type() {
         DataType::FixedSizeList(_, w) => {
+            let w = *w as usize;
+            ensure!(
+                w == width,
+                "{what} has {w} values per frame, expected {width}"
+            );
+            // the child of a sliced fixed-size list starts at the slice's offset
             let l = col.as_fixed_size_list();
-            (l.values().clone(), Some(*w as usize))
+            (l.values().slice(l.offset() * w, n * w), Some(w))
         }
         DataType::List(_) => {
             let l = col.as_list::<i32>();
@@ -114,17 +119,6 @@ pub fn f32_rows(col: &ArrayRef, width: usize, what: &str) -> Result<Vec<f32>> {
         got == width,
         "{what} has {got} values per frame, expected {width}"
     );
-    let values = if let Some(w) = stride {
-        // a fixed-size list's child may start at an offset when the array is a slice
-        if let DataType::FixedSizeList(..) = col.data_type() {
-            let l = col.as_fixed_size_list();
-            l.values().slice(l.offset() * w, n * w)
-        } else {
-            values
-        }
-    } else {
-        values
-    };
     ensure!(
         values.null_count() == 0,
         "{what} has missing (null) values inside its vectors"
@@ -330,9 +324,4 @@ pub fn tmp_path(path: &Path) -> std::path::PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
     path.with_file_name(name)
-}
-
-/// Shorthand for a shared array.
-pub fn arc<A: Array + 'static>(a: A) -> ArrayRef {
-    Arc::new(a)
 }

@@ -215,7 +215,8 @@ fn episode_batch(
 /// histogram per channel.
 enum Stat {
     Values(Vec<Vec<f64>>),
-    Image(Box<[[u64; 256]; 3]>),
+    /// Histogram per channel, and the number of frames (LeRobot counts frames, not pixels).
+    Image(Box<[[u64; 256]; 3]>, u64),
 }
 
 impl Stat {
@@ -228,91 +229,80 @@ impl Stat {
     }
 
     fn to_json(&self, boolean: bool) -> serde_json::Value {
-        match self {
+        // per dimension (or channel): min, max, mean, std, q01, q10, q50, q90, q99
+        let (per, count, image): (Vec<[f64; 9]>, u64, bool) = match self {
             Stat::Values(dims) => {
-                let count = dims.first().map_or(0, |d| d.len());
-                let mut per: Vec<[f64; 10]> = Vec::new();
-                for d in dims {
-                    let mut s = d.clone();
-                    s.sort_by(|a, b| a.total_cmp(b));
-                    let n = s.len().max(1) as f64;
-                    let mean = s.iter().sum::<f64>() / n;
-                    let var = s.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
-                    let q = |p: f64| quantile_sorted(&s, p);
-                    per.push([
-                        *s.first().unwrap_or(&0.0),
-                        *s.last().unwrap_or(&0.0),
-                        mean,
-                        var.sqrt(),
-                        q(0.01),
-                        q(0.10),
-                        q(0.50),
-                        q(0.90),
-                        q(0.99),
-                        0.0,
-                    ]);
-                }
-                let col = |i: usize| -> Vec<f64> { per.iter().map(|p| p[i]).collect() };
-                let minmax = |i: usize| -> serde_json::Value {
-                    if boolean {
-                        json!(col(i).iter().map(|&v| v != 0.0).collect::<Vec<_>>())
-                    } else {
-                        json!(col(i))
-                    }
-                };
-                json!({
-                    "min": minmax(0), "max": minmax(1), "mean": col(2), "std": col(3),
-                    "count": [count],
-                    "q01": col(4), "q10": col(5), "q50": col(6), "q90": col(7), "q99": col(8),
-                })
+                let per = dims
+                    .iter()
+                    .map(|d| {
+                        let mut s = d.clone();
+                        s.sort_by(|a, b| a.total_cmp(b));
+                        let n = s.len().max(1) as f64;
+                        let mean = s.iter().sum::<f64>() / n;
+                        let var = s.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
+                        let first = s.first().copied().unwrap_or(0.0);
+                        let last = s.last().copied().unwrap_or(0.0);
+                        summary(first, last, mean, var.sqrt(), |p| quantile_sorted(&s, p))
+                    })
+                    .collect();
+                (per, dims.first().map_or(0, |d| d.len()) as u64, false)
             }
-            Stat::Image(h) => {
-                let mut st: Vec<[f64; 9]> = Vec::new();
-                let mut count = 0u64;
-                for hist in h.iter() {
-                    let n: u64 = hist.iter().sum();
-                    count = n;
-                    let nf = n.max(1) as f64;
-                    let val = |i: usize| i as f64 / 255.0;
-                    let mean = hist
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &c)| c as f64 * val(i))
-                        .sum::<f64>()
-                        / nf;
-                    let var = hist
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &c)| c as f64 * (val(i) - mean).powi(2))
-                        .sum::<f64>()
-                        / nf;
-                    let min = hist.iter().position(|&c| c > 0).unwrap_or(0);
-                    let max = hist.iter().rposition(|&c| c > 0).unwrap_or(0);
-                    let q = |p: f64| quantile_hist(hist, p);
-                    st.push([
-                        val(min),
-                        val(max),
-                        mean,
-                        var.sqrt(),
-                        q(0.01),
-                        q(0.10),
-                        q(0.50),
-                        q(0.90),
-                        q(0.99),
-                    ]);
-                }
+            Stat::Image(h, frames) => {
+                let val = |i: usize| i as f64 / 255.0;
+                let per = h
+                    .iter()
+                    .map(|hist| {
+                        let nf = hist.iter().sum::<u64>().max(1) as f64;
+                        let weighted = |f: &dyn Fn(f64) -> f64| {
+                            hist.iter()
+                                .enumerate()
+                                .map(|(i, &c)| c as f64 * f(val(i)))
+                                .sum::<f64>()
+                                / nf
+                        };
+                        let mean = weighted(&|v| v);
+                        let var = weighted(&|v| (v - mean).powi(2));
+                        let min = hist.iter().position(|&c| c > 0).unwrap_or(0);
+                        let max = hist.iter().rposition(|&c| c > 0).unwrap_or(0);
+                        summary(val(min), val(max), mean, var.sqrt(), |p| {
+                            quantile_hist(hist, p)
+                        })
+                    })
+                    .collect();
+                (per, *frames, true)
+            }
+        };
+        let col = |i: usize| -> serde_json::Value {
+            if image {
                 // LeRobot's image stats have shape (3, 1, 1)
-                let col = |i: usize| -> serde_json::Value {
-                    json!(st.iter().map(|s| vec![vec![s[i]]]).collect::<Vec<_>>())
-                };
-                json!({
-                    "min": col(0), "max": col(1), "mean": col(2), "std": col(3),
-                    "count": [count],
-                    "q01": col(4), "q10": col(5), "q50": col(6), "q90": col(7), "q99": col(8),
-                })
+                json!(per.iter().map(|s| vec![vec![s[i]]]).collect::<Vec<_>>())
+            } else if boolean && i < 2 {
+                json!(per.iter().map(|s| s[i] != 0.0).collect::<Vec<_>>())
+            } else {
+                json!(per.iter().map(|s| s[i]).collect::<Vec<_>>())
             }
-        }
+        };
+        json!({
+            "min": col(0), "max": col(1), "mean": col(2), "std": col(3),
+            "count": [count],
+            "q01": col(4), "q10": col(5), "q50": col(6), "q90": col(7), "q99": col(8),
+        })
     }
+}
+
+/// The statistics LeRobot stores, in order: min, max, mean, std and the 1/10/50/90/99 % quantiles.
+fn summary(min: f64, max: f64, mean: f64, std: f64, q: impl Fn(f64) -> f64) -> [f64; 9] {
+    [
+        min,
+        max,
+        mean,
+        std,
+        q(0.01),
+        q(0.10),
+        q(0.50),
+        q(0.90),
+        q(0.99),
+    ]
 }
 
 /// Linear-interpolated quantile of sorted values (numpy's default).
@@ -416,7 +406,7 @@ pub fn export(
     // statistics
     let mut stats: BTreeMap<&str, (Stat, bool)> = BTreeMap::new();
     let vals = |d: usize| Stat::Values(vec![Vec::new(); d]);
-    stats.insert(IMAGE, (Stat::Image(Box::new([[0; 256]; 3])), false));
+    stats.insert(IMAGE, (Stat::Image(Box::new([[0; 256]; 3]), 0), false));
     if spec.state_dim > 0 {
         stats.insert(STATE, (vals(spec.state_dim), false));
     }
@@ -459,7 +449,8 @@ pub fn export(
         let rows = m.steps + 1;
         // statistics of this episode's rows
         for t in 0..rows {
-            if let Some((Stat::Image(h), _)) = stats.get_mut(IMAGE) {
+            if let Some((Stat::Image(h, frames), _)) = stats.get_mut(IMAGE) {
+                *frames += 1;
                 for px in ep.frame(t).chunks_exact(3) {
                     for c in 0..3 {
                         h[c][px[c] as usize] += 1;
@@ -615,12 +606,10 @@ pub fn export(
     )?;
 
     // meta/stats.json
-    let mut stats_json: serde_json::Map<String, serde_json::Value> = stats
+    let stats_json: serde_json::Map<String, serde_json::Value> = stats
         .iter()
         .map(|(k, (s, b))| (k.to_string(), s.to_json(*b)))
         .collect();
-    // LeRobot counts frames, not pixels
-    stats_json[IMAGE]["count"] = json!([row]);
     write_json(
         &partial.join("meta/stats.json"),
         &serde_json::Value::Object(stats_json),

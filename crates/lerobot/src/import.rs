@@ -299,17 +299,20 @@ fn episode_refs(root: &Path, info: &Info, video_cam: Option<&str>) -> Result<Vec
                 if let Some(v) = &vcols {
                     cols.extend(v.iter().map(|s| s.as_str()));
                 }
+                let with_len = parquet_column_names(&path)?.iter().any(|c| c == "length");
+                if with_len {
+                    cols.push("length");
+                }
                 let batch = read_columns(&path, &cols)?;
-                let has_len = read_columns(&path, &["length"]).ok();
                 let ep = i64_rows(column(&batch, "episode_index", &path)?, "episode_index")?;
                 let dc = i64_rows(
                     column(&batch, "data/chunk_index", &path)?,
                     "data/chunk_index",
                 )?;
                 let df = i64_rows(column(&batch, "data/file_index", &path)?, "data/file_index")?;
-                let len = match &has_len {
-                    Some(b) => Some(i64_rows(column(b, "length", &path)?, "length")?),
-                    None => None,
+                let len = match with_len {
+                    true => Some(i64_rows(column(&batch, "length", &path)?, "length")?),
+                    false => None,
                 };
                 let video = match &vcols {
                     Some(v) => {
