@@ -1,8 +1,9 @@
-//! Helpers shared by the CLI's integration tests.
+//! Helpers shared by the CLI's integration tests (not every test binary uses each of them).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Every tensor of a safetensors file, by name (the metadata, which holds timings, is left out).
+#[allow(dead_code)]
 pub fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -13,4 +14,16 @@ pub fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
         .collect();
     v.sort();
     v
+}
+
+/// The project's `.venv` Python (installed by `scripts/setup.sh`).
+#[allow(dead_code)]
+pub fn python() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup.sh",
+        p.display()
+    );
+    p
 }
