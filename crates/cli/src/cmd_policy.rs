@@ -427,7 +427,7 @@ pub fn eval_imagined(args: EvalImaginedArgs, device: Device, seed: Option<u64>) 
 }
 
 /// The training dataset of a run for `task` (the one recorded in its BC policy, else `RUN/dataset`).
-fn start_dataset_of(run: &RunDir, task: &str) -> Result<PathBuf> {
+pub(crate) fn start_dataset_of(run: &RunDir, task: &str) -> Result<PathBuf> {
     let bc = world4rl::policy::bc::checkpoint_path(run, task);
     if let Ok((_, extra)) = GaussianPolicy::load(&bc, Device::Cpu) {
         if let Some(d) = extra.get("dataset").and_then(|d| d.as_str()) {

@@ -4,6 +4,7 @@ mod cmd_collect;
 mod cmd_data;
 mod cmd_env;
 mod cmd_export;
+mod cmd_play;
 mod cmd_policy;
 mod cmd_run;
 mod cmd_world_model;
@@ -67,6 +68,9 @@ enum Cmd {
     /// Export a policy for use outside world4rl.
     #[command(subcommand)]
     Export(cmd_export::ExportCmd),
+    /// Play inside the run's world model from a browser page (keys or a policy drive; the classifier
+    /// judges every frame; the real environment beside it with --real).
+    Play(cmd_play::PlayArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,6 +169,7 @@ fn main() -> ExitCode {
             }
             Cmd::Run(a) => cmd_run::run(a, device, cli.seed).map(|_| true),
             Cmd::Export(c) => cmd_export::run(c).map(|_| true),
+            Cmd::Play(a) => cmd_play::play(a, device).map(|_| true),
             Cmd::Config(ConfigCmd::Check { config }) => {
                 let cfg = world4rl::config::ExperimentConfig::load(&config)?;
                 print!("{}", toml::to_string_pretty(&cfg)?);

@@ -166,10 +166,11 @@ fn a_dataset_written_by_lerobot_imports_value_by_value_and_trains() {
     // both decode the same stream with FFmpeg; only the YUV -> RGB conversion may round differently
     assert!(worst <= 3, "video frames differ from lerobot's by up to {worst}");
 
-    // the world model and the BC policy train on the import (tiny preset)
+    // the README's guide for imported data, at the tiny preset: the three learners, refinement in the
+    // world model, and the imagined comparison that stands in for the real-env evaluation
     let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tabletop-tiny.toml");
     let run = dir.path().join("run");
-    for stage in ["world-model", "bc"] {
+    for stage in ["world-model", "reward", "bc"] {
         ok(&world4rl(&[
             "--threads",
             "1",
@@ -188,6 +189,46 @@ fn a_dataset_written_by_lerobot_imports_value_by_value_and_trains() {
     for task in ["pick-the-red-cube", "push-the-blue-ball"] {
         assert!(run.join(format!("bc/{task}/policy.safetensors")).is_file());
     }
+    let task = "pick-the-red-cube";
+    ok(&world4rl(&[
+        "--threads",
+        "1",
+        "refine",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--data",
+        top.to_str().unwrap(),
+        "--task",
+        task,
+    ]));
+    let refined = run.join(format!("refine/{task}/policy.safetensors"));
+    assert!(refined.is_file());
+    let bc = run.join(format!("bc/{task}/policy.safetensors"));
+    let out = ok(&world4rl(&[
+        "--threads",
+        "1",
+        "eval",
+        "imagined",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--data",
+        top.to_str().unwrap(),
+        "--task",
+        task,
+        "--candidate",
+        refined.to_str().unwrap(),
+        "--baseline",
+        bc.to_str().unwrap(),
+        "--episodes",
+        "8",
+        "--json",
+    ]));
+    let v: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert!(v.is_object(), "{out}");
 }
 
 #[test]

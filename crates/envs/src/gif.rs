@@ -15,27 +15,43 @@ pub fn write_gif(
     scale: usize,
     delay_cs: u16,
 ) -> Result<(), EnvError> {
+    write_gif_rect(path, frames, size, size, scale, delay_cs)
+}
+
+/// [`write_gif`] for frames of `width × height` pixels (e.g. two views side by side).
+pub fn write_gif_rect(
+    path: &Path,
+    frames: &[u8],
+    width: usize,
+    height: usize,
+    scale: usize,
+    delay_cs: u16,
+) -> Result<(), EnvError> {
     let gif_err = |message: String| EnvError::Gif {
         path: path.to_path_buf(),
         message,
     };
-    let n = size * size * 3;
+    let n = width * height * 3;
     if frames.is_empty() || frames.len().checked_rem(n) != Some(0) {
         return Err(gif_err(format!(
-            "{} bytes is not a whole number of {size}x{size} RGB frames",
+            "{} bytes is not a whole number of {width}x{height} RGB frames",
             frames.len()
         )));
     }
     let scale = scale.max(1);
-    let side = size
-        .checked_mul(scale)
-        .filter(|&s| s <= 4096)
-        .ok_or_else(|| {
-            gif_err(format!(
-                "{size} pixels upscaled {scale} times exceeds 4096 pixels; use a smaller scale"
-            ))
-        })?;
-    let side16 = u16::try_from(side).map_err(|_| gif_err(format!("{side} pixels is too large")))?;
+    let big_side = |side: usize| -> Result<(usize, u16), EnvError> {
+        let s = side
+            .checked_mul(scale)
+            .filter(|&s| s <= 4096)
+            .ok_or_else(|| {
+                gif_err(format!(
+                    "{side} pixels upscaled {scale} times exceeds 4096 pixels; use a smaller scale"
+                ))
+            })?;
+        Ok((s, s as u16))
+    };
+    let (w, w16) = big_side(width)?;
+    let (h, h16) = big_side(height)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| EnvError::Io {
             path: dir.to_path_buf(),
@@ -46,20 +62,20 @@ pub fn write_gif(
         path: path.to_path_buf(),
         source,
     })?;
-    let mut enc = ::gif::Encoder::new(BufWriter::new(file), side16, side16, &[])
+    let mut enc = ::gif::Encoder::new(BufWriter::new(file), w16, h16, &[])
         .map_err(|e| gif_err(e.to_string()))?;
     enc.set_repeat(::gif::Repeat::Infinite)
         .map_err(|e| gif_err(e.to_string()))?;
-    let mut big = vec![0u8; side * side * 3];
+    let mut big = vec![0u8; w * h * 3];
     for f in frames.chunks_exact(n) {
-        for y in 0..side {
-            let src = &f[(y / scale) * size * 3..(y / scale + 1) * size * 3];
-            let dst = &mut big[y * side * 3..(y + 1) * side * 3];
-            for x in 0..side {
+        for y in 0..h {
+            let src = &f[(y / scale) * width * 3..(y / scale + 1) * width * 3];
+            let dst = &mut big[y * w * 3..(y + 1) * w * 3];
+            for x in 0..w {
                 dst[x * 3..x * 3 + 3].copy_from_slice(&src[(x / scale) * 3..(x / scale) * 3 + 3]);
             }
         }
-        let mut frame = ::gif::Frame::from_rgb_speed(side16, side16, &big, 10);
+        let mut frame = ::gif::Frame::from_rgb_speed(w16, h16, &big, 10);
         frame.delay = delay_cs;
         enc.write_frame(&frame)
             .map_err(|e| gif_err(e.to_string()))?;

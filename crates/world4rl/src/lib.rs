@@ -21,6 +21,7 @@ pub mod models;
 pub mod optim;
 pub mod outcome;
 pub mod pipeline;
+pub mod playground;
 pub mod policy;
 pub mod ppo;
 pub mod progress;
