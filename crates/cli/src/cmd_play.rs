@@ -355,7 +355,7 @@ async fn session_socket(mut socket: WebSocket, app: AppState) {
             }
             msg = socket.recv() => {
                 let text = match msg {
-                    Some(Ok(Message::Text(t))) => t.to_string(),
+                    Some(Ok(Message::Text(t))) => t.as_str().to_string(),
                     Some(Ok(Message::Binary(_))) => {
                         if !send_json(&mut socket, json!({"type": "error", "message": "binary messages are not understood; send JSON text"})).await {
                             return;

@@ -167,7 +167,7 @@ fn the_playground_runs_over_its_websocket() {
     assert!(status.contains("200"), "{status}");
     assert!(String::from_utf8_lossy(&body).contains("id=\"imagined\""));
 
-    let (mut ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{}/ws", server.port)).unwrap();
+    let (ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{}/ws", server.port)).unwrap();
     let mut page = Page {
         ws,
         frame: Vec::new(),

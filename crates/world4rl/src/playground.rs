@@ -321,7 +321,7 @@ impl PlaySession {
 
     fn prob(&self, frame: &Tensor) -> Result<f32> {
         let p = self.tasks[self.task].classifier.prob_u8(&to_u8(frame));
-        Ok(f32::try_from(p.to_kind(Kind::Float).flatten(0, -1).get(0))?)
+        Ok(p.to_kind(Kind::Float).flatten(0, -1).double_value(&[0]) as f32)
     }
 
     /// One step with the person's `action` (ignored while a policy drives; `None` = no movement).
