@@ -15,7 +15,7 @@ fn main() {
     let secs: f64 = args.next().map_or(20.0, |s| s.parse().expect("SECONDS"));
     let driver = args.next().unwrap_or_else(|| "human".into());
     let (mut ws, _) = tungstenite::connect(format!("ws://{addr}/ws")).expect("connects");
-    let mut send = |ws: &mut tungstenite::WebSocket<_>, v: Value| {
+    let send = |ws: &mut tungstenite::WebSocket<_>, v: Value| {
         ws.send(Message::text(v.to_string())).expect("sends")
     };
     send(&mut ws, json!({"type": "driver", "driver": driver}));
