@@ -3,6 +3,7 @@
 #  - a project-local Python venv (.venv) holding torch==2.13.0 (libtorch for tch 0.26) and safetensors/numpy
 #    (for the Python loading example and the interop test);
 #  - the .libtorch link that .cargo/config.toml points LIBTORCH at;
+#  - with WORLD4RL_BROWSER=1, chromium and chromium-driver for the playground's browser test;
 #  - with WORLD4RL_LEROBOT=1, lerobot and ffmpeg for the LeRobot interop tests (scripts/setup-lerobot.sh);
 #  - with WORLD4RL_MUJOCO=1, MuJoCo and Meta-World (scripts/setup-mujoco.sh).
 # Re-running it when everything is in place takes about a second.
@@ -49,6 +50,9 @@ if [ "$(readlink .libtorch 2>/dev/null)" != "$TORCH_DIR" ]; then
   say "linked .libtorch -> $TORCH_DIR"
 fi
 
+if [ "${WORLD4RL_BROWSER:-0}" = "1" ]; then
+  bash "$ROOT/scripts/setup-browser.sh"
+fi
 if [ "${WORLD4RL_LEROBOT:-0}" = "1" ]; then
   bash "$ROOT/scripts/setup-lerobot.sh"
 fi

@@ -2,13 +2,15 @@
 # The whole test suite: installs what is missing (idempotent), then runs every test of the workspace,
 # and the Meta-World tests (parity with metaworld 3.1.1, experts, rendering) with the `mujoco` feature.
 # WORLD4RL_MUJOCO=0 skips the MuJoCo set-up and tests. The LeRobot interop tests need lerobot and ffmpeg,
-# which the set-up installs (WORLD4RL_LEROBOT=1).
+# which the set-up installs (WORLD4RL_LEROBOT=1); the playground's browser test needs chromium and
+# chromium-driver (WORLD4RL_BROWSER=1). The browser test saves its screenshot to target/test-artifacts/.
 # Usage: bash scripts/test.sh [extra cargo test args]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 export WORLD4RL_MUJOCO="${WORLD4RL_MUJOCO:-1}"
 export WORLD4RL_LEROBOT="${WORLD4RL_LEROBOT:-1}"
+export WORLD4RL_BROWSER="${WORLD4RL_BROWSER:-1}"
 bash scripts/setup.sh
 cargo fmt --all -- --check || { echo "[test] cargo fmt --check failed: run 'cargo fmt --all'" >&2; exit 1; }
 # libtorch: one intra-op thread per test process thread, so parallel tests do not oversubscribe the cores.

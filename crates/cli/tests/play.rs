@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::actions::InputSource;
 use serde_json::{json, Value};
 use tungstenite::{Message, WebSocket};
 
@@ -284,4 +285,132 @@ fn the_playground_refuses_what_it_cannot_play() {
         err.contains("unknown task 'open-door'") && err.contains("push-block"),
         "{err}"
     );
+}
+
+/// A free TCP port on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `chromedriver` on a free port, killed on drop.
+fn chromedriver() -> Server {
+    let port = free_port();
+    let program = std::env::var("WORLD4RL_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+    let child = Command::new(&program)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start {program} ({e}): install chromium and chromium-driver (scripts/setup.sh does with WORLD4RL_BROWSER=1)")
+        });
+    // wait until it answers
+    let t = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(20), "chromedriver did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server { child, port }
+}
+
+/// The page in headless Chromium: it loads and shows frames, a held key moves the pusher (the action
+/// sent is the key's and the imagined frame changes), the driver menu hands control to the BC policy,
+/// and a screenshot is saved as a test artefact (`target/test-artifacts/play.png`).
+#[test]
+fn the_page_plays_in_a_headless_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = tiny_run(dir.path());
+    let server = serve(&run, &["--policy", "none", "--real"]);
+    let driver = chromedriver();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,1000"]}),
+        );
+        let c = fantoccini::ClientBuilder::new(
+            hyper_util::client::legacy::connect::HttpConnector::new(),
+        )
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a WebDriver session in headless chromium");
+        c.goto(&format!("http://127.0.0.1:{}/", server.port))
+            .await
+            .unwrap();
+        let js = |c: &fantoccini::Client, s: &'static str| {
+            let c = c.clone();
+            async move { c.execute(s, vec![]).await.unwrap() }
+        };
+        let wait = |c: &fantoccini::Client, s: &'static str| {
+            let c = c.clone();
+            async move {
+                let t = Instant::now();
+                loop {
+                    if c.execute(s, vec![]).await.unwrap() == json!(true) {
+                        return;
+                    }
+                    assert!(t.elapsed() < Duration::from_secs(60), "timed out waiting for {s}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        // the page connects, unpauses and draws frames
+        wait(&c, "return window.w4rl.frames > 3 && window.w4rl.state && !window.w4rl.state.paused").await;
+        // pause with the button, then hold the right arrow and step once with N
+        c.find(fantoccini::Locator::Id("pause"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait(&c, "return window.w4rl.state.paused === true").await;
+        c.find(fantoccini::Locator::Id("reset")).await.unwrap().click().await.unwrap();
+        wait(&c, "return window.w4rl.state.step === 0").await;
+        let before = js(&c, "return document.getElementById('imagined').toDataURL()").await;
+        let keys = fantoccini::actions::KeyActions::new("keys".into())
+            .then(fantoccini::actions::KeyAction::Down { value: '\u{E014}' })
+            .then(fantoccini::actions::KeyAction::Down { value: 'n' })
+            .then(fantoccini::actions::KeyAction::Up { value: 'n' });
+        c.perform_actions(keys).await.unwrap();
+        wait(&c, "return window.w4rl.state.step === 1").await;
+        let action = js(&c, "return window.w4rl.state.action").await;
+        let action: Vec<f64> = action
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(action, [1.0, 0.0], "the right arrow is action +1 on the first axis");
+        let after = js(&c, "return document.getElementById('imagined').toDataURL()").await;
+        assert_ne!(before, after, "the imagined frame changed");
+        c.release_actions().await.unwrap();
+        // the policy takes the controls from the driver menu
+        c.find(fantoccini::Locator::Css("#driver option[value='bc']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait(&c, "return window.w4rl.state.driver === 'bc'").await;
+        c.find(fantoccini::Locator::Id("pause")).await.unwrap().click().await.unwrap();
+        wait(&c, "return window.w4rl.state.step >= 10 && window.w4rl.state.driver === 'bc'").await;
+        let png = c.screenshot().await.unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join("play.png"), &png).unwrap();
+        let errors = js(&c, "return window.w4rl.errors").await;
+        assert_eq!(errors, json!([]), "the page saw no error messages");
+        c.close().await.unwrap();
+    });
+    drop(driver);
 }
