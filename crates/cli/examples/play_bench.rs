@@ -11,7 +11,9 @@ use tungstenite::Message;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let addr = args.next().expect("usage: play_bench HOST:PORT [SECONDS] [DRIVER]");
+    let addr = args
+        .next()
+        .expect("usage: play_bench HOST:PORT [SECONDS] [DRIVER]");
     let secs: f64 = args.next().map_or(20.0, |s| s.parse().expect("SECONDS"));
     let driver = args.next().unwrap_or_else(|| "human".into());
     let (mut ws, _) = tungstenite::connect(format!("ws://{addr}/ws")).expect("connects");

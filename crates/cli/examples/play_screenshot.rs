@@ -11,7 +11,9 @@ use serde_json::json;
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let mut args = std::env::args().skip(1);
-    let addr = args.next().expect("usage: play_screenshot HOST:PORT OUT.png [DRIVER] [SECONDS]");
+    let addr = args
+        .next()
+        .expect("usage: play_screenshot HOST:PORT OUT.png [DRIVER] [SECONDS]");
     let out = args.next().expect("OUT.png");
     let driver = args.next().unwrap_or_else(|| "refined".into());
     let secs: f64 = args.next().map_or(4.0, |s| s.parse().expect("SECONDS"));
@@ -21,11 +23,12 @@ async fn main() {
         "goog:chromeOptions".into(),
         json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1040,900"]}),
     );
-    let c = fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&webdriver)
-        .await
-        .expect("a WebDriver session");
+    let c =
+        fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&webdriver)
+            .await
+            .expect("a WebDriver session");
     c.goto(&format!("http://{addr}/")).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
     c.execute(

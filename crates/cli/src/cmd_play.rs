@@ -256,7 +256,8 @@ fn engine(
                     }
                     ClientMsg::Record => {
                         records += 1;
-                        let name = format!("{}-{records:03}.gif", session.task().replace('/', "__"));
+                        let name =
+                            format!("{}-{records:03}.gif", session.task().replace('/', "__"));
                         let n = session.write_gif(&recordings.join(&name))?;
                         return Ok(Some(json!({
                             "type": "recorded",

@@ -81,7 +81,9 @@ fn rows_of(dump: &Value, episode: usize) -> Vec<usize> {
 
 fn load_all(dir: &Path) -> Vec<Episode> {
     let ds = Dataset::open(dir).unwrap();
-    (0..ds.entries().len()).map(|i| ds.load(i).unwrap()).collect()
+    (0..ds.entries().len())
+        .map(|i| ds.load(i).unwrap())
+        .collect()
 }
 
 fn import(src: &Path, out: &Path, camera: &str, size: usize) -> Value {
@@ -164,7 +166,10 @@ fn a_dataset_written_by_lerobot_imports_value_by_value_and_trains() {
     let worst = compare(&load_all(&wrist), &dump, "observation.images.wrist");
     eprintln!("video frames: largest difference from lerobot's decoding {worst}");
     // both decode the same AV1 stream with FFmpeg and convert it to RGB the same way
-    assert_eq!(worst, 0, "video frames differ from lerobot's by up to {worst}");
+    assert_eq!(
+        worst, 0,
+        "video frames differ from lerobot's by up to {worst}"
+    );
 
     // the README's guide for imported data, at the tiny preset: the three learners, refinement in the
     // world model, and the imagined comparison that stands in for the real-env evaluation
@@ -269,7 +274,11 @@ fn an_exported_tabletop_dataset_loads_in_lerobot_with_the_same_frames_and_action
         assert_eq!(rows.len(), steps + 1);
         for (t, &r) in rows.iter().enumerate() {
             assert_eq!(dump["task"][r].as_str().unwrap(), ep.meta.task);
-            assert_eq!(bytes(&dump["observation.image"][r]), ep.frame(t), "frame {t}");
+            assert_eq!(
+                bytes(&dump["observation.image"][r]),
+                ep.frame(t),
+                "frame {t}"
+            );
             assert_eq!(f32s(&dump["observation.state"][r]), ep.state(t));
             assert_eq!(f32s(&dump["action"][r]), ep.action(t.min(steps - 1)));
             let next = (t + 1).min(steps);

@@ -215,7 +215,10 @@ fn the_playground_runs_over_its_websocket() {
     assert!(e["message"].as_str().unwrap().contains("2"), "{e}");
     page.send(json!({"type": "driver", "driver": "refined"}));
     let e = page.until(|v| v["type"] == "error");
-    assert!(e["message"].as_str().unwrap().contains("no refined policy"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("no refined policy"),
+        "{e}"
+    );
 
     // the policy takes over
     page.send(json!({"type": "reset"}));
@@ -311,7 +314,10 @@ fn chromedriver() -> Server {
     // wait until it answers
     let t = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(20), "chromedriver did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "chromedriver did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Server { child, port }

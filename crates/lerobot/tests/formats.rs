@@ -77,8 +77,14 @@ fn synthetic(dir: &Path) -> PathBuf {
             let f = frame(&mut rng);
             let s = [rng.unit(), rng.unit()];
             let success = ok && t + 1 == steps;
-            ep.push(&a, success as u8 as f32 + 0.25 * rng.unit(), &f, &s, success)
-                .unwrap();
+            ep.push(
+                &a,
+                success as u8 as f32 + 0.25 * rng.unit(),
+                &f,
+                &s,
+                success,
+            )
+            .unwrap();
         }
         w.write(&ep).unwrap();
     }
@@ -87,7 +93,9 @@ fn synthetic(dir: &Path) -> PathBuf {
 
 fn episodes(dir: &Path) -> Vec<Episode> {
     let ds = Dataset::open(dir).unwrap();
-    (0..ds.entries().len()).map(|i| ds.load(i).unwrap()).collect()
+    (0..ds.entries().len())
+        .map(|i| ds.load(i).unwrap())
+        .collect()
 }
 
 fn opts() -> ImportOptions {
@@ -275,7 +283,10 @@ fn corrupt_inputs_are_refused_with_one_sentence_naming_the_problem() {
 
     // not a LeRobot folder at all
     let msg = refused(&dir.path().join("nowhere"), &out, &opts());
-    assert!(msg.contains("info.json") && msg.contains("LeRobot dataset folder"), "{msg}");
+    assert!(
+        msg.contains("info.json") && msg.contains("LeRobot dataset folder"),
+        "{msg}"
+    );
 
     let d = case("no-version");
     edit_info(&d, |o| {
@@ -307,12 +318,18 @@ fn corrupt_inputs_are_refused_with_one_sentence_naming_the_problem() {
     let mut o = opts();
     o.episodes = Some((3, 9));
     let msg = refused(&v3, &out, &o);
-    assert!(msg.contains("--episodes 3:9 is outside the data") && msg.contains("0..5"), "{msg}");
+    assert!(
+        msg.contains("--episodes 3:9 is outside the data") && msg.contains("0..5"),
+        "{msg}"
+    );
 
     let mut o = opts();
     o.tasks = vec!["open-drawer".into()];
     let msg = refused(&v3, &out, &o);
-    assert!(msg.contains("'open-drawer' is not in this dataset"), "{msg}");
+    assert!(
+        msg.contains("'open-drawer' is not in this dataset"),
+        "{msg}"
+    );
 
     let d = case("truncated");
     let data = d.join("data/chunk-000/file-000.parquet");
