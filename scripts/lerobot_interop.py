@@ -12,15 +12,20 @@ float features as lists, and each camera as uint8 HWC (`round(255 * x)` of lerob
 Nothing is fetched from a hub (HF_HUB_OFFLINE=1).
 """
 
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
-# keep the datasets cache out of the user's home
-os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="w4rl-hf-"))
+# keep the datasets cache out of the user's home, and remove it afterwards
+if "HF_HOME" not in os.environ:
+    _hf_home = tempfile.mkdtemp(prefix="w4rl-hf-")
+    os.environ["HF_HOME"] = _hf_home
+    atexit.register(shutil.rmtree, _hf_home, True)
 
 import numpy as np  # noqa: E402
 
