@@ -118,22 +118,14 @@ pub struct EvalPolicyArgs {
     pub json: bool,
 }
 
+/// The config file, with `--seed` applied, resolved as every stage trains from it
+/// ([`ExperimentConfig::resolve`]: the same values `world4rl run` uses).
 fn load_config(path: &Path, seed: Option<u64>) -> Result<ExperimentConfig> {
     let mut cfg = ExperimentConfig::load(path)?;
     if let Some(s) = seed {
         cfg.experiment.seed = s;
     }
-    Ok(cfg)
-}
-
-/// The frame size the policy side works at: the section's own `image_size`, else the world model's
-/// (so that the policy and the classifier see at deployment the frames they see in imagination).
-fn policy_image_size(section: usize, cfg: &ExperimentConfig) -> usize {
-    if section > 0 {
-        section
-    } else {
-        cfg.world_model.model.image_size
-    }
+    Ok(cfg.resolve())
 }
 
 /// `world4rl train reward`.
@@ -141,8 +133,6 @@ pub fn train_reward(args: TrainArgs, device: Device, seed: Option<u64>) -> Resul
     let cfg = load_config(&args.config, seed)?;
     let dataset = Dataset::open(&args.data)?;
     let mut rc = cfg.reward.clone();
-    rc.image_size = policy_image_size(rc.image_size, &cfg);
-    rc.seed ^= cfg.experiment.seed;
     if !args.task.is_empty() {
         rc.tasks = args.task.clone();
     }
@@ -181,8 +171,6 @@ pub fn train_bc(args: TrainArgs, device: Device, seed: Option<u64>) -> Result<()
     let cfg = load_config(&args.config, seed)?;
     let dataset = Dataset::open(&args.data)?;
     let mut bc = cfg.bc.clone();
-    bc.image_size = policy_image_size(bc.image_size, &cfg);
-    bc.seed ^= cfg.experiment.seed;
     if !args.task.is_empty() {
         bc.tasks = args.task.clone();
     }
@@ -220,7 +208,6 @@ pub fn refine(args: RefineArgs, device: Device, seed: Option<u64>) -> Result<()>
     }
     let run = RunDir::open_locked(&args.run)?;
     let mut rc = cfg.refine.clone();
-    rc.ppo.seed ^= cfg.experiment.seed;
     if let Some(m) = args.minutes {
         if m.is_nan() || m <= 0.0 {
             bail!("--minutes must be positive (got {m})");
@@ -392,7 +379,8 @@ pub fn eval_imagined(args: EvalImaginedArgs, device: Device, seed: Option<u64>) 
             success_frames: rc.imagination.success_frames,
             gamma: rc.ppo.gamma,
             margin: rc.accept_margin,
-            seed: (rc.ppo.seed ^ cfg.experiment.seed) ^ 0x6163_6365_7074,
+            // the resolved PPO seed already holds experiment.seed
+            seed: rc.ppo.seed ^ 0x6163_6365_7074,
         },
     )?;
     let c = &a.comparison;

@@ -95,7 +95,8 @@ enum EvalCmd {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCmd {
-    /// Parse a config (unknown keys and wrong types are errors) and print it with every default filled in.
+    /// Parse a config (unknown keys and wrong types are errors) and print it with every default filled
+    /// in, followed by the values every stage derives from it (seeds, image sizes, precision).
     Check {
         /// The TOML file.
         config: std::path::PathBuf,
@@ -173,6 +174,15 @@ fn main() -> ExitCode {
             Cmd::Config(ConfigCmd::Check { config }) => {
                 let cfg = world4rl::config::ExperimentConfig::load(&config)?;
                 print!("{}", toml::to_string_pretty(&cfg)?);
+                // what the stages train with (as comments, so the output stays a loadable config)
+                let r = cfg.resolve();
+                println!("\n# resolved (what every stage trains with; world4rl run and the stage commands alike):");
+                println!("#   reward.seed = {}  bc.seed = {}  refine.ppo.seed = {}  (each XOR experiment.seed)", r.reward.seed, r.bc.seed, r.refine.ppo.seed);
+                println!("#   reward.image_size = {}  bc.image_size = {}  (0 = the world model's frame size)", r.reward.image_size, r.bc.image_size);
+                println!(
+                    "#   reward.world_model_precision = {}  (refine.world_model_precision)",
+                    r.reward.world_model_precision
+                );
                 Ok(true)
             }
         }

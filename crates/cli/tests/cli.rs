@@ -347,3 +347,25 @@ fn a_second_writer_on_a_run_directory_is_refused() {
     );
     drop(held);
 }
+
+#[test]
+fn config_check_prints_the_values_every_stage_derives_and_stays_loadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[experiment]\ntasks = [\"push-block\"]\nseed = 5\n\n[world_model.model]\nimage_size = 24\n\n[bc]\nseed = 1\nimage_size = 0\n",
+    )
+    .unwrap();
+    let o = world4rl(&["config", "check", cfg.to_str().unwrap()]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let (out, _) = text(&o);
+    assert!(out.contains("bc.seed = 4 "), "1 XOR 5: {out}");
+    assert!(out.contains("bc.image_size = 24 "), "{out}");
+    // the printed config loads again and resolves to the same values (the resolution is not applied twice)
+    let again = dir.path().join("again.toml");
+    std::fs::write(&again, &out).unwrap();
+    let o2 = world4rl(&["config", "check", again.to_str().unwrap()]);
+    assert!(o2.status.success(), "{:?}", text(&o2));
+    assert_eq!(text(&o2).0, out);
+}

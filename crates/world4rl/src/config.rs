@@ -65,6 +65,9 @@ pub struct ExperimentConfig {
     pub eval: EvalConfig,
     /// Open-loop fidelity of the world model (PSNR/SSIM per horizon).
     pub fidelity: FidelityConfig,
+    /// Set by [`ExperimentConfig::resolve`] (never read from or written to a file).
+    #[serde(skip)]
+    resolved: bool,
 }
 
 /// The paper's ablation switches (Table IV, Fig. 5) and their values in this config, for the report.
@@ -160,24 +163,60 @@ impl ExperimentConfig {
         );
         self.reward.validate()?;
         self.refine.validate()?;
-        let (judged, trained) = (
-            self.refine.world_model_precision,
-            self.reward.world_model_precision,
-        );
-        if judged != trained {
-            tracing::warn!(
-                "refine.world_model_precision is {judged} but reward.world_model_precision is \
-                 {trained}: the classifier learns from frames of another precision than those it \
-                 judges during refinement (docs/world_model.md, bf16 imagination)"
-            );
-        }
         Ok(())
+    }
+
+    /// The values every stage trains with, derived once from the file's: the classifier's, BC's and
+    /// PPO's seeds mixed with `experiment.seed` (XOR), a policy-side `image_size` of 0 replaced by the
+    /// world model's frame size (the policy and the classifier then see at deployment the frames they
+    /// see in imagination), and the precision of the world model that imagines the classifier's
+    /// training frames set to the one refinement imagines with. The stage commands and `world4rl run`
+    /// both train from this, so one file trains the same models either way; `world4rl config check`
+    /// prints it. Resolving a resolved config changes nothing.
+    pub fn resolve(&self) -> ExperimentConfig {
+        if self.resolved {
+            return self.clone();
+        }
+        let mut c = self.clone();
+        let wm_size = c.world_model.model.image_size;
+        let size = |s: usize| if s == 0 { wm_size } else { s };
+        c.reward.image_size = size(c.reward.image_size);
+        c.bc.image_size = size(c.bc.image_size);
+        c.reward.seed ^= c.experiment.seed;
+        c.bc.seed ^= c.experiment.seed;
+        c.refine.ppo.seed ^= c.experiment.seed;
+        c.reward.world_model_precision = c.refine.world_model_precision;
+        c.resolved = true;
+        c
+    }
+
+    /// Whether this config is the output of [`ExperimentConfig::resolve`].
+    pub fn is_resolved(&self) -> bool {
+        self.resolved
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolve_derives_every_stage_value_once() {
+        let text = "[experiment]\ntasks = [\"push-block\"]\nseed = 5\n\n[world_model.model]\nimage_size = 24\n\n[bc]\nimage_size = 0\nseed = 1\n\n[reward]\nimage_size = 20\n\n[refine]\nworld_model_precision = \"bf16\"\n";
+        let cfg = ExperimentConfig::parse(text, Path::new("t.toml")).unwrap();
+        let r = cfg.resolve();
+        assert!(r.is_resolved() && !cfg.is_resolved());
+        assert_eq!(r.bc.seed, 1 ^ 5);
+        assert_eq!(r.reward.seed, cfg.reward.seed ^ 5);
+        assert_eq!(r.refine.ppo.seed, cfg.refine.ppo.seed ^ 5);
+        assert_eq!(r.bc.image_size, 24, "0 becomes the world model's size");
+        assert_eq!(r.reward.image_size, 20, "a size given stays");
+        assert_eq!(
+            r.reward.world_model_precision,
+            crate::world_model::Precision::Bf16
+        );
+        assert_eq!(r.resolve(), r, "resolving twice changes nothing");
+    }
 
     #[test]
     fn unknown_key_names_key_and_line() {

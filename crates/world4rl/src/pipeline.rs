@@ -130,7 +130,10 @@ fn world_model_stage_done(run: &RunDir) -> bool {
 
 /// Runs (or resumes) the whole pipeline. Returns the path of the HTML report.
 pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathBuf> {
+    // the run keeps the file as written; every stage trains from its resolved values, as the stage
+    // commands do
     run.write_config(cfg)?;
+    let cfg = &cfg.resolve();
     let tasks = cfg.experiment.tasks.clone();
     let refine_tasks: Vec<String> = if cfg.refine.tasks.is_empty() {
         tasks.clone()

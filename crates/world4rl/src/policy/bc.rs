@@ -31,8 +31,9 @@ pub struct BcConfig {
     pub demos: usize,
     /// Further expert episodes held out for validation when the dataset has them (default 5).
     pub val_demos: usize,
-    /// Input frame size; 0 = the dataset's. Set it to the world model's frame size (frames are
-    /// reduced by area averaging).
+    /// Input frame size (frames are reduced by area averaging). In an experiment config 0 means the
+    /// world model's frame size (`ExperimentConfig::resolve`); a learner called with 0 uses the
+    /// dataset's.
     pub image_size: usize,
     /// Gradient steps (default 3000).
     pub steps: usize,

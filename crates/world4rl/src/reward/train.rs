@@ -55,7 +55,9 @@ pub struct RewardConfig {
     pub tasks: Vec<String>,
     /// Episode kinds whose frames are used (default expert and policy, as in the paper).
     pub kinds: Vec<EpisodeKind>,
-    /// Input frame size; 0 = the dataset's. Set it to the world model's frame size.
+    /// Input frame size (frames are reduced by area averaging). In an experiment config 0 means the
+    /// world model's frame size (`ExperimentConfig::resolve`); a learner called with 0 uses the
+    /// dataset's.
     pub image_size: usize,
     /// Gradient steps (default 3000).
     pub steps: usize,
