@@ -433,7 +433,11 @@ impl PlaySession {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        w4rl_envs::gif::write_gif_rect(path, &frames, width, size, (256 / size).max(1), 10)?;
+        // written under a temporary name and renamed, so a page never serves half a GIF
+        let tmp = path.with_extension("gif.tmp");
+        w4rl_envs::gif::write_gif_rect(&tmp, &frames, width, size, (256 / size).max(1), 10)?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
         Ok(self.recording.len())
     }
 }
