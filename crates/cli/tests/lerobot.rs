@@ -10,17 +10,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::world4rl;
 use serde_json::Value;
 use w4rl_data::{Dataset, Episode};
-
-fn world4rl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_world4rl"))
-        .args(args)
-        .env("RUST_BACKTRACE", "1")
-        .env("WORLD4RL_NO_PROGRESS", "1")
-        .output()
-        .expect("runs the binary")
-}
 
 fn ok(o: &Output) -> String {
     let out = String::from_utf8_lossy(&o.stdout).into_owned();

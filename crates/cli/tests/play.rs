@@ -2,24 +2,18 @@
 //! over for 20 more, a malformed message is answered with an error and the session goes on, a GIF is
 //! recorded and served; and the refusals (no world model, unknown task, port in use) are one sentence.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::world4rl;
 use fantoccini::actions::InputSource;
 use serde_json::{json, Value};
 use tungstenite::{Message, WebSocket};
-
-fn world4rl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_world4rl"))
-        .args(args)
-        .env("WORLD4RL_NO_PROGRESS", "1")
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("runs the binary")
-}
 
 fn ok(o: Output) {
     assert!(

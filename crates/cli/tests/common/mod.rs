@@ -1,6 +1,19 @@
 //! Helpers shared by the CLI's integration tests (not every test binary uses each of them).
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Runs the `world4rl` binary with `args` (no progress bars, warnings and errors only in the log).
+#[allow(dead_code)]
+pub fn world4rl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_world4rl"))
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .env("WORLD4RL_NO_PROGRESS", "1")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("runs the binary")
+}
 
 /// Every tensor of a safetensors file, by name (the metadata, which holds timings, is left out).
 #[allow(dead_code)]
