@@ -398,10 +398,18 @@ fn classifier_tasks(run: &RunDir) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return out;
     };
+    // a task is a folder holding a classifier; suite-qualified names (`metaworld/door-lock`) nest
     for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().replace("__", "/");
+        let name = e.file_name().to_string_lossy().into_owned();
         if world4rl::reward::checkpoint_path(run, &name).is_file() {
             out.push(name);
+        } else if let Ok(inner) = std::fs::read_dir(e.path()) {
+            for f in inner.flatten() {
+                let nested = format!("{name}/{}", f.file_name().to_string_lossy());
+                if world4rl::reward::checkpoint_path(run, &nested).is_file() {
+                    out.push(nested);
+                }
+            }
         }
     }
     out.sort();

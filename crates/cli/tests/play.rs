@@ -269,6 +269,13 @@ fn the_playground_refuses_what_it_cannot_play() {
     std::fs::write(empty.join("world_model/model.safetensors"), b"x").unwrap();
     std::fs::create_dir_all(empty.join("reward/push-block")).unwrap();
     std::fs::write(empty.join("reward/push-block/classifier.safetensors"), b"x").unwrap();
+    // suite-qualified task names nest one folder deeper
+    std::fs::create_dir_all(empty.join("reward/metaworld/door-lock")).unwrap();
+    std::fs::write(
+        empty.join("reward/metaworld/door-lock/classifier.safetensors"),
+        b"x",
+    )
+    .unwrap();
     let err = refused(&["play", "--run", empty.to_str().unwrap(), "--port", &port]);
     assert!(err.contains("in use") && err.contains(&port), "{err}");
     let err = refused(&[
@@ -279,7 +286,7 @@ fn the_playground_refuses_what_it_cannot_play() {
         "open-door",
     ]);
     assert!(
-        err.contains("unknown task 'open-door'") && err.contains("push-block"),
+        err.contains("unknown task 'open-door'") && err.contains("metaworld/door-lock, push-block"),
         "{err}"
     );
 }
