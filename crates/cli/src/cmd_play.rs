@@ -32,9 +32,7 @@ use w4rl_data::Dataset;
 use world4rl::config::ExperimentConfig;
 use world4rl::playground::{Driver, PlaySession, PlayTask, View};
 use world4rl::policy::GaussianPolicy;
-use world4rl::reward::RewardClassifier;
 use world4rl::run::RunDir;
-use world4rl::world_model::WorldModel;
 
 const PAGE: &str = include_str!("play.html");
 
@@ -219,18 +217,7 @@ fn engine(
                         recent.clear();
                     }
                     ClientMsg::Action { action } => {
-                        let (low, _) = session.action_box();
-                        anyhow::ensure!(
-                            action.len() == low.len(),
-                            "an action has {} values here, not {}",
-                            low.len(),
-                            action.len()
-                        );
-                        anyhow::ensure!(
-                            action.iter().all(|v| v.is_finite()),
-                            "the action {action:?} is not finite"
-                        );
-                        human = Some(action);
+                        human = Some(session.check_action(&action)?);
                         return Ok(None);
                     }
                     ClientMsg::Step => {
@@ -425,16 +412,7 @@ fn load_task(
     real: bool,
     device: Device,
 ) -> Result<PlayTask> {
-    let (mut classifier, _) =
-        RewardClassifier::load(&world4rl::reward::checkpoint_path(run, task), device)
-            .with_context(|| format!("loading the classifier of '{task}'"))?;
-    let rc = &cfg.refine;
-    if rc.reward_threshold.is_some() || rc.reward_mode.is_some() {
-        classifier.set_reward(
-            rc.reward_threshold.unwrap_or(classifier.threshold()),
-            rc.reward_mode.unwrap_or(classifier.mode()),
-        )?;
-    }
+    let classifier = world4rl::ppo::load_classifier(&cfg.refine, run, task, device)?;
     let mut policies = Vec::new();
     let candidates = [
         ("bc", world4rl::policy::bc::checkpoint_path(run, task)),
@@ -545,12 +523,7 @@ pub fn play(args: PlayArgs, device: Device) -> Result<()> {
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
 
-    let (mut wm, _) = WorldModel::load(&wm_path, device)
-        .with_context(|| format!("loading {}", wm_path.display()))?;
-    if let Some(s) = &cfg.refine.sampler {
-        wm.set_sampler(s.clone())?;
-    }
-    wm.set_precision(cfg.refine.world_model_precision);
+    let wm = world4rl::ppo::load_world_model(&cfg.refine, &run, device)?;
     let heldout = world4rl::pipeline::heldout_dir(run.path());
     let mut play_tasks = Vec::new();
     for task in &tasks {

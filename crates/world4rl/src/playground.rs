@@ -223,6 +223,19 @@ impl PlaySession {
         (m.action_low.clone(), m.action_high.clone())
     }
 
+    /// `action` checked against the world model's action box (the environments' own check: a wrong
+    /// length or a non-finite value is an error, out-of-range values are clipped).
+    pub fn check_action(&self, action: &[f32]) -> Result<Vec<f32>> {
+        let (low, high) = self.action_box();
+        let spec = w4rl_envs::ActionSpec {
+            dim: low.len(),
+            meaning: vec![String::new(); low.len()],
+            low,
+            high,
+        };
+        Ok(w4rl_envs::check_action(self.task(), &spec, action)?)
+    }
+
     /// The view after the last reset or step.
     pub fn view(&self) -> &View {
         &self.last
@@ -327,8 +340,7 @@ impl PlaySession {
     /// One step with the person's `action` (ignored while a policy drives; `None` = no movement).
     pub fn step(&mut self, action: Option<&[f32]>) -> Result<&View> {
         let t0 = Instant::now();
-        let (low, high) = self.action_box();
-        let a: Vec<f32> = match &self.driver {
+        let a = match &self.driver {
             Driver::Policy(name) => {
                 let t = &self.tasks[self.task];
                 let (_, p) = t
@@ -339,26 +351,9 @@ impl PlaySession {
                 let ob = self.hist.batch(p, None)?;
                 p.act_mean(&ob)?.remove(0)
             }
-            Driver::Human => {
-                let a = action.map_or_else(|| vec![0.0; low.len()], |a| a.to_vec());
-                ensure!(
-                    a.len() == low.len(),
-                    "the action has {} values; this world model takes {}",
-                    a.len(),
-                    low.len()
-                );
-                ensure!(
-                    a.iter().all(|v| v.is_finite()),
-                    "the action {a:?} is not finite"
-                );
-                a
-            }
+            Driver::Human => action.map_or_else(|| vec![0.0; self.wm.action_dim()], |a| a.to_vec()),
         };
-        let a: Vec<f32> = a
-            .iter()
-            .zip(low.iter().zip(&high))
-            .map(|(v, (l, h))| v.clamp(*l, *h))
-            .collect();
+        let a = self.check_action(&a)?;
         let at = Tensor::from_slice(&a)
             .view([1, a.len() as i64])
             .to_device(self.wm.device());

@@ -958,6 +958,14 @@ pub fn load_imagination(
     task: &str,
     device: Device,
 ) -> Result<(WorldModel, RewardClassifier)> {
+    Ok((
+        load_world_model(cfg, run, device)?,
+        load_classifier(cfg, run, task, device)?,
+    ))
+}
+
+/// The run's world model with refinement's sampler and precision.
+pub fn load_world_model(cfg: &RefineConfig, run: &RunDir, device: Device) -> Result<WorldModel> {
     let wm_path = crate::world_model::train::StagePaths::new(run.path()).model;
     let (mut wm, _) = WorldModel::load(&wm_path, device).with_context(|| {
         format!(
@@ -969,6 +977,16 @@ pub fn load_imagination(
         wm.set_sampler(s.clone())?;
     }
     wm.set_precision(cfg.world_model_precision);
+    Ok(wm)
+}
+
+/// The run's classifier of `task` with refinement's threshold and reward mode, when set.
+pub fn load_classifier(
+    cfg: &RefineConfig,
+    run: &RunDir,
+    task: &str,
+    device: Device,
+) -> Result<RewardClassifier> {
     let clf_path = crate::reward::checkpoint_path(run, task);
     let (mut clf, _) = RewardClassifier::load(&clf_path, device).with_context(|| {
         format!("loading the reward classifier of '{task}' (run `world4rl train reward` first)")
@@ -979,7 +997,7 @@ pub fn load_imagination(
             cfg.reward_mode.unwrap_or(clf.mode()),
         )?;
     }
-    Ok((wm, clf))
+    Ok(clf)
 }
 
 /// Stage folder of the refinement of `task`: `refine/<task>`.
