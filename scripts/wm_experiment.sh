@@ -19,7 +19,7 @@ import json, sys
 out = sys.argv[1]
 e = json.load(open(f"{out}/eval.json"))
 done = json.load(open(f"{out}/world_model/done.json"))
-s = done.get("summary", done)
+s = done.get("record", done.get("summary", done))
 print(f"{out}: steps {s.get('steps')} val {s.get('final_val_loss')}")
 au = e.get("action_use") or {}
 print(f"  action use ratio {au.get('ratio')}; mean PSNR h1..10 {sum(e['psnr'])/len(e['psnr']):.2f}")

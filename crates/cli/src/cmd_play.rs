@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -24,13 +24,14 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use clap::Args;
-use serde::Deserialize;
 use serde_json::json;
 use tch::Device;
 use tokio::sync::{oneshot, watch};
 use w4rl_data::Dataset;
 use world4rl::config::ExperimentConfig;
-use world4rl::playground::{Driver, PlaySession, PlayTask, View};
+use world4rl::playground::{Driver, PlaySession, PlayTask};
+
+use crate::play_engine::{engine, ClientMsg, Command, Update};
 use world4rl::policy::GaussianPolicy;
 use world4rl::run::RunDir;
 
@@ -69,217 +70,11 @@ pub struct PlayArgs {
     pub fps: f64,
 }
 
-/// A message from the page.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-enum ClientMsg {
-    /// Start a new imagined episode.
-    Reset,
-    /// The person's current action (held keys or pointer drag).
-    Action { action: Vec<f32> },
-    /// One step (meant for when paused).
-    Step,
-    /// Pause or run.
-    Pause { paused: bool },
-    /// `human`, or the name of one of the task's policies.
-    Driver { driver: String },
-    /// Switch task (and reset).
-    Task { task: String },
-    /// Write the current episode as a GIF.
-    Record,
-}
-
-/// What the session publishes after each change.
-struct Update {
-    frames: Vec<u8>,
-    state: String,
-}
-
-struct Command {
-    msg: ClientMsg,
-    reply: oneshot::Sender<std::result::Result<Option<serde_json::Value>, String>>,
-}
-
 #[derive(Clone)]
 struct AppState {
     commands: mpsc::Sender<Command>,
     updates: watch::Receiver<Arc<Update>>,
     recordings: PathBuf,
-}
-
-fn frame_message(v: &View) -> Vec<u8> {
-    let (real_side, real_bytes) = match &v.real {
-        Some((b, s)) => (*s, b.as_slice()),
-        None => (0, &[][..]),
-    };
-    let mut out = Vec::with_capacity(12 + v.imagined.len() + real_bytes.len());
-    out.extend_from_slice(b"W4");
-    out.push(1);
-    out.push(u8::from(v.real.is_some()));
-    out.extend_from_slice(&(v.size as u16).to_le_bytes());
-    out.extend_from_slice(&(real_side as u16).to_le_bytes());
-    out.extend_from_slice(&(v.step as u32).to_le_bytes());
-    out.extend_from_slice(&v.imagined);
-    out.extend_from_slice(real_bytes);
-    out
-}
-
-/// The engine: owns the session, applies commands, steps while running, publishes every view.
-fn engine(
-    mut session: PlaySession,
-    commands: mpsc::Receiver<Command>,
-    publish: watch::Sender<Arc<Update>>,
-    recordings: PathBuf,
-    fps: f64,
-) {
-    let period = if fps > 0.0 {
-        Duration::from_secs_f64(1.0 / fps)
-    } else {
-        Duration::ZERO
-    };
-    let mut paused = true;
-    let mut human: Option<Vec<f32>> = None;
-    let mut next_tick = Instant::now();
-    let mut recent: std::collections::VecDeque<Instant> = Default::default();
-    let mut records = 0usize;
-    let mut last_error: Option<String> = None;
-    let send = |session: &PlaySession,
-                paused: bool,
-                recent: &std::collections::VecDeque<Instant>,
-                error: &Option<String>| {
-        let v = session.view();
-        let fps = if recent.len() >= 2 {
-            let span = recent
-                .back()
-                .expect("len >= 2")
-                .duration_since(*recent.front().expect("len >= 2"))
-                .as_secs_f64();
-            if span > 0.0 {
-                (recent.len() - 1) as f64 / span
-            } else {
-                0.0
-            }
-        } else {
-            0.0
-        };
-        let (low, high) = session.action_box();
-        let state = json!({
-            "type": "state",
-            "task": session.task(),
-            "tasks": session.tasks(),
-            "policies": session.policies(),
-            "driver": match session.driver() { Driver::Human => "human".to_string(), Driver::Policy(p) => p.clone() },
-            "paused": paused,
-            "step": v.step,
-            "horizon": v.horizon,
-            "prob": v.prob,
-            "threshold": v.threshold,
-            "success": v.success,
-            "real_success": v.real_success,
-            "action": v.action,
-            "action_low": low,
-            "action_high": high,
-            "size": v.size,
-            "step_ms": v.step_ms,
-            "fps": fps,
-            "start_episode": v.start_episode,
-            "error": error,
-        });
-        publish.send_replace(Arc::new(Update {
-            frames: frame_message(v),
-            state: state.to_string(),
-        }));
-    };
-    send(&session, paused, &recent, &last_error);
-    loop {
-        let wait = if paused {
-            None
-        } else {
-            Some(next_tick.saturating_duration_since(Instant::now()))
-        };
-        let cmd = match wait {
-            None => match commands.recv() {
-                Ok(c) => Some(c),
-                Err(_) => return,
-            },
-            Some(d) => match commands.recv_timeout(d) {
-                Ok(c) => Some(c),
-                Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            },
-        };
-        let mut stepped = false;
-        if let Some(Command { msg, reply }) = cmd {
-            let result: Result<Option<serde_json::Value>> = (|| {
-                match msg {
-                    ClientMsg::Reset => {
-                        session.reset()?;
-                        recent.clear();
-                    }
-                    ClientMsg::Action { action } => {
-                        human = Some(session.check_action(&action)?);
-                        return Ok(None);
-                    }
-                    ClientMsg::Step => {
-                        session.step(human.as_deref())?;
-                        stepped = true;
-                    }
-                    ClientMsg::Pause { paused: p } => {
-                        paused = p;
-                        next_tick = Instant::now();
-                        recent.clear();
-                    }
-                    ClientMsg::Driver { driver } => {
-                        let d = if driver == "human" {
-                            Driver::Human
-                        } else {
-                            Driver::Policy(driver)
-                        };
-                        session.set_driver(d)?;
-                    }
-                    ClientMsg::Task { task } => {
-                        session.set_task(&task)?;
-                        recent.clear();
-                    }
-                    ClientMsg::Record => {
-                        records += 1;
-                        let name =
-                            format!("{}-{records:03}.gif", session.task().replace('/', "__"));
-                        let n = session.write_gif(&recordings.join(&name))?;
-                        return Ok(Some(json!({
-                            "type": "recorded",
-                            "frames": n,
-                            "path": recordings.join(&name),
-                            "url": format!("/recordings/{name}"),
-                        })));
-                    }
-                }
-                Ok(None)
-            })();
-            let result = result.map_err(|e| format!("{e:#}"));
-            last_error = result.as_ref().err().cloned();
-            let _ = reply.send(result);
-        } else if !paused {
-            if let Err(e) = session.step(human.as_deref()) {
-                // stop rather than repeat a failing step forever
-                paused = true;
-                last_error = Some(format!("{e:#}"));
-            } else {
-                stepped = true;
-            }
-            next_tick += period;
-            if next_tick < Instant::now() {
-                next_tick = Instant::now();
-            }
-        }
-        if stepped {
-            recent.push_back(Instant::now());
-            while recent.len() > 30 {
-                recent.pop_front();
-            }
-        }
-        send(&session, paused, &recent, &last_error);
-    }
 }
 
 async fn page() -> Html<&'static str> {
@@ -388,12 +183,12 @@ fn classifier_tasks(run: &RunDir) -> Vec<String> {
     // a task is a folder holding a classifier; suite-qualified names (`metaworld/door-lock`) nest
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if world4rl::reward::checkpoint_path(run, &name).is_file() {
+        if run.classifier(&name).is_file() {
             out.push(name);
         } else if let Ok(inner) = std::fs::read_dir(e.path()) {
             for f in inner.flatten() {
                 let nested = format!("{name}/{}", f.file_name().to_string_lossy());
-                if world4rl::reward::checkpoint_path(run, &nested).is_file() {
+                if run.classifier(&nested).is_file() {
                     out.push(nested);
                 }
             }
@@ -412,16 +207,11 @@ fn load_task(
     real: bool,
     device: Device,
 ) -> Result<PlayTask> {
-    let classifier = world4rl::ppo::load_classifier(&cfg.refine, run, task, device)?;
+    let classifier = world4rl::stages::refine::load_classifier(&cfg.refine, run, task, device)?;
     let mut policies = Vec::new();
     let candidates = [
-        ("bc", world4rl::policy::bc::checkpoint_path(run, task)),
-        (
-            "refined",
-            run.path()
-                .join(world4rl::ppo::refine_stage(task))
-                .join("policy.safetensors"),
-        ),
+        ("bc", run.bc_policy(task)),
+        ("refined", run.refined_policy(task)),
     ];
     for (name, path) in candidates {
         if path.is_file() {
@@ -464,35 +254,16 @@ fn load_task(
     })
 }
 
-/// `world4rl play`.
-pub fn play(args: PlayArgs, device: Device) -> Result<()> {
-    if !args.run.is_dir() {
-        bail!("the run directory {} does not exist", args.run.display());
-    }
-    let run = RunDir::open(&args.run)?;
-    let cfg = match &args.config {
-        Some(c) => ExperimentConfig::load(c)?,
-        None if run.path().join("config.toml").is_file() => {
-            ExperimentConfig::load(run.path().join("config.toml"))?
-        }
-        None => ExperimentConfig::default(),
-    };
-    let wm_path = world4rl::world_model::train::StagePaths::new(run.path()).model;
-    if !wm_path.is_file() {
-        bail!(
-            "the run {} has no world model ({} is missing): train one first (world4rl train world-model, or world4rl run)",
-            run.path().display(),
-            wm_path.display()
-        );
-    }
-    let mut tasks = classifier_tasks(&run);
+/// The run's tasks with a classifier, `first` (when given) first.
+fn play_tasks(run: &RunDir, first: Option<&str>) -> Result<Vec<String>> {
+    let mut tasks = classifier_tasks(run);
     if tasks.is_empty() {
         bail!(
             "the run {} has no success classifier (RUN/reward/<task>/classifier.safetensors): train one first (world4rl train reward)",
             run.path().display()
         );
     }
-    if let Some(t) = &args.task {
+    if let Some(t) = first {
         let Some(i) = tasks.iter().position(|x| x == t) else {
             bail!(
                 "unknown task '{t}': the run {} has classifiers for {}",
@@ -502,6 +273,46 @@ pub fn play(args: PlayArgs, device: Device) -> Result<()> {
         };
         tasks.swap(0, i);
     }
+    Ok(tasks)
+}
+
+/// Listens on `ip:port`; a port in use says what to do.
+fn bind(ip: std::net::IpAddr, port: u16) -> Result<std::net::TcpListener> {
+    std::net::TcpListener::bind(SocketAddr::new(ip, port)).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!(
+                "port {port} on {ip} is in use: choose another with --port (0 picks a free one)"
+            )
+        } else {
+            anyhow::anyhow!("cannot listen on {ip}:{port}: {e}")
+        }
+    })
+}
+
+/// `world4rl play`.
+pub fn play(args: PlayArgs, device: Device) -> Result<()> {
+    if !args.run.is_dir() {
+        bail!("the run directory {} does not exist", args.run.display());
+    }
+    let run = RunDir::open(&args.run)?;
+    // resolved as the stages that trained the run resolved it
+    let cfg = match &args.config {
+        Some(c) => ExperimentConfig::load(c)?,
+        None if run.path().join("config.toml").is_file() => {
+            ExperimentConfig::load(run.path().join("config.toml"))?
+        }
+        None => ExperimentConfig::default(),
+    }
+    .resolve();
+    let wm_path = run.world_model();
+    if !wm_path.is_file() {
+        bail!(
+            "the run {} has no world model ({} is missing): train one first (world4rl train world-model, or world4rl run)",
+            run.path().display(),
+            wm_path.display()
+        );
+    }
+    let tasks = play_tasks(&run, args.task.as_deref())?;
     let ip: std::net::IpAddr = args
         .bind
         .parse()
@@ -510,21 +321,12 @@ pub fn play(args: PlayArgs, device: Device) -> Result<()> {
         bail!("--fps must be 0 or positive (got {})", args.fps);
     }
     // bind first: a port in use is reported before minutes of loading
-    let listener = std::net::TcpListener::bind(SocketAddr::new(ip, args.port)).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AddrInUse {
-            anyhow::anyhow!(
-                "port {} on {ip} is in use: choose another with --port (0 picks a free one)",
-                args.port
-            )
-        } else {
-            anyhow::anyhow!("cannot listen on {ip}:{}: {e}", args.port)
-        }
-    })?;
+    let listener = bind(ip, args.port)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
 
-    let wm = world4rl::ppo::load_world_model(&cfg.refine, &run, device)?;
-    let heldout = world4rl::pipeline::heldout_dir(run.path());
+    let wm = world4rl::stages::refine::load_world_model(&cfg.refine, &run, device)?;
+    let heldout = run.heldout();
     let mut play_tasks = Vec::new();
     for task in &tasks {
         let data = match &args.data {

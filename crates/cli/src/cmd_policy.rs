@@ -3,6 +3,9 @@
 //! * `world4rl train reward --config CFG --data DATASET --out RUN [--task T]... [--json]`
 //! * `world4rl train bc --config CFG --data DATASET --out RUN [--task T]... [--json]`
 //! * `world4rl refine --config CFG --run RUN [--task T]... [--data DATASET] [--minutes M] [--json]`
+//!
+//! Each resolves the config as `world4rl run` does and runs the same stage objects
+//! (`world4rl::stages`), so a stage command and the pipeline train the same models.
 //! * `world4rl eval policy --policy CKPT --task TASK --episodes N [--json]`
 //!
 //! With `--json` the last line of standard output is one JSON object.
@@ -16,7 +19,12 @@ use w4rl_data::Dataset;
 use world4rl::config::ExperimentConfig;
 use world4rl::evaluate::{evaluate_policy, EvalConfig};
 use world4rl::policy::GaussianPolicy;
-use world4rl::run::RunDir;
+use world4rl::run::{stage_name, RunDir};
+use world4rl::stage::run_stage;
+use world4rl::stages::bc::TrainBc;
+use world4rl::stages::ceiling::RealEnvControl;
+use world4rl::stages::refine::{load_imagination, RefineTask};
+use world4rl::stages::{reward, tasks_or_all};
 
 use crate::output::print_json;
 
@@ -128,37 +136,28 @@ fn load_config(path: &Path, seed: Option<u64>) -> Result<ExperimentConfig> {
     Ok(cfg.resolve())
 }
 
-/// `world4rl train reward`.
+/// `world4rl train reward`: the `reward/<task>` stage for each task, on `--data`, into `--out`.
 pub fn train_reward(args: TrainArgs, device: Device, seed: Option<u64>) -> Result<()> {
     let cfg = load_config(&args.config, seed)?;
     let dataset = Dataset::open(&args.data)?;
-    let mut rc = cfg.reward.clone();
-    if !args.task.is_empty() {
-        rc.tasks = args.task.clone();
-    }
     let run = RunDir::open_locked(&args.out)?;
-    let reports = world4rl::reward::train_all(&rc, &dataset, &run, device)?;
-    for r in &reports {
-        tracing::info!(
-            "reward '{}': held-out F1 {:.3} (precision {:.3}, recall {:.3}, {} frames), threshold {:.2}",
-            r.task,
-            r.heldout.f1,
-            r.heldout.precision,
-            r.heldout.recall,
-            r.heldout.n,
-            r.threshold
-        );
-        for (k, m) in r.members.iter().enumerate() {
-            tracing::info!(
-                "reward '{}': ensemble member {}: held-out F1 {:.3} (precision {:.3}, recall {:.3}), threshold {:.2}",
-                r.task,
-                k + 1,
-                m.heldout.f1,
-                m.heldout.precision,
-                m.heldout.recall,
-                m.threshold
-            );
-        }
+    let tasks = pick(&args.task, &cfg.reward.tasks, &dataset);
+    let todo = tasks.iter().any(|t| !run.is_done(&stage_name::reward(t)));
+    let wm = if todo {
+        reward::imagination_model(&cfg.reward, &run, device)?
+    } else {
+        None
+    };
+    let mut reports = Vec::new();
+    for task in tasks {
+        let stage = reward::TrainReward {
+            cfg: &cfg.reward,
+            data: &dataset,
+            task,
+            world_model: wm.as_ref(),
+            device,
+        };
+        reports.push(run_stage(&run, &stage)?.record);
     }
     if args.json {
         print_json(&serde_json::json!({ "reward": reports }))?;
@@ -166,28 +165,34 @@ pub fn train_reward(args: TrainArgs, device: Device, seed: Option<u64>) -> Resul
     Ok(())
 }
 
-/// `world4rl train bc`.
+/// `world4rl train bc`: the `bc/<task>` stage for each task, on `--data`, into `--out`.
 pub fn train_bc(args: TrainArgs, device: Device, seed: Option<u64>) -> Result<()> {
     let cfg = load_config(&args.config, seed)?;
     let dataset = Dataset::open(&args.data)?;
-    let mut bc = cfg.bc.clone();
-    if !args.task.is_empty() {
-        bc.tasks = args.task.clone();
-    }
     let run = RunDir::open_locked(&args.out)?;
-    let reports = world4rl::policy::bc::train_all(&bc, &dataset, &run, device)?;
-    for r in &reports {
-        tracing::info!(
-            "bc '{}': {} demos, held-out MSE {}",
-            r.task,
-            r.demos,
-            r.val_mse.map_or("-".to_string(), |m| format!("{m:.4}"))
-        );
+    let mut reports = Vec::new();
+    for task in pick(&args.task, &cfg.bc.tasks, &dataset) {
+        let stage = TrainBc {
+            cfg: &cfg.bc,
+            data: &dataset,
+            task,
+            device,
+        };
+        reports.push(run_stage(&run, &stage)?.record);
     }
     if args.json {
         print_json(&serde_json::json!({ "bc": reports }))?;
     }
     Ok(())
+}
+
+/// `--task` when given, else the section's tasks, else every task of the dataset.
+fn pick(given: &[String], configured: &[String], data: &Dataset) -> Vec<String> {
+    if given.is_empty() {
+        tasks_or_all(configured, data)
+    } else {
+        given.to_vec()
+    }
 }
 
 /// The dataset of a run: `--data`, else the one recorded in the BC policy, else `RUN/dataset`.
@@ -200,7 +205,8 @@ fn start_dataset(args: &RefineArgs, run: &RunDir, task: &str) -> Result<PathBuf>
     }
 }
 
-/// `world4rl refine`.
+/// `world4rl refine`: the `refine/<task>` stage (or, with `--real-env`, `refine-real/<task>`) for
+/// each task.
 pub fn refine(args: RefineArgs, device: Device, seed: Option<u64>) -> Result<()> {
     let cfg = load_config(&args.config, seed)?;
     if !args.run.exists() {
@@ -223,29 +229,21 @@ pub fn refine(args: RefineArgs, device: Device, seed: Option<u64>) -> Result<()>
     };
     if args.real_env {
         let mut out = Vec::new();
-        for task in &tasks {
-            let (summary, last) = world4rl::ceiling::refine_real_task(
-                &rc,
-                &run,
+        for task in tasks {
+            let stage = RealEnvControl {
+                cfg: &rc,
                 task,
-                cfg.experiment.image_size,
+                image_size: cfg.experiment.image_size,
                 device,
-            )?;
-            tracing::info!(
-                "ceiling control '{task}': {} iterations, classifier-judged success {:.2} -> {:.2}; evaluate {}",
-                summary.iterations,
-                summary.first_success_rate,
-                summary.best_success_rate,
-                last.display()
-            );
-            out.push(serde_json::json!({"task": task, "ppo": summary, "last": last}));
+            };
+            out.push(run_stage(&run, &stage)?.record);
         }
         if args.json {
             print_json(&serde_json::json!({ "ceiling": out }))?;
         }
         return Ok(());
     }
-    let heldout_dir = world4rl::pipeline::heldout_dir(run.path());
+    let heldout_dir = run.heldout();
     let heldout =
         if rc.accept != world4rl::acceptance::AcceptRule::Always && heldout_dir.exists() {
             Some(Dataset::open(&heldout_dir).with_context(|| {
@@ -255,28 +253,19 @@ pub fn refine(args: RefineArgs, device: Device, seed: Option<u64>) -> Result<()>
             None
         };
     let mut reports = Vec::new();
-    for task in &tasks {
-        let data = start_dataset(&args, &run, task)?;
+    for task in tasks {
+        let data = start_dataset(&args, &run, &task)?;
         let dataset = Dataset::open(&data)
             .with_context(|| format!("opening the dataset {}", data.display()))?;
-        let r = world4rl::ppo::refine_task(
-            &rc,
-            &run,
-            &dataset,
-            heldout.as_ref(),
+        let stage = RefineTask {
+            cfg: &rc,
+            data: &dataset,
+            accept_starts: heldout.as_ref(),
             task,
             device,
-            cfg.experiment.seed,
-        )?;
-        tracing::info!(
-            "refine '{task}': {} iterations, imagined success {:.2} -> best {:.2} (iteration {}), {:.0} s",
-            r.ppo.iterations,
-            r.ppo.first_success_rate,
-            r.ppo.best_success_rate,
-            r.ppo.best_iteration,
-            r.ppo.seconds
-        );
-        reports.push(r);
+            monitor_seed: cfg.experiment.seed,
+        };
+        reports.push(run_stage(&run, &stage)?.record);
     }
     if args.json {
         print_json(&serde_json::json!({ "refine": reports }))?;
@@ -335,7 +324,7 @@ pub fn eval_imagined(args: EvalImaginedArgs, device: Device, seed: Option<u64>) 
     let baseline_path = args
         .baseline
         .clone()
-        .unwrap_or_else(|| world4rl::policy::bc::checkpoint_path(&run, &args.task));
+        .unwrap_or_else(|| run.bc_policy(&args.task));
     for p in [&baseline_path, &args.candidate] {
         if !p.exists() {
             bail!("policy checkpoint {} does not exist", p.display());
@@ -343,7 +332,7 @@ pub fn eval_imagined(args: EvalImaginedArgs, device: Device, seed: Option<u64>) 
     }
     let (baseline, _) = GaussianPolicy::load(&baseline_path, device)?;
     let (candidate, _) = GaussianPolicy::load(&args.candidate, device)?;
-    let heldout = world4rl::pipeline::heldout_dir(run.path());
+    let heldout = run.heldout();
     let data = match &args.data {
         Some(d) => d.clone(),
         None if heldout.exists() => heldout,
@@ -351,7 +340,7 @@ pub fn eval_imagined(args: EvalImaginedArgs, device: Device, seed: Option<u64>) 
     };
     let starts =
         Dataset::open(&data).with_context(|| format!("opening the dataset {}", data.display()))?;
-    let (wm, clf) = world4rl::ppo::load_imagination(rc, &run, &args.task, device)?;
+    let (wm, clf) = load_imagination(rc, &run, &args.task, device)?;
     let horizon = if rc.imagination.horizon > 0 {
         rc.imagination.horizon
     } else {
@@ -416,7 +405,7 @@ pub fn eval_imagined(args: EvalImaginedArgs, device: Device, seed: Option<u64>) 
 
 /// The training dataset of a run for `task` (the one recorded in its BC policy, else `RUN/dataset`).
 pub(crate) fn start_dataset_of(run: &RunDir, task: &str) -> Result<PathBuf> {
-    let bc = world4rl::policy::bc::checkpoint_path(run, task);
+    let bc = run.bc_policy(task);
     if let Ok((_, extra)) = GaussianPolicy::load(&bc, Device::Cpu) {
         if let Some(d) = extra.get("dataset").and_then(|d| d.as_str()) {
             if Path::new(d).exists() {

@@ -1,8 +1,9 @@
-//! `world4rl run CFG --out RUN`: the whole pipeline, resumable stage by stage.
+//! `world4rl run CFG --out RUN`: the whole pipeline, resumable stage by stage; and
+//! `world4rl stage NAME CFG --out RUN`: one of its stages.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 use tch::Device;
 use world4rl::config::ExperimentConfig;
@@ -22,19 +23,66 @@ pub struct RunArgs {
     pub json: bool,
 }
 
-pub fn run(args: RunArgs, device: Device, seed: Option<u64>) -> Result<()> {
-    let mut cfg = ExperimentConfig::load(&args.config)?;
+/// `world4rl stage`.
+#[derive(Debug, Args)]
+pub struct StageArgs {
+    /// The stage: collect-expert, bc, collect-rollouts, collect-heldout, world-model, reward, refine,
+    /// refine-real, eval, fidelity or report.
+    pub name: String,
+    /// Experiment config (TOML): the run's.
+    pub config: PathBuf,
+    /// Run directory (default: runs/<config name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Only these tasks, for a per-task stage (repeatable; default: the stage's tasks).
+    #[arg(long)]
+    pub task: Vec<String>,
+}
+
+fn load(config: &Path, seed: Option<u64>) -> Result<ExperimentConfig> {
+    let mut cfg = ExperimentConfig::load(config)?;
     if let Some(s) = seed {
         cfg.experiment.seed = s;
     }
-    let out = args.out.clone().unwrap_or_else(|| {
+    Ok(cfg)
+}
+
+fn out_dir(out: &Option<PathBuf>, config: &Path) -> PathBuf {
+    out.clone().unwrap_or_else(|| {
         PathBuf::from("runs").join(
-            args.config
+            config
                 .file_stem()
                 .map(|s| s.to_os_string())
                 .unwrap_or_else(|| "run".into()),
         )
-    });
+    })
+}
+
+/// `world4rl stage NAME CFG`: resolve the config, then run that stage of the pipeline.
+pub fn stage(args: StageArgs, device: Device, seed: Option<u64>) -> Result<()> {
+    if !world4rl::pipeline::STAGES.contains(&args.name.as_str()) {
+        bail!(
+            "unknown stage '{}'; the stages are {}",
+            args.name,
+            world4rl::pipeline::STAGES.join(", ")
+        );
+    }
+    let cfg = load(&args.config, seed)?;
+    let run = RunDir::open_locked(out_dir(&args.out, &args.config))?;
+    run.write_config(&cfg)?;
+    let resolved = cfg.resolve();
+    let ctx = world4rl::pipeline::StageContext {
+        cfg: &resolved,
+        run: &run,
+        device,
+        tasks: &args.task,
+    };
+    world4rl::pipeline::run_named(&ctx, &args.name)
+}
+
+pub fn run(args: RunArgs, device: Device, seed: Option<u64>) -> Result<()> {
+    let cfg = load(&args.config, seed)?;
+    let out = out_dir(&args.out, &args.config);
     let run = RunDir::open_locked(&out)?;
     let html = world4rl::pipeline::run(&cfg, &run, device)?;
     eprintln!(
@@ -47,7 +95,7 @@ pub fn run(args: RunArgs, device: Device, seed: Option<u64>) -> Result<()> {
             "run": run.path(),
             "report_html": html,
             "report_md": run.path().join("report.md"),
-            "eval": run.done_summary("eval"),
+            "eval": run.done::<Vec<world4rl::stages::eval::EvalRow>>("eval")?.map(|d| d.record),
         }))?;
     }
     Ok(())

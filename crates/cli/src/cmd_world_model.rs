@@ -8,17 +8,16 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 use w4rl_data::Dataset;
 use world4rl::action_encoding::EncodingKind;
 use world4rl::run::RunDir;
+use world4rl::stage::run_stage;
+use world4rl::stages::world_model::TrainWorldModel;
 use world4rl::world_model::fidelity::{self, FidelityConfig};
-use world4rl::world_model::train::{
-    self as wm_train, StagePaths, TrainOptions, WorldModelTrainConfig,
-};
-use world4rl::world_model::{
-    imagine, imagine::side_by_side_gif, Precision, RollingContext, WorldModel,
-};
+use world4rl::world_model::imagine::{replay_episode, side_by_side_gif};
+use world4rl::world_model::train::{self as wm_train, WorldModelTrainConfig};
+use world4rl::world_model::{Precision, WorldModel};
 
 use crate::output::print_json;
 
@@ -154,8 +153,14 @@ pub struct EvalArgs {
 
 fn resolve_config(args: &TrainArgs, seed: Option<u64>) -> Result<WorldModelTrainConfig> {
     let mut cfg = match (&args.config, &args.preset) {
-        (Some(path), _) => wm_train::load_config(path)?,
-        (None, Some(p)) => WorldModelTrainConfig::preset(p)?,
+        // the file's [world_model], resolved as `world4rl run` resolves it (`--seed` is the
+        // experiment's seed)
+        (Some(path), _) => world4rl::config::ExperimentConfig::load_world_model(path, seed)?,
+        (None, Some(p)) => {
+            let mut c = WorldModelTrainConfig::preset(p)?;
+            c.seed ^= seed.unwrap_or(0);
+            c
+        }
         (None, None) => bail!("give --config CFG (a TOML file with a [world_model] section) or --preset tiny|cpu|paper"),
     };
     if let Some(m) = args.max_minutes {
@@ -171,9 +176,6 @@ fn resolve_config(args: &TrainArgs, seed: Option<u64>) -> Result<WorldModelTrain
             "linear" => EncodingKind::Linear,
             other => bail!("unknown --encoding '{other}' (expected two-hot, one-hot or linear)"),
         };
-    }
-    if let Some(s) = seed {
-        cfg.seed = s;
     }
     cfg.validate()?;
     Ok(cfg)
@@ -220,16 +222,22 @@ pub fn train(args: TrainArgs, device: Device, seed: Option<u64>) -> Result<()> {
     };
     let data = Dataset::open(data)?;
     let run = RunDir::open_locked(out)?;
-    let summary = wm_train::train(&cfg, &data, &run, device, &TrainOptions { progress: true })?;
+    let stage = TrainWorldModel {
+        cfg: &cfg,
+        data: &data,
+        device,
+        progress: true,
+    };
+    let summary = run_stage(&run, &stage)?.record;
     eprintln!(
         "world model: {} steps in {:.1} min, held-out loss {}, checkpoint {}",
         summary.steps,
-        summary.minutes,
+        summary.seconds / 60.0,
         summary
             .final_val_loss
             .map(|v| format!("{v:.4}"))
             .unwrap_or_else(|| "n/a".into()),
-        StagePaths::new(run.path()).model.display()
+        run.world_model().display()
     );
     if args.json {
         print_json(&summary)?;
@@ -243,7 +251,7 @@ fn load_model(
     sampler_steps: Option<usize>,
     precision: Precision,
 ) -> Result<WorldModel> {
-    let path = StagePaths::new(run).model;
+    let path = RunDir::open(run)?.world_model();
     if !path.exists() {
         bail!("{} has no world model ({} is missing): run `world4rl train world-model --out {}` first", run.display(), path.display(), run.display());
     }
@@ -262,7 +270,7 @@ fn load_model(
 pub fn dream(args: DreamArgs, device: Device, seed: Option<u64>) -> Result<()> {
     let wm = load_model(&args.run, device, args.sampler_steps, args.precision)?;
     let data = Dataset::open(&args.data)?;
-    let held = wm_train::load_holdout(&args.run, &data)?;
+    let held = wm_train::load_holdout(&RunDir::open(&args.run)?.world_model_dir(), &data)?;
     let ep = held.get(args.episode).with_context(|| {
         format!(
             "--episode {} is out of range: the run holds out {} episodes",
@@ -275,18 +283,7 @@ pub fn dream(args: DreamArgs, device: Device, seed: Option<u64>) -> Result<()> {
         bail!("--steps must be at least 1");
     }
     tch::manual_seed(seed.unwrap_or(0) as i64);
-    let mut ctx = RollingContext::from_episodes(&wm, &[(ep, 0)])?;
-    let a = wm.action_dim();
-    let acts: Vec<f32> = (0..steps).flat_map(|t| ep.action(t).to_vec()).collect();
-    let actions = Tensor::from_slice(&acts).view([1, steps as i64, a as i64]);
-    let first = ctx.last_frame();
-    let fake = imagine(&wm, &mut ctx, &actions)?.squeeze_dim(0);
-    let side = ep.meta.image_size;
-    let bytes: Vec<u8> = (1..=steps).flat_map(|t| ep.frame(t).to_vec()).collect();
-    let real =
-        world4rl::world_model::frames_to_model(&bytes, steps, side, wm.image_size(), device)?;
-    let real = Tensor::cat(&[&first, &real], 0);
-    let fake = Tensor::cat(&[&first, &fake], 0);
+    let (real, fake) = replay_episode(&wm, ep, steps)?;
     side_by_side_gif(&args.out, &[&real, &fake], args.scale, 10)?;
     let psnr = world4rl::metrics::psnr(
         &fake.narrow(0, 1, steps as i64),
@@ -308,7 +305,7 @@ pub fn dream(args: DreamArgs, device: Device, seed: Option<u64>) -> Result<()> {
 pub fn eval(args: EvalArgs, device: Device, seed: Option<u64>) -> Result<()> {
     let wm = load_model(&args.run, device, args.sampler_steps, args.precision)?;
     let data = Dataset::open(&args.data)?;
-    let held = wm_train::load_holdout(&args.run, &data)?;
+    let held = wm_train::load_holdout(&RunDir::open(&args.run)?.world_model_dir(), &data)?;
     if held.is_empty() {
         bail!("the run holds out no episodes (holdout_fraction = 0): nothing to evaluate on");
     }
@@ -341,7 +338,7 @@ pub fn eval(args: EvalArgs, device: Device, seed: Option<u64>) -> Result<()> {
         let held_dir = args
             .heldout
             .clone()
-            .unwrap_or_else(|| world4rl::pipeline::heldout_dir(&args.run));
+            .unwrap_or_else(|| args.run.join("heldout"));
         let heldout = if held_dir.exists() {
             Some(Dataset::open(&held_dir)?)
         } else if args.heldout.is_some() {
@@ -354,7 +351,7 @@ pub fn eval(args: EvalArgs, device: Device, seed: Option<u64>) -> Result<()> {
             frames: args.success_frames.max(1),
         };
         world4rl::outcome::task_outcomes(
-            |t| world4rl::reward::checkpoint_path(&clf_run, t),
+            |t| clf_run.classifier(t),
             &wm,
             &world4rl::outcome::Rollouts {
                 heldout: heldout.as_ref(),

@@ -9,6 +9,7 @@ mod cmd_policy;
 mod cmd_run;
 mod cmd_world_model;
 mod output;
+mod play_engine;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -65,6 +66,10 @@ enum Cmd {
     Refine(cmd_policy::RefineArgs),
     /// The whole experiment: collect, BC, rollouts, world model, classifier, PPO, evaluation, report.
     Run(cmd_run::RunArgs),
+    /// One stage of `world4rl run` in a run directory, exactly as the run would (collect-expert, bc,
+    /// collect-rollouts, collect-heldout, world-model, reward, refine, refine-real, eval, fidelity,
+    /// report).
+    Stage(cmd_run::StageArgs),
     /// Export a policy for use outside world4rl.
     #[command(subcommand)]
     Export(cmd_export::ExportCmd),
@@ -169,6 +174,7 @@ fn main() -> ExitCode {
                 cmd_world_model::eval(a, device, cli.seed).map(|_| true)
             }
             Cmd::Run(a) => cmd_run::run(a, device, cli.seed).map(|_| true),
+            Cmd::Stage(a) => cmd_run::stage(a, device, cli.seed).map(|_| true),
             Cmd::Export(c) => cmd_export::run(c).map(|_| true),
             Cmd::Play(a) => cmd_play::play(a, device).map(|_| true),
             Cmd::Config(ConfigCmd::Check { config }) => {
@@ -177,7 +183,7 @@ fn main() -> ExitCode {
                 // what the stages train with (as comments, so the output stays a loadable config)
                 let r = cfg.resolve();
                 println!("\n# resolved (what every stage trains with; world4rl run and the stage commands alike):");
-                println!("#   reward.seed = {}  bc.seed = {}  refine.ppo.seed = {}  (each XOR experiment.seed)", r.reward.seed, r.bc.seed, r.refine.ppo.seed);
+                println!("#   reward.seed = {}  bc.seed = {}  refine.ppo.seed = {}  world_model.seed = {}  (each XOR experiment.seed)", r.reward.seed, r.bc.seed, r.refine.ppo.seed, r.world_model.seed);
                 println!("#   reward.image_size = {}  bc.image_size = {}  (0 = the world model's frame size)", r.reward.image_size, r.bc.image_size);
                 println!(
                     "#   reward.world_model_precision = {}  (refine.world_model_precision)",

@@ -8,13 +8,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-const STAGES: [&str; 8] = [
+const STAGES: [&str; 10] = [
     "collect-expert",
-    "bc",
+    "bc/push-block",
+    "bc/slide-handle",
     "collect-rollouts",
     "collect-heldout",
     "world_model",
-    "reward",
+    "reward/push-block",
+    "reward/slide-handle",
     "eval",
     "fidelity",
 ];
@@ -171,6 +173,9 @@ fn check_artifacts(out: &Path) {
     ] {
         assert!(md.contains(needle), "report.md lacks '{needle}':\n{md}");
     }
+    // the BC-against-refined chart, and the report's own record of its files
+    assert!(out.join("plots/success.svg").exists());
+    assert!(md.contains("## Stage wall-clock (minutes)") && md.contains("| all stages |"));
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(
         html.contains("<table>")
@@ -264,6 +269,118 @@ fn tiny_pipeline_runs_and_resumes_after_a_kill() {
             tensors(&clean.join(model)),
             tensors(&out.join(model)),
             "{model} differs from the lone run's"
+        );
+    }
+}
+
+/// Every file under `dir` (relative path, sorted) with the given extension.
+fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.extension().is_some_and(|x| x == ext) {
+                out.push(p.strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Issue #15: the stage commands and `world4rl run` resolve the config once, the same way, so with a
+/// non-zero experiment seed and the learners' image sizes left at 0 they train the same models: every
+/// checkpoint's tensors, and every recorded episode's, are byte-identical (the metadata holds
+/// timings and paths).
+#[test]
+fn stage_commands_train_what_world4rl_run_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny = std::fs::read_to_string(config()).unwrap();
+    assert!(tiny.contains("seed = 0\n") && !tiny.contains("[bc]\nimage_size"));
+    let cfg = dir.path().join("seed7.toml");
+    std::fs::write(&cfg, tiny.replacen("seed = 0\n", "seed = 7\n", 1)).unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    let (whole, staged) = (dir.path().join("whole"), dir.path().join("staged"));
+    let o = bin()
+        .args(["--threads", "1", "run", cfg_s, "--out"])
+        .arg(&whole)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // the same experiment through the stage commands, in the pipeline's order
+    let s = staged.to_str().unwrap();
+    let data = staged.join("dataset");
+    let d = data.to_str().unwrap();
+    let steps: Vec<Vec<&str>> = vec![
+        vec!["stage", "collect-expert", cfg_s, "--out", s],
+        vec!["train", "bc", "--config", cfg_s, "--data", d, "--out", s],
+        vec!["stage", "collect-rollouts", cfg_s, "--out", s],
+        vec!["stage", "collect-heldout", cfg_s, "--out", s],
+        vec![
+            "train",
+            "world-model",
+            "--config",
+            cfg_s,
+            "--data",
+            d,
+            "--out",
+            s,
+        ],
+        vec![
+            "train", "reward", "--config", cfg_s, "--data", d, "--out", s,
+        ],
+        vec!["refine", "--config", cfg_s, "--run", s],
+        vec!["refine", "--config", cfg_s, "--run", s, "--real-env"],
+        vec!["stage", "eval", cfg_s, "--out", s],
+        vec!["stage", "fidelity", cfg_s, "--out", s],
+        vec!["stage", "report", cfg_s, "--out", s],
+    ];
+    for args in &steps {
+        let o = bin().args(["--threads", "1"]).args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "world4rl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let checkpoints = files_with(&whole, "safetensors");
+    assert!(checkpoints.len() >= 12, "{checkpoints:?}");
+    assert_eq!(checkpoints, files_with(&staged, "safetensors"));
+    for c in &checkpoints {
+        assert_eq!(
+            tensors(&whole.join(c)),
+            tensors(&staged.join(c)),
+            "{} differs between world4rl run and the stage commands",
+            c.display()
+        );
+    }
+    // the episodes are safetensors files too: the datasets are the same, episode by episode
+    assert!(checkpoints.iter().any(|c| c.starts_with("heldout")));
+    assert!(checkpoints.iter().any(|c| c.starts_with("dataset")));
+    let (_, meta) = {
+        let bytes = std::fs::read(whole.join("bc/push-block/policy.safetensors")).unwrap();
+        safetensors::SafeTensors::read_metadata(&bytes).unwrap()
+    };
+    let meta: serde_json::Value =
+        serde_json::from_str(&meta.metadata().as_ref().unwrap()["world4rl"]).unwrap();
+    assert_eq!(
+        meta["spec"]["image_size"], 16,
+        "image size 0 resolved to the world model's"
+    );
+    // every stage wrote one done.json, in one typed format
+    for stage in STAGES {
+        let v: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(staged.join(stage).join("done.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (v["format"].as_u64(), v["stage"].as_str()),
+            (Some(2), Some(stage))
         );
     }
 }

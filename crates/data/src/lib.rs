@@ -5,6 +5,7 @@
 //! (temporary file, then rename), so a killed collector never leaves a half episode visible, and the
 //! reader checks every array's dtype, shape and CRC-32 against the metadata.
 
+mod codec;
 pub mod episode;
 pub mod index;
 pub mod lock;

@@ -75,6 +75,15 @@ pub enum EnvError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A simulator that is not a physics engine failed (the world model of an imagined environment);
+    /// `source` keeps its own error type.
+    #[error("{env} failed: {source}")]
+    Backend {
+        /// Which environment.
+        env: String,
+        /// The cause.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Encoding a GIF failed.
     #[error("cannot encode GIF {}: {message}", path.display())]
     Gif {

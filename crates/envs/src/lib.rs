@@ -6,7 +6,7 @@
 //! * [`tabletop`]: the embedded default suite (rapier2d physics, tiny-skia pixels): `push-t`, `push-block`,
 //!   `turn-lever`, `slide-handle`, sharing one pusher and one 2-D action space.
 //! * [`list_tasks`], [`make`], [`make_expert`]: the registry.
-//! * [`Expert`], [`NoisyExpert`], [`RandomPolicy`], [`rollout`]: scripted controllers and recorded episodes.
+//! * [`Controller`] (the task experts), [`NoisyExpert`], [`RandomPolicy`], [`rollout`]: scripted controllers and recorded episodes.
 //! * [`gif`]: animated GIFs of episodes.
 //!
 //! ```
@@ -30,7 +30,7 @@ mod vec_env;
 
 pub use env::{check_action, ActionSpec, Env, EnvConfig, Info, Obs, RewardKind, Step};
 pub use error::EnvError;
-pub use policy::{rollout, rollout_with, Expert, NoisyExpert, RandomPolicy, Rollout};
+pub use policy::{rollout, rollout_with, Controller, NoisyExpert, RandomPolicy, Rollout};
 pub use registry::{
     list_tasks, make, make_expert, make_noisy_expert, make_random_policy, task_names, TaskInfo,
 };

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::{
-    make, make_noisy_expert, make_random_policy, rollout_with, EnvConfig, EnvError, Expert,
+    make, make_noisy_expert, make_random_policy, rollout_with, Controller, EnvConfig, EnvError,
 };
 
 /// Success statistics of the scripted expert.

@@ -1,4 +1,4 @@
-//! Scripted controllers ([`Expert`]), their noisy and random variants, and recorded rollouts.
+//! Scripted controllers ([`Controller`]: the task experts), their noisy and random variants, and recorded rollouts.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -10,14 +10,14 @@ use crate::{ActionSpec, Env, EnvError, Obs};
 ///
 /// Experts may read [`Obs::state`], the privileged low-dimensional state. `act` may return values outside the
 /// action box; the environment clips them.
-pub trait Expert: Send {
+pub trait Controller: Send {
     /// Called at the start of every episode with the episode's seed.
     fn reset(&mut self, seed: u64);
     /// The action for this observation.
     fn act(&mut self, obs: &Obs) -> Vec<f32>;
 }
 
-impl Expert for Box<dyn Expert> {
+impl Controller for Box<dyn Controller> {
     fn reset(&mut self, seed: u64) {
         (**self).reset(seed)
     }
@@ -30,7 +30,7 @@ impl Expert for Box<dyn Expert> {
 /// An expert whose actions get i.i.d. Gaussian noise of standard deviation `std` (in action units), then
 /// clipped to the action box. The noise stream is seeded by the episode seed (deterministic).
 pub struct NoisyExpert {
-    inner: Box<dyn Expert>,
+    inner: Box<dyn Controller>,
     std: f32,
     low: Vec<f32>,
     high: Vec<f32>,
@@ -39,7 +39,7 @@ pub struct NoisyExpert {
 
 impl NoisyExpert {
     /// Wraps `inner`; `std <= 0` (or NaN) gives the noiseless expert.
-    pub fn new(inner: Box<dyn Expert>, std: f32, spec: &ActionSpec) -> Self {
+    pub fn new(inner: Box<dyn Controller>, std: f32, spec: &ActionSpec) -> Self {
         Self {
             inner,
             std: if std.is_finite() { std.max(0.0) } else { 0.0 },
@@ -50,7 +50,7 @@ impl NoisyExpert {
     }
 }
 
-impl Expert for NoisyExpert {
+impl Controller for NoisyExpert {
     fn reset(&mut self, seed: u64) {
         self.inner.reset(seed);
         self.rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6e6f_6973_7921);
@@ -92,7 +92,7 @@ impl RandomPolicy {
     }
 }
 
-impl Expert for RandomPolicy {
+impl Controller for RandomPolicy {
     fn reset(&mut self, seed: u64) {
         self.rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7261_6e64_6f6d);
     }
@@ -166,7 +166,7 @@ impl Rollout {
 /// which is faster for success-rate evaluation.
 pub fn rollout_with(
     env: &mut dyn Env,
-    policy: &mut dyn Expert,
+    policy: &mut dyn Controller,
     seed: u64,
     frames: bool,
 ) -> Result<Rollout, EnvError> {
@@ -208,6 +208,10 @@ pub fn rollout_with(
 }
 
 /// [`rollout_with`] recording every frame.
-pub fn rollout(env: &mut dyn Env, policy: &mut dyn Expert, seed: u64) -> Result<Rollout, EnvError> {
+pub fn rollout(
+    env: &mut dyn Env,
+    policy: &mut dyn Controller,
+    seed: u64,
+) -> Result<Rollout, EnvError> {
     rollout_with(env, policy, seed, true)
 }

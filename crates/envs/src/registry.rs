@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::tabletop::{self, push_block, push_t, slide_handle, turn_lever, TabletopEnv, Task};
-use crate::{Env, EnvConfig, EnvError, Expert, NoisyExpert, RandomPolicy};
+use crate::{Controller, Env, EnvConfig, EnvError, NoisyExpert, RandomPolicy};
 
 /// What [`list_tasks`] reports about a task.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,7 +23,7 @@ pub struct TaskInfo {
 struct Entry {
     def: tabletop::TaskDef,
     make: fn(&EnvConfig) -> Result<Box<dyn Env>, EnvError>,
-    expert: fn() -> Box<dyn Expert>,
+    expert: fn() -> Box<dyn Controller>,
 }
 
 fn boxed<T: Task>(cfg: &EnvConfig) -> Result<Box<dyn Env>, EnvError> {
@@ -116,7 +116,7 @@ pub fn make(task: &str, cfg: &EnvConfig) -> Result<Box<dyn Env>, EnvError> {
 }
 
 /// The scripted expert of `task` (reads the privileged state).
-pub fn make_expert(task: &str) -> Result<Box<dyn Expert>, EnvError> {
+pub fn make_expert(task: &str) -> Result<Box<dyn Controller>, EnvError> {
     #[cfg(feature = "mujoco")]
     if let Some(expert) = crate::metaworld::make_expert(task) {
         return Ok(expert);
@@ -125,12 +125,12 @@ pub fn make_expert(task: &str) -> Result<Box<dyn Expert>, EnvError> {
 }
 
 /// The expert of `task` with Gaussian action noise of standard deviation `std` (0 = noiseless).
-pub fn make_noisy_expert(task: &str, std: f32) -> Result<Box<dyn Expert>, EnvError> {
+pub fn make_noisy_expert(task: &str, std: f32) -> Result<Box<dyn Controller>, EnvError> {
     let e = make_expert(task)?;
     Ok(Box::new(NoisyExpert::new(e, std, &action_spec_of(task)?)))
 }
 
 /// A uniform-random-action policy for `task`'s action space.
-pub fn make_random_policy(task: &str) -> Result<Box<dyn Expert>, EnvError> {
+pub fn make_random_policy(task: &str) -> Result<Box<dyn Controller>, EnvError> {
     Ok(Box::new(RandomPolicy::new(&action_spec_of(task)?)))
 }

@@ -3,7 +3,7 @@
 use w4rl_envs::tabletop::{push_t, STATE_DIM};
 use w4rl_envs::{
     gif, list_tasks, make, make_expert, make_noisy_expert, make_random_policy, rollout,
-    rollout_with, Env, EnvConfig, EnvError, Expert, Obs, RewardKind, SyncVecEnv, VecEnv,
+    rollout_with, Controller, Env, EnvConfig, EnvError, Obs, RewardKind, SyncVecEnv, VecEnv,
 };
 
 /// The tabletop tasks (other suites, such as Meta-World behind the `mujoco` feature, have their own tests).
@@ -221,7 +221,7 @@ fn initial_states_are_never_successful() {
 }
 
 struct HoldStill;
-impl Expert for HoldStill {
+impl Controller for HoldStill {
     fn reset(&mut self, _seed: u64) {}
     fn act(&mut self, _obs: &Obs) -> Vec<f32> {
         vec![0.0, 0.0]
@@ -290,7 +290,7 @@ fn rollouts_have_the_dataset_layout_and_sparse_reward_works() {
 #[test]
 fn noisy_and_random_policies_are_seeded() {
     for make_pol in [
-        (|| make_noisy_expert("push-block", 0.5).unwrap()) as fn() -> Box<dyn Expert>,
+        (|| make_noisy_expert("push-block", 0.5).unwrap()) as fn() -> Box<dyn Controller>,
         || make_random_policy("push-block").unwrap(),
     ] {
         let mut env = make("push-block", &EnvConfig::with_size(8)).unwrap();

@@ -28,6 +28,7 @@ use serde_json::json;
 use w4rl_data::{Dataset, DatasetSpec, Episode};
 
 use crate::columns::write_parquet;
+use crate::stats::Stats;
 
 /// Export settings.
 #[derive(Clone, Debug)]
@@ -81,8 +82,8 @@ pub struct ExportedEpisode {
 }
 
 const CHUNKS_SIZE: usize = 1000;
-const IMAGE: &str = "observation.image";
-const STATE: &str = "observation.state";
+pub(crate) const IMAGE: &str = "observation.image";
+pub(crate) const STATE: &str = "observation.state";
 
 fn data_schema(spec: &DatasetSpec) -> SchemaRef {
     let image = DataType::Struct(Fields::from(vec![
@@ -211,127 +212,6 @@ fn episode_batch(
     Ok((RecordBatch::try_new(schema.clone(), cols)?, png_bytes))
 }
 
-/// Running statistics of one feature: values per dimension (exact quantiles) or, for images, a
-/// histogram per channel.
-enum Stat {
-    Values(Vec<Vec<f64>>),
-    /// Histogram per channel, and the number of frames (LeRobot counts frames, not pixels).
-    Image(Box<[[u64; 256]; 3]>, u64),
-}
-
-impl Stat {
-    fn push(&mut self, v: &[f64]) {
-        if let Stat::Values(d) = self {
-            for (k, x) in v.iter().enumerate() {
-                d[k].push(*x);
-            }
-        }
-    }
-
-    fn to_json(&self, boolean: bool) -> serde_json::Value {
-        // per dimension (or channel): min, max, mean, std, q01, q10, q50, q90, q99
-        let (per, count, image): (Vec<[f64; 9]>, u64, bool) = match self {
-            Stat::Values(dims) => {
-                let per = dims
-                    .iter()
-                    .map(|d| {
-                        let mut s = d.clone();
-                        s.sort_by(|a, b| a.total_cmp(b));
-                        let n = s.len().max(1) as f64;
-                        let mean = s.iter().sum::<f64>() / n;
-                        let var = s.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n;
-                        let first = s.first().copied().unwrap_or(0.0);
-                        let last = s.last().copied().unwrap_or(0.0);
-                        summary(first, last, mean, var.sqrt(), |p| quantile_sorted(&s, p))
-                    })
-                    .collect();
-                (per, dims.first().map_or(0, |d| d.len()) as u64, false)
-            }
-            Stat::Image(h, frames) => {
-                let val = |i: usize| i as f64 / 255.0;
-                let per = h
-                    .iter()
-                    .map(|hist| {
-                        let nf = hist.iter().sum::<u64>().max(1) as f64;
-                        let weighted = |f: &dyn Fn(f64) -> f64| {
-                            hist.iter()
-                                .enumerate()
-                                .map(|(i, &c)| c as f64 * f(val(i)))
-                                .sum::<f64>()
-                                / nf
-                        };
-                        let mean = weighted(&|v| v);
-                        let var = weighted(&|v| (v - mean).powi(2));
-                        let min = hist.iter().position(|&c| c > 0).unwrap_or(0);
-                        let max = hist.iter().rposition(|&c| c > 0).unwrap_or(0);
-                        summary(val(min), val(max), mean, var.sqrt(), |p| {
-                            quantile_hist(hist, p)
-                        })
-                    })
-                    .collect();
-                (per, *frames, true)
-            }
-        };
-        let col = |i: usize| -> serde_json::Value {
-            if image {
-                // LeRobot's image stats have shape (3, 1, 1)
-                json!(per.iter().map(|s| vec![vec![s[i]]]).collect::<Vec<_>>())
-            } else if boolean && i < 2 {
-                json!(per.iter().map(|s| s[i] != 0.0).collect::<Vec<_>>())
-            } else {
-                json!(per.iter().map(|s| s[i]).collect::<Vec<_>>())
-            }
-        };
-        json!({
-            "min": col(0), "max": col(1), "mean": col(2), "std": col(3),
-            "count": [count],
-            "q01": col(4), "q10": col(5), "q50": col(6), "q90": col(7), "q99": col(8),
-        })
-    }
-}
-
-/// The statistics LeRobot stores, in order: min, max, mean, std and the 1/10/50/90/99 % quantiles.
-fn summary(min: f64, max: f64, mean: f64, std: f64, q: impl Fn(f64) -> f64) -> [f64; 9] {
-    [
-        min,
-        max,
-        mean,
-        std,
-        q(0.01),
-        q(0.10),
-        q(0.50),
-        q(0.90),
-        q(0.99),
-    ]
-}
-
-/// Linear-interpolated quantile of sorted values (numpy's default).
-fn quantile_sorted(s: &[f64], p: f64) -> f64 {
-    if s.is_empty() {
-        return 0.0;
-    }
-    let pos = p * (s.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    s[lo] + (s[hi] - s[lo]) * (pos - lo as f64)
-}
-
-/// Quantile of 8-bit values given as a histogram, in [0, 1].
-fn quantile_hist(h: &[u64; 256], p: f64) -> f64 {
-    let n: u64 = h.iter().sum();
-    if n == 0 {
-        return 0.0;
-    }
-    let target = (p * (n - 1) as f64).round() as u64;
-    let mut acc = 0u64;
-    for (i, &c) in h.iter().enumerate() {
-        acc += c;
-        if acc > target {
-            return i as f64 / 255.0;
-        }
-    }
-    1.0
-}
-
 fn feature(dtype: &str, shape: &[usize], names: serde_json::Value) -> serde_json::Value {
     json!({"dtype": dtype, "shape": shape, "names": names})
 }
@@ -343,18 +223,7 @@ pub fn export(
     opts: &ExportOptions,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<ExportReport> {
-    ensure!(opts.fps > 0, "--fps must be positive");
-    ensure!(opts.data_file_mb > 0, "the data file size must be positive");
-    if out.exists() {
-        let empty = std::fs::read_dir(out)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(false);
-        ensure!(
-            empty,
-            "{} already exists and is not empty: choose a new --out folder (nothing was written)",
-            out.display()
-        );
-    }
+    check_target(out, opts)?;
     let ds = Dataset::open(dataset)
         .with_context(|| format!("cannot open the world4rl dataset {}", dataset.display()))?;
     let spec = ds.spec().clone();
@@ -376,15 +245,7 @@ pub fn export(
         .map(|(i, t)| (t.as_str(), i))
         .collect();
 
-    let partial = {
-        let mut name = out.file_name().unwrap_or_default().to_os_string();
-        name.push(".partial");
-        out.with_file_name(name)
-    };
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial)
-            .with_context(|| format!("cannot remove the stale {}", partial.display()))?;
-    }
+    let partial = fresh_partial(out)?;
     let schema = data_schema(&spec);
     let props = || {
         WriterProperties::builder()
@@ -403,27 +264,7 @@ pub fn export(
     let mut writer = Some(open(0, 0)?);
     let mut data_files = 1;
 
-    // statistics
-    let mut stats: BTreeMap<&str, (Stat, bool)> = BTreeMap::new();
-    let vals = |d: usize| Stat::Values(vec![Vec::new(); d]);
-    stats.insert(IMAGE, (Stat::Image(Box::new([[0; 256]; 3]), 0), false));
-    if spec.state_dim > 0 {
-        stats.insert(STATE, (vals(spec.state_dim), false));
-    }
-    stats.insert("action", (vals(spec.action_dim), false));
-    for k in [
-        "next.reward",
-        "timestamp",
-        "frame_index",
-        "episode_index",
-        "index",
-        "task_index",
-    ] {
-        stats.insert(k, (vals(1), false));
-    }
-    stats.insert("next.success", (vals(1), true));
-    stats.insert("next.done", (vals(1), true));
-
+    let mut stats = Stats::new(&spec);
     let mut ep_rows = Vec::new();
     let mut w4 = Vec::new();
     let mut row = 0usize;
@@ -447,54 +288,7 @@ pub fn export(
         writer.as_mut().expect("open").write(&batch)?;
         file_bytes += bytes;
         let rows = m.steps + 1;
-        // statistics of this episode's rows
-        for t in 0..rows {
-            if let Some((Stat::Image(h, frames), _)) = stats.get_mut(IMAGE) {
-                *frames += 1;
-                for px in ep.frame(t).chunks_exact(3) {
-                    for c in 0..3 {
-                        h[c][px[c] as usize] += 1;
-                    }
-                }
-            }
-            let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
-            if spec.state_dim > 0 {
-                stats
-                    .get_mut(STATE)
-                    .expect("inserted")
-                    .0
-                    .push(&f(ep.state(t)));
-            }
-            let a = if m.steps == 0 {
-                vec![0.0; spec.action_dim]
-            } else {
-                f(ep.action(t.min(m.steps - 1)))
-            };
-            stats.get_mut("action").expect("inserted").0.push(&a);
-            let scalars = [
-                (
-                    "next.reward",
-                    if t < m.steps {
-                        ep.rewards[t] as f64
-                    } else {
-                        0.0
-                    },
-                ),
-                (
-                    "next.success",
-                    (ep.success[(t + 1).min(m.steps)] != 0) as u8 as f64,
-                ),
-                ("next.done", (t == m.steps) as u8 as f64),
-                ("timestamp", (t as f32 / opts.fps as f32) as f64),
-                ("frame_index", t as f64),
-                ("episode_index", i as f64),
-                ("index", (row + t) as f64),
-                ("task_index", ti as f64),
-            ];
-            for (k, v) in scalars {
-                stats.get_mut(k).expect("inserted").0.push(&[v]);
-            }
-        }
+        stats.add_episode(&ep, &spec, (i, row, ti), opts.fps);
         ep_rows.push((i, m.task.clone(), rows, chunk, file_i, row));
         w4.push(ExportedEpisode {
             episode_index: i,
@@ -509,6 +303,53 @@ pub fn export(
     }
     writer.take().expect("open").close()?;
 
+    write_episodes(&partial, &ep_rows)?;
+    write_tasks(&partial, &tasks)?;
+    write_json(&partial.join("meta/stats.json"), &stats.to_json())?;
+
+    let info = info_json(&spec, entries.len(), row, tasks.len(), opts);
+    write_json(&partial.join("meta/info.json"), &info)?;
+    write_json(
+        &partial.join("meta/world4rl.json"),
+        &json!({
+            "format": "world4rl-lerobot-export",
+            "version": 1,
+            "source": dataset,
+            "spec": spec,
+            "final_row": "the last row of each episode holds its final frame; its action repeats the previous one and next.reward is 0",
+            "episodes": w4,
+        }),
+    )?;
+
+    if out.exists() {
+        std::fs::remove_dir(out)
+            .with_context(|| format!("cannot replace the empty {}", out.display()))?;
+    }
+    std::fs::rename(&partial, out)
+        .with_context(|| format!("cannot move {} to {}", partial.display(), out.display()))?;
+    Ok(ExportReport {
+        out: out.to_path_buf(),
+        episodes: entries.len(),
+        frames: row,
+        tasks,
+        data_files,
+    })
+}
+
+fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    let text = serde_json::to_string_pretty(v)?;
+    w4rl_data::write_atomic(path, text.as_bytes())?;
+    Ok(())
+}
+
+/// One exported episode's place: (episode index, task, rows, data chunk, data file, first row).
+type EpisodeRow = (usize, String, usize, usize, usize, usize);
+
+/// `meta/episodes/chunk-000/file-000.parquet`: each episode's length, tasks and where its rows are.
+fn write_episodes(partial: &Path, ep_rows: &[EpisodeRow]) -> Result<()> {
     // meta/episodes
     let mut e_idx = Int64Builder::new();
     let mut e_tasks = ListBuilder::new(StringBuilder::new());
@@ -521,7 +362,7 @@ pub fn export(
         Int64Builder::new(),
         Int64Builder::new(),
     );
-    for (i, task, rows, c, f, first) in &ep_rows {
+    for (i, task, rows, c, f, first) in ep_rows {
         e_idx.append_value(*i as i64);
         e_tasks.values().append_value(task);
         e_tasks.append(true);
@@ -566,6 +407,12 @@ pub fn export(
         &[RecordBatch::try_new(ep_schema, ep_cols)?],
     )?;
 
+    Ok(())
+}
+
+/// `meta/tasks.parquet`: the task string is the pandas index, as lerobot reads it.
+fn write_tasks(partial: &Path, tasks: &[String]) -> Result<()> {
+    let int = |n: &str| Field::new(n, DataType::Int64, true);
     // meta/tasks.parquet: the task string is the pandas index, as lerobot reads it
     let pandas = json!({
         "index_columns": ["__index_level_0__"],
@@ -605,17 +452,17 @@ pub fn export(
         )?],
     )?;
 
-    // meta/stats.json
-    let stats_json: serde_json::Map<String, serde_json::Value> = stats
-        .iter()
-        .map(|(k, (s, b))| (k.to_string(), s.to_json(*b)))
-        .collect();
-    write_json(
-        &partial.join("meta/stats.json"),
-        &serde_json::Value::Object(stats_json),
-    )?;
+    Ok(())
+}
 
-    // meta/info.json
+/// `meta/info.json`: the features and the layout.
+fn info_json(
+    spec: &DatasetSpec,
+    episodes: usize,
+    rows: usize,
+    tasks: usize,
+    opts: &ExportOptions,
+) -> serde_json::Value {
     let s = spec.image_size;
     let mut features = serde_json::Map::new();
     features.insert(
@@ -647,51 +494,46 @@ pub fn export(
     let info = json!({
         "codebase_version": "v3.0",
         "robot_type": format!("world4rl/{}", spec.suite),
-        "total_episodes": entries.len(),
-        "total_frames": row,
-        "total_tasks": tasks.len(),
+        "total_episodes": episodes,
+        "total_frames": rows,
+        "total_tasks": tasks,
         "chunks_size": CHUNKS_SIZE,
         "data_files_size_in_mb": opts.data_file_mb,
         "video_files_size_in_mb": 200,
         "fps": opts.fps,
-        "splits": {"train": format!("0:{}", entries.len())},
+        "splits": {"train": format!("0:{episodes}")},
         "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
         "video_path": null,
         "features": features,
     });
-    write_json(&partial.join("meta/info.json"), &info)?;
-    write_json(
-        &partial.join("meta/world4rl.json"),
-        &json!({
-            "format": "world4rl-lerobot-export",
-            "version": 1,
-            "source": dataset,
-            "spec": spec,
-            "final_row": "the last row of each episode holds its final frame; its action repeats the previous one and next.reward is 0",
-            "episodes": w4,
-        }),
-    )?;
-
-    if out.exists() {
-        std::fs::remove_dir(out)
-            .with_context(|| format!("cannot replace the empty {}", out.display()))?;
-    }
-    std::fs::rename(&partial, out)
-        .with_context(|| format!("cannot move {} to {}", partial.display(), out.display()))?;
-    Ok(ExportReport {
-        out: out.to_path_buf(),
-        episodes: entries.len(),
-        frames: row,
-        tasks,
-        data_files,
-    })
+    info
 }
 
-fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
-    if let Some(d) = path.parent() {
-        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+/// Refuses bad settings and an `out` folder that holds anything.
+fn check_target(out: &Path, opts: &ExportOptions) -> Result<()> {
+    ensure!(opts.fps > 0, "--fps must be positive");
+    ensure!(opts.data_file_mb > 0, "the data file size must be positive");
+    if out.exists() {
+        let empty = std::fs::read_dir(out)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        ensure!(
+            empty,
+            "{} already exists and is not empty: choose a new --out folder (nothing was written)",
+            out.display()
+        );
     }
-    let text = serde_json::to_string_pretty(v)?;
-    w4rl_data::write_atomic(path, text.as_bytes())?;
     Ok(())
+}
+
+/// `OUT.partial`, the folder the export is written to before it is renamed (a stale one removed).
+fn fresh_partial(out: &Path) -> Result<PathBuf> {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    let partial = out.with_file_name(name);
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)
+            .with_context(|| format!("cannot remove the stale {}", partial.display()))?;
+    }
+    Ok(partial)
 }

@@ -13,6 +13,9 @@ pub mod export;
 pub mod frames;
 pub mod import;
 pub mod info;
+mod plan;
+mod source;
+mod stats;
 
 pub use export::{export, ExportOptions, ExportReport};
 pub use import::{import, task_name, ImportOptions, ImportReport, SuccessSource};

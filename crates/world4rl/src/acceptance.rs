@@ -109,11 +109,7 @@ pub fn run_policy(
             .map(|i| seed.wrapping_add(batch * n as u64 + i))
             .collect();
         tch::manual_seed((seed ^ 0x6163_6365_7074).wrapping_add(batch) as i64);
-        let first = env.reset(&seeds);
-        ensure!(
-            first.len() == n,
-            "the imagined environment could not reset its {n} rows"
-        );
+        let first = env.try_reset(&seeds)?;
         let mut hist = ObsHistory::new(policy.config().frame_stack, first);
         let mut first_success: Vec<Option<usize>> = vec![None; n];
         for t in 1..=horizon {

@@ -9,8 +9,6 @@
 //! rules: a success is `success_frames` consecutive frames the classifier calls successful, it ends the
 //! episode, and episodes are truncated at the task's step limit.
 
-use std::path::PathBuf;
-
 use anyhow::{ensure, Context, Result};
 use tch::{Device, Kind};
 use w4rl_envs::{
@@ -18,10 +16,8 @@ use w4rl_envs::{
 };
 
 use crate::outcome::SuccessRule;
-use crate::policy::gaussian::GaussianPolicy;
-use crate::ppo::{output_in, train, Hooks, PpoSummary, RefineConfig, RolloutEnv};
+use crate::ppo::RolloutEnv;
 use crate::reward::{RewardClassifier, RewardMode};
-use crate::run::RunDir;
 
 /// Real environments whose reward, success and termination come from the classifier.
 pub struct ClassifierRewardEnv<'a> {
@@ -61,7 +57,7 @@ impl<'a> ClassifierRewardEnv<'a> {
     fn probs(&self, obs: &[&Obs]) -> Result<Vec<f32>> {
         let size = self.env.image_size();
         let bytes: Vec<u8> = obs.iter().flat_map(|o| o.frame.iter().copied()).collect();
-        let frames = crate::policy::obs::frames_to_u8(
+        let frames = crate::frames::bytes_to_chw(
             &bytes,
             obs.len(),
             size,
@@ -130,60 +126,4 @@ impl RolloutEnv for ClassifierRewardEnv<'_> {
         self.streak[i] = 0;
         Ok(self.env.reset_one(i, seed)?)
     }
-}
-
-/// The stage of the ceiling control of `task`.
-pub fn stage(task: &str) -> String {
-    format!("refine-real/{task}")
-}
-
-/// Runs the ceiling control of `task` in `run`: the BC policy refined by PPO (`cfg.ppo`, the success
-/// rule of `cfg.imagination`) in the real environment, rewarded by the run's classifier. Writes
-/// `RUN/refine-real/<task>/{last,best}.safetensors` and `done.json`. Returns the PPO summary and the
-/// path of the last checkpoint.
-pub fn refine_real_task(
-    cfg: &RefineConfig,
-    run: &RunDir,
-    task: &str,
-    image_size: usize,
-    device: Device,
-) -> Result<(PpoSummary, PathBuf)> {
-    let clf_path = crate::reward::checkpoint_path(run, task);
-    let (clf, _) = RewardClassifier::load(&clf_path, device).with_context(|| {
-        format!("loading the reward classifier of '{task}' (run `world4rl train reward` first)")
-    })?;
-    let bc_path = crate::policy::bc::checkpoint_path(run, task);
-    let (mut policy, _) = GaussianPolicy::load(&bc_path, device).with_context(|| {
-        format!("loading the BC policy of '{task}' (run `world4rl train bc` first)")
-    })?;
-    let mut env = ClassifierRewardEnv::new(
-        task,
-        cfg.ppo.num_envs,
-        image_size,
-        &clf,
-        cfg.imagination.success_rule(),
-    )?;
-    let name = stage(task);
-    let dir = run.stage_dir(&name)?;
-    let out = output_in(&dir);
-    let mut metrics = run.metrics(&name)?;
-    metrics.truncate_after(0)?;
-    let extra =
-        serde_json::json!({"stage": "refine-real", "task": task, "initial_policy": bc_path});
-    let mut log = |v: &serde_json::Value| metrics.log(v);
-    let hooks = Hooks {
-        log: &mut log,
-        monitor: None,
-        monitor_every: 0,
-    };
-    tracing::info!(
-        "ceiling control '{task}': PPO in {} real envs rewarded by the classifier",
-        cfg.ppo.num_envs
-    );
-    let summary = train(&cfg.ppo, &mut env, &mut policy, &out, &extra, hooks)?;
-    run.mark_done(
-        &name,
-        &serde_json::json!({"task": task, "ppo": summary, "last": out.last, "best": out.best}),
-    )?;
-    Ok((summary, out.last))
 }

@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 use w4rl_data::{DatasetSpec, DatasetWriter, Episode, EpisodeKind};
-use w4rl_envs::{make, make_expert, Env, EnvConfig, Expert, Obs};
+use w4rl_envs::{make, make_expert, Controller, Env, EnvConfig, Obs};
 
 use crate::seeds::collect_seed;
 
@@ -174,8 +174,15 @@ fn run_batch(
     source: &mut ActionSource<'_>,
 ) -> Result<Vec<Episode>> {
     let n = indices.len();
+    if let (ActionSource::Policy(_), Some(&first)) = (&*source, indices.first()) {
+        // a learned policy samples from libtorch's generator: seeded from the batch's first episode,
+        // the batch draws the same actions in any process (a resumed run, a stage command), not
+        // whatever the stages before it left in the generator
+        let seed = crate::seeds::mix(collect_seed(base_seed, task, kind, first) ^ 0x706f_6c69);
+        tch::manual_seed(seed as i64);
+    }
     let mut envs: Vec<Box<dyn Env>> = Vec::with_capacity(n);
-    let mut experts: Vec<Box<dyn Expert>> = Vec::new();
+    let mut experts: Vec<Box<dyn Controller>> = Vec::new();
     let mut rngs = Vec::with_capacity(n);
     let mut obs = Vec::with_capacity(n);
     let mut eps = Vec::with_capacity(n);
@@ -342,7 +349,7 @@ pub fn collect_recipe(
 }
 
 /// What a collection did.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CollectSummary {
     /// Episodes the recipe asks for.
     pub total: usize,

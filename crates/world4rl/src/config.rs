@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use crate::collect::CollectConfig;
 use crate::evaluate::EvalConfig;
 use crate::policy::BcConfig;
-use crate::ppo::RefineConfig;
 use crate::reward::RewardConfig;
+use crate::stages::refine::RefineConfig;
 use crate::world_model::fidelity::FidelityConfig;
 use crate::world_model::train::WorldModelTrainConfig;
 
@@ -132,6 +132,35 @@ impl ExperimentConfig {
 
     /// Parses config text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let cfg = Self::parse_sections(text, path)?;
+        cfg.validate()
+            .with_context(|| format!("{}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// The resolved `[world_model]` section of a config file, parsed as [`ExperimentConfig::load`]
+    /// parses it (a file holding only that section is fine: `world4rl train world-model` needs no
+    /// tasks).
+    /// `seed` replaces `experiment.seed` (the `--seed` of the commands).
+    pub fn load_world_model(
+        path: impl AsRef<Path>,
+        seed: Option<u64>,
+    ) -> Result<WorldModelTrainConfig> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        let mut cfg = Self::parse_sections(&text, path)?;
+        if let Some(s) = seed {
+            cfg.experiment.seed = s;
+        }
+        cfg.world_model
+            .validate()
+            .with_context(|| format!("{}", path.display()))?;
+        Ok(cfg.resolve().world_model)
+    }
+
+    /// Every section, typed, before the checks across sections.
+    fn parse_sections(text: &str, path: &Path) -> Result<Self> {
         let mut cfg: Self =
             toml::from_str(text).map_err(|e| anyhow::anyhow!(describe(path, text, &e)))?;
         if cfg.world_model.preset.is_some() {
@@ -146,8 +175,6 @@ impl ExperimentConfig {
             cfg.world_model = WorldModelTrainConfig::from_table(section)
                 .with_context(|| format!("{}", path.display()))?;
         }
-        cfg.validate()
-            .with_context(|| format!("{}", path.display()))?;
         Ok(cfg)
     }
 
@@ -167,7 +194,7 @@ impl ExperimentConfig {
     }
 
     /// The values every stage trains with, derived once from the file's: the classifier's, BC's and
-    /// PPO's seeds mixed with `experiment.seed` (XOR), a policy-side `image_size` of 0 replaced by the
+    /// PPO's and the world model's seeds mixed with `experiment.seed` (XOR), a policy-side `image_size` of 0 replaced by the
     /// world model's frame size (the policy and the classifier then see at deployment the frames they
     /// see in imagination), and the precision of the world model that imagines the classifier's
     /// training frames set to the one refinement imagines with. The stage commands and `world4rl run`
@@ -185,6 +212,7 @@ impl ExperimentConfig {
         c.reward.seed ^= c.experiment.seed;
         c.bc.seed ^= c.experiment.seed;
         c.refine.ppo.seed ^= c.experiment.seed;
+        c.world_model.seed ^= c.experiment.seed;
         c.reward.world_model_precision = c.refine.world_model_precision;
         c.resolved = true;
         c
@@ -209,6 +237,7 @@ mod tests {
         assert_eq!(r.bc.seed, 1 ^ 5);
         assert_eq!(r.reward.seed, cfg.reward.seed ^ 5);
         assert_eq!(r.refine.ppo.seed, cfg.refine.ppo.seed ^ 5);
+        assert_eq!(r.world_model.seed, cfg.world_model.seed ^ 5);
         assert_eq!(r.bc.image_size, 24, "0 becomes the world model's size");
         assert_eq!(r.reward.image_size, 20, "a size given stays");
         assert_eq!(
@@ -309,5 +338,37 @@ mod tests {
         let back =
             ExperimentConfig::parse(&toml::to_string(&cfg).unwrap(), Path::new("c.toml")).unwrap();
         assert_eq!(cfg, back);
+    }
+
+    #[test]
+    fn world_model_section_presets_and_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[experiment]\nname = \"x\"\n\n[world_model]\npreset = \"tiny\"\nmax_steps = 7\nmodel.action_encoding.kind = \"linear\"\n").unwrap();
+        let c = ExperimentConfig::load_world_model(&p, None).unwrap();
+        let mut want = WorldModelTrainConfig::preset("tiny").unwrap();
+        want.max_steps = 7;
+        want.model.action_encoding.kind = crate::action_encoding::EncodingKind::Linear;
+        assert_eq!(c, want);
+        std::fs::write(&p, "[world_model]\n\nbatch_sise = 3\n").unwrap();
+        let e = format!(
+            "{:#}",
+            ExperimentConfig::load_world_model(&p, None).unwrap_err()
+        );
+        assert!(
+            e.contains("batch_sise") && e.contains("c.toml") && e.contains("line"),
+            "{e}"
+        );
+        std::fs::write(&p, "[world_model]\nmodel.unet.channels = \"wide\"\n").unwrap();
+        assert!(ExperimentConfig::load_world_model(&p, None).is_err());
+        std::fs::write(&p, "[experiment]\nname = \"x\"\n").unwrap();
+        assert_eq!(
+            ExperimentConfig::load_world_model(&p, None).unwrap(),
+            WorldModelTrainConfig::default()
+        );
+        // the resolved config round-trips through TOML
+        let text = toml::to_string(&want).unwrap();
+        let back: WorldModelTrainConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, want);
     }
 }

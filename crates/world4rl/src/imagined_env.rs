@@ -24,8 +24,7 @@ use tch::{Device, Kind, Tensor};
 use w4rl_data::{Dataset, Episode, EpisodeKind};
 use w4rl_envs::{check_action, expand_seeds, ActionSpec, EnvError, Info, Obs, Step, VecEnv};
 
-use crate::diffusion;
-use crate::policy::obs::to_u8;
+use crate::frames::model_to_chw;
 use crate::reward::RewardClassifier;
 use crate::world_model::{RollingContext, WorldModel};
 
@@ -196,7 +195,7 @@ impl<'a> ImaginedEnv<'a> {
             stats: ImaginationStats::default(),
             starts,
         };
-        env.reset(&[0]);
+        env.try_reset(&[0])?;
         Ok(env)
     }
 
@@ -231,7 +230,7 @@ impl<'a> ImaginedEnv<'a> {
         // [B, 3, S, S] in [-1, 1] -> B observations of u8 [S, S, 3]
         let size = frames.size()[3] as usize;
         let bytes = Vec::<u8>::try_from(
-            diffusion::frames_to_u8(frames)
+            crate::frames::model_to_hwc(frames)
                 .to_device(Device::Cpu)
                 .flatten(0, -1),
         )?;
@@ -244,6 +243,24 @@ impl<'a> ImaginedEnv<'a> {
                 state: Vec::new(),
             })
             .collect())
+    }
+
+    /// Restarts every row from the start states chosen by `seeds` (one seed is expanded to all rows).
+    pub fn try_reset(&mut self, seeds: &[u64]) -> Result<Vec<Obs>, ImaginationError> {
+        let seeds = expand_seeds(seeds, self.steps.len());
+        let picks: Vec<(&Episode, usize)> = seeds
+            .iter()
+            .map(|&s| {
+                let (e, t) = self.pick(s);
+                (&self.starts[e], t)
+            })
+            .collect();
+        self.ctx =
+            RollingContext::from_episodes(self.wm, &picks).map_err(ImaginationError::Reset)?;
+        self.steps.iter_mut().for_each(|s| *s = 0);
+        self.streak.iter_mut().for_each(|s| *s = 0);
+        self.over.iter_mut().for_each(|o| *o = false);
+        Self::obs_of(&self.ctx.last_frame()).map_err(ImaginationError::Reset)
     }
 
     /// Restarts row `i` from the start state chosen by `seed`.
@@ -263,6 +280,17 @@ impl<'a> ImaginedEnv<'a> {
     }
 }
 
+/// What can go wrong inside the imagined environment: the world model or the classifier failing.
+#[derive(Debug, thiserror::Error)]
+pub enum ImaginationError {
+    /// Building the start contexts of a reset.
+    #[error("resetting from the dataset's start states failed: {0:#}")]
+    Reset(anyhow::Error),
+    /// Imagining the next frames, or judging them.
+    #[error("imagining the next frames failed: {0:#}")]
+    Step(anyhow::Error),
+}
+
 impl VecEnv for ImaginedEnv<'_> {
     fn num_envs(&self) -> usize {
         self.steps.len()
@@ -276,25 +304,10 @@ impl VecEnv for ImaginedEnv<'_> {
         self.wm.image_size()
     }
 
+    /// See [`ImaginedEnv::try_reset`], which returns the failure; this one panics with it.
     fn reset(&mut self, seeds: &[u64]) -> Vec<Obs> {
-        let seeds = expand_seeds(seeds, self.steps.len());
-        let picks: Vec<(&Episode, usize)> = seeds
-            .iter()
-            .map(|&s| {
-                let (e, t) = self.pick(s);
-                (&self.starts[e], t)
-            })
-            .collect();
-        // Building a context from validated dataset episodes cannot fail for shape reasons; keep the
-        // previous context if it ever does rather than panicking.
-        match RollingContext::from_episodes(self.wm, &picks) {
-            Ok(ctx) => self.ctx = ctx,
-            Err(e) => tracing::error!("imagined env: reset failed: {e:#}"),
-        }
-        self.steps.iter_mut().for_each(|s| *s = 0);
-        self.streak.iter_mut().for_each(|s| *s = 0);
-        self.over.iter_mut().for_each(|o| *o = false);
-        Self::obs_of(&self.ctx.last_frame()).unwrap_or_default()
+        self.try_reset(seeds)
+            .unwrap_or_else(|e| panic!("imagined env: {e}"))
     }
 
     fn step(&mut self, actions: &[Vec<f32>]) -> Result<Vec<Step>, EnvError> {
@@ -315,14 +328,17 @@ impl VecEnv for ImaginedEnv<'_> {
                 });
             }
         }
-        let wrap = |e: anyhow::Error| EnvError::Config(format!("imagination failed: {e:#}"));
+        let wrap = |e: anyhow::Error| EnvError::Backend {
+            env: format!("the imagined '{}' environment", self.task),
+            source: Box::new(ImaginationError::Step(e)),
+        };
         let a = Tensor::from_slice(&flat)
             .view([n as i64, self.spec.dim as i64])
             .to_device(self.wm.device());
         let t0 = Instant::now();
         let next = self.ctx.step(self.wm, &a).map_err(wrap)?;
         let t1 = Instant::now();
-        let p = self.clf.prob_u8(&to_u8(&next));
+        let p = self.clf.prob_u8(&model_to_chw(&next));
         let r = self.clf.reward_of(&p);
         let probs = Vec::<f32>::try_from(p.to_device(Device::Cpu).to_kind(Kind::Float))
             .map_err(|e| wrap(e.into()))?;
@@ -391,7 +407,9 @@ pub fn classifier_on_world_model(
     let thr = clf.threshold();
     let predict = |frames: &Tensor| -> Result<Vec<bool>> {
         Ok(Vec::<bool>::try_from(
-            clf.prob_u8(&to_u8(frames)).gt(thr).to_device(Device::Cpu),
+            clf.prob_u8(&model_to_chw(frames))
+                .gt(thr)
+                .to_device(Device::Cpu),
         )?)
     };
     // one step ahead: windows ending at every (episode, t) with t >= 1
@@ -431,7 +449,7 @@ pub fn classifier_on_world_model(
     let (mut pred, mut labels) = (Vec::new(), Vec::new());
     for ep in episodes {
         let n = ep.steps();
-        let frames = crate::policy::obs::frames_to_u8(
+        let frames = crate::frames::bytes_to_chw(
             &ep.frames[ep.frame_len()..],
             n,
             ep.meta.image_size,

@@ -3,7 +3,8 @@
 //! Stage 1 trains three learners on one episode dataset (crate `w4rl_data`): the world model
 //! ([`world_model`]), the reward classifier ([`reward`]) and the Gaussian BC policy ([`policy`]).
 //! Stage 2 freezes the first two and refines the policy with PPO ([`ppo`]) in the imagined
-//! environment ([`imagined_env`]). See the README for the pipeline and DESIGN.md for the decisions.
+//! environment ([`imagined_env`]). The stages ([`stages`], run by [`stage::run_stage`] in the order of
+//! [`pipeline`]) load inputs from the run directory ([`run`]) and call the learners, which never touch it.
 
 pub mod acceptance;
 pub mod action_encoding;
@@ -14,9 +15,12 @@ pub mod config;
 pub mod device;
 pub mod diffusion;
 pub mod evaluate;
+pub mod frames;
 pub mod imagined_env;
 pub mod interrupt;
+pub mod json_float;
 pub mod metrics;
+pub mod metrics_log;
 pub mod models;
 pub mod optim;
 pub mod outcome;
@@ -29,4 +33,6 @@ pub mod report;
 pub mod reward;
 pub mod run;
 pub mod seeds;
+pub mod stage;
+pub mod stages;
 pub mod world_model;

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 use w4rl_data::{Dataset, Episode, EpisodeKind};
 
-use crate::policy::obs::to_u8;
+use crate::frames::model_to_chw;
 use crate::reward::RewardClassifier;
 use crate::world_model::{RollingContext, WorldModel};
 
@@ -199,7 +199,7 @@ pub fn episode_scores(
             .collect();
         replay(wm, chunk, t_max, reset_every, |t, next| {
             let p = Vec::<f32>::try_from(
-                clf.prob_u8(&to_u8(next))
+                clf.prob_u8(&model_to_chw(next))
                     .to_device(Device::Cpu)
                     .to_kind(Kind::Float),
             )?;

@@ -20,8 +20,8 @@ use tch::{Kind, Tensor};
 use w4rl_data::Episode;
 use w4rl_envs::{Env, Obs};
 
+use crate::frames::model_to_chw;
 use crate::outcome::SuccessRule;
-use crate::policy::obs::to_u8;
 use crate::policy::{GaussianPolicy, ObsHistory};
 use crate::reward::RewardClassifier;
 use crate::world_model::{RollingContext, WorldModel};
@@ -108,7 +108,7 @@ pub struct PlaySession {
 fn imagined_bytes(frame: &Tensor) -> Result<Vec<u8>> {
     // [1, 3, S, S] in [-1, 1] -> S x S x 3 bytes
     Ok(Vec::<u8>::try_from(
-        crate::diffusion::frames_to_u8(frame)
+        crate::frames::model_to_hwc(frame)
             .to_device(tch::Device::Cpu)
             .flatten(0, -1),
     )?)
@@ -333,7 +333,9 @@ impl PlaySession {
     }
 
     fn prob(&self, frame: &Tensor) -> Result<f32> {
-        let p = self.tasks[self.task].classifier.prob_u8(&to_u8(frame));
+        let p = self.tasks[self.task]
+            .classifier
+            .prob_u8(&model_to_chw(frame));
         Ok(p.to_kind(Kind::Float).flatten(0, -1).double_value(&[0]) as f32)
     }
 

@@ -82,6 +82,8 @@ pub struct Chart {
     pub x_label: String,
     /// Named series of (x, y) points.
     pub series: Vec<(String, Vec<(f64, f64)>)>,
+    /// A logarithmic y axis (for losses that fall by orders of magnitude); values ≤ 0 are left out.
+    pub log_y: bool,
 }
 
 /// Everything a report shows.
@@ -114,65 +116,158 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
-/// Renders a chart to an SVG string.
+/// Renders a chart to an SVG string. Each series is a line with its own marker shape, so series that
+/// coincide stay visible.
 pub fn chart_svg(chart: &Chart) -> Result<String> {
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
+    // a log axis plots log10(y) and labels the ticks with y
+    let fy = |y: f64| if chart.log_y { y.log10() } else { y };
+    let series: Vec<(&str, Vec<(f64, f64)>)> = chart
+        .series
+        .iter()
+        .map(|(name, p)| {
+            let pts = p
+                .iter()
+                .filter(|(_, y)| !chart.log_y || *y > 0.0)
+                .map(|&(x, y)| (x, fy(y)))
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+                .collect();
+            (name.as_str(), pts)
+        })
+        .collect();
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in series.iter().flat_map(|(_, p)| p.iter()) {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if x0 > x1 {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    if x1 - x0 < 1e-12 {
+        x1 = x0 + 1.0;
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-6);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (560, 320)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let pts = chart
-            .series
-            .iter()
-            .flat_map(|(_, p)| p.iter())
-            .filter(|(x, y)| x.is_finite() && y.is_finite());
-        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-        for &(x, y) in pts {
-            x0 = x0.min(x);
-            x1 = x1.max(x);
-            y0 = y0.min(y);
-            y1 = y1.max(y);
-        }
-        if x0 > x1 {
-            (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-        }
-        if x1 - x0 < 1e-12 {
-            x1 = x0 + 1.0;
-        }
-        let pad = ((y1 - y0) * 0.05).max(1e-6);
+        root.fill(&WHITE).map_err(|e| err(&e))?;
         let mut c = ChartBuilder::on(&root)
             .caption(&chart.title, ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(36)
-            .y_label_area_size(56)
+            .y_label_area_size(64)
             .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(|e| err(&e))?;
+        let log = chart.log_y;
+        let y_fmt = move |v: &f64| {
+            if log {
+                format!("{:.0e}", 10f64.powf(*v))
+            } else {
+                format!("{v:.3}")
+            }
+        };
         c.configure_mesh()
             .x_desc(chart.x_label.as_str())
+            .y_label_formatter(&y_fmt)
             .light_line_style(WHITE.mix(0.0))
             .draw()
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        for (i, (name, points)) in chart.series.iter().enumerate() {
+            .map_err(|e| err(&e))?;
+        for (i, (name, pts)) in series.into_iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
-            let pts: Vec<(f64, f64)> = points
-                .iter()
-                .copied()
-                .filter(|(x, y)| x.is_finite() && y.is_finite())
-                .collect();
-            c.draw_series(LineSeries::new(pts, color.stroke_width(2)))
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .label(name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-                });
+            let style = color.stroke_width(2);
+            c.draw_series(LineSeries::new(pts.clone(), style))
+                .map_err(|e| err(&e))?
+                .label(name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
+            // markers only where they stay readable
+            if pts.len() <= 80 {
+                let marker = move |p: (f64, f64)| -> DynElement<'static, SVGBackend, (f64, f64)> {
+                    match i % 3 {
+                        0 => Circle::new(p, 3, color.filled()).into_dyn(),
+                        1 => TriangleMarker::new(p, 5, color.filled()).into_dyn(),
+                        _ => Cross::new(p, 4, color.stroke_width(2)).into_dyn(),
+                    }
+                };
+                c.draw_series(pts.into_iter().map(marker))
+                    .map_err(|e| err(&e))?;
+            }
         }
         if chart.series.len() > 1 {
             c.configure_series_labels()
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK.mix(0.3))
                 .draw()
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                .map_err(|e| err(&e))?;
         }
-        root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(svg)
+}
+
+/// BC against refined per task: each success rate as a dot with its 95 % interval as a bar.
+pub fn success_svg(rows: &[SuccessRow]) -> Result<String> {
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
+    let n = rows.len().max(1);
+    let mut svg = String::new();
+    {
+        let root =
+            SVGBackend::with_string(&mut svg, ((160 * n).max(360) as u32, 320)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut c = ChartBuilder::on(&root)
+            .caption(
+                "real success rate, 95 % Wilson interval",
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..100.0)
+            .map_err(|e| err(&e))?;
+        let names: Vec<String> = rows.iter().map(|r| r.task.clone()).collect();
+        let x_fmt = move |x: &f64| {
+            let k = x.round();
+            if (x - k).abs() < 1e-6 && k >= 0.0 {
+                names.get(k as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        };
+        c.configure_mesh()
+            .x_labels(2 * n + 1)
+            .x_label_formatter(&x_fmt)
+            .y_desc("%")
+            .light_line_style(WHITE.mix(0.0))
+            .draw()
+            .map_err(|e| err(&e))?;
+        for (j, (label, offset)) in [("BC", -0.12), ("refined", 0.12)].into_iter().enumerate() {
+            let color = COLORS[j];
+            let pts: Vec<(f64, Rate)> = rows
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    let rate = if j == 0 { r.bc } else { r.refined };
+                    rate.map(|v| (i as f64 + offset, v))
+                })
+                .collect();
+            c.draw_series(pts.iter().map(|(x, r)| {
+                ErrorBar::new_vertical(
+                    *x,
+                    100.0 * r.lo,
+                    100.0 * r.rate(),
+                    100.0 * r.hi,
+                    color.filled().stroke_width(2),
+                    10,
+                )
+            }))
+            .map_err(|e| err(&e))?
+            .label(label)
+            .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+        }
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
     }
     Ok(svg)
 }
@@ -283,10 +378,12 @@ impl Report {
         let _ = write!(
             html,
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>{}</title><style>\
-             body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}\
+             body{{font-family:sans-serif;margin:1.5em 2vw;color:#222}}\
              table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 10px;text-align:right}}\
              th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}\
-             figure{{display:inline-block;margin:.5em}}img{{image-rendering:pixelated}}</style></head><body><h1>{}</h1>",
+             .grid{{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:1em}}\
+             figure{{margin:.5em}}figure svg{{width:100%;height:auto}}figure.wide{{max-width:900px}}\
+             img{{image-rendering:pixelated;width:100%;max-width:512px}}</style></head><body><h1>{}</h1>",
             esc(&self.title),
             esc(&self.title)
         );
@@ -316,6 +413,10 @@ impl Report {
             md.push_str(&md_table(&h, &rows));
             html.push_str("<h2>Success rate in the real environment (95 % Wilson intervals)</h2>");
             html.push_str(&html_table(&h, &rows));
+            let svg = success_svg(&self.success)?;
+            w4rl_data::write_atomic(&plots.join("success.svg"), svg.as_bytes())?;
+            md.push_str("\n![real success rate, BC against refined](plots/success.svg)\n");
+            let _ = write!(html, "<figure class=\"wide\">{svg}</figure>");
         }
         if !self.fidelity.is_empty() {
             let (h, rows) = self.fidelity_rows();
@@ -333,7 +434,7 @@ impl Report {
         }
         if !self.charts.is_empty() {
             md.push_str("\n## Training curves\n\n");
-            html.push_str("<h2>Training curves</h2>");
+            html.push_str("<h2>Training curves</h2><div class=\"grid\">");
             for (i, chart) in self.charts.iter().enumerate() {
                 let svg = chart_svg(chart)?;
                 let name = format!("plot-{i:02}.svg");
@@ -341,10 +442,11 @@ impl Report {
                 let _ = writeln!(md, "![{}](plots/{name})\n", chart.title);
                 let _ = write!(html, "<figure>{svg}</figure>");
             }
+            html.push_str("</div>");
         }
         if !self.gifs.is_empty() {
             md.push_str("\n## Rollouts\n\n");
-            html.push_str("<h2>Rollouts</h2>");
+            html.push_str("<h2>Rollouts</h2><div class=\"grid\">");
             for (caption, path) in &self.gifs {
                 let rel = path.strip_prefix(dir).unwrap_or(path);
                 let _ = writeln!(md, "**{caption}**\n\n![{caption}]({})\n", rel.display());
@@ -368,6 +470,9 @@ impl Report {
                     }
                 }
             }
+        }
+        if !self.gifs.is_empty() {
+            html.push_str("</div>");
         }
         html.push_str("</body></html>\n");
         w4rl_data::write_atomic(&dir.join("report.md"), md.as_bytes())?;
@@ -410,7 +515,11 @@ mod tests {
             charts: vec![Chart {
                 title: "loss".into(),
                 x_label: "step".into(),
-                series: vec![("train".into(), vec![(0.0, 1.0), (1.0, 0.5)])],
+                series: vec![
+                    ("train".into(), vec![(0.0, 1.0), (1.0, 0.5)]),
+                    ("held-out".into(), vec![(0.0, 1.0), (1.0, 0.5)]),
+                ],
+                log_y: true,
             }],
             ..Default::default()
         };
@@ -421,5 +530,16 @@ mod tests {
         let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
         assert!(html.contains("<svg") && html.contains("<table>"));
         assert!(dir.path().join("plots/plot-00.svg").exists());
+        // the BC-against-refined chart, and two coinciding series each drawn with its own marker
+        assert!(dir.path().join("plots/success.svg").exists());
+        let plot = std::fs::read_to_string(dir.path().join("plots/plot-00.svg")).unwrap();
+        assert!(
+            plot.contains("<circle") && plot.contains("<polygon"),
+            "{plot}"
+        );
+        assert!(
+            plot.contains("1e0") && plot.contains("5e-1"),
+            "log-scale tick labels: {plot}"
+        );
     }
 }

@@ -1,16 +1,79 @@
-//! Run directories: `RUN/config.toml` (the resolved config), one folder per stage holding its
-//! `metrics.jsonl` (one JSON object per logged step) and checkpoints, and a `done.json` marker written
-//! when the stage completed, so a re-run skips finished stages and resumes partial ones.
+//! Run directories and where everything lives in them. Only the stage layer ([`crate::stage`],
+//! [`crate::stages`]) and the commands use this module; the learners never do.
+//!
+//! ```text
+//! RUN/config.toml                       the experiment as written (resolved values are re-derived)
+//! RUN/dataset/, RUN/heldout/            episode datasets (training data; held-out BC rollouts)
+//! RUN/<stage>/done.json                 the stage's typed record ([`Done`]), written once, at its end
+//! RUN/<stage>/metrics.jsonl             one JSON object per logged step
+//! RUN/bc/<task>/policy.safetensors      BC policy             RUN/reward/<task>/classifier.safetensors
+//! RUN/world_model/model.safetensors     world model (EMA)     RUN/refine/<task>/policy.safetensors
+//! ```
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use w4rl_data::DirLock;
+
+use crate::metrics_log::MetricsLog;
+
+/// The format of the `done.json` files this version writes. Files without a `format` field were
+/// written before the stage layer, as untyped summaries; they are refused with what to do.
+pub const DONE_FORMAT: u32 = 2;
+
+/// Stage names: each is the stage's folder in the run directory.
+pub mod stage_name {
+    /// Expert demonstrations of every task.
+    pub const COLLECT_EXPERT: &str = "collect-expert";
+    /// BC-policy rollouts and random-action episodes.
+    pub const COLLECT_ROLLOUTS: &str = "collect-rollouts";
+    /// Held-out BC rollouts (the outcome check's yardstick).
+    pub const COLLECT_HELDOUT: &str = "collect-heldout";
+    /// The world model.
+    pub const WORLD_MODEL: &str = "world_model";
+    /// Real-environment evaluation of every policy.
+    pub const EVAL: &str = "eval";
+    /// World-model fidelity and the outcome check.
+    pub const FIDELITY: &str = "fidelity";
+    /// The report.
+    pub const REPORT: &str = "report";
+
+    /// The BC policy of `task`.
+    pub fn bc(task: &str) -> String {
+        format!("bc/{task}")
+    }
+    /// The reward classifier of `task`.
+    pub fn reward(task: &str) -> String {
+        format!("reward/{task}")
+    }
+    /// PPO inside the world model for `task`.
+    pub fn refine(task: &str) -> String {
+        format!("refine/{task}")
+    }
+    /// The ceiling control of `task` (PPO in the real environment, classifier reward).
+    pub fn ceiling(task: &str) -> String {
+        format!("refine-real/{task}")
+    }
+}
+
+/// What a finished stage leaves in `RUN/<stage>/done.json`: its typed record and its wall-clock.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Done<R> {
+    /// [`DONE_FORMAT`].
+    pub format: u32,
+    /// The stage's name (its folder).
+    pub stage: String,
+    /// Wall-clock seconds of the invocation that finished the stage (a resumed world model also
+    /// records its total training time in its record).
+    pub seconds: f64,
+    /// What the stage produced.
+    pub record: R,
+}
 
 /// A run directory.
 #[derive(Clone, Debug)]
@@ -51,17 +114,66 @@ impl RunDir {
         Ok(d)
     }
 
-    /// Path of a checkpoint of a stage: `RUN/<stage>/<name>.safetensors`.
-    pub fn checkpoint(&self, stage: &str, name: &str) -> PathBuf {
-        self.root.join(stage).join(format!("{name}.safetensors"))
+    /// `RUN/dataset/`: the training episodes.
+    pub fn dataset(&self) -> PathBuf {
+        self.root.join("dataset")
     }
 
-    /// Writes the resolved config to `RUN/config.toml`. When the file exists with a different content,
+    /// `RUN/heldout/`: BC rollouts no learner trains on.
+    pub fn heldout(&self) -> PathBuf {
+        self.root.join("heldout")
+    }
+
+    /// `RUN/world_model/`: the world model's folder (its trainer owns the file names inside).
+    pub fn world_model_dir(&self) -> PathBuf {
+        self.root.join(stage_name::WORLD_MODEL)
+    }
+
+    /// `RUN/world_model/model.safetensors`.
+    pub fn world_model(&self) -> PathBuf {
+        crate::world_model::train::WorldModelFiles::in_dir(&self.world_model_dir()).model
+    }
+
+    /// `RUN/bc/<task>/policy.safetensors`.
+    pub fn bc_policy(&self, task: &str) -> PathBuf {
+        self.root
+            .join(stage_name::bc(task))
+            .join("policy.safetensors")
+    }
+
+    /// `RUN/reward/<task>/classifier.safetensors`.
+    pub fn classifier(&self, task: &str) -> PathBuf {
+        self.root
+            .join(stage_name::reward(task))
+            .join("classifier.safetensors")
+    }
+
+    /// `RUN/refine/<task>/`.
+    pub fn refine_dir(&self, task: &str) -> PathBuf {
+        self.root.join(stage_name::refine(task))
+    }
+
+    /// `RUN/refine/<task>/policy.safetensors`: the policy that stands as the refined one.
+    pub fn refined_policy(&self, task: &str) -> PathBuf {
+        self.refine_dir(task).join("policy.safetensors")
+    }
+
+    /// `RUN/refine-real/<task>/`.
+    pub fn ceiling_dir(&self, task: &str) -> PathBuf {
+        self.root.join(stage_name::ceiling(task))
+    }
+
+    /// `RUN/<stage>/metrics.jsonl`.
+    pub fn metrics_path(&self, stage: &str) -> PathBuf {
+        self.root.join(stage).join("metrics.jsonl")
+    }
+
+    /// Writes the config to `RUN/config.toml`. When the file exists with a different content,
     /// this is an error: resuming a run under another config would mix two experiments. A config that
     /// only lacks keys added to world4rl since the run began, and resolves to the same values once
     /// their defaults are filled in, is the same experiment: it is rewritten in full and the run goes on.
     pub fn write_config<C: Serialize + DeserializeOwned>(&self, cfg: &C) -> Result<()> {
-        let text = toml::to_string_pretty(cfg).context("serialising the resolved config")?;
+        let text = toml::to_string_pretty(cfg).context("serialising the config")?;
         let path = self.root.join("config.toml");
         if let Ok(existing) = fs::read_to_string(&path) {
             if existing == text {
@@ -85,99 +197,61 @@ impl RunDir {
 
     /// The metrics log of a stage, opened for appending.
     pub fn metrics(&self, stage: &str) -> Result<MetricsLog> {
-        MetricsLog::open(self.stage_dir(stage)?.join("metrics.jsonl"))
+        self.stage_dir(stage)?;
+        MetricsLog::open(self.metrics_path(stage))
     }
 
     /// True when the stage wrote its `done.json`.
     pub fn is_done(&self, stage: &str) -> bool {
-        self.root.join(stage).join("done.json").exists()
+        self.done_path(stage).exists()
     }
 
-    /// The summary a finished stage left in `done.json`.
-    pub fn done_summary(&self, stage: &str) -> Option<serde_json::Value> {
-        let text = fs::read_to_string(self.root.join(stage).join("done.json")).ok()?;
-        serde_json::from_str(&text).ok()
+    fn done_path(&self, stage: &str) -> PathBuf {
+        self.root.join(stage).join("done.json")
     }
 
-    /// Marks a stage finished, with a summary (atomic).
-    pub fn mark_done(&self, stage: &str, summary: &serde_json::Value) -> Result<()> {
-        let path = self.stage_dir(stage)?.join("done.json");
-        w4rl_data::write_atomic(&path, serde_json::to_string_pretty(summary)?.as_bytes())?;
-        Ok(())
-    }
-}
-
-/// Append-only JSON-lines log.
-#[derive(Debug)]
-pub struct MetricsLog {
-    path: PathBuf,
-    file: File,
-}
-
-impl MetricsLog {
-    /// Opens `path` for appending, creating it when needed.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        Ok(Self { path, file })
-    }
-
-    /// For a resumed stage: drops logged lines whose `step` is beyond the checkpoint that is resumed
-    /// (and any torn last line), so the log has no duplicates after the restart.
-    pub fn truncate_after(&mut self, step: u64) -> Result<()> {
-        let kept: Vec<String> = match File::open(&self.path) {
-            Ok(f) => BufReader::new(f)
-                .lines()
-                .map_while(|l| l.ok())
-                .filter(|l| match serde_json::from_str::<serde_json::Value>(l) {
-                    Ok(v) => v
-                        .get("step")
-                        .and_then(|s| s.as_u64())
-                        .is_none_or(|s| s <= step),
-                    Err(_) => false,
-                })
-                .collect(),
-            Err(_) => Vec::new(),
+    /// The record of a finished stage; `None` when the stage has not finished. A `done.json` written
+    /// before the stage layer, or one that does not hold this stage's record, is an error that says
+    /// what to do.
+    pub fn done<R: DeserializeOwned>(&self, stage: &str) -> Result<Option<Done<R>>> {
+        let path = self.done_path(stage);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        let mut text = kept.join("\n");
-        if !text.is_empty() {
-            text.push('\n');
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", path.display()))?;
+        match value.get("format").and_then(|f| f.as_u64()) {
+            Some(f) if f == DONE_FORMAT as u64 => {}
+            Some(f) => bail!(
+                "{} has format {f}, this world4rl reads format {DONE_FORMAT}; use the world4rl that wrote the run, or start a new run with another --out",
+                path.display()
+            ),
+            None => bail!(
+                "{} was written by an earlier world4rl (before typed stage records), which this version does not resume. \
+                 Start a new run with another --out, or delete the run's done.json files \
+                 (`find {} -name done.json -delete`) to redo every stage from the files it left: \
+                 collection keeps its episodes, the world model resumes from its last checkpoint, the other learners train again",
+                path.display(),
+                self.root.display()
+            ),
         }
-        w4rl_data::write_atomic(&self.path, text.as_bytes())?;
-        *self = Self::open(&self.path)?;
+        let done = serde_json::from_value(value).with_context(|| {
+            format!(
+                "{} does not hold a record of stage {stage}; delete it to redo the stage",
+                path.display()
+            )
+        })?;
+        Ok(Some(done))
+    }
+
+    /// Writes a stage's `done.json` (atomic).
+    pub fn write_done<R: Serialize>(&self, done: &Done<R>) -> Result<()> {
+        let path = self.stage_dir(&done.stage)?.join("done.json");
+        w4rl_data::write_atomic(&path, serde_json::to_string_pretty(done)?.as_bytes())?;
         Ok(())
     }
-
-    /// Appends one JSON object as a line and flushes it.
-    pub fn log(&mut self, value: &serde_json::Value) -> Result<()> {
-        let mut line = serde_json::to_string(value)?;
-        line.push('\n');
-        self.file
-            .write_all(line.as_bytes())
-            .with_context(|| format!("writing {}", self.path.display()))?;
-        self.file.flush()?;
-        Ok(())
-    }
-
-    /// Where the log lives.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-/// Reads every JSON line of a metrics file (for plots and reports); torn lines are skipped.
-pub fn read_metrics(path: impl AsRef<Path>) -> Result<Vec<serde_json::Value>> {
-    let f = File::open(path.as_ref())
-        .with_context(|| format!("opening {}", path.as_ref().display()))?;
-    Ok(BufReader::new(f)
-        .lines()
-        .map_while(|l| l.ok())
-        .filter_map(|l| serde_json::from_str(&l).ok())
-        .collect())
 }
 
 #[cfg(test)]
@@ -185,21 +259,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn metrics_resume_and_config_guard() {
+    fn config_guard_and_typed_done_records() {
         let dir = tempfile::tempdir().unwrap();
         let run = RunDir::open(dir.path().join("run")).unwrap();
-        let mut m = run.metrics("wm").unwrap();
-        for s in 1..=5u64 {
-            m.log(&serde_json::json!({"step": s, "loss": 1.0 / s as f64}))
-                .unwrap();
-        }
-        m.truncate_after(3).unwrap();
-        m.log(&serde_json::json!({"step": 4, "loss": 0.2})).unwrap();
-        let lines = read_metrics(m.path()).unwrap();
-        let steps: Vec<u64> = lines.iter().map(|v| v["step"].as_u64().unwrap()).collect();
-        assert_eq!(steps, vec![1, 2, 3, 4]);
 
-        #[derive(Serialize, serde::Deserialize)]
+        #[derive(Serialize, Deserialize)]
         struct C {
             a: u32,
             #[serde(default)]
@@ -214,9 +278,35 @@ mod tests {
         assert!(run.write_config(&C { a: 1, b: 3 }).is_err());
         run.write_config(&C { a: 1, b: 0 }).unwrap();
         assert!(fs::read_to_string(&cfg_path).unwrap().contains("b = 0"));
+
+        // a stage's record round-trips through its done.json
         assert!(!run.is_done("wm"));
-        run.mark_done("wm", &serde_json::json!({"ok": true}))
-            .unwrap();
+        assert!(run.done::<Vec<u32>>("wm").unwrap().is_none());
+        let done = Done {
+            format: DONE_FORMAT,
+            stage: "wm".into(),
+            seconds: 1.5,
+            record: vec![3u32, 4],
+        };
+        run.write_done(&done).unwrap();
         assert!(run.is_done("wm"));
+        let back = run.done::<Vec<u32>>("wm").unwrap().unwrap();
+        assert_eq!((back.record, back.seconds), (vec![3, 4], 1.5));
+        // the wrong record type names the file and what to do
+        let err = format!("{:#}", run.done::<String>("wm").unwrap_err());
+        assert!(err.contains("does not hold a record of stage wm"), "{err}");
+
+        // a done.json of an earlier world4rl is refused with what to do
+        fs::write(
+            run.path().join("wm/done.json"),
+            r#"{"steps": 60, "minutes": 0.1}"#,
+        )
+        .unwrap();
+        let err = format!("{:#}", run.done::<Vec<u32>>("wm").unwrap_err());
+        assert!(err.contains("earlier world4rl"), "{err}");
+        assert!(err.contains("-name done.json -delete"), "{err}");
+        // a torn file is an error, not a finished stage
+        fs::write(run.path().join("wm/done.json"), "{\"format\": 2, \"sta").unwrap();
+        assert!(run.done::<Vec<u32>>("wm").is_err());
     }
 }

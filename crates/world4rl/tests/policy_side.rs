@@ -130,8 +130,7 @@ fn classifier_learns_a_separable_set_and_its_loss_falls() {
     let path = dir.path().join("clf.safetensors");
     clf.save(&path, serde_json::json!({})).unwrap();
     let (back, _) = world4rl::reward::RewardClassifier::load(&path, tch::Device::Cpu).unwrap();
-    let x = world4rl::policy::obs::frames_to_u8(&frame(12, 5), 1, SIZE, SIZE, tch::Device::Cpu)
-        .unwrap();
+    let x = world4rl::frames::bytes_to_chw(&frame(12, 5), 1, SIZE, SIZE, tch::Device::Cpu).unwrap();
     assert!(
         (clf.prob_u8(&x).double_value(&[0]) - back.prob_u8(&x).double_value(&[0])).abs() < 1e-6
     );
@@ -218,6 +217,8 @@ mod imagination {
     use world4rl::policy::{GaussianPolicy, PolicyConfig, PolicySpec};
     use world4rl::reward::{ClassifierConfig, RewardClassifier, RewardMode};
     use world4rl::run::RunDir;
+    use world4rl::stage::run_stage;
+    use world4rl::stages::refine::{RefineConfig, RefineTask};
     use world4rl::world_model::{WorldModel, WorldModelConfig};
 
     fn tiny_classifier(threshold: f64) -> RewardClassifier {
@@ -428,7 +429,7 @@ mod imagination {
         // to replay, and a run without a classifier is an error that says which stage to run
         use world4rl::outcome::{task_outcome_agreement, Rollouts};
         let run = RunDir::open(dir.path().join("run")).unwrap();
-        let path = reward::checkpoint_path(&run, "dots");
+        let path = run.classifier("dots");
         let training = Rollouts {
             heldout: None,
             training: &ds,
@@ -607,31 +608,34 @@ mod imagination {
         let ds = synthetic_dataset(&dir.path().join("data"), 4, 6);
         let run = RunDir::open(dir.path().join("run")).unwrap();
         let wm = WorldModel::new(WorldModelConfig::tiny(), 2, tch::Device::Cpu).unwrap();
-        wm.save(
-            &world4rl::world_model::train::StagePaths::new(run.path()).model,
-            serde_json::json!({}),
-        )
-        .unwrap();
+        wm.save(&run.world_model(), serde_json::json!({})).unwrap();
         run.stage_dir("reward/dots").unwrap();
         tiny_classifier(0.5)
-            .save(
-                &reward::checkpoint_path(&run, "dots"),
-                serde_json::json!({}),
-            )
+            .save(&run.classifier("dots"), serde_json::json!({}))
             .unwrap();
         run.stage_dir("bc/dots").unwrap();
         tiny_policy()
-            .save(&bc::checkpoint_path(&run, "dots"), serde_json::json!({}))
+            .save(&run.bc_policy("dots"), serde_json::json!({}))
             .unwrap();
-        let mut cfg = world4rl::ppo::RefineConfig::default();
+        let mut cfg = RefineConfig::default();
         cfg.ppo.num_envs = 4;
         cfg.ppo.rollout_steps = 4;
         cfg.ppo.minibatch_size = 8;
         cfg.ppo.iterations = 3;
         cfg.ppo.critic_warmup_iters = 1;
         cfg.imagination.horizon = 3;
-        let r =
-            world4rl::ppo::refine_task(&cfg, &run, &ds, None, "dots", tch::Device::Cpu, 0).unwrap();
+        let refine = |cfg: &RefineConfig, task: &str, accept: Option<&Dataset>| {
+            let stage = RefineTask {
+                cfg,
+                data: &ds,
+                accept_starts: accept,
+                task: task.to_string(),
+                device: tch::Device::Cpu,
+                monitor_seed: 0,
+            };
+            run_stage(&run, &stage).map(|d| d.record)
+        };
+        let r = refine(&cfg, "dots", None).unwrap();
         assert_eq!(r.ppo.iterations, 3);
         assert_eq!(r.ppo.env_steps, 3 * 4 * 4);
         assert_eq!(r.imagination.steps, 12);
@@ -641,7 +645,8 @@ mod imagination {
         assert!((lo - cfg.ppo.std_min).abs() < 1e-9 && (hi - cfg.ppo.std_max).abs() < 1e-9);
         assert!(r.last.exists());
         let lines =
-            world4rl::run::read_metrics(run.path().join("refine/dots/metrics.jsonl")).unwrap();
+            world4rl::metrics_log::read_metrics(run.path().join("refine/dots/metrics.jsonl"))
+                .unwrap();
         assert_eq!(lines.len(), 3);
         assert!(run.is_done("refine/dots"));
         // without an acceptance check the standing policy is the last checkpoint
@@ -655,15 +660,20 @@ mod imagination {
         cfg.accept_episodes = 6;
         // and with the KL penalty to the starting policy, whose value is logged once the actor moves
         cfg.ppo.kl_to_initial = 1.0;
-        std::fs::remove_file(run.path().join("refine/dots/done.json")).ok();
-        let r = world4rl::ppo::refine_task(&cfg, &run, &ds, Some(&ds), "dots", tch::Device::Cpu, 0)
-            .unwrap();
+        // a finished stage is skipped and keeps its record; without its done.json it runs again
+        assert!(refine(&cfg, "dots", Some(&ds))
+            .unwrap()
+            .acceptance
+            .is_none());
+        std::fs::remove_file(run.path().join("refine/dots/done.json")).unwrap();
+        let r = refine(&cfg, "dots", Some(&ds)).unwrap();
         let a = r.acceptance.expect("the acceptance check ran");
         assert_eq!(a.comparison.episodes, 6);
         let (lo, hi) = a.comparison.gain_ci;
         assert!(lo <= a.comparison.gain && a.comparison.gain <= hi, "{a:?}");
         let lines =
-            world4rl::run::read_metrics(run.path().join("refine/dots/metrics.jsonl")).unwrap();
+            world4rl::metrics_log::read_metrics(run.path().join("refine/dots/metrics.jsonl"))
+                .unwrap();
         let kl: Vec<f64> = lines
             .iter()
             .map(|l| l["kl_initial"].as_f64().unwrap())
@@ -677,12 +687,11 @@ mod imagination {
         let expected = if a.accepted {
             &r.last
         } else {
-            &bc::checkpoint_path(&run, "dots")
+            &run.bc_policy("dots")
         };
         assert_eq!(standing, std::fs::read(expected).unwrap());
         // a missing stage-1 artefact is a clear error naming what to run
-        let err = world4rl::ppo::refine_task(&cfg, &run, &ds, None, "other", tch::Device::Cpu, 0)
-            .unwrap_err();
+        let err = refine(&cfg, "other", None).unwrap_err();
         assert!(format!("{err:#}").contains("train reward"), "{err:#}");
     }
 }

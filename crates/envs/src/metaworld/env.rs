@@ -6,7 +6,7 @@ use super::{
     RenderConfig, TaskSpec, ACTION_DIM, DEFAULT_MAX_STEPS, OBS_DIM, TASKS,
 };
 use crate::{
-    check_action, ActionSpec, Env, EnvConfig, EnvError, Expert, Info, Obs, RewardKind, Step,
+    check_action, ActionSpec, Controller, Env, EnvConfig, EnvError, Info, Obs, RewardKind, Step,
     TaskInfo,
 };
 
@@ -267,7 +267,7 @@ impl MetaWorldExpert {
     }
 }
 
-impl Expert for MetaWorldExpert {
+impl Controller for MetaWorldExpert {
     fn reset(&mut self, _seed: u64) {}
 
     fn act(&mut self, obs: &Obs) -> Vec<f32> {
@@ -310,10 +310,10 @@ pub fn make(task: &str, cfg: &EnvConfig) -> Option<Result<Box<dyn Env>, EnvError
 }
 
 /// The expert of `metaworld/<task>` for the registry; `None` when the name is not of this suite.
-pub fn make_expert(task: &str) -> Option<Box<dyn Expert>> {
+pub fn make_expert(task: &str) -> Option<Box<dyn Controller>> {
     let short = task.strip_prefix(PREFIX)?;
     spec(short)?;
     MetaWorldExpert::new(short)
         .ok()
-        .map(|e| Box::new(e) as Box<dyn Expert>)
+        .map(|e| Box::new(e) as Box<dyn Controller>)
 }

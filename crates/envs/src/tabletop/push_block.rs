@@ -24,7 +24,7 @@ use super::canvas::Canvas;
 use super::control::{around, move_toward, reach};
 use super::geom::{rot, segment_poly_dist, transform, V2};
 use super::{sample_pusher, to_sim, Eval, Scene, Task, TaskDef, PUSHER_RADIUS, SIM};
-use crate::{Expert, Obs};
+use crate::{Controller, Obs};
 
 /// Half side of the block.
 pub const HALF: f32 = 34.0;
@@ -144,7 +144,7 @@ pub struct PushBlockExpert {
     pushing: bool,
 }
 
-impl Expert for PushBlockExpert {
+impl Controller for PushBlockExpert {
     fn reset(&mut self, _seed: u64) {
         self.pushing = false;
     }

@@ -33,7 +33,7 @@ use super::geom::{
     intersection_area, point_poly_dist, rot, segment_poly_dist, transform, wrap_angle, V2,
 };
 use super::{sample_pusher, to_sim, Eval, Scene, Task, TaskDef, ARENA, PUSHER_RADIUS, SIM};
-use crate::{Expert, Obs};
+use crate::{Controller, Obs};
 
 /// The two boxes of the T in its body frame (gym-pusht `add_tee`, scale 30, length 4).
 pub const PARTS: [[V2; 4]; 2] = [
@@ -420,7 +420,7 @@ fn blocked(a: V2, b: V2, parts: &[[V2; 4]; 2]) -> bool {
         .any(|poly| segment_poly_dist(a2, b, poly) < PUSHER_RADIUS + 1.0)
 }
 
-impl Expert for PushTExpert {
+impl Controller for PushTExpert {
     fn reset(&mut self, _seed: u64) {
         *self = Self {
             contacts: std::mem::take(&mut self.contacts),

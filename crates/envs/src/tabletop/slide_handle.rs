@@ -26,7 +26,7 @@ use super::canvas::Canvas;
 use super::control::{around, move_toward, reach};
 use super::geom::{point_poly_dist, rot, segment_poly_dist, transform, V2};
 use super::{sample_pusher, to_sim, Eval, Scene, Task, TaskDef, PUSHER_RADIUS, SIM};
-use crate::{Expert, Obs};
+use crate::{Controller, Obs};
 
 /// Half length of the handle along the rail.
 pub const HALF_LEN: f32 = 38.0;
@@ -196,7 +196,7 @@ pub struct SlideHandleExpert {
     pushing: bool,
 }
 
-impl Expert for SlideHandleExpert {
+impl Controller for SlideHandleExpert {
     fn reset(&mut self, _seed: u64) {
         self.pushing = false;
     }

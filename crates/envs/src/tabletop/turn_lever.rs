@@ -26,7 +26,7 @@ use super::canvas::Canvas;
 use super::control::{around, move_toward, reach};
 use super::geom::{rot, segment_poly_dist, transform, wrap_angle, V2};
 use super::{sample_pusher, to_sim, Eval, Scene, Task, TaskDef, PUSHER_RADIUS, SIM};
-use crate::{Expert, Obs};
+use crate::{Controller, Obs};
 
 /// Reach of the lever in front of the hinge.
 pub const LENGTH: f32 = 170.0;
@@ -156,7 +156,7 @@ pub struct TurnLeverExpert {
     pushing: bool,
 }
 
-impl Expert for TurnLeverExpert {
+impl Controller for TurnLeverExpert {
     fn reset(&mut self, _seed: u64) {
         self.pushing = false;
     }

@@ -7,6 +7,4 @@ pub mod sampler;
 pub use denoiser::{
     conditioners, Conditioners, Denoiser, DenoiserBatch, DenoiserConfig, LossOutput,
 };
-pub use sampler::{
-    frames_from_u8, frames_to_u8, quantize, sample, sigmas, SamplerConfig, SamplerKind,
-};
+pub use sampler::{sample, sigmas, SamplerConfig, SamplerKind};

@@ -6,11 +6,11 @@
 //! `σ̂ = σ_i(1+γ)`), then takes an Euler step `x ← x + (σ_{i+1} − σ̂)·(x − D(x; σ̂))/σ̂`; Heun adds the
 //! trapezoidal correction except on the last step to σ = 0. DIAMOND's world model uses Euler with 3
 //! steps, σ ∈ [2e-3, 5], ρ = 7, no churn. The final frame is clamped to [-1, 1] and quantised to 8
-//! bits ([`quantize`]) before it is fed back as context.
+//! bits ([`crate::frames::quantize`]) before it is fed back as context.
 
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 /// First-order (Euler) or second-order (Heun) integration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -104,13 +104,6 @@ pub fn sigmas(cfg: &SamplerConfig) -> Vec<f64> {
     s
 }
 
-/// Clamps to [-1, 1] and rounds to the 256 levels of an 8-bit frame (DIAMOND's
-/// `clamp(-1,1).add(1).div(2).mul(255).byte().div(255).mul(2).sub(1)`, with rounding instead of
-/// truncation so that an 8-bit frame converted to [-1, 1] is a fixed point).
-pub fn quantize(x: &Tensor) -> Tensor {
-    ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round() / 127.5 - 1.0
-}
-
 /// Integrates from noise to a frame. `denoise(x, σ)` must return `D(x; σ)` for the whole batch at
 /// the scalar level `σ`; `x_init` is standard normal noise of the output shape (scaled here by σ_0).
 /// Returns the final, unquantised sample.
@@ -146,30 +139,12 @@ where
     x
 }
 
-/// Converts `[..., H, W, C]` u8 frames to `[..., C, H, W]` f32 in [-1, 1].
-pub fn frames_from_u8(frames: &Tensor) -> Tensor {
-    let nd = frames.dim() as i64;
-    let mut perm: Vec<i64> = (0..nd - 3).collect();
-    perm.extend([nd - 1, nd - 3, nd - 2]);
-    frames.permute(perm.as_slice()).to_kind(Kind::Float) / 127.5 - 1.0
-}
-
-/// Converts `[..., C, H, W]` frames in [-1, 1] to `[..., H, W, C]` u8 (rounded, clamped).
-pub fn frames_to_u8(frames: &Tensor) -> Tensor {
-    let nd = frames.dim() as i64;
-    let mut perm: Vec<i64> = (0..nd - 3).collect();
-    perm.extend([nd - 2, nd - 1, nd - 3]);
-    ((frames.clamp(-1.0, 1.0) + 1.0) * 127.5)
-        .round()
-        .to_kind(Kind::Uint8)
-        .permute(perm.as_slice())
-        .contiguous()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frames::{hwc_to_model, model_to_hwc, quantize};
     use tch::Device;
+    use tch::Kind;
 
     #[test]
     fn schedule_endpoints_and_monotonicity() {
@@ -240,9 +215,9 @@ mod tests {
         let u = Tensor::arange(256, (Kind::Uint8, Device::Cpu))
             .view([1, 4, 64, 1])
             .repeat([1, 1, 1, 3]);
-        let f = frames_from_u8(&u);
+        let f = hwc_to_model(&u);
         assert_eq!(f.size(), vec![1, 3, 4, 64]);
         assert_eq!(quantize(&f).eq_tensor(&f).all().int64_value(&[]), 1);
-        assert_eq!(frames_to_u8(&f).eq_tensor(&u).all().int64_value(&[]), 1);
+        assert_eq!(model_to_hwc(&f).eq_tensor(&u).all().int64_value(&[]), 1);
     }
 }

@@ -13,11 +13,9 @@ use tch::{nn::OptimizerConfig, Device, Kind, Tensor};
 use w4rl_data::{Dataset, Episode, EpisodeKind};
 
 use super::gaussian::{GaussianPolicy, ObsBatch, PolicyConfig, PolicySpec};
-use super::obs::{
-    dihedral as dihedral_frames, dihedral_actions, frames_to_u8, random_dihedral_picks,
-};
+use super::obs::{dihedral as dihedral_frames, dihedral_actions, random_dihedral_picks};
+use crate::frames::bytes_to_chw;
 use crate::optim::{restore_weights, snapshot_weights, WeightSnapshot};
-use crate::run::RunDir;
 
 /// `[bc]`: behaviour cloning.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -106,6 +104,7 @@ pub struct BcReport {
     /// Held-out expert episodes.
     pub val_demos: usize,
     /// Training NLL averaged over the last logging window.
+    #[serde(deserialize_with = "crate::json_float::nan_if_null")]
     pub train_nll: f64,
     /// Held-out NLL (None without held-out episodes).
     pub val_nll: Option<f64>,
@@ -166,7 +165,7 @@ pub fn pairs(episodes: &[&Episode], policy: &GaussianPolicy) -> Result<BcData> {
         if policy.config().use_image {
             // frames 0..t at the policy's size, then stacks of the last `k` frames (repeating frame 0)
             let k = policy.config().frame_stack.max(1) as i64;
-            let f = frames_to_u8(
+            let f = bytes_to_chw(
                 &ep.frames[..t * ep.frame_len()],
                 t,
                 size,
@@ -375,45 +374,4 @@ pub fn train_task(
         seconds: start.elapsed().as_secs_f64(),
     };
     Ok((policy, report))
-}
-
-/// Path of the BC policy of `task` in a run: `RUN/bc/<task>/policy.safetensors`.
-pub fn checkpoint_path(run: &RunDir, task: &str) -> std::path::PathBuf {
-    run.checkpoint(&format!("bc/{task}"), "policy")
-}
-
-/// Trains (or, when already done, skips) the BC policy of every configured task; writes
-/// `RUN/bc/<task>/{policy.safetensors, metrics.jsonl, done.json}`.
-pub fn train_all(
-    cfg: &BcConfig,
-    dataset: &Dataset,
-    run: &RunDir,
-    device: Device,
-) -> Result<Vec<BcReport>> {
-    let tasks = if cfg.tasks.is_empty() {
-        dataset.tasks()
-    } else {
-        cfg.tasks.clone()
-    };
-    let mut reports = Vec::new();
-    for task in &tasks {
-        let stage = format!("bc/{task}");
-        if let Some(done) = run.done_summary(&stage) {
-            if let Ok(r) = serde_json::from_value::<BcReport>(done) {
-                tracing::info!("bc '{task}': already trained, skipping");
-                reports.push(r);
-                continue;
-            }
-        }
-        let mut metrics = run.metrics(&stage)?;
-        metrics.truncate_after(0)?;
-        let (policy, report) = train_task(cfg, dataset, task, device, |v| metrics.log(&v))?;
-        policy.save(
-            &checkpoint_path(run, task),
-            serde_json::json!({"stage": "bc", "report": report, "dataset": dataset.dir()}),
-        )?;
-        run.mark_done(&stage, &serde_json::to_value(&report)?)?;
-        reports.push(report);
-    }
-    Ok(reports)
 }

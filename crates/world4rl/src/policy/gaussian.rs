@@ -20,9 +20,12 @@ use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 use w4rl_envs::Obs;
 
-use super::encoder::{ConvEncoder, EncoderConfig};
-use super::obs::{frames_to_u8, random_shift, to_float};
+use super::encoder::EncoderConfig;
+use super::obs::random_shift;
+pub use super::obs_batch::{ObsBatch, ObsHistory};
+use super::trunk::Trunk;
 use crate::checkpoint;
+use crate::frames::{bytes_to_chw, chw_to_model};
 
 /// Architecture and σ bounds of [`GaussianPolicy`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -166,115 +169,6 @@ impl PolicySpec {
     }
 }
 
-/// Network inputs of a batch: `u8 [B, 3, h, w]` frames and/or `f32 [B, S]` raw states.
-#[derive(Debug)]
-pub struct ObsBatch {
-    /// Frames at the policy's size (`None` when the policy ignores images).
-    pub image: Option<Tensor>,
-    /// Raw low-dimensional states (`None` when the policy ignores the state).
-    pub state: Option<Tensor>,
-}
-
-impl ObsBatch {
-    /// Rows `idx` of every part.
-    pub fn select(&self, idx: &Tensor) -> ObsBatch {
-        ObsBatch {
-            image: self.image.as_ref().map(|t| t.index_select(0, idx)),
-            state: self.state.as_ref().map(|t| t.index_select(0, idx)),
-        }
-    }
-
-    /// Concatenates batches along the batch dimension.
-    pub fn cat(parts: &[ObsBatch]) -> ObsBatch {
-        let image: Vec<&Tensor> = parts.iter().filter_map(|p| p.image.as_ref()).collect();
-        let state: Vec<&Tensor> = parts.iter().filter_map(|p| p.state.as_ref()).collect();
-        ObsBatch {
-            image: (!image.is_empty()).then(|| Tensor::cat(&image, 0)),
-            state: (!state.is_empty()).then(|| Tensor::cat(&state, 0)),
-        }
-    }
-
-    /// Batch size.
-    pub fn len(&self) -> i64 {
-        self.image
-            .as_ref()
-            .or(self.state.as_ref())
-            .map(|t| t.size()[0])
-            .unwrap_or(0)
-    }
-
-    /// True when the batch is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// The last observations of each environment of a batch, for policies that stack frames.
-#[derive(Clone, Debug)]
-pub struct ObsHistory {
-    k: usize,
-    envs: Vec<std::collections::VecDeque<Obs>>,
-}
-
-impl ObsHistory {
-    /// Histories of length at most `k`, each starting with its environment's first observation.
-    pub fn new(k: usize, first: Vec<Obs>) -> Self {
-        let envs = first
-            .into_iter()
-            .map(|o| std::collections::VecDeque::from([o]))
-            .collect();
-        Self { k: k.max(1), envs }
-    }
-
-    /// Number of environments.
-    pub fn len(&self) -> usize {
-        self.envs.len()
-    }
-
-    /// True without environments.
-    pub fn is_empty(&self) -> bool {
-        self.envs.is_empty()
-    }
-
-    /// Starts a new episode of environment `i`.
-    pub fn reset(&mut self, i: usize, obs: Obs) {
-        self.envs[i].clear();
-        self.envs[i].push_back(obs);
-    }
-
-    /// Appends the newest observation of environment `i`.
-    pub fn push(&mut self, i: usize, obs: Obs) {
-        let h = &mut self.envs[i];
-        h.push_back(obs);
-        while h.len() > self.k {
-            h.pop_front();
-        }
-    }
-
-    /// The newest observation of environment `i`.
-    pub fn latest(&self, i: usize) -> &Obs {
-        &self.envs[i][self.envs[i].len() - 1]
-    }
-
-    /// Policy inputs of the environments `rows` (all when `None`).
-    pub fn batch(&self, policy: &GaussianPolicy, rows: Option<&[usize]>) -> Result<ObsBatch> {
-        let all: Vec<usize>;
-        let rows = match rows {
-            Some(r) => r,
-            None => {
-                all = (0..self.envs.len()).collect();
-                &all
-            }
-        };
-        let stacks: Vec<Vec<&Obs>> = rows
-            .iter()
-            .map(|&i| self.envs[i].iter().collect())
-            .collect();
-        let refs: Vec<&[&Obs]> = stacks.iter().map(|v| v.as_slice()).collect();
-        policy.obs_batch_stacked(&refs)
-    }
-}
-
 /// Output of the policy network.
 #[derive(Debug)]
 pub struct GaussianOut {
@@ -330,9 +224,7 @@ pub struct GaussianPolicy {
     vs: nn::VarStore,
     cfg: PolicyConfig,
     spec: PolicySpec,
-    encoder: Option<ConvEncoder>,
-    fc1: nn::Linear,
-    fc2: nn::Linear,
+    trunk: Trunk,
     mean_head: nn::Linear,
     log_std_head: nn::Linear,
     state_mean: Tensor,
@@ -362,26 +254,17 @@ impl GaussianPolicy {
         }
         let vs = nn::VarStore::new(device);
         let root = vs.root();
-        let encoder = if cfg.use_image {
-            Some(ConvEncoder::new(
-                &root / "encoder",
-                3 * cfg.frame_stack as i64,
-                &cfg.encoder,
-            )?)
-        } else {
-            None
-        };
         let s = if cfg.use_state {
             spec.state_dim as i64
         } else {
             0
         };
+        let channels = 3 * cfg.frame_stack as i64;
+        let encoder = cfg.use_image.then_some((channels, &cfg.encoder));
+        let trunk = Trunk::new(&root, encoder, s, cfg.hidden)?;
         let state_mean = root.zeros_no_train("state_mean", &[s.max(1)]);
         let state_std = root.ones_no_train("state_std", &[s.max(1)]);
-        let in_dim = encoder.as_ref().map_or(0, |e| e.features()) + s;
         let a = spec.action_dim as i64;
-        let fc1 = nn::linear(&root / "fc1", in_dim, cfg.hidden, Default::default());
-        let fc2 = nn::linear(&root / "fc2", cfg.hidden, cfg.hidden, Default::default());
         let small = nn::LinearConfig {
             ws_init: nn::Init::Uniform {
                 lo: -1e-3,
@@ -404,9 +287,7 @@ impl GaussianPolicy {
             vs,
             cfg: cfg.clone(),
             spec: spec.clone(),
-            encoder,
-            fc1,
-            fc2,
+            trunk,
             mean_head,
             log_std_head,
             state_mean,
@@ -524,7 +405,7 @@ impl GaussianPolicy {
                     bytes.extend_from_slice(&o.frame);
                 }
             }
-            let t = frames_to_u8(&bytes, n * k, size, self.spec.image_size, dev)?;
+            let t = bytes_to_chw(&bytes, n * k, size, self.spec.image_size, dev)?;
             let s = self.spec.image_size as i64;
             Some(t.view([n as i64, 3 * k as i64, s, s]))
         } else {
@@ -555,27 +436,27 @@ impl GaussianPolicy {
 
     /// μ and clamped log σ. `shift_pad > 0` applies random-shift augmentation to the frames (training).
     pub fn forward(&self, obs: &ObsBatch, shift_pad: i64) -> Result<GaussianOut> {
-        let mut parts = Vec::with_capacity(2);
-        if let Some(enc) = &self.encoder {
-            let img = obs
-                .image
-                .as_ref()
-                .context("the policy needs frames but the batch has none")?;
-            let x = random_shift(&to_float(img), shift_pad);
-            parts.push(enc.forward(&x));
-        }
-        if self.cfg.use_state {
-            let s = obs
-                .state
-                .as_ref()
-                .context("the policy needs the low-dimensional state but the batch has none")?;
-            parts.push((s.to_kind(Kind::Float) - &self.state_mean) / &self.state_std);
-        }
-        let h = Tensor::cat(&parts, 1)
-            .apply(&self.fc1)
-            .relu()
-            .apply(&self.fc2)
-            .relu();
+        let frames = match self.trunk.reads_frames() {
+            true => {
+                let img = obs
+                    .image
+                    .as_ref()
+                    .context("the policy needs frames but the batch has none")?;
+                Some(random_shift(&chw_to_model(img), shift_pad))
+            }
+            false => None,
+        };
+        let state = match self.cfg.use_state {
+            true => {
+                let s = obs
+                    .state
+                    .as_ref()
+                    .context("the policy needs the low-dimensional state but the batch has none")?;
+                Some((s.to_kind(Kind::Float) - &self.state_mean) / &self.state_std)
+            }
+            false => None,
+        };
+        let h = self.trunk.forward(frames.as_ref(), state)?;
         let mean = self.mean_head.forward(&h).tanh();
         let log_std = self
             .log_std_head

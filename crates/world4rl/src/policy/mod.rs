@@ -6,6 +6,8 @@ pub mod encoder;
 pub mod export;
 pub mod gaussian;
 pub mod obs;
+mod obs_batch;
+pub mod trunk;
 
 pub use bc::{BcConfig, BcReport};
 pub use encoder::{ConvEncoder, EncoderConfig};

@@ -1,76 +1,10 @@
-//! From environment frames to network inputs.
-//!
-//! Every learner of the policy side (reward classifier, BC policy, critic) sees frames at the world
-//! model's frame size, so that the policy refined inside the world model sees at deployment the same kind
-//! of input it was trained on. Real frames larger than that are reduced by **area averaging** (exact box
-//! filter for integer factors) and re-quantised to 8 bits, as a world-model frame is.
-//!
-//! Layouts: environment and dataset frames are `u8 [N, H, W, 3]` row-major; network inputs are
-//! `u8 [N, 3, h, w]` (compact, stored in rollout buffers) turned into `f32` in `[-1, 1]` by [`to_float`].
+//! Augmentations of the policy side's network inputs (`f32 [N, C, H, W]`): DrQ's random shifts and
+//! the dihedral transforms of the tabletop scenes, with the matching action transforms. Every learner
+//! of the policy side (reward classifier, BC policy, critic) sees frames at the world model's frame
+//! size, so that the policy refined inside the world model sees at deployment the same kind of input
+//! it was trained on; the conversions are in [`crate::frames`].
 
-use anyhow::{ensure, Result};
 use tch::{Device, Kind, Tensor};
-
-/// `n` RGB frames of `size x size` pixels (`u8 [n, size, size, 3]`) as a `u8 [n, 3, out, out]` tensor on
-/// `device`, resized to `out` pixels when `out != size`.
-pub fn frames_to_u8(
-    frames: &[u8],
-    n: usize,
-    size: usize,
-    out: usize,
-    device: Device,
-) -> Result<Tensor> {
-    ensure!(
-        size > 0 && out > 0,
-        "frame sizes must be positive (got {size} -> {out})"
-    );
-    ensure!(
-        frames.len() == n * size * size * 3,
-        "got {} bytes of frames, expected {n} frames of {size}x{size}x3 = {}",
-        frames.len(),
-        n * size * size * 3
-    );
-    let t = Tensor::from_slice(frames)
-        .view([n as i64, size as i64, size as i64, 3])
-        .permute([0, 3, 1, 2])
-        .to_device(device);
-    Ok(resize_u8(&t, out))
-}
-
-/// Resizes a `u8 [N, 3, H, W]` batch of square frames to `out` pixels (area averaging when shrinking,
-/// bilinear when growing), rounding back to 8 bits. Returns a contiguous tensor.
-pub fn resize_u8(t: &Tensor, out: usize) -> Tensor {
-    let size = t.size()[3];
-    let out = out as i64;
-    if size == out {
-        return t.contiguous();
-    }
-    let f = t.to_kind(Kind::Float);
-    let r = if size > out && size % out == 0 {
-        let k = size / out;
-        f.avg_pool2d([k, k], [k, k], [0, 0], false, true, None::<i64>)
-    } else if size > out {
-        f.adaptive_avg_pool2d([out, out])
-    } else {
-        f.upsample_bilinear2d([out, out], false, None::<f64>, None::<f64>)
-    };
-    r.round()
-        .clamp(0.0, 255.0)
-        .to_kind(Kind::Uint8)
-        .contiguous()
-}
-
-/// `u8` pixels to `f32` in `[-1, 1]` (the world model's range).
-pub fn to_float(t: &Tensor) -> Tensor {
-    t.to_kind(Kind::Float) / 127.5 - 1.0
-}
-
-/// `f32` in `[-1, 1]` back to 8-bit pixels (rounded, clamped).
-pub fn to_u8(t: &Tensor) -> Tensor {
-    ((t.clamp(-1.0, 1.0) + 1.0) * 127.5)
-        .round()
-        .to_kind(Kind::Uint8)
-}
 
 /// DrQ-style random-shift augmentation of a float batch `[N, C, H, W]`: replicate-pad by `pad` pixels and
 /// crop back at a random offset per sample. `pad = 0` returns the input.
@@ -152,37 +86,6 @@ pub fn random_dihedral(x: &Tensor) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn area_resize_and_layout() {
-        // one 4x4 frame, red channel = column index * 10, green = row index, blue = 7
-        let mut f = Vec::new();
-        for r in 0..4u8 {
-            for c in 0..4u8 {
-                f.extend_from_slice(&[c * 10, r, 7]);
-            }
-        }
-        let t = frames_to_u8(&f, 1, 4, 2, Device::Cpu).unwrap();
-        assert_eq!(t.size(), vec![1, 3, 2, 2]);
-        let v = Vec::<u8>::try_from(t.flatten(0, -1)).unwrap();
-        // red: mean of columns {0,1} = 5, {2,3} = 25; green: rows {0,1} -> 0.5 -> rounds to 0 (half to even), {2,3} -> 2.5 -> 2
-        assert_eq!(&v[..4], &[5, 25, 5, 25]);
-        assert_eq!(&v[8..], &[7, 7, 7, 7]);
-        assert!(frames_to_u8(&f[..10], 1, 4, 2, Device::Cpu).is_err());
-        let x = to_float(&t);
-        assert!(to_u8(&x).equal(&t));
-        let s = random_shift(&x, 1);
-        assert_eq!(s.size(), x.size());
-        let d = random_dihedral(&x);
-        assert_eq!(d.size(), x.size());
-        // a symmetry keeps the multiset of pixel values
-        assert!(
-            (d.sum(Kind::Float) - x.sum(Kind::Float))
-                .abs()
-                .double_value(&[])
-                < 1e-3
-        );
-    }
 
     #[test]
     fn dihedral_moves_pixels_and_actions_alike() {

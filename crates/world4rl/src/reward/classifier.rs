@@ -28,8 +28,9 @@ use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
 use crate::checkpoint;
+use crate::frames::{chw_to_model, resize_chw};
 use crate::policy::encoder::{ConvEncoder, EncoderConfig};
-use crate::policy::obs::{random_dihedral, random_shift, resize_u8, to_float};
+use crate::policy::obs::{random_dihedral, random_shift};
 
 /// Which image backbone the classifier uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,7 +273,7 @@ impl RewardClassifier {
         noise_std: f64,
         dihedral: bool,
     ) -> Tensor {
-        let mut x = random_shift(&to_float(frames), shift_pad);
+        let mut x = random_shift(&chw_to_model(frames), shift_pad);
         if dihedral {
             x = random_dihedral(&x);
         }
@@ -286,7 +287,7 @@ impl RewardClassifier {
     /// with members, the ensemble's score (module docs).
     pub fn prob_u8(&self, frames: &Tensor) -> Tensor {
         let own = tch::no_grad(|| {
-            let x = to_float(&resize_u8(
+            let x = chw_to_model(&resize_chw(
                 &frames.to_device(self.device()),
                 self.image_size,
             ));
@@ -303,7 +304,7 @@ impl RewardClassifier {
             if m.image_size == self.image_size {
                 m.prob(x).to_device(self.device())
             } else {
-                m.prob_u8(&crate::policy::obs::to_u8(x))
+                m.prob_u8(&crate::frames::model_to_chw(x))
                     .to_device(self.device())
             }
         })

@@ -2,11 +2,10 @@
 //! metrics ([`metrics`]).
 
 pub mod classifier;
+mod config;
 pub mod metrics;
 pub mod train;
 
 pub use classifier::{Backbone, ClassifierConfig, RewardClassifier, RewardMode};
 pub use metrics::{roc_auc, BinaryMetrics};
-pub use train::{
-    checkpoint_path, evaluate_frames, train_all, train_task, ClassifierReport, RewardConfig,
-};
+pub use train::{evaluate_frames, train_task, ClassifierReport, RewardConfig};

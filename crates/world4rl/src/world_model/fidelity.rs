@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 use w4rl_data::{Episode, SamplerConfig as WindowConfig, WindowSampler};
 
-use super::{frames_to_model, imagine, Batch, RollingContext, WorldModel};
+use super::{imagine, Batch, RollingContext, WorldModel};
+use crate::frames::bytes_to_model;
 use crate::metrics;
 
 /// Settings of [`evaluate`].
@@ -205,6 +206,59 @@ pub fn rollout_starts(episodes: &[Episode], cfg: &FidelityConfig) -> Vec<(usize,
     all
 }
 
+/// The recorded actions of `h` steps from each start (`[B, h, A]`) and the real frames they led to
+/// (`[B, h, 3, S, S]` at the model's size).
+fn recorded(wm: &WorldModel, refs: &[(&Episode, usize)], h: usize) -> Result<(Tensor, Tensor)> {
+    let a = wm.action_dim();
+    let mut acts = Vec::with_capacity(refs.len() * h * a);
+    let mut real = Vec::with_capacity(refs.len());
+    for &(ep, t0) in refs {
+        for k in 0..h {
+            acts.extend_from_slice(ep.action(t0 + k));
+        }
+        let bytes: Vec<u8> = (1..=h)
+            .flat_map(|k| ep.frame(t0 + k).iter().copied())
+            .collect();
+        real.push(bytes_to_model(
+            &bytes,
+            h,
+            ep.meta.image_size,
+            wm.image_size(),
+            wm.device(),
+        )?);
+    }
+    let actions = Tensor::from_slice(&acts).view([refs.len() as i64, h as i64, a as i64]);
+    Ok((actions, Tensor::stack(&real, 0)))
+}
+
+/// The LPIPS, FID and FVD networks whose weights `cfg` names.
+#[allow(clippy::type_complexity)]
+fn feature_networks(
+    cfg: &FidelityConfig,
+    dev: tch::Device,
+) -> Result<(
+    Option<metrics::lpips::Lpips>,
+    Option<metrics::fid::FidInception>,
+    Option<metrics::fvd::I3d>,
+)> {
+    let lpips = cfg
+        .lpips_weights
+        .as_ref()
+        .map(|p| metrics::lpips::Lpips::load(p, Default::default(), dev))
+        .transpose()?;
+    let fid = cfg
+        .fid_weights
+        .as_ref()
+        .map(|p| metrics::fid::FidInception::load(p, dev))
+        .transpose()?;
+    let fvd = cfg
+        .fvd_weights
+        .as_ref()
+        .map(|p| metrics::fvd::I3d::load(p, dev))
+        .transpose()?;
+    Ok((lpips, fid, fvd))
+}
+
 /// Evaluates `wm` on `episodes` (see the module docs).
 pub fn evaluate(
     wm: &WorldModel,
@@ -221,24 +275,8 @@ pub fn evaluate(
         "fidelity: no held-out episode has {} steps",
         cfg.horizon
     );
-    let h = cfg.horizon;
-    let size = wm.image_size();
-    let dev = wm.device();
-    let lpips = cfg
-        .lpips_weights
-        .as_ref()
-        .map(|p| metrics::lpips::Lpips::load(p, Default::default(), dev))
-        .transpose()?;
-    let fid = cfg
-        .fid_weights
-        .as_ref()
-        .map(|p| metrics::fid::FidInception::load(p, dev))
-        .transpose()?;
-    let fvd = cfg
-        .fvd_weights
-        .as_ref()
-        .map(|p| metrics::fvd::I3d::load(p, dev))
-        .transpose()?;
+    let (h, size) = (cfg.horizon, wm.image_size());
+    let (lpips, fid, fvd) = feature_networks(cfg, wm.device())?;
 
     tch::manual_seed(cfg.seed as i64);
     let t_start = Instant::now();
@@ -254,24 +292,9 @@ pub fn evaluate(
     for chunk in starts.chunks(cfg.batch) {
         let refs: Vec<(&Episode, usize)> = chunk.iter().map(|&(e, t)| (&episodes[e], t)).collect();
         let mut ctx = RollingContext::from_episodes(wm, &refs)?;
-        let a = wm.action_dim();
-        let mut acts = Vec::with_capacity(chunk.len() * h * a);
-        let mut real = Vec::with_capacity(chunk.len());
-        for &(ep, t0) in &refs {
-            for k in 0..h {
-                acts.extend_from_slice(ep.action(t0 + k));
-            }
-            let side = ep.meta.image_size;
-            let bytes: Vec<u8> = (1..=h)
-                .flat_map(|k| ep.frame(t0 + k).iter().copied())
-                .collect();
-            real.push(frames_to_model(&bytes, h, side, size, dev)?);
-        }
-        let b = chunk.len() as i64;
-        let actions = Tensor::from_slice(&acts).view([b, h as i64, a as i64]);
+        let (actions, real) = recorded(wm, &refs, h)?;
         let last = ctx.last_frame();
         let fake = imagine(wm, &mut ctx, &actions)?; // [B, H, 3, S, S]
-        let real = Tensor::stack(&real, 0);
         for k in 0..h {
             let (r, f) = (real.select(1, k as i64), fake.select(1, k as i64));
             psnr[k].push(metrics::psnr(&f, &r)?);
@@ -306,12 +329,12 @@ pub fn evaluate(
     let (fid_v, fvd_v) = if !real_clips.is_empty() {
         let real = Tensor::cat(&real_clips, 0);
         let fake = Tensor::cat(&fake_clips, 0);
-        let fid_v = fid
-            .as_ref()
-            .map(|m| m.fid(&real.flatten(0, 1), &fake.flatten(0, 1), 32))
-            .transpose()?;
-        let fvd_v = fvd.as_ref().map(|m| m.fvd(&real, &fake, 8)).transpose()?;
-        (fid_v, fvd_v)
+        (
+            fid.as_ref()
+                .map(|m| m.fid(&real.flatten(0, 1), &fake.flatten(0, 1), 32))
+                .transpose()?,
+            fvd.as_ref().map(|m| m.fvd(&real, &fake, 8)).transpose()?,
+        )
     } else {
         (None, None)
     };

@@ -11,7 +11,8 @@
 use anyhow::{ensure, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::{frames_to_model, WorldModel};
+use super::WorldModel;
+use crate::frames::bytes_to_model;
 
 /// The sliding window of context frames and actions of a batch of imagined trajectories.
 #[derive(Debug)]
@@ -118,7 +119,7 @@ impl RollingContext {
                     }
                 }
             }
-            frames.push(frames_to_model(&bytes, l, side, size, wm.device())?);
+            frames.push(bytes_to_model(&bytes, l, side, size, wm.device())?);
         }
         let b = starts.len() as i64;
         let frames = Tensor::stack(&frames, 0);
@@ -276,6 +277,39 @@ where
     Ok((Tensor::stack(&frames, 1), Tensor::stack(&actions, 1)))
 }
 
+/// The first `steps` transitions of a recorded episode, real and imagined: the episode's frames, and
+/// the world model's open-loop replay of its actions from its first frame. Two `[steps + 1, 3, H, W]`
+/// tensors in [-1, 1] at the model's frame size, both starting with the first frame.
+pub fn replay_episode(
+    wm: &WorldModel,
+    ep: &w4rl_data::Episode,
+    steps: usize,
+) -> Result<(Tensor, Tensor)> {
+    ensure!(
+        (1..=ep.meta.steps).contains(&steps),
+        "an episode of {} steps cannot replay {steps}",
+        ep.meta.steps
+    );
+    let mut ctx = RollingContext::from_episodes(wm, &[(ep, 0)])?;
+    let first = ctx.last_frame();
+    let a = wm.action_dim();
+    let acts: Vec<f32> = (0..steps).flat_map(|t| ep.action(t).to_vec()).collect();
+    let actions = Tensor::from_slice(&acts).view([1, steps as i64, a as i64]);
+    let fake = imagine(wm, &mut ctx, &actions)?.squeeze_dim(0);
+    let bytes: Vec<u8> = (1..=steps).flat_map(|t| ep.frame(t).to_vec()).collect();
+    let real = bytes_to_model(
+        &bytes,
+        steps,
+        ep.meta.image_size,
+        wm.image_size(),
+        wm.device(),
+    )?;
+    Ok((
+        Tensor::cat(&[&first, &real], 0),
+        Tensor::cat(&[&first, &fake], 0),
+    ))
+}
+
 /// Writes an animated GIF of `columns` (each `[T, 3, S, S]` in [-1, 1], equal shapes) side by side,
 /// separated by a 2-pixel white bar, every pixel enlarged `scale` times, `delay_cs` hundredths of a
 /// second per frame, looping.
@@ -311,7 +345,7 @@ pub fn side_by_side_gif(
         .iter()
         .map(|c| {
             Vec::<u8>::try_from(
-                crate::diffusion::frames_to_u8(&c.to_device(Device::Cpu)).flatten(0, -1),
+                crate::frames::model_to_hwc(&c.to_device(Device::Cpu)).flatten(0, -1),
             )
         })
         .collect::<Result<_, _>>()?;

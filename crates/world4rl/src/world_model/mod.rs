@@ -12,412 +12,29 @@
 //! the prediction is frame `t+1`. Padded positions (before an episode start) have mask `false`:
 //! their frames and encoded actions are zeroed.
 
+mod batch;
+mod config;
 pub mod fidelity;
+mod holdout;
 pub mod imagine;
+mod learner;
 pub mod train;
+mod train_config;
 
 use std::path::Path;
 
-use anyhow::{bail, ensure, Context, Result};
-use serde::{Deserialize, Serialize};
+use anyhow::{ensure, Context, Result};
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::action_encoding::{ActionEncoder, ActionEncodingConfig, EncodingKind};
-use crate::diffusion::{self, Denoiser, DenoiserBatch, DenoiserConfig, LossOutput, SamplerConfig};
-use crate::models::{ActionEmbedding, InnerModelConfig, UNetConfig};
+use crate::action_encoding::ActionEncoder;
+use crate::diffusion::{self, Denoiser, DenoiserBatch, LossOutput, SamplerConfig};
 
+pub use batch::{motion_weights, AfterTarget, Batch, TrainLossOptions};
+pub use config::{encoding_name, MemoryEstimate, Precision, WorldModelConfig};
 pub use imagine::{imagine, imagine_with_policy, RollingContext};
 
 /// Checkpoint metadata `kind` of a world model.
 pub const CHECKPOINT_KIND: &str = "world4rl.world_model";
-
-/// Architecture, noise and sampler settings of the world model (`[world_model.model]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WorldModelConfig {
-    /// Side of the (square) frames the model works at; dataset frames are resized to it (area
-    /// averaging when shrinking).
-    pub image_size: usize,
-    /// Context frames L (the paper's T = 4).
-    pub context: usize,
-    /// Action encoding (two-hot K = 21 by default).
-    pub action_encoding: ActionEncodingConfig,
-    /// How the encoded actions enter the conditioning vector (`linear` or DIAMOND's `embedding`).
-    pub action_embedding: ActionEmbedding,
-    /// U-Net widths, depths, attention, conditioning width.
-    pub unet: UNetConfig,
-    /// EDM preconditioning and training noise.
-    pub denoiser: DenoiserConfig,
-    /// Sampler used for imagination.
-    pub sampler: SamplerConfig,
-}
-
-impl Default for WorldModelConfig {
-    fn default() -> Self {
-        Self::cpu()
-    }
-}
-
-impl WorldModelConfig {
-    /// Tests and CI smoke runs: 16×16 frames, 0.33 M parameters, seconds per hundred steps.
-    pub fn tiny() -> Self {
-        Self {
-            image_size: 16,
-            context: 4,
-            action_encoding: ActionEncodingConfig::default(),
-            action_embedding: ActionEmbedding::Linear,
-            unet: UNetConfig {
-                channels: vec![16, 32, 32],
-                depths: vec![1, 1, 1],
-                attention: vec![false, false, false],
-                cond_channels: 64,
-            },
-            denoiser: DenoiserConfig::default(),
-            sampler: SamplerConfig::default(),
-        }
-    }
-
-    /// The README demo on a 2-core CPU (see `docs/world_model.md` for the measurements behind it):
-    /// 32×32 frames (a train step costs ~1/4 of 64×64, bake-off scale probe; the tabletop scenes stay
-    /// legible), channels [32,32,64,64] with one residual block per level and attention only at the
-    /// 4×4 level (2.0 M parameters), and 2 Euler steps (on short training budgets 2 steps gave a
-    /// higher open-loop PSNR than 3, and imagination costs a third less).
-    pub fn cpu() -> Self {
-        Self {
-            image_size: 32,
-            context: 4,
-            action_encoding: ActionEncodingConfig::default(),
-            action_embedding: ActionEmbedding::Linear,
-            unet: UNetConfig {
-                channels: vec![32, 32, 64, 64],
-                depths: vec![1, 1, 1, 1],
-                attention: vec![false, false, false, true],
-                cond_channels: 256,
-            },
-            denoiser: DenoiserConfig::default(),
-            sampler: SamplerConfig {
-                steps: 2,
-                ..Default::default()
-            },
-        }
-    }
-
-    /// The paper's size (~330 M parameters): DIAMOND's CS:GO denoiser (channels
-    /// [128,256,512,1024], depths 2, attention at the two deepest levels, cond 2048) with its noise
-    /// settings (ln σ ~ N(−1.2, 1.2²), offset noise 0.1, context-noise augmentation, s_cond 0.005),
-    /// 64×64 frames, 3 Euler steps. Meant for a GPU.
-    pub fn paper() -> Self {
-        Self {
-            image_size: 64,
-            context: 4,
-            action_encoding: ActionEncodingConfig::default(),
-            action_embedding: ActionEmbedding::Linear,
-            unet: UNetConfig {
-                channels: vec![128, 256, 512, 1024],
-                depths: vec![2, 2, 2, 2],
-                attention: vec![false, false, true, true],
-                cond_channels: 2048,
-            },
-            denoiser: DenoiserConfig {
-                sigma_loc: -1.2,
-                sigma_offset_noise: 0.1,
-                context_noise: true,
-                ..Default::default()
-            },
-            sampler: SamplerConfig {
-                s_cond: 0.005,
-                ..Default::default()
-            },
-        }
-    }
-
-    /// A preset by name: `tiny`, `cpu` or `paper`.
-    pub fn preset(name: &str) -> Result<Self> {
-        match name {
-            "tiny" => Ok(Self::tiny()),
-            "cpu" => Ok(Self::cpu()),
-            "paper" => Ok(Self::paper()),
-            other => bail!("unknown world-model preset '{other}' (expected tiny, cpu or paper)"),
-        }
-    }
-
-    /// Checks every part.
-    pub fn validate(&self) -> Result<()> {
-        ensure!(
-            self.image_size >= 4,
-            "world_model.model.image_size must be at least 4"
-        );
-        ensure!(
-            self.context >= 1,
-            "world_model.model.context must be at least 1"
-        );
-        self.unet.validate()?;
-        self.denoiser.validate()?;
-        self.sampler.validate()?;
-        ActionEncoder::new(self.action_encoding.clone(), 1)?;
-        Ok(())
-    }
-
-    /// The inner-model configuration for actions of dimension `action_dim`.
-    pub fn inner_model(&self, action_dim: usize) -> Result<InnerModelConfig> {
-        let enc = ActionEncoder::new(self.action_encoding.clone(), action_dim)?;
-        let cfg = InnerModelConfig {
-            image_channels: 3,
-            context: self.context,
-            action_encoded_dim: enc.encoded_dim() as i64,
-            context_noise_embedding: self.denoiser.context_noise,
-            action_embedding: self.action_embedding,
-            unet: self.unet.clone(),
-        };
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    /// Trainable parameters for actions of dimension `action_dim`, in closed form (nothing is
-    /// allocated, so this is cheap for the paper preset).
-    pub fn param_count(&self, action_dim: usize) -> Result<i64> {
-        Ok(self.inner_model(action_dim)?.param_count())
-    }
-
-    /// A rough training-memory estimate in bytes for `batch` (f32): weights, gradients, EMA copy and
-    /// two AdamW moments (5 × 4 bytes per parameter) plus activations kept for the backward pass,
-    /// counted as ~8 tensors of the block's output size per residual block (plus attention maps).
-    pub fn memory_estimate(&self, action_dim: usize, batch: usize) -> Result<MemoryEstimate> {
-        let params = self.param_count(action_dim)? as f64;
-        let state = params * 4.0 * 5.0;
-        let u = &self.unet;
-        let mut act = 0f64;
-        let mut side =
-            self.image_size.div_ceil(u.size_multiple() as usize) * u.size_multiple() as usize;
-        for (i, &c) in u.channels.iter().enumerate() {
-            let hw = (side * side) as f64;
-            // down blocks + up blocks (depth + 1), each ~8 saved activations of c·hw
-            let blocks = (2 * u.depths[i] + 1) as f64;
-            act += blocks * 8.0 * c as f64 * hw;
-            if u.attention[i] {
-                let heads = (c / 8).max(1) as f64;
-                act += blocks * heads * hw * hw * 2.0;
-            }
-            if i + 1 < u.channels.len() {
-                side /= 2;
-            }
-        }
-        let c_last = *u.channels.last().unwrap() as f64;
-        let hw = (side * side) as f64;
-        act += 2.0 * (8.0 * c_last * hw + (c_last / 8.0).max(1.0) * hw * hw * 2.0);
-        let activations = act * batch as f64 * 4.0;
-        Ok(MemoryEstimate {
-            params: params as i64,
-            state_bytes: state,
-            activation_bytes: activations,
-        })
-    }
-}
-
-/// Output of [`WorldModelConfig::memory_estimate`].
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct MemoryEstimate {
-    pub params: i64,
-    /// Weights + gradients + EMA + AdamW moments.
-    pub state_bytes: f64,
-    /// Activations saved for the backward pass of one batch (rough).
-    pub activation_bytes: f64,
-}
-
-/// A training or evaluation batch on the model's device.
-#[derive(Debug)]
-pub struct Batch {
-    /// `[B, L, 3, H, W]` in [-1, 1], zero where masked.
-    pub context: Tensor,
-    /// Raw actions `[B, L, A]`.
-    pub actions: Tensor,
-    /// `[B, L]` bool, false = padding before the episode start.
-    pub mask: Tensor,
-    /// `[B, 3, H, W]` in [-1, 1].
-    pub next: Tensor,
-    /// The frames after the target, for training on the model's own predictions (`None` when the
-    /// sampler carries none).
-    pub after: Option<AfterTarget>,
-}
-
-/// The `N` steps after a window's target (see [`w4rl_data::WindowBatch::after`]).
-#[derive(Debug)]
-pub struct AfterTarget {
-    /// `[B, N, 3, H, W]` in [-1, 1], zero past the episode end.
-    pub frames: Tensor,
-    /// Raw actions `[B, N, A]` leading to them (action `k` is taken at the frame before frame `k`).
-    pub actions: Tensor,
-    /// `[B, N]` bool, false past the episode end.
-    pub mask: Tensor,
-}
-
-/// How a training step scores a batch beyond Eq. 7 (training only; validation uses the plain loss).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct TrainLossOptions {
-    /// Extra weight `λ` of the pixels where the last two context frames differ (dilated by
-    /// `motion_radius`): pixel weight `1 + λ·moved`. The weights come from the context only, so the
-    /// per-pixel optimum is still the conditional mean. 0 = uniform.
-    pub motion_weight: f64,
-    /// Dilation radius (pixels) of the motion mask.
-    pub motion_radius: i64,
-}
-
-/// Per-pixel weights `[B, 1, H, W]`: `1 + λ` where the last two (real) context frames of
-/// `context: [B, L, 3, H, W]` differ by more than one 8-bit level, dilated by `radius`, else 1.
-pub fn motion_weights(context: &Tensor, mask: &Tensor, lambda: f64, radius: i64) -> Tensor {
-    let l = context.size()[1];
-    if l < 2 {
-        return context.select(1, 0).narrow(1, 0, 1).ones_like();
-    }
-    let a = context.select(1, l - 1);
-    let b = context.select(1, l - 2);
-    let both = mask
-        .select(1, l - 1)
-        .logical_and(&mask.select(1, l - 2))
-        .to_kind(Kind::Float)
-        .view([-1, 1, 1, 1]);
-    let moved = (a - b)
-        .abs()
-        .amax(&[1i64][..], true)
-        .gt(1.5 / 127.5)
-        .to_kind(Kind::Float)
-        * both;
-    let k = 2 * radius + 1;
-    let moved = if radius > 0 {
-        moved.max_pool2d([k, k], [1, 1], [radius, radius], [1, 1], false)
-    } else {
-        moved
-    };
-    moved * lambda + 1.0
-}
-
-/// Resizes frames `[N, 3, S, S]` to `size × size`: area averaging when shrinking, bilinear when
-/// growing, unchanged when equal.
-pub fn resize_frames(frames: &Tensor, size: usize) -> Tensor {
-    let s = frames.size();
-    let (h, w) = (s[s.len() - 2], s[s.len() - 1]);
-    let size = size as i64;
-    if h == size && w == size {
-        frames.shallow_clone()
-    } else if h >= size && w >= size {
-        frames.adaptive_avg_pool2d([size, size])
-    } else {
-        frames.upsample_bilinear2d([size, size], false, None, None)
-    }
-}
-
-/// Converts u8 frames `[N, S, S, 3]` (row-major bytes) to `[N, 3, size, size]` in [-1, 1] on `device`,
-/// resized to the model's frame size and re-quantised to 8 bits.
-pub fn frames_to_model(
-    bytes: &[u8],
-    n: usize,
-    side: usize,
-    size: usize,
-    device: Device,
-) -> Result<Tensor> {
-    ensure!(
-        bytes.len() == n * side * side * 3,
-        "frames: expected {}x{side}x{side}x3 bytes, got {}",
-        n,
-        bytes.len()
-    );
-    let t = Tensor::from_slice(bytes).view([n as i64, side as i64, side as i64, 3]);
-    let f = diffusion::frames_from_u8(&t);
-    let f = if side == size {
-        f
-    } else {
-        diffusion::quantize(&resize_frames(&f, size))
-    };
-    Ok(f.to_device(device))
-}
-
-impl Batch {
-    /// Converts a window batch of the dataset sampler (u8 frames) to model tensors.
-    pub fn from_windows(
-        w: &w4rl_data::WindowBatch,
-        image_size: usize,
-        device: Device,
-    ) -> Result<Self> {
-        let (b, l, s, a) = (w.batch, w.context, w.image_size, w.action_dim);
-        let ctx = frames_to_model(&w.frames, b * l, s, image_size, device)?;
-        let size = image_size as i64;
-        let context = ctx.view([b as i64, l as i64, 3, size, size]);
-        let next = frames_to_model(&w.next, b, s, image_size, device)?;
-        let actions = Tensor::from_slice(&w.actions)
-            .view([b as i64, l as i64, a as i64])
-            .to_device(device);
-        let mask = Tensor::from_slice(&w.mask)
-            .view([b as i64, l as i64])
-            .to_device(device);
-        let context = context
-            * mask
-                .to_kind(Kind::Float)
-                .view([b as i64, l as i64, 1, 1, 1]);
-        let n = w.rollout();
-        let after = (n > 0)
-            .then(|| -> Result<AfterTarget> {
-                let mask = Tensor::from_slice(&w.after_mask)
-                    .view([b as i64, n as i64])
-                    .to_device(device);
-                let frames = frames_to_model(&w.after, b * n, s, image_size, device)?
-                    .view([b as i64, n as i64, 3, size, size])
-                    * mask
-                        .to_kind(Kind::Float)
-                        .view([b as i64, n as i64, 1, 1, 1]);
-                let actions = Tensor::from_slice(&w.after_actions)
-                    .view([b as i64, n as i64, a as i64])
-                    .to_device(device);
-                Ok(AfterTarget {
-                    frames,
-                    actions,
-                    mask,
-                })
-            })
-            .transpose()?;
-        Ok(Self {
-            context,
-            actions,
-            mask,
-            next,
-            after,
-        })
-    }
-}
-
-/// Number format of the world model's network evaluations: at imagination time
-/// (`refine.world_model_precision`, `eval world-model --precision`) the weights themselves are cast;
-/// in training (`world_model.precision`) the passes run on a cast working copy of f32 weights.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// 32-bit floats, as trained (default).
-    #[default]
-    F32,
-    /// bfloat16 weights and activations for the U-Net (the EDM preconditioning and the sampler stay
-    /// `f32`). On CPUs with AVX-512 BF16/AMX it makes an imagination step about 1.6x faster (cpu
-    /// preset, batch 64, 2 cores: 334 -> 205 ms); on older CPUs it is emulated and slower.
-    Bf16,
-}
-
-impl std::fmt::Display for Precision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::F32 => "f32",
-            Self::Bf16 => "bf16",
-        })
-    }
-}
-
-impl std::str::FromStr for Precision {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "f32" => Ok(Self::F32),
-            "bf16" => Ok(Self::Bf16),
-            other => bail!("precision '{other}' is unknown; use f32 or bf16"),
-        }
-    }
-}
 
 /// The world model: weights, action encoder, denoiser and configuration.
 pub struct WorldModel {
@@ -632,7 +249,7 @@ impl WorldModel {
             total += out.loss;
             if i < n {
                 // the prediction replaces the real frame where the step exists
-                let pred = diffusion::quantize(&out.denoised);
+                let pred = crate::frames::quantize(&out.denoised);
                 let keep = target_valid.to_kind(Kind::Float).view([b, 1, 1, 1]);
                 frames[hi] = &pred * &keep + &frames[hi] * (-&keep + 1.0);
             }
@@ -683,7 +300,7 @@ impl WorldModel {
                 .denoise(x, &sig, sigma_cond.as_ref(), &ctx, &actions)
                 .clamp(-1.0, 1.0)
         });
-        Ok(diffusion::quantize(&out))
+        Ok(crate::frames::quantize(&out))
     }
 
     /// Saves the weights and the configuration to a safetensors checkpoint (atomic).
@@ -729,68 +346,13 @@ pub fn parse_meta(meta: &serde_json::Value) -> Result<(WorldModelConfig, usize)>
     Ok((cfg, a))
 }
 
-/// Name of an encoding for reports.
-pub fn encoding_name(kind: EncodingKind) -> &'static str {
-    match kind {
-        EncodingKind::TwoHot => "two-hot",
-        EncodingKind::OneHot => "one-hot",
-        EncodingKind::Linear => "linear",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn presets_validate_and_paper_has_330m_params() {
-        for name in ["tiny", "cpu", "paper"] {
-            WorldModelConfig::preset(name).unwrap().validate().unwrap();
-        }
-        let p = WorldModelConfig::paper().param_count(4).unwrap() as f64 / 1e6;
-        assert!((325.0..335.0).contains(&p), "paper preset has {p} M params");
-        let t = WorldModelConfig::tiny().param_count(2).unwrap();
-        assert!(t < 1_000_000, "tiny has {t}");
-        assert!(WorldModelConfig::preset("huge").is_err());
-    }
-
-    #[test]
-    fn motion_weights_mark_the_moved_pixels_and_their_neighbourhood() {
-        let opts = (Kind::Float, Device::Cpu);
-        let ctx = Tensor::zeros([2, 4, 3, 8, 8], opts);
-        // sample 0: one pixel changes between the last two frames; sample 1: same, but padded
-        for b in 0..2 {
-            let _ = ctx.get(b).get(3).get(1).get(4).get(5).fill_(0.5);
-        }
-        let mask =
-            Tensor::from_slice(&[true, true, true, true, false, false, false, true]).view([2, 4]);
-        let w = motion_weights(&ctx, &mask, 3.0, 1);
-        assert_eq!(w.size(), vec![2, 1, 8, 8]);
-        let at = |b: i64, r: i64, c: i64| w.double_value(&[b, 0, r, c]);
-        // the moved pixel and its 3x3 neighbourhood weigh 1 + λ, the rest 1
-        for (r, c) in [(4, 5), (3, 4), (5, 6), (3, 6)] {
-            assert_eq!(at(0, r, c), 4.0);
-        }
-        for (r, c) in [(2, 5), (4, 7), (0, 0)] {
-            assert_eq!(at(0, r, c), 1.0);
-        }
-        // a context whose second-to-last frame is padding has no motion to see
-        assert_eq!(w.get(1).sum(Kind::Float).double_value(&[]), 64.0);
-        // less than one 8-bit level is not motion
-        let tiny = Tensor::zeros([1, 4, 3, 8, 8], opts);
-        let _ = tiny.get(0).get(3).fill_(0.5 / 127.5);
-        let all = Tensor::ones([1, 4], (Kind::Bool, Device::Cpu));
-        assert_eq!(
-            motion_weights(&tiny, &all, 3.0, 1)
-                .sum(Kind::Float)
-                .double_value(&[]),
-            64.0
-        );
-    }
-
     fn random_batch(b: i64, n: i64, after_valid: bool) -> Batch {
         let opts = (Kind::Float, Device::Cpu);
-        let q = |t: Tensor| crate::diffusion::quantize(&(t * 2.0 - 1.0));
+        let q = |t: Tensor| crate::frames::quantize(&(t * 2.0 - 1.0));
         Batch {
             context: q(Tensor::rand([b, 4, 3, 16, 16], opts)),
             actions: Tensor::rand([b, 4, 2], opts) * 2.0 - 1.0,
@@ -802,6 +364,18 @@ mod tests {
                 mask: Tensor::full([b, n], after_valid as i64, (Kind::Bool, Device::Cpu)),
             }),
         }
+    }
+
+    #[test]
+    fn presets_validate_and_paper_has_330m_params() {
+        for name in ["tiny", "cpu", "paper"] {
+            WorldModelConfig::preset(name).unwrap().validate().unwrap();
+        }
+        let p = WorldModelConfig::paper().param_count(4).unwrap() as f64 / 1e6;
+        assert!((325.0..335.0).contains(&p), "paper preset has {p} M params");
+        let t = WorldModelConfig::tiny().param_count(2).unwrap();
+        assert!(t < 1_000_000, "tiny has {t}");
+        assert!(WorldModelConfig::preset("huge").is_err());
     }
 
     #[test]

@@ -1,0 +1,105 @@
+//! One stage of the experiment: a name (its folder in the run directory) and a typed record.
+//! [`run_stage`] alone decides whether a stage runs, times it and writes its one `done.json`; the
+//! stages themselves (`crate::stages`) only load their inputs, call a learner and save its outputs.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::run::{Done, RunDir, DONE_FORMAT};
+
+/// A step of the experiment.
+pub trait Stage {
+    /// What the stage leaves in its `done.json`.
+    type Record: Serialize + DeserializeOwned;
+
+    /// The stage's folder in the run directory, e.g. `bc/push-block`.
+    fn name(&self) -> String;
+
+    /// Runs the stage: reads its inputs from `run`, writes its outputs there (not `done.json`).
+    fn run(&self, run: &RunDir) -> Result<Self::Record>;
+
+    /// Run again even when finished (the report, which reflects whatever the other stages left).
+    fn always_runs(&self) -> bool {
+        false
+    }
+}
+
+/// Runs `stage` in `run` unless it finished before (then its record is returned as it was written).
+/// A stop request (Ctrl-C) is honoured before the stage starts; a stage interrupted midway has no
+/// `done.json` and resumes (or restarts) on the next call.
+pub fn run_stage<S: Stage>(run: &RunDir, stage: &S) -> Result<Done<S::Record>> {
+    let name = stage.name();
+    if !stage.always_runs() {
+        if let Some(done) = run.done::<S::Record>(&name)? {
+            tracing::info!("stage {name}: finished before, skipped");
+            return Ok(done);
+        }
+    }
+    crate::interrupt::check_at(&format!("stage {name}"), "before it started")?;
+    tracing::info!("stage {name}");
+    let t0 = Instant::now();
+    let record = stage.run(run).with_context(|| format!("stage {name}"))?;
+    let done = Done {
+        format: DONE_FORMAT,
+        stage: name,
+        seconds: t0.elapsed().as_secs_f64(),
+        record,
+    };
+    run.write_done(&done)?;
+    // what a later run will skip on must read back now, not fail then
+    run.done::<S::Record>(&done.stage)?
+        .with_context(|| format!("stage {}: its done.json did not read back", done.stage))?;
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    struct Counting<'a> {
+        calls: &'a Cell<u32>,
+        always: bool,
+    }
+
+    impl Stage for Counting<'_> {
+        type Record = u32;
+        fn name(&self) -> String {
+            "count/one".into()
+        }
+        fn run(&self, _run: &RunDir) -> Result<u32> {
+            self.calls.set(self.calls.get() + 1);
+            Ok(self.calls.get())
+        }
+        fn always_runs(&self) -> bool {
+            self.always
+        }
+    }
+
+    #[test]
+    fn a_finished_stage_is_skipped_and_keeps_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::open(dir.path()).unwrap();
+        let calls = Cell::new(0);
+        let s = Counting {
+            calls: &calls,
+            always: false,
+        };
+        assert_eq!(run_stage(&run, &s).unwrap().record, 1);
+        assert_eq!(run_stage(&run, &s).unwrap().record, 1);
+        assert_eq!(calls.get(), 1);
+        let done = run.done::<u32>("count/one").unwrap().unwrap();
+        assert_eq!(
+            (done.format, done.stage.as_str()),
+            (DONE_FORMAT, "count/one")
+        );
+        let again = Counting {
+            calls: &calls,
+            always: true,
+        };
+        assert_eq!(run_stage(&run, &again).unwrap().record, 2);
+    }
+}

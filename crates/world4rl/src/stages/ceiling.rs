@@ -1,0 +1,95 @@
+//! `refine-real/<task>`: the ceiling control ([`crate::ceiling`]), the refinement's PPO in the real
+//! environment with the run's classifier as the reward.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+use crate::ceiling::ClassifierRewardEnv;
+use crate::ppo::{output_in, train, Hooks, PpoSummary};
+use crate::reward::RewardClassifier;
+use crate::run::{stage_name, RunDir};
+use crate::stage::Stage;
+use crate::stages::refine::{load_bc, RefineConfig};
+
+/// What the ceiling control of a task records.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CeilingReport {
+    /// Task.
+    pub task: String,
+    /// The PPO summary (classifier-judged success rates in the real environment).
+    pub ppo: PpoSummary,
+    /// Last checkpoint (the one evaluated).
+    pub last: PathBuf,
+    /// Best checkpoint.
+    pub best: PathBuf,
+}
+
+/// Runs the ceiling control of `task`: writes `RUN/refine-real/<task>/{last,best}.safetensors` and
+/// `metrics.jsonl`.
+pub struct RealEnvControl<'a> {
+    /// `[refine]` (resolved): PPO settings and the success rule.
+    pub cfg: &'a RefineConfig,
+    /// The task.
+    pub task: String,
+    /// Frame size of the real environment.
+    pub image_size: usize,
+    /// Where it runs.
+    pub device: Device,
+}
+
+impl Stage for RealEnvControl<'_> {
+    type Record = CeilingReport;
+
+    fn name(&self) -> String {
+        stage_name::ceiling(&self.task)
+    }
+
+    fn run(&self, run: &RunDir) -> Result<CeilingReport> {
+        let (cfg, task) = (self.cfg, self.task.as_str());
+        let (clf, _) =
+            RewardClassifier::load(&run.classifier(task), self.device).with_context(|| {
+                format!(
+                    "loading the reward classifier of '{task}' (run `world4rl train reward` first)"
+                )
+            })?;
+        let mut policy = load_bc(run, task, self.device)?;
+        let mut env = ClassifierRewardEnv::new(
+            task,
+            cfg.ppo.num_envs,
+            self.image_size,
+            &clf,
+            cfg.imagination.success_rule(),
+        )?;
+        let out = output_in(&run.stage_dir(&self.name())?);
+        let mut metrics = run.metrics(&self.name())?;
+        metrics.truncate_after(0)?;
+        let extra = serde_json::json!({"stage": "refine-real", "task": task, "initial_policy": run.bc_policy(task)});
+        let mut log = |v: &serde_json::Value| metrics.log(v);
+        let hooks = Hooks {
+            log: &mut log,
+            monitor: None,
+            monitor_every: 0,
+        };
+        tracing::info!(
+            "ceiling control '{task}': PPO in {} real envs rewarded by the classifier",
+            cfg.ppo.num_envs
+        );
+        let summary = train(&cfg.ppo, &mut env, &mut policy, &out, &extra, hooks)?;
+        tracing::info!(
+            "ceiling control '{task}': {} iterations, classifier-judged success {:.2} -> {:.2}; evaluate {}",
+            summary.iterations,
+            summary.first_success_rate,
+            summary.best_success_rate,
+            out.last.display()
+        );
+        Ok(CeilingReport {
+            task: task.to_string(),
+            ppo: summary,
+            last: out.last,
+            best: out.best,
+        })
+    }
+}

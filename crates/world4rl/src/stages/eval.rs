@@ -1,0 +1,125 @@
+//! `eval`: every task's BC policy, the refined policy standing for it and, when it ran, the ceiling
+//! control's policy, each evaluated in the real environment on the same evaluation seeds; a GIF of the
+//! refined policy acting.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use tch::Device;
+use w4rl_envs::{make, EnvConfig};
+
+use crate::config::ExperimentConfig;
+use crate::evaluate::{evaluate_policy, EvalConfig, EvalReport};
+use crate::policy::gaussian::GaussianPolicy;
+use crate::run::{stage_name, RunDir};
+use crate::stage::Stage;
+use crate::stages::ceiling::CeilingReport;
+use crate::stages::refine::RefineReport;
+
+/// One task's real success rates.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvalRow {
+    /// Task.
+    pub task: String,
+    /// The BC policy.
+    pub bc: EvalReport,
+    /// The policy standing as the refined one, when the task was refined.
+    pub refined: Option<EvalReport>,
+    /// The ceiling control's policy, when it ran.
+    pub ceiling: Option<EvalReport>,
+}
+
+/// Evaluates every task's policies; writes `RUN/eval/<task>-refined.gif`.
+pub struct Evaluate<'a> {
+    /// The (resolved) experiment: tasks, `[eval]` and the seed.
+    pub cfg: &'a ExperimentConfig,
+    /// Where the policies run.
+    pub device: Device,
+}
+
+impl Stage for Evaluate<'_> {
+    type Record = Vec<EvalRow>;
+
+    fn name(&self) -> String {
+        stage_name::EVAL.into()
+    }
+
+    fn run(&self, run: &RunDir) -> Result<Vec<EvalRow>> {
+        let seed = self.cfg.experiment.seed;
+        let eval_cfg = EvalConfig {
+            seed,
+            ..self.cfg.eval.clone()
+        };
+        let mut rows = Vec::new();
+        for task in &self.cfg.experiment.tasks {
+            let (bc, _) = GaussianPolicy::load(&run.bc_policy(task), self.device)?;
+            let bc = evaluate_policy(&bc, task, &eval_cfg)?;
+            let refined = match run.done::<RefineReport>(&stage_name::refine(task))? {
+                Some(done) => {
+                    let (p, _) = GaussianPolicy::load(&done.record.policy, self.device)?;
+                    let gif = run.stage_dir(&self.name())?.join(gif_name(task));
+                    policy_gif(&p, task, crate::seeds::eval_seed(seed, task, 0), &gif)?;
+                    Some(evaluate_policy(&p, task, &eval_cfg)?)
+                }
+                None => None,
+            };
+            let ceiling = match run.done::<CeilingReport>(&stage_name::ceiling(task))? {
+                Some(done) => {
+                    let (p, _) = GaussianPolicy::load(&done.record.last, self.device)?;
+                    Some(evaluate_policy(&p, task, &eval_cfg)?)
+                }
+                None => None,
+            };
+            tracing::info!(
+                "{task}: BC {:.1} %, refined {}",
+                100.0 * bc.success_rate,
+                refined.as_ref().map_or_else(
+                    || "-".into(),
+                    |r| format!("{:.1} %", 100.0 * r.success_rate)
+                )
+            );
+            rows.push(EvalRow {
+                task: task.clone(),
+                bc,
+                refined,
+                ceiling,
+            });
+        }
+        Ok(rows)
+    }
+}
+
+/// `<task>-refined.gif`, with a suite-qualified task's `/` replaced.
+pub fn gif_name(task: &str) -> String {
+    format!("{}-refined.gif", task.replace('/', "__"))
+}
+
+/// Writes a GIF of one real-environment episode of `policy` (mean actions, ends on success).
+pub fn policy_gif(policy: &GaussianPolicy, task: &str, seed: u64, path: &Path) -> Result<()> {
+    let size = policy.spec().render_size();
+    let cfg = EnvConfig {
+        image_size: size,
+        terminate_on_success: true,
+        ..EnvConfig::default()
+    };
+    let mut env = make(task, &cfg)?;
+    let mut obs = env.reset(seed);
+    let mut frames = obs.frame.clone();
+    loop {
+        let a = policy.act_mean(&policy.obs_batch(&[&obs])?)?;
+        let st = env.step(&a[0])?;
+        frames.extend_from_slice(&st.obs.frame);
+        obs = st.obs;
+        if st.terminated || st.truncated {
+            break;
+        }
+    }
+    // hold the last frame a little
+    let last = frames[frames.len() - size * size * 3..].to_vec();
+    for _ in 0..5 {
+        frames.extend_from_slice(&last);
+    }
+    w4rl_envs::gif::write_gif(path, &frames, size, (256 / size).max(1), 10)?;
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! `fidelity`: how good the frozen world model is. Open-loop PSNR/SSIM per horizon against
+//! copy-last-frame on its held-out episodes, a real | imagined GIF per task, the outcome check (held-out
+//! BC rollouts replayed whole, judged by the classifier) and the action-use check.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::Device;
+use w4rl_data::{Dataset, EpisodeKind};
+
+use crate::config::ExperimentConfig;
+use crate::outcome::{task_outcomes, Rollouts, TaskOutcome};
+use crate::run::{stage_name, RunDir};
+use crate::stage::Stage;
+use crate::world_model::fidelity::{action_use, evaluate, ActionUse, FidelityReport};
+use crate::world_model::imagine::{replay_episode, side_by_side_gif};
+use crate::world_model::train::load_holdout;
+use crate::world_model::WorldModel;
+
+/// What the fidelity stage records.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FidelityRecord {
+    /// PSNR/SSIM per horizon, of the model and of copy-last-frame.
+    pub scores: FidelityReport,
+    /// `RUN/fidelity/dream-<task>.gif`: a held-out expert episode beside its open-loop replay.
+    pub gifs: Vec<PathBuf>,
+    /// The outcome check per task (empty when `fidelity.outcome_episodes` is 0).
+    pub outcomes: Vec<TaskOutcome>,
+    /// The action-use check (when `fidelity.action_use_windows` > 0).
+    pub action_use: Option<ActionUse>,
+}
+
+/// Scores the run's world model.
+pub struct Fidelity<'a> {
+    /// The (resolved) experiment: `[fidelity]`, the tasks and the success rule.
+    pub cfg: &'a ExperimentConfig,
+    /// The training episodes (the world model's held-out ones are among them).
+    pub data: &'a Dataset,
+    /// Where the model runs.
+    pub device: Device,
+}
+
+impl Stage for Fidelity<'_> {
+    type Record = FidelityRecord;
+
+    fn name(&self) -> String {
+        stage_name::FIDELITY.into()
+    }
+
+    fn run(&self, run: &RunDir) -> Result<FidelityRecord> {
+        let (cfg, tasks) = (self.cfg, &self.cfg.experiment.tasks);
+        let (wm, _) = WorldModel::load(&run.world_model(), self.device)?;
+        let held = load_holdout(&run.world_model_dir(), self.data)?;
+        let scores = evaluate(&wm, &held, &cfg.fidelity)?;
+        let dir = run.stage_dir(&self.name())?;
+        let mut gifs = Vec::new();
+        for task in tasks {
+            let expert = held
+                .iter()
+                .find(|e| &e.meta.task == task && e.meta.kind == EpisodeKind::Expert);
+            if let Some(ep) = expert {
+                let path = dir.join(format!("dream-{}.gif", task.replace('/', "__")));
+                let (real, fake) = replay_episode(&wm, ep, ep.meta.steps)?;
+                side_by_side_gif(&path, &[&real, &fake], (128 / wm.image_size()).max(1), 10)?;
+                gifs.push(path);
+            }
+        }
+        // whole-episode replays of recorded rollouts: does imagined success follow real success?
+        let outcomes = if cfg.fidelity.outcome_episodes > 0 {
+            let held_dir = run.heldout();
+            let heldout = held_dir
+                .exists()
+                .then(|| Dataset::open(&held_dir))
+                .transpose()
+                .with_context(|| format!("opening the held-out rollouts {}", held_dir.display()))?;
+            task_outcomes(
+                |t| run.classifier(t),
+                &wm,
+                &Rollouts {
+                    heldout: heldout.as_ref(),
+                    training: self.data,
+                },
+                tasks,
+                cfg.fidelity.outcome_episodes,
+                &cfg.fidelity
+                    .outcome_options(cfg.refine.imagination.success_rule()),
+            )?
+        } else {
+            Vec::new()
+        };
+        // does the next frame depend on the action? (held-out windows, true vs permuted actions)
+        let action_use = (cfg.fidelity.action_use_windows > 0)
+            .then(|| {
+                action_use(
+                    &wm,
+                    &held,
+                    cfg.fidelity.action_use_windows,
+                    cfg.fidelity.batch,
+                    cfg.fidelity.seed,
+                )
+            })
+            .transpose()?;
+        Ok(FidelityRecord {
+            scores,
+            gifs,
+            outcomes,
+            action_use,
+        })
+    }
+}

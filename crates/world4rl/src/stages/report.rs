@@ -1,0 +1,492 @@
+//! `report`: `RUN/report.md` and `RUN/report.html`, assembled from the typed records the other stages
+//! left in their `done.json` and from their metrics logs. It runs on every invocation (it shows
+//! whatever has finished so far).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::collect::CollectSummary;
+use crate::config::ExperimentConfig;
+use crate::evaluate::EvalReport;
+use crate::metrics_log::read_metrics;
+use crate::outcome::TaskOutcome;
+use crate::policy::bc::BcReport;
+use crate::report::{Chart, FidelityRow, Rate, Report, SuccessRow};
+use crate::reward::ClassifierReport;
+use crate::run::{stage_name, RunDir};
+use crate::stage::Stage;
+use crate::stages::ceiling::CeilingReport;
+use crate::stages::collect::TaskCollect;
+use crate::stages::eval::{gif_name, EvalRow};
+use crate::stages::fidelity::FidelityRecord;
+use crate::stages::refine::RefineReport;
+use crate::world_model::train::TrainSummary;
+
+/// Where the report was written.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReportFiles {
+    /// `RUN/report.html`.
+    pub html: PathBuf,
+    /// `RUN/report.md`.
+    pub markdown: PathBuf,
+}
+
+/// Writes the report of the run.
+pub struct WriteReport<'a> {
+    /// The (resolved) experiment.
+    pub cfg: &'a ExperimentConfig,
+}
+
+impl Stage for WriteReport<'_> {
+    type Record = ReportFiles;
+
+    fn name(&self) -> String {
+        stage_name::REPORT.into()
+    }
+
+    fn run(&self, run: &RunDir) -> Result<ReportFiles> {
+        let report = build_report(self.cfg, run)?;
+        report.write(run.path())?;
+        Ok(ReportFiles {
+            html: run.path().join("report.html"),
+            markdown: run.path().join("report.md"),
+        })
+    }
+
+    fn always_runs(&self) -> bool {
+        true
+    }
+}
+
+/// The finished records of a run, read once.
+struct Records {
+    bc: Vec<(String, f64, BcReport)>,
+    world_model: Option<(f64, TrainSummary)>,
+    reward: Vec<(String, f64, ClassifierReport)>,
+    refine: Vec<(String, f64, RefineReport)>,
+    ceiling: Vec<(String, f64, CeilingReport)>,
+    eval: Option<(f64, Vec<EvalRow>)>,
+    fidelity: Option<(f64, FidelityRecord)>,
+    /// Seconds of the other stages, by name.
+    other: Vec<(String, f64)>,
+}
+
+fn per_task<R: serde::de::DeserializeOwned>(
+    run: &RunDir,
+    tasks: &[String],
+    name: fn(&str) -> String,
+) -> Result<Vec<(String, f64, R)>> {
+    let mut out = Vec::new();
+    for t in tasks {
+        if let Some(d) = run.done::<R>(&name(t))? {
+            out.push((t.clone(), d.seconds, d.record));
+        }
+    }
+    Ok(out)
+}
+
+impl Records {
+    fn read(cfg: &ExperimentConfig, run: &RunDir) -> Result<Self> {
+        let tasks = &cfg.experiment.tasks;
+        let mut other = Vec::new();
+        if let Some(d) = run.done::<CollectSummary>(stage_name::COLLECT_EXPERT)? {
+            other.push((d.stage, d.seconds));
+        }
+        for s in [stage_name::COLLECT_ROLLOUTS, stage_name::COLLECT_HELDOUT] {
+            if let Some(d) = run.done::<Vec<TaskCollect>>(s)? {
+                other.push((d.stage, d.seconds));
+            }
+        }
+        Ok(Self {
+            bc: per_task(run, tasks, stage_name::bc)?,
+            world_model: run
+                .done::<TrainSummary>(stage_name::WORLD_MODEL)?
+                .map(|d| (d.seconds, d.record)),
+            reward: per_task(run, tasks, stage_name::reward)?,
+            refine: per_task(run, tasks, stage_name::refine)?,
+            ceiling: per_task(run, tasks, stage_name::ceiling)?,
+            eval: run
+                .done::<Vec<EvalRow>>(stage_name::EVAL)?
+                .map(|d| (d.seconds, d.record)),
+            fidelity: run
+                .done::<FidelityRecord>(stage_name::FIDELITY)?
+                .map(|d| (d.seconds, d.record)),
+            other,
+        })
+    }
+
+    /// (stage, minutes) in the pipeline's order.
+    fn stage_minutes(&self) -> Vec<Vec<String>> {
+        let mut rows: Vec<(String, f64)> = Vec::new();
+        rows.extend(self.other.iter().take(1).cloned());
+        rows.extend(self.bc.iter().map(|(t, s, _)| (stage_name::bc(t), *s)));
+        rows.extend(self.other.iter().skip(1).cloned());
+        if let Some((s, r)) = &self.world_model {
+            // a resumed world model: its record has the training time over every invocation
+            rows.push((stage_name::WORLD_MODEL.into(), s.max(r.seconds)));
+        }
+        rows.extend(
+            self.reward
+                .iter()
+                .map(|(t, s, _)| (stage_name::reward(t), *s)),
+        );
+        rows.extend(
+            self.refine
+                .iter()
+                .map(|(t, s, _)| (stage_name::refine(t), *s)),
+        );
+        rows.extend(
+            self.ceiling
+                .iter()
+                .map(|(t, s, _)| (stage_name::ceiling(t), *s)),
+        );
+        rows.extend(self.eval.iter().map(|(s, _)| (stage_name::EVAL.into(), *s)));
+        rows.extend(
+            self.fidelity
+                .iter()
+                .map(|(s, _)| (stage_name::FIDELITY.into(), *s)),
+        );
+        let total: f64 = rows.iter().map(|r| r.1).sum();
+        rows.push(("all stages".into(), total));
+        rows.into_iter()
+            .map(|(n, s)| vec![n, format!("{:.1}", s / 60.0)])
+            .collect()
+    }
+}
+
+fn rate(r: &EvalReport) -> Rate {
+    Rate {
+        successes: r.successes,
+        episodes: r.episodes,
+        lo: r.ci_low,
+        hi: r.ci_high,
+    }
+}
+
+fn pct_ci(r: &EvalReport) -> String {
+    format!(
+        "{:.0} % [{:.0}, {:.0}]",
+        100.0 * r.success_rate,
+        100.0 * r.ci_low,
+        100.0 * r.ci_high
+    )
+}
+
+fn curve(path: &std::path::Path, x: &str, y: &str) -> Vec<(f64, f64)> {
+    read_metrics(path)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| Some((v.get(x)?.as_f64()?, v.get(y)?.as_f64()?)))
+        .collect()
+}
+
+/// Assembles the report from what the stages left in the run directory.
+pub fn build_report(cfg: &ExperimentConfig, run: &RunDir) -> Result<Report> {
+    let rec = Records::read(cfg, run)?;
+    let mut r = Report {
+        title: format!("World4RL: {}", cfg.experiment.name),
+        ..Default::default()
+    };
+    let e = &cfg.experiment;
+    r.facts = vec![
+        ("suite".into(), e.suite.clone()),
+        ("tasks".into(), e.tasks.join(", ")),
+        ("frames".into(), format!("{0}x{0}", e.image_size)),
+        ("seed".into(), e.seed.to_string()),
+        ("threads".into(), tch::get_num_threads().to_string()),
+    ];
+    if let Some((_, wm)) = &rec.world_model {
+        r.facts.push((
+            "world model".into(),
+            format!(
+                "{} steps in {:.1} min, held-out loss {}",
+                wm.steps,
+                wm.seconds / 60.0,
+                wm.final_val_loss.map_or("-".into(), |v| format!("{v:.5}"))
+            ),
+        ));
+    }
+    r.switches = crate::config::ablation_switches(cfg);
+    success_tables(&rec, &mut r);
+    fidelity_tables(&rec, &mut r);
+    reward_table(&rec, &mut r);
+    imagination_table(run, &rec, &mut r);
+    r.tables.push((
+        "Stage wall-clock (minutes)".into(),
+        vec!["stage".into(), "minutes".into()],
+        rec.stage_minutes(),
+    ));
+    charts(cfg, run, &mut r);
+    for task in &cfg.experiment.tasks {
+        let g = run.path().join(stage_name::EVAL).join(gif_name(task));
+        if g.exists() {
+            r.gifs
+                .push((format!("refined policy acting in the real env: {task}"), g));
+        }
+    }
+    Ok(r)
+}
+
+/// The success table (BC against refined) and the ceiling control's table.
+fn success_tables(rec: &Records, r: &mut Report) {
+    let Some((_, rows)) = &rec.eval else {
+        return;
+    };
+    let mut ceiling_rows = Vec::new();
+    for row in rows {
+        if let Some(c) = &row.ceiling {
+            ceiling_rows.push(vec![
+                row.task.clone(),
+                pct_ci(&row.bc),
+                row.refined.as_ref().map_or("-".into(), pct_ci),
+                pct_ci(c),
+            ]);
+        }
+        r.success.push(SuccessRow {
+            task: row.task.clone(),
+            bc: Some(rate(&row.bc)),
+            refined: row.refined.as_ref().map(rate),
+        });
+    }
+    if !ceiling_rows.is_empty() {
+        r.tables.push((
+            "Ceiling control: the same PPO in the real environment, rewarded by the classifier (what refinement could reach with a perfect world model)".into(),
+            vec![
+                "task".into(),
+                "BC".into(),
+                "refined in the world model".into(),
+                "PPO in the real env, classifier reward".into(),
+            ],
+            ceiling_rows,
+        ));
+    }
+}
+
+fn fmt_auc(v: Option<f64>, ci: Option<[f64; 2]>) -> String {
+    match (v, ci) {
+        (Some(v), Some([lo, hi])) => format!("{v:.2} [{lo:.2}, {hi:.2}]"),
+        (Some(v), None) => format!("{v:.2}"),
+        _ => "-".into(),
+    }
+}
+
+/// The fidelity table, the GIFs, the action-use fact and the outcome check.
+fn fidelity_tables(rec: &Records, r: &mut Report) {
+    let Some((_, f)) = &rec.fidelity else {
+        return;
+    };
+    let s = &f.scores;
+    r.fidelity = (0..s.horizon)
+        .map(|h| FidelityRow {
+            horizon: h + 1,
+            psnr: s.psnr[h],
+            ssim: s.ssim[h],
+            psnr_copy: s.copy_last_psnr[h],
+            ssim_copy: s.copy_last_ssim[h],
+        })
+        .collect();
+    for p in &f.gifs {
+        let name = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        r.gifs.push((
+            format!("{name}: real (left) vs imagined open-loop replay of the same actions (right)"),
+            p.clone(),
+        ));
+    }
+    if let Some(a) = &f.action_use {
+        r.facts.push((
+            "world-model action use".into(),
+            format!(
+                "one-step MSE {:.5} with the recorded actions, {:.5} with actions permuted across the batch (ratio {:.2}; 1 = actions ignored), {} held-out windows",
+                a.mse_true, a.mse_permuted, a.ratio, a.windows
+            ),
+        ));
+    }
+    let pct = |v: f64| format!("{:.0} %", 100.0 * v);
+    let rows: Vec<Vec<String>> = f
+        .outcomes
+        .iter()
+        .map(|TaskOutcome { task, agreement: a }| {
+            let resets = a
+                .auc_by_reset
+                .iter()
+                .map(|x| format!("k={}: {}", x.every, fmt_auc(x.estimate.auc, x.estimate.ci)))
+                .collect::<Vec<_>>()
+                .join("; ");
+            vec![
+                task.clone(),
+                format!(
+                    "{} {}",
+                    a.episodes,
+                    if a.heldout { "held-out" } else { "training" }
+                ),
+                pct(a.real_success_rate),
+                pct(a.imagined_success_rate),
+                pct(a.agreement),
+                fmt_auc(a.auc, a.auc_ci),
+                if resets.is_empty() {
+                    "-".into()
+                } else {
+                    resets
+                },
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        r.tables.push((
+            // refinement can only raise real success where imagined success follows it
+            "Whole-episode outcomes: recorded BC rollouts (held out from every learner) replayed open-loop in the world model, judged by the classifier (AUC 0.5 = imagined outcome unrelated to the real one)".into(),
+            vec![
+                "task".into(),
+                "rollouts".into(),
+                "real success".into(),
+                "imagined success".into(),
+                "same outcome".into(),
+                "AUC [95 % CI]".into(),
+                "AUC(k), context reset to real frames every k steps".into(),
+            ],
+            rows,
+        ));
+    }
+}
+
+/// The classifiers' held-out scores (each task's classifier, then its further ensemble members).
+fn reward_table(rec: &Records, r: &mut Report) {
+    let f = |v: f64| format!("{v:.3}");
+    let mut rows = Vec::new();
+    for (task, _, rep) in &rec.reward {
+        for (member, c) in std::iter::once(rep).chain(rep.members.iter()).enumerate() {
+            rows.push(vec![
+                if member == 0 {
+                    task.clone()
+                } else {
+                    format!("{task} (ensemble member {member})")
+                },
+                f(c.heldout.accuracy),
+                f(c.heldout.precision),
+                f(c.heldout.recall),
+                f(c.heldout.f1),
+                c.heldout_world_model
+                    .as_ref()
+                    .map_or("-".into(), |m| f(m.f1)),
+            ]);
+        }
+    }
+    if !rows.is_empty() {
+        r.tables.push((
+            "Reward classifier, held-out episodes (real frames; F1 also on world-model frames of the same episodes)".into(),
+            vec![
+                "task".into(),
+                "accuracy".into(),
+                "precision".into(),
+                "recall".into(),
+                "F1".into(),
+                "F1 imagined".into(),
+            ],
+            rows,
+        ));
+    }
+}
+
+/// Per refined task: the imagined success at PPO's first and last iteration beside the real success
+/// rates, and the outcome check's AUC (refinement can only help where imagination agrees with
+/// reality).
+fn imagination_table(run: &RunDir, rec: &Records, r: &mut Report) {
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.0} %", 100.0 * v));
+    let mut rows = Vec::new();
+    for (task, _, _) in &rec.refine {
+        let imagined: Vec<f64> = read_metrics(run.metrics_path(&stage_name::refine(task)))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| v.get("success_rate")?.as_f64())
+            .collect();
+        let row = rec
+            .eval
+            .as_ref()
+            .and_then(|(_, rows)| rows.iter().find(|r| &r.task == task));
+        let auc = rec.fidelity.as_ref().and_then(|(_, f)| {
+            f.outcomes
+                .iter()
+                .find(|o| &o.task == task)
+                .map(|o| fmt_auc(o.agreement.auc, o.agreement.auc_ci))
+        });
+        rows.push(vec![
+            task.clone(),
+            pct(imagined.first().copied()),
+            pct(row.map(|r| r.bc.success_rate)),
+            pct(imagined.last().copied()),
+            pct(row.and_then(|r| r.refined.as_ref().map(|x| x.success_rate))),
+            auc.unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    if !rows.is_empty() {
+        r.tables.push((
+            "Imagination against reality: success inside the world model at PPO's first and last iteration, in the real environment, and the outcome check's AUC".into(),
+            vec![
+                "task".into(),
+                "BC imagined".into(),
+                "BC real".into(),
+                "refined imagined".into(),
+                "refined real".into(),
+                "outcome AUC [95 % CI]".into(),
+            ],
+            rows,
+        ));
+    }
+}
+
+/// The world model's loss curves and each task's PPO curves.
+fn charts(cfg: &ExperimentConfig, run: &RunDir, r: &mut Report) {
+    let wm = run.metrics_path(stage_name::WORLD_MODEL);
+    let train = curve(&wm, "step", "loss");
+    let val = curve(&wm, "step", "val_loss");
+    if !train.is_empty() {
+        r.charts.push(Chart {
+            title: "world model: denoising loss (Eq. 7)".into(),
+            x_label: "step".into(),
+            series: vec![("train".into(), train), ("held-out".into(), val)],
+            log_y: true,
+        });
+    }
+    for task in &cfg.experiment.tasks {
+        let m = run.metrics_path(&stage_name::refine(task));
+        let succ = curve(&m, "step", "success_rate");
+        let ret = curve(&m, "step", "mean_return");
+        if succ.is_empty() && ret.is_empty() {
+            continue;
+        }
+        // with the binary reward the return is the success rate: plotted once
+        let same = succ.len() == ret.len()
+            && succ
+                .iter()
+                .zip(&ret)
+                .all(|(a, b)| a.0 == b.0 && (a.1 - b.1).abs() < 1e-9);
+        let mut series = vec![("imagined success rate".into(), succ)];
+        if !same {
+            series.push(("mean return".into(), ret));
+        }
+        let real: Vec<(f64, f64)> = read_metrics(&m)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| {
+                Some((
+                    v.get("step")?.as_f64()?,
+                    v.get("monitor")?.get("success_rate")?.as_f64()?,
+                ))
+            })
+            .collect();
+        if !real.is_empty() {
+            series.push(("real success rate (monitor)".into(), real));
+        }
+        r.charts.push(Chart {
+            title: format!("PPO in imagination: {task}"),
+            x_label: "PPO iteration".into(),
+            series,
+            log_y: false,
+        });
+    }
+}
