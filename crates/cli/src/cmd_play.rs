@@ -332,7 +332,7 @@ pub fn play(args: PlayArgs, device: Device) -> Result<()> {
         let data = match &args.data {
             Some(d) => d.clone(),
             None if heldout.is_dir() => heldout.clone(),
-            None => crate::cmd_policy::start_dataset_of(&run, task)?,
+            None => crate::cmd_refine::start_dataset_of(&run, task)?,
         };
         play_tasks.push(load_task(&run, &cfg, task, &data, args.real, device)?);
     }

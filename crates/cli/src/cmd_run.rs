@@ -26,7 +26,7 @@ pub struct RunArgs {
 /// `world4rl stage`.
 #[derive(Debug, Args)]
 pub struct StageArgs {
-    /// The stage: collect-expert, bc, collect-rollouts, collect-heldout, world-model, reward, refine,
+    /// The stage: collect-expert, bc, collect-rollouts, collect-heldout, world_model, reward, refine,
     /// refine-real, eval, fidelity or report.
     pub name: String,
     /// Experiment config (TOML): the run's.
@@ -60,7 +60,7 @@ fn out_dir(out: &Option<PathBuf>, config: &Path) -> PathBuf {
 
 /// `world4rl stage NAME CFG`: resolve the config, then run that stage of the pipeline.
 pub fn stage(args: StageArgs, device: Device, seed: Option<u64>) -> Result<()> {
-    if !world4rl::pipeline::STAGES.contains(&args.name.as_str()) {
+    if !world4rl::pipeline::STAGES.contains(&args.name.as_str()) && args.name != "world-model" {
         bail!(
             "unknown stage '{}'; the stages are {}",
             args.name,

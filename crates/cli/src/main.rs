@@ -3,10 +3,12 @@
 mod cmd_collect;
 mod cmd_data;
 mod cmd_env;
+mod cmd_eval;
 mod cmd_export;
 mod cmd_play;
-mod cmd_policy;
+mod cmd_refine;
 mod cmd_run;
+mod cmd_train;
 mod cmd_world_model;
 mod output;
 mod play_engine;
@@ -63,11 +65,11 @@ enum Cmd {
     #[command(subcommand)]
     Eval(EvalCmd),
     /// Refine BC policies with PPO inside the frozen world model (per task).
-    Refine(cmd_policy::RefineArgs),
+    Refine(cmd_refine::RefineArgs),
     /// The whole experiment: collect, BC, rollouts, world model, classifier, PPO, evaluation, report.
     Run(cmd_run::RunArgs),
     /// One stage of `world4rl run` in a run directory, exactly as the run would (collect-expert, bc,
-    /// collect-rollouts, collect-heldout, world-model, reward, refine, refine-real, eval, fidelity,
+    /// collect-rollouts, collect-heldout, world_model, reward, refine, refine-real, eval, fidelity,
     /// report).
     Stage(cmd_run::StageArgs),
     /// Export a policy for use outside world4rl.
@@ -83,9 +85,9 @@ enum TrainCmd {
     /// The diffusion world model (EDM, all tasks pooled).
     WorldModel(cmd_world_model::TrainArgs),
     /// The per-task success classifier (expert + policy-rollout frames).
-    Reward(cmd_policy::TrainArgs),
+    Reward(cmd_train::TrainArgs),
     /// The per-task Gaussian BC policy (expert episodes only).
-    Bc(cmd_policy::TrainArgs),
+    Bc(cmd_train::TrainArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,9 +95,9 @@ enum EvalCmd {
     /// Open-loop PSNR/SSIM per horizon on held-out episodes, next to copy-last-frame.
     WorldModel(cmd_world_model::EvalArgs),
     /// Success rate of a policy in the real environment, with a 95 % Wilson interval.
-    Policy(cmd_policy::EvalPolicyArgs),
+    Policy(cmd_eval::EvalPolicyArgs),
     /// Two policies on the same imagined episodes (the refinement's acceptance check).
-    Imagined(cmd_policy::EvalImaginedArgs),
+    Imagined(cmd_eval::EvalImaginedArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,15 +161,15 @@ fn main() -> ExitCode {
                 cmd_world_model::train(a, device, cli.seed).map(|_| true)
             }
             Cmd::Train(TrainCmd::Reward(a)) => {
-                cmd_policy::train_reward(a, device, cli.seed).map(|_| true)
+                cmd_train::train_reward(a, device, cli.seed).map(|_| true)
             }
-            Cmd::Train(TrainCmd::Bc(a)) => cmd_policy::train_bc(a, device, cli.seed).map(|_| true),
-            Cmd::Refine(a) => cmd_policy::refine(a, device, cli.seed).map(|_| true),
+            Cmd::Train(TrainCmd::Bc(a)) => cmd_train::train_bc(a, device, cli.seed).map(|_| true),
+            Cmd::Refine(a) => cmd_refine::refine(a, device, cli.seed).map(|_| true),
             Cmd::Eval(EvalCmd::Policy(a)) => {
-                cmd_policy::eval_policy(a, device, cli.seed).map(|_| true)
+                cmd_eval::eval_policy(a, device, cli.seed).map(|_| true)
             }
             Cmd::Eval(EvalCmd::Imagined(a)) => {
-                cmd_policy::eval_imagined(a, device, cli.seed).map(|_| true)
+                cmd_eval::eval_imagined(a, device, cli.seed).map(|_| true)
             }
             Cmd::Dream(a) => cmd_world_model::dream(a, device, cli.seed).map(|_| true),
             Cmd::Eval(EvalCmd::WorldModel(a)) => {

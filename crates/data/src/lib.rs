@@ -19,7 +19,7 @@ pub use episode::{DatasetSpec, Episode, EpisodeKind, EpisodeMeta, SCHEMA_VERSION
 pub use index::{read_index, write_index, IndexEntry};
 pub use lock::{DirLock, LockHolder};
 pub use report::{info, verify, DatasetInfo, VerifyReport};
-pub use sampler::{holdout_split, SamplerConfig, WindowBatch, WindowSampler};
+pub use sampler::{holdout_split, WindowBatch, WindowConfig, WindowSampler};
 pub use store::{
     encode_episode, read_episode, set_allow_missing, write_atomic, write_atomic_with, Dataset,
     DatasetWriter, EpisodeEntry,

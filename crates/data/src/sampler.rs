@@ -21,7 +21,7 @@ use crate::DataError;
 /// Sampler settings.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct SamplerConfig {
+pub struct WindowConfig {
     /// Context length L (the paper's T = 4 frames).
     pub context: usize,
     /// Per-task multipliers of the uniform transition probability (missing tasks: 1).
@@ -32,7 +32,7 @@ pub struct SamplerConfig {
     pub rollout: usize,
 }
 
-impl Default for SamplerConfig {
+impl Default for WindowConfig {
     fn default() -> Self {
         Self {
             context: 4,
@@ -66,7 +66,7 @@ pub struct WindowBatch {
     pub episode: Vec<usize>,
     /// Index of each window's target frame in its episode.
     pub step: Vec<usize>,
-    /// Frames after the target, N = [`SamplerConfig::rollout`]: `[B, N, H, W, 3]` (frames `j+1 ..
+    /// Frames after the target, N = [`WindowConfig::rollout`]: `[B, N, H, W, 3]` (frames `j+1 ..
     /// j+N` of a window whose target is frame `j`), zero past the episode end.
     pub after: Vec<u8>,
     /// The actions that lead to them, `[B, N, A]` (actions `j .. j+N-1`).
@@ -85,7 +85,7 @@ impl WindowBatch {
 /// Draws windows from a set of in-memory episodes, reproducibly from a seed.
 pub struct WindowSampler<'a> {
     episodes: Vec<&'a Episode>,
-    cfg: SamplerConfig,
+    cfg: WindowConfig,
     cumulative: Vec<f64>,
     rng: ChaCha8Rng,
     image_size: usize,
@@ -96,7 +96,7 @@ impl<'a> WindowSampler<'a> {
     /// Builds a sampler. Fails when the episodes disagree on sizes, or when no transition has weight.
     pub fn new(
         episodes: Vec<&'a Episode>,
-        cfg: SamplerConfig,
+        cfg: WindowConfig,
         seed: u64,
     ) -> Result<Self, DataError> {
         let first = episodes

@@ -206,7 +206,7 @@ fn info_counts() {
 #[test]
 fn windows_align_and_pad() {
     let ep = episode("a", EpisodeKind::Expert, 0, 6);
-    let s = WindowSampler::new(vec![&ep], SamplerConfig::default(), 0).unwrap();
+    let s = WindowSampler::new(vec![&ep], WindowConfig::default(), 0).unwrap();
     let b = s.windows(&[(0, 2), (0, 6)]);
     let fl = 8 * 8 * 3;
     // window ending at frame 2: positions 0,1 are padding, 2,3 hold frames 0,1
@@ -226,7 +226,7 @@ fn windows_align_and_pad() {
 #[test]
 fn rollout_windows_carry_the_following_frames_and_actions() {
     let ep = episode("a", EpisodeKind::Expert, 0, 6);
-    let cfg = SamplerConfig {
+    let cfg = WindowConfig {
         rollout: 3,
         ..Default::default()
     };
@@ -246,7 +246,7 @@ fn rollout_windows_carry_the_following_frames_and_actions() {
     assert!(b.after[4 * fl..].iter().all(|&x| x == 0));
     assert!(b.after_actions[4 * 2..].iter().all(|&x| x == 0.0));
     // without rollout nothing follows
-    let plain = WindowSampler::new(vec![&ep], SamplerConfig::default(), 0).unwrap();
+    let plain = WindowSampler::new(vec![&ep], WindowConfig::default(), 0).unwrap();
     let p = plain.windows(&[(0, 2)]);
     assert_eq!(p.rollout(), 0);
     assert!(p.after.is_empty() && p.after_mask.is_empty());
@@ -259,11 +259,11 @@ fn sampler_is_seeded_and_weighted() {
         .chain((4..6).map(|i| episode("a", EpisodeKind::Random, i, 10)))
         .collect();
     let refs: Vec<&Episode> = eps.iter().collect();
-    let mut s1 = WindowSampler::new(refs.clone(), SamplerConfig::default(), 7).unwrap();
-    let mut s2 = WindowSampler::new(refs.clone(), SamplerConfig::default(), 7).unwrap();
+    let mut s1 = WindowSampler::new(refs.clone(), WindowConfig::default(), 7).unwrap();
+    let mut s2 = WindowSampler::new(refs.clone(), WindowConfig::default(), 7).unwrap();
     assert_eq!(s1.sample(16), s2.sample(16));
 
-    let mut cfg = SamplerConfig::default();
+    let mut cfg = WindowConfig::default();
     cfg.task_weights.insert("b".into(), 0.0);
     cfg.kind_weights.insert(EpisodeKind::Random, 3.0);
     let mut s = WindowSampler::new(refs.clone(), cfg, 1).unwrap();
@@ -278,7 +278,7 @@ fn sampler_is_seeded_and_weighted() {
     let frac = random as f64 / 4000.0;
     assert!((frac - 0.75).abs() < 0.03, "{frac}");
 
-    let mut zero = SamplerConfig::default();
+    let mut zero = WindowConfig::default();
     zero.task_weights.insert("a".into(), 0.0);
     zero.task_weights.insert("b".into(), 0.0);
     assert!(WindowSampler::new(refs, zero, 0).is_err());

@@ -6,7 +6,7 @@
 //!  2 bc                Gaussian BC policy per task (expert data only)    RUN/bc/<task>/
 //!  3 collect-rollouts  BC-policy rollouts + random-action episodes       RUN/dataset/
 //!    collect-heldout   BC-policy rollouts no learner sees (outcome check) RUN/heldout/
-//!  4 world-model       diffusion world model, all tasks and kinds pooled RUN/world_model/
+//!  4 world_model       diffusion world model, all tasks and kinds pooled RUN/world_model/
 //!  5 reward            success classifier per task (expert + rollouts)   RUN/reward/<task>/
 //!  6 refine            PPO inside the frozen world model, per task       RUN/refine/<task>/
 //!    refine-real       the ceiling control (refine.real_env_control)     RUN/refine-real/<task>/
@@ -33,13 +33,15 @@ use crate::stages::{
     refine::RefineTask, report::WriteReport, reward, tasks_or_all, world_model::TrainWorldModel,
 };
 
-/// The stages of `world4rl run`, in order (the names `world4rl stage` takes).
+/// The stages of `world4rl run`, in order: the names `world4rl stage` takes, each its folder in the
+/// run directory (or the parent folder of its per-task stages). `world-model` is accepted for
+/// `world_model`, as in `world4rl train world-model`.
 pub const STAGES: [&str; 11] = [
     "collect-expert",
     "bc",
     "collect-rollouts",
     "collect-heldout",
-    "world-model",
+    "world_model",
     "reward",
     "refine",
     "refine-real",
@@ -115,7 +117,7 @@ pub fn run_named(ctx: &StageContext, name: &str) -> Result<()> {
             go(ctx, collect::CollectHeldout { cfg, device })
         }
         "collect-heldout" => Ok(()),
-        "world-model" => {
+        "world_model" | "world-model" => {
             let data = ctx.dataset()?;
             go(
                 ctx,

@@ -152,7 +152,7 @@ pub fn chart_svg(chart: &Chart) -> Result<String> {
         root.fill(&WHITE).map_err(|e| err(&e))?;
         let mut c = ChartBuilder::on(&root)
             .caption(&chart.title, ("sans-serif", 18))
-            .margin(12)
+            .margin(16)
             .x_label_area_size(36)
             .y_label_area_size(64)
             .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
@@ -165,8 +165,17 @@ pub fn chart_svg(chart: &Chart) -> Result<String> {
                 format!("{v:.3}")
             }
         };
+        // steps and iterations are whole numbers: no ".0" on their ticks
+        let x_fmt = |v: &f64| {
+            if v.fract() == 0.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.2}")
+            }
+        };
         c.configure_mesh()
             .x_desc(chart.x_label.as_str())
+            .x_label_formatter(&x_fmt)
             .y_label_formatter(&y_fmt)
             .light_line_style(WHITE.mix(0.0))
             .draw()

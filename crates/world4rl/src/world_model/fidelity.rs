@@ -18,7 +18,7 @@ use std::time::Instant;
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
-use w4rl_data::{Episode, SamplerConfig as WindowConfig, WindowSampler};
+use w4rl_data::{Episode, WindowConfig, WindowSampler};
 
 use super::{imagine, Batch, RollingContext, WorldModel};
 use crate::frames::bytes_to_model;

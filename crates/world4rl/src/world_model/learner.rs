@@ -3,7 +3,7 @@
 
 use anyhow::{ensure, Result};
 use tch::Device;
-use w4rl_data::{Dataset, Episode, SamplerConfig as WindowConfig, WindowSampler};
+use w4rl_data::{Dataset, Episode, WindowConfig, WindowSampler};
 
 use super::holdout::{split_dataset, EpisodeId};
 use super::train::{sampler_seed, WorldModelFiles};

@@ -23,7 +23,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::Device;
-use w4rl_data::{Dataset, Episode, SamplerConfig as WindowConfig, WindowSampler};
+use w4rl_data::{Dataset, Episode, WindowConfig, WindowSampler};
 
 use super::{Batch, TrainLossOptions, WorldModel};
 use crate::metrics_log::MetricsLog;
