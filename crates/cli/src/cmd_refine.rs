@@ -12,7 +12,7 @@ use world4rl::policy::GaussianPolicy;
 use world4rl::run::RunDir;
 use world4rl::stage::run_stage;
 use world4rl::stages::ceiling::RealEnvControl;
-use world4rl::stages::refine::RefineTask;
+use world4rl::stages::refine::{accept_starts, RefineTask};
 
 use crate::cmd_train::load_config;
 use crate::output::print_json;
@@ -93,15 +93,7 @@ pub fn refine(args: RefineArgs, device: Device, seed: Option<u64>) -> Result<()>
         }
         return Ok(());
     }
-    let heldout_dir = run.heldout();
-    let heldout =
-        if rc.accept != world4rl::acceptance::AcceptRule::Always && heldout_dir.exists() {
-            Some(Dataset::open(&heldout_dir).with_context(|| {
-                format!("opening the held-out rollouts {}", heldout_dir.display())
-            })?)
-        } else {
-            None
-        };
+    let heldout = accept_starts(&rc, &run)?;
     let mut reports = Vec::new();
     for task in tasks {
         let data = start_dataset(&args, &run, &task)?;

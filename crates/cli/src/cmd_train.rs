@@ -14,10 +14,10 @@ use clap::Args;
 use tch::Device;
 use w4rl_data::Dataset;
 use world4rl::config::ExperimentConfig;
-use world4rl::run::{stage_name, RunDir};
+use world4rl::run::RunDir;
 use world4rl::stage::run_stage;
 use world4rl::stages::bc::TrainBc;
-use world4rl::stages::{reward, tasks_or_all};
+use world4rl::stages::{pick_tasks, reward};
 
 use crate::output::print_json;
 
@@ -56,13 +56,8 @@ pub fn train_reward(args: TrainArgs, device: Device, seed: Option<u64>) -> Resul
     let cfg = load_config(&args.config, seed)?;
     let dataset = Dataset::open(&args.data)?;
     let run = RunDir::open_locked(&args.out)?;
-    let tasks = pick(&args.task, &cfg.reward.tasks, &dataset);
-    let todo = tasks.iter().any(|t| !run.is_done(&stage_name::reward(t)));
-    let wm = if todo {
-        reward::imagination_model(&cfg.reward, &run, device)?
-    } else {
-        None
-    };
+    let tasks = pick_tasks(&args.task, &cfg.reward.tasks, &dataset);
+    let wm = reward::imagination_model(&cfg.reward, &run, &tasks, device)?;
     let mut reports = Vec::new();
     for task in tasks {
         let stage = reward::TrainReward {
@@ -86,7 +81,7 @@ pub fn train_bc(args: TrainArgs, device: Device, seed: Option<u64>) -> Result<()
     let dataset = Dataset::open(&args.data)?;
     let run = RunDir::open_locked(&args.out)?;
     let mut reports = Vec::new();
-    for task in pick(&args.task, &cfg.bc.tasks, &dataset) {
+    for task in pick_tasks(&args.task, &cfg.bc.tasks, &dataset) {
         let stage = TrainBc {
             cfg: &cfg.bc,
             data: &dataset,
@@ -99,13 +94,4 @@ pub fn train_bc(args: TrainArgs, device: Device, seed: Option<u64>) -> Result<()
         print_json(&serde_json::json!({ "bc": reports }))?;
     }
     Ok(())
-}
-
-/// `--task` when given, else the section's tasks, else every task of the dataset.
-fn pick(given: &[String], configured: &[String], data: &Dataset) -> Vec<String> {
-    if given.is_empty() {
-        tasks_or_all(configured, data)
-    } else {
-        given.to_vec()
-    }
 }

@@ -29,8 +29,16 @@ use crate::config::ExperimentConfig;
 use crate::run::RunDir;
 use crate::stage::{run_stage, Stage};
 use crate::stages::{
-    bc::TrainBc, ceiling::RealEnvControl, collect, eval::Evaluate, fidelity::Fidelity,
-    refine::RefineTask, report::WriteReport, reward, tasks_or_all, world_model::TrainWorldModel,
+    bc::TrainBc,
+    ceiling::RealEnvControl,
+    collect,
+    eval::Evaluate,
+    fidelity::Fidelity,
+    pick_tasks,
+    refine::{accept_starts, RefineTask},
+    report::WriteReport,
+    reward,
+    world_model::TrainWorldModel,
 };
 
 /// The stages of `world4rl run`, in order: the names `world4rl stage` takes, each its folder in the
@@ -63,14 +71,6 @@ pub struct StageContext<'a> {
 }
 
 impl StageContext<'_> {
-    fn tasks_or(&self, configured: &[String], data: &Dataset) -> Vec<String> {
-        if self.tasks.is_empty() {
-            tasks_or_all(configured, data)
-        } else {
-            self.tasks.to_vec()
-        }
-    }
-
     fn refine_tasks(&self) -> Vec<String> {
         if !self.tasks.is_empty() {
             self.tasks.to_vec()
@@ -99,7 +99,7 @@ pub fn run_named(ctx: &StageContext, name: &str) -> Result<()> {
         "collect-expert" => go(ctx, collect::CollectExpert { cfg }),
         "bc" => {
             let data = ctx.dataset()?;
-            for task in ctx.tasks_or(&cfg.bc.tasks, &data) {
+            for task in pick_tasks(ctx.tasks, &cfg.bc.tasks, &data) {
                 go(
                     ctx,
                     TrainBc {
@@ -131,15 +131,8 @@ pub fn run_named(ctx: &StageContext, name: &str) -> Result<()> {
         }
         "reward" => {
             let data = ctx.dataset()?;
-            let tasks = ctx.tasks_or(&cfg.reward.tasks, &data);
-            let todo = tasks
-                .iter()
-                .any(|t| !ctx.run.is_done(&crate::run::stage_name::reward(t)));
-            let wm = if todo {
-                reward::imagination_model(&cfg.reward, ctx.run, device)?
-            } else {
-                None
-            };
+            let tasks = pick_tasks(ctx.tasks, &cfg.reward.tasks, &data);
+            let wm = reward::imagination_model(&cfg.reward, ctx.run, &tasks, device)?;
             for task in tasks {
                 go(
                     ctx,
@@ -195,16 +188,7 @@ pub fn run_named(ctx: &StageContext, name: &str) -> Result<()> {
 fn refine(ctx: &StageContext) -> Result<()> {
     let cfg = ctx.cfg;
     let data = ctx.dataset()?;
-    let held_dir = ctx.run.heldout();
-    let heldout = if cfg.refine.accept != crate::acceptance::AcceptRule::Always && held_dir.exists()
-    {
-        Some(
-            Dataset::open(&held_dir)
-                .with_context(|| format!("opening the held-out rollouts {}", held_dir.display()))?,
-        )
-    } else {
-        None
-    };
+    let heldout = accept_starts(&cfg.refine, ctx.run)?;
     for task in ctx.refine_tasks() {
         go(
             ctx,

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use base64::Engine as _;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -116,6 +117,17 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
+/// The series' legend box of a chart.
+fn draw_legend<'a>(
+    c: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+) -> Result<()> {
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 /// Renders a chart to an SVG string. Each series is a line with its own marker shape, so series that
 /// coincide stay visible.
 pub fn chart_svg(chart: &Chart) -> Result<String> {
@@ -201,11 +213,7 @@ pub fn chart_svg(chart: &Chart) -> Result<String> {
             }
         }
         if chart.series.len() > 1 {
-            c.configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.3))
-                .draw()
-                .map_err(|e| err(&e))?;
+            draw_legend(&mut c)?;
         }
         root.present().map_err(|e| err(&e))?;
     }
@@ -271,11 +279,7 @@ pub fn success_svg(rows: &[SuccessRow]) -> Result<String> {
             .label(label)
             .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
         }
-        c.configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .draw()
-            .map_err(|e| err(&e))?;
+        draw_legend(&mut c)?;
         root.present().map_err(|e| err(&e))?;
     }
     Ok(svg)

@@ -12,11 +12,18 @@ pub mod report;
 pub mod reward;
 pub mod world_model;
 
-/// `configured` when it names tasks, else every task of the dataset.
-pub fn tasks_or_all(configured: &[String], data: &w4rl_data::Dataset) -> Vec<String> {
-    if configured.is_empty() {
-        data.tasks()
-    } else {
+/// The tasks of a per-task stage: `given` (the command line's) when it names any, else `configured`
+/// (the section's) when it names any, else every task of the dataset.
+pub fn pick_tasks(
+    given: &[String],
+    configured: &[String],
+    data: &w4rl_data::Dataset,
+) -> Vec<String> {
+    if !given.is_empty() {
+        given.to_vec()
+    } else if !configured.is_empty() {
         configured.to_vec()
+    } else {
+        data.tasks()
     }
 }

@@ -187,6 +187,18 @@ pub fn load_classifier(
     Ok(clf)
 }
 
+/// The start states of the acceptance check: the run's held-out rollouts, when the check is on and
+/// the run has them.
+pub fn accept_starts(cfg: &RefineConfig, run: &RunDir) -> Result<Option<Dataset>> {
+    let dir = run.heldout();
+    if cfg.accept == AcceptRule::Always || !dir.exists() {
+        return Ok(None);
+    }
+    let data = Dataset::open(&dir)
+        .with_context(|| format!("opening the held-out rollouts {}", dir.display()))?;
+    Ok(Some(data))
+}
+
 /// The run's BC policy of `task`.
 pub fn load_bc(run: &RunDir, task: &str, device: Device) -> Result<GaussianPolicy> {
     let (policy, _) = GaussianPolicy::load(&run.bc_policy(task), device).with_context(|| {

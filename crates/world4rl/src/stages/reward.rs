@@ -24,13 +24,17 @@ pub struct TrainReward<'a> {
     pub device: Device,
 }
 
-/// The run's world model when `cfg` asks for imagined frames and the run has one (in
-/// `reward.world_model_precision`), else `None`.
+/// The run's world model when `cfg` asks for imagined frames, the run has one and a classifier of
+/// `tasks` is still to train (in `reward.world_model_precision`), else `None`.
 pub fn imagination_model(
     cfg: &RewardConfig,
     run: &RunDir,
+    tasks: &[String],
     device: Device,
 ) -> Result<Option<WorldModel>> {
+    if tasks.iter().all(|t| run.is_done(&stage_name::reward(t))) {
+        return Ok(None);
+    }
     let imagined = std::iter::once((cfg.world_model_frames, cfg.world_model_open_loop_frames))
         .chain(
             cfg.members
