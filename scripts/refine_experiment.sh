@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One refinement experiment of issue #14: PPO in a base run's frozen world model with a config's
+# [refine] section and PPO seed SEED, then the refined policies' real success on the evaluation seeds.
+# Usage: scripts/refine_experiment.sh CONFIG SEED [BASE_RUN] [BIN]
+#   CONFIG    an experiment config whose models are those of BASE_RUN (only its [refine] may differ)
+#   BASE_RUN  a run with its dataset, held-out rollouts, BC policies, world model and classifiers
+#             (default runs/demo: `world4rl run` or the stages up to `reward`)
+# Output: runs/<config name>-s<SEED>/ (links to the base run's models, refine/<task>/, eval.jsonl) and a
+# line per task: BC and refined success over 200 episodes with 95 % Wilson intervals.
+set -euo pipefail
+CONFIG="$1"; SEED="$2"; BASE="${3:-runs/demo}"; BIN="${4:-./target/release/world4rl}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+BASE="$(cd "$BASE" && pwd)"
+OUT="runs/$(basename "$CONFIG" .toml)-s$SEED"
+mkdir -p "$OUT"
+for d in dataset heldout bc world_model reward; do
+  [ -e "$BASE/$d" ] || { echo "$BASE/$d is missing: run the base stages first" >&2; exit 1; }
+  [ -e "$OUT/$d" ] || ln -s "$BASE/$d" "$OUT/$d"
+done
+# the config with the PPO seed set in [refine.ppo] (experiment.seed unchanged, so nothing else moves)
+grep -q '^\[refine\.ppo\]' "$CONFIG" || { echo "$CONFIG has no [refine.ppo] table" >&2; exit 1; }
+sed "/^\[refine\.ppo\]/a seed = $SEED" "$CONFIG" > "$OUT/experiment.toml"
+TASKS=$(python3 -c 'import sys, tomllib; print(" ".join(tomllib.load(open(sys.argv[1], "rb"))["experiment"]["tasks"]))' "$CONFIG")
+: > "$OUT/eval.jsonl"
+for T in $TASKS; do
+  WORLD4RL_NO_PROGRESS=1 "$BIN" --threads 2 refine --config "$OUT/experiment.toml" --run "$OUT" --task "$T"
+  for P in "$OUT/bc/$T/policy.safetensors" "$OUT/refine/$T/policy.safetensors"; do
+    "$BIN" --threads 2 eval policy --policy "$P" --task "$T" --episodes 200 --json | tail -1 \
+      | python3 -c 'import json, sys; d = json.load(sys.stdin); d["policy"], d["task"] = sys.argv[1], sys.argv[2]; print(json.dumps(d))' "$P" "$T" \
+      >> "$OUT/eval.jsonl"
+  done
+done
+python3 - "$OUT/eval.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+for bc, rf in zip(rows[0::2], rows[1::2]):
+    def f(r):
+        return f"{100 * r['success_rate']:.1f} % [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
+    print(f"{bc['task']}: BC {f(bc)} -> refined {f(rf)}: {100 * (rf['success_rate'] - bc['success_rate']):+.1f} points")
+PY
