@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clap::Args;
 use tch::Device;
 use world4rl::config::ExperimentConfig;
@@ -60,13 +60,8 @@ fn out_dir(out: &Option<PathBuf>, config: &Path) -> PathBuf {
 
 /// `world4rl stage NAME CFG`: resolve the config, then run that stage of the pipeline.
 pub fn stage(args: StageArgs, device: Device, seed: Option<u64>) -> Result<()> {
-    if !world4rl::pipeline::STAGES.contains(&args.name.as_str()) && args.name != "world-model" {
-        bail!(
-            "unknown stage '{}'; the stages are {}",
-            args.name,
-            world4rl::pipeline::STAGES.join(", ")
-        );
-    }
+    // checked before the run directory is created or locked
+    let name = world4rl::pipeline::stage_named(&args.name)?;
     let cfg = load(&args.config, seed)?;
     let run = RunDir::open_locked(out_dir(&args.out, &args.config))?;
     run.write_config(&cfg)?;
@@ -77,7 +72,7 @@ pub fn stage(args: StageArgs, device: Device, seed: Option<u64>) -> Result<()> {
         device,
         tasks: &args.task,
     };
-    world4rl::pipeline::run_named(&ctx, &args.name)
+    world4rl::pipeline::run_named(&ctx, name)
 }
 
 pub fn run(args: RunArgs, device: Device, seed: Option<u64>) -> Result<()> {

@@ -87,6 +87,23 @@ impl StageContext<'_> {
     }
 }
 
+/// The entry of [`STAGES`] that `name` names (`world-model` names `world_model`), or an error listing
+/// the stages.
+pub fn stage_named(name: &str) -> Result<&'static str> {
+    let name = if name == "world-model" {
+        "world_model"
+    } else {
+        name
+    };
+    match STAGES.iter().find(|s| **s == name) {
+        Some(s) => Ok(s),
+        None => bail!(
+            "unknown stage '{name}'; the stages are {}",
+            STAGES.join(", ")
+        ),
+    }
+}
+
 fn go<S: Stage>(ctx: &StageContext, stage: S) -> Result<()> {
     run_stage(ctx.run, &stage).map(|_| ())
 }
@@ -95,7 +112,7 @@ fn go<S: Stage>(ctx: &StageContext, stage: S) -> Result<()> {
 /// stage, one stage per task.
 pub fn run_named(ctx: &StageContext, name: &str) -> Result<()> {
     let (cfg, device) = (ctx.cfg, ctx.device);
-    match name {
+    match stage_named(name)? {
         "collect-expert" => go(ctx, collect::CollectExpert { cfg }),
         "bc" => {
             let data = ctx.dataset()?;
@@ -117,7 +134,7 @@ pub fn run_named(ctx: &StageContext, name: &str) -> Result<()> {
             go(ctx, collect::CollectHeldout { cfg, device })
         }
         "collect-heldout" => Ok(()),
-        "world_model" | "world-model" => {
+        "world_model" => {
             let data = ctx.dataset()?;
             go(
                 ctx,
@@ -176,10 +193,7 @@ pub fn run_named(ctx: &StageContext, name: &str) -> Result<()> {
             )
         }
         "report" => go(ctx, WriteReport { cfg }),
-        other => bail!(
-            "unknown stage '{other}'; the stages are {}",
-            STAGES.join(", ")
-        ),
+        other => unreachable!("stage '{other}' is in STAGES but has no arm here"),
     }
 }
 
@@ -225,4 +239,22 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
     }
     overall.finish_and_clear();
     Ok(run.path().join("report.html"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_names_resolve_to_their_folder_and_unknown_ones_are_refused() {
+        for s in STAGES {
+            assert_eq!(stage_named(s).unwrap(), s);
+        }
+        assert_eq!(stage_named("world-model").unwrap(), "world_model");
+        let e = stage_named("world").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown stage 'world'") && e.contains("collect-expert"),
+            "{e}"
+        );
+    }
 }
