@@ -8,7 +8,13 @@
 # Output: runs/<config name>-s<SEED>/ (links to the base run's models, refine/<task>/, eval.jsonl) and a
 # line per task: BC and refined success over 200 episodes with 95 % Wilson intervals.
 set -euo pipefail
+if [ $# -lt 2 ]; then
+  echo "usage: $0 CONFIG SEED [BASE_RUN] [BIN]" >&2; exit 2
+fi
 CONFIG="$1"; SEED="$2"; BASE="${3:-runs/demo}"; BIN="${4:-./target/release/world4rl}"
+[ -f "$CONFIG" ] || { echo "config $CONFIG not found" >&2; exit 2; }
+case "$SEED" in ''|*[!0-9]*) echo "SEED must be a non-negative integer (got '$SEED')" >&2; exit 2 ;; esac
+[ -d "$BASE" ] || { echo "base run $BASE not found: run the demo's stages up to reward into it first" >&2; exit 2; }
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 BASE="$(cd "$BASE" && pwd)"
@@ -20,17 +26,19 @@ for d in dataset heldout bc world_model reward; do
 done
 # the config with the PPO seed set in [refine.ppo] (experiment.seed unchanged, so nothing else moves)
 grep -q '^\[refine\.ppo\]' "$CONFIG" || { echo "$CONFIG has no [refine.ppo] table" >&2; exit 1; }
-sed "/^\[refine\.ppo\]/a seed = $SEED" "$CONFIG" > "$OUT/experiment.toml"
+sed "/^\[refine\.ppo\]/a seed = $SEED" "$CONFIG" > "$OUT/experiment.toml.tmp"
+mv "$OUT/experiment.toml.tmp" "$OUT/experiment.toml"
 TASKS=$(python3 -c 'import sys, tomllib; print(" ".join(tomllib.load(open(sys.argv[1], "rb"))["experiment"]["tasks"]))' "$CONFIG")
-: > "$OUT/eval.jsonl"
+: > "$OUT/eval.jsonl.tmp"
 for T in $TASKS; do
   WORLD4RL_NO_PROGRESS=1 "$BIN" --threads 2 refine --config "$OUT/experiment.toml" --run "$OUT" --task "$T"
   for P in "$OUT/bc/$T/policy.safetensors" "$OUT/refine/$T/policy.safetensors"; do
     "$BIN" --threads 2 eval policy --policy "$P" --task "$T" --episodes 200 --json | tail -1 \
       | python3 -c 'import json, sys; d = json.load(sys.stdin); d["policy"], d["task"] = sys.argv[1], sys.argv[2]; print(json.dumps(d))' "$P" "$T" \
-      >> "$OUT/eval.jsonl"
+      >> "$OUT/eval.jsonl.tmp"
   done
 done
+mv "$OUT/eval.jsonl.tmp" "$OUT/eval.jsonl"
 python3 - "$OUT/eval.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
