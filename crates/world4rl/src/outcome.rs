@@ -11,7 +11,9 @@
 //!   0.5 is chance), with a bootstrap 95 % interval over the episodes;
 //! * **AUC(k)**: the same replays with the context reset to the real frames every `k` steps, which
 //!   shows at which horizon the error compounds (k = 1 is one-step prediction; k ≥ the episode
-//!   length is the open-loop replay).
+//!   length is the open-loop replay);
+//! * the same classifier and rule on the recorded real frames: the AUC imagination could reach with a
+//!   perfect world model, which says whether a low AUC is the world model's or the classifier's.
 //!
 //! An episode's score under the success rule "k consecutive frames above the threshold"
 //! ([`SuccessRule`], the imagined environment uses the same rule) is the largest, over its frames, of
@@ -26,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 use w4rl_data::{Dataset, Episode, EpisodeKind};
 
-use crate::frames::model_to_chw;
+use crate::frames::{bytes_to_chw, model_to_chw};
 use crate::reward::RewardClassifier;
 use crate::world_model::{RollingContext, WorldModel};
 
@@ -174,6 +176,11 @@ pub struct OutcomeAgreement {
     /// AUC(k) for each reset interval asked for.
     #[serde(default)]
     pub auc_by_reset: Vec<ResetAuc>,
+    /// The same rule and classifier on the recorded real frames (its `imagined_success_rate` is the
+    /// share the classifier calls successful there): the most the imagined episodes can reach with
+    /// this classifier, which separates the classifier's limit from the world model's.
+    #[serde(default)]
+    pub real_frames: Option<AucEstimate>,
 }
 
 fn one() -> usize {
@@ -212,6 +219,35 @@ pub fn episode_scores(
             Ok(())
         })?;
         scores.extend(probs.iter().map(|p| opts.rule.score(p)));
+    }
+    Ok(scores)
+}
+
+/// Per-episode scores of the recorded frames `1..=T` of `episodes` judged by `clf` (the frames the
+/// imagined ones stand for), under the same rule as [`episode_scores`].
+pub fn real_frame_scores(
+    clf: &RewardClassifier,
+    episodes: &[&Episode],
+    rule: SuccessRule,
+) -> Result<Vec<f64>> {
+    let _guard = tch::no_grad_guard();
+    let mut scores = Vec::with_capacity(episodes.len());
+    for e in episodes {
+        let n = e.steps();
+        if n == 0 {
+            scores.push(0.0);
+            continue;
+        }
+        let size = e.meta.image_size;
+        let bytes = &e.frames[e.frame_len()..(n + 1) * e.frame_len()];
+        let frames = bytes_to_chw(bytes, n, size, size, clf.device())?;
+        let p = Vec::<f32>::try_from(
+            clf.prob_u8(&frames)
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float),
+        )?;
+        let p: Vec<f64> = p.into_iter().map(f64::from).collect();
+        scores.push(rule.score(&p));
     }
     Ok(scores)
 }
@@ -286,6 +322,7 @@ pub fn outcome_agreement(
             estimate: estimate(&scores, k as u64),
         });
     }
+    let real_frames = estimate(&real_frame_scores(clf, episodes, opts.rule)?, 0x4EA1);
     Ok(OutcomeAgreement {
         episodes: episodes.len(),
         heldout,
@@ -296,6 +333,7 @@ pub fn outcome_agreement(
         auc: open_est.auc,
         auc_ci: open_est.ci,
         auc_by_reset,
+        real_frames: Some(real_frames),
     })
 }
 
@@ -397,8 +435,12 @@ pub fn task_outcomes(
                 )
             })
             .collect();
+        let real = o
+            .real_frames
+            .map(|r| format!("; on the real frames AUC {}", fmt_auc(r.auc, r.ci)))
+            .unwrap_or_default();
         tracing::info!(
-            "{task}: {} {} rollouts replayed whole; real success {:.0} %, imagined {:.0} %, same outcome {:.0} %, AUC {}{}{}",
+            "{task}: {} {} rollouts replayed whole; real success {:.0} %, imagined {:.0} %, same outcome {:.0} %, AUC {}{}{}{real}",
             o.episodes,
             if o.heldout { "held-out" } else { "training" },
             100.0 * o.real_success_rate,

@@ -399,12 +399,34 @@ mod imagination {
         assert!((0.0..=1.0).contains(&auc));
         assert_eq!(always.auc_by_reset.len(), 1);
         assert_eq!(always.auc_by_reset[0].every, 1);
+        // the classifier on the recorded frames: the frame after each action (frame 1 here), not
+        // the first one, scored as the imagined frames are
+        let clf = tiny_classifier(0.0);
+        let real_frames = always
+            .real_frames
+            .expect("the real-frame ceiling is measured");
+        let by_hand: Vec<f64> = eps
+            .iter()
+            .map(|e| {
+                let f = world4rl::frames::bytes_to_chw(e.frame(1), 1, SIZE, SIZE, tch::Device::Cpu)
+                    .unwrap();
+                clf.prob_u8(&f).double_value(&[0])
+            })
+            .collect();
+        let labels: Vec<bool> = eps.iter().map(|e| e.success[1] == 1).collect();
+        assert_eq!(
+            real_frames.auc,
+            world4rl::reward::roc_auc(&by_hand, &labels)
+        );
+        assert_eq!(real_frames.imagined_success_rate, 1.0);
+        assert!(real_frames.ci.is_some());
         let big = OutcomeOptions {
             batch: 64,
             ..opts.clone()
         };
         let never = outcome_agreement(&wm, &tiny_classifier(0.999_999), &eps, false, &big).unwrap();
         assert_eq!(never.imagined_success_rate, 0.0);
+        assert_eq!(never.real_frames.unwrap().imagined_success_rate, 0.0);
         assert!((never.agreement - (1.0 - real)).abs() < 1e-12);
         // a rule of two consecutive frames cannot be met in one-step episodes
         let two = OutcomeOptions {

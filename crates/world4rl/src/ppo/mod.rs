@@ -69,6 +69,10 @@ pub struct PpoConfig {
     pub actor_lr: f64,
     /// Critic learning rate. Default 1e-3 (DPPO, DiWA).
     pub critic_lr: f64,
+    /// Anneal both learning rates linearly to 0 over `iterations` (iteration i uses the fraction
+    /// `1 - (i - 1) / iterations`, as CleanRL's `anneal_lr`). Default false: the KL stop bounds every
+    /// update instead; annealing makes the last iterations move the policy less.
+    pub anneal_lr: bool,
     /// Passes over each rollout. Default 5 (DPPO/DiWA: 10; halved for the CPU budget).
     pub update_epochs: usize,
     /// Minibatch size. Default 320 (10 minibatches per epoch at the default rollout size).
@@ -114,6 +118,7 @@ impl Default for PpoConfig {
             target_kl: 0.05,
             actor_lr: 2e-4,
             critic_lr: 1e-3,
+            anneal_lr: false,
             update_epochs: 5,
             minibatch_size: 320,
             max_grad_norm: 1.0,

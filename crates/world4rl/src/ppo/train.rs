@@ -259,6 +259,11 @@ pub fn train<E: RolloutEnv>(
 
         // ---- update
         let t1 = Instant::now();
+        if cfg.anneal_lr {
+            let frac = lr_fraction(iter, cfg.iterations);
+            actor_opt.set_lr(cfg.actor_lr.max(1e-12) * frac);
+            critic_opt.set_lr(cfg.critic_lr * frac);
+        }
         let update_actor = iter > cfg.critic_warmup_iters as u64;
         let u = update(
             cfg,
@@ -507,4 +512,24 @@ fn update(
         kl_initial,
         clip_frac: if nclip > 0 { clips / nclip as f64 } else { 0.0 },
     })
+}
+
+/// The learning-rate fraction of iteration `iter` (1-based) of `iterations` under linear annealing:
+/// 1 at the first iteration, `1 / iterations` at the last.
+fn lr_fraction(iter: u64, iterations: usize) -> f64 {
+    1.0 - (iter.saturating_sub(1) as f64) / (iterations.max(1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lr_fraction;
+
+    #[test]
+    fn annealed_learning_rate_falls_linearly_from_full_to_one_step() {
+        assert_eq!(lr_fraction(1, 30), 1.0);
+        assert!((lr_fraction(16, 30) - 0.5).abs() < 1e-12);
+        assert!((lr_fraction(30, 30) - 1.0 / 30.0).abs() < 1e-12);
+        let f: Vec<f64> = (1..=30).map(|i| lr_fraction(i, 30)).collect();
+        assert!(f.windows(2).all(|w| w[1] < w[0]) && f[29] > 0.0);
+    }
 }

@@ -333,6 +333,9 @@ fn fidelity_tables(rec: &Records, r: &mut Report) {
                 } else {
                     resets
                 },
+                a.real_frames
+                    .map(|x| fmt_auc(x.auc, x.ci))
+                    .unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
@@ -348,6 +351,7 @@ fn fidelity_tables(rec: &Records, r: &mut Report) {
                 "same outcome".into(),
                 "AUC [95 % CI]".into(),
                 "AUC(k), context reset to real frames every k steps".into(),
+                "AUC of the classifier on the real frames (the ceiling)".into(),
             ],
             rows,
         ));
