@@ -389,7 +389,8 @@ mod imagination {
             bootstrap: 200,
             ..Default::default()
         };
-        let always = outcome_agreement(&wm, &tiny_classifier(0.0), &eps, false, &opts).unwrap();
+        let clf = tiny_classifier(0.0);
+        let always = outcome_agreement(&wm, &clf, &eps, false, &opts).unwrap();
         assert_eq!(always.episodes, 12);
         assert!(!always.heldout);
         assert_eq!(always.real_success_rate, real);
@@ -401,7 +402,6 @@ mod imagination {
         assert_eq!(always.auc_by_reset[0].every, 1);
         // the classifier on the recorded frames: the frame after each action (frame 1 here), not
         // the first one, scored as the imagined frames are
-        let clf = tiny_classifier(0.0);
         let real_frames = always
             .real_frames
             .expect("the real-frame ceiling is measured");
