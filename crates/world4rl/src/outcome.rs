@@ -241,12 +241,10 @@ pub fn real_frame_scores(
         let size = e.meta.image_size;
         let bytes = &e.frames[e.frame_len()..(n + 1) * e.frame_len()];
         let frames = bytes_to_chw(bytes, n, size, size, clf.device())?;
-        let p = Vec::<f32>::try_from(
-            clf.prob_u8(&frames)
-                .to_device(Device::Cpu)
-                .to_kind(Kind::Float),
-        )?;
-        let p: Vec<f64> = p.into_iter().map(f64::from).collect();
+        let p: Vec<f64> = crate::reward::train::probabilities(clf, &frames)?
+            .into_iter()
+            .map(f64::from)
+            .collect();
         scores.push(rule.score(&p));
     }
     Ok(scores)
