@@ -212,7 +212,7 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir) -> Result<Report> {
     success_tables(&rec, &mut r);
     fidelity_tables(&rec, &mut r);
     reward_table(&rec, &mut r);
-    imagination_table(run, &rec, &mut r);
+    imagination_table(cfg.refine.imagination.horizon, run, &rec, &mut r);
     r.tables.push((
         "Stage wall-clock (minutes)".into(),
         vec!["stage".into(), "minutes".into()],
@@ -398,8 +398,10 @@ fn reward_table(rec: &Records, r: &mut Report) {
 
 /// Per refined task: the imagined success at PPO's first and last iteration beside the real success
 /// rates, and the outcome check's AUC (refinement can only help where imagination agrees with
-/// reality).
-fn imagination_table(run: &RunDir, rec: &Records, r: &mut Report) {
+/// reality). With imagined episodes of `horizon` steps (0 = whole episodes) the AUC shown is the
+/// check's AUC(k = horizon) when the fidelity stage measured it (the context reset to real frames every
+/// `horizon` steps, as PPO's branches start from real contexts), else the open-loop one.
+fn imagination_table(horizon: usize, run: &RunDir, rec: &Records, r: &mut Report) {
     let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.0} %", 100.0 * v));
     let mut rows = Vec::new();
     for (task, _, _) in &rec.refine {
@@ -413,10 +415,8 @@ fn imagination_table(run: &RunDir, rec: &Records, r: &mut Report) {
             .as_ref()
             .and_then(|(_, rows)| rows.iter().find(|r| &r.task == task));
         let auc = rec.fidelity.as_ref().and_then(|(_, f)| {
-            f.outcomes
-                .iter()
-                .find(|o| &o.task == task)
-                .map(|o| fmt_auc(o.agreement.auc, o.agreement.auc_ci))
+            let a = &f.outcomes.iter().find(|o| &o.task == task)?.agreement;
+            Some(auc_at_horizon(a, horizon))
         });
         rows.push(vec![
             task.clone(),
@@ -429,7 +429,7 @@ fn imagination_table(run: &RunDir, rec: &Records, r: &mut Report) {
     }
     if !rows.is_empty() {
         r.tables.push((
-            "Imagination against reality: success inside the world model at PPO's first and last iteration, in the real environment, and the outcome check's AUC".into(),
+            "Imagination against reality: success inside the world model at PPO's first and last iteration, in the real environment, and the outcome check's AUC at PPO's imagined horizon".into(),
             vec![
                 "task".into(),
                 "BC imagined".into(),
@@ -440,6 +440,19 @@ fn imagination_table(run: &RunDir, rec: &Records, r: &mut Report) {
             ],
             rows,
         ));
+    }
+}
+
+/// The outcome check's AUC that matches imagined episodes of `horizon` steps (0 = whole episodes):
+/// AUC(k = horizon) when it was measured, else the open-loop AUC; labelled with which it is.
+fn auc_at_horizon(a: &crate::outcome::OutcomeAgreement, horizon: usize) -> String {
+    match a
+        .auc_by_reset
+        .iter()
+        .find(|x| horizon > 0 && x.every == horizon)
+    {
+        Some(x) => format!("k={horizon}: {}", fmt_auc(x.estimate.auc, x.estimate.ci)),
+        None => format!("open loop: {}", fmt_auc(a.auc, a.auc_ci)),
     }
 }
 
@@ -492,5 +505,46 @@ fn charts(cfg: &ExperimentConfig, run: &RunDir, r: &mut Report) {
             series,
             log_y: false,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::auc_at_horizon;
+    use crate::outcome::{AucEstimate, OutcomeAgreement, ResetAuc};
+
+    #[test]
+    fn imagination_table_shows_the_auc_of_ppos_horizon_when_measured() {
+        let est = |auc: f64| AucEstimate {
+            auc: Some(auc),
+            ci: Some([auc - 0.1, auc + 0.05]),
+            imagined_success_rate: 0.5,
+        };
+        let a = OutcomeAgreement {
+            episodes: 100,
+            heldout: true,
+            success_frames: 3,
+            real_success_rate: 0.5,
+            imagined_success_rate: 0.6,
+            agreement: 0.7,
+            auc: Some(0.72),
+            auc_ci: Some([0.6, 0.8]),
+            auc_by_reset: vec![
+                ResetAuc {
+                    every: 10,
+                    estimate: est(0.9),
+                },
+                ResetAuc {
+                    every: 15,
+                    estimate: est(0.95),
+                },
+            ],
+            real_frames: None,
+        };
+        assert_eq!(auc_at_horizon(&a, 15), "k=15: 0.95 [0.85, 1.00]");
+        assert_eq!(auc_at_horizon(&a, 10), "k=10: 0.90 [0.80, 0.95]");
+        // whole episodes, or a horizon the check did not measure: the open-loop AUC, said so
+        assert_eq!(auc_at_horizon(&a, 0), "open loop: 0.72 [0.60, 0.80]");
+        assert_eq!(auc_at_horizon(&a, 20), "open loop: 0.72 [0.60, 0.80]");
     }
 }
