@@ -391,7 +391,8 @@ pub fn task_outcome_agreement(
     outcome_agreement(wm, &clf, &refs, heldout, opts).map(Some)
 }
 
-fn fmt_auc(e: Option<f64>, ci: Option<[f64; 2]>) -> String {
+/// An AUC with its interval as the log and the report print it: `0.83 [0.74, 0.91]`, `0.83` or `-`.
+pub(crate) fn fmt_auc(e: Option<f64>, ci: Option<[f64; 2]>) -> String {
     match (e, ci) {
         (Some(a), Some([lo, hi])) => format!("{a:.2} [{lo:.2}, {hi:.2}]"),
         (Some(a), None) => format!("{a:.2}"),

@@ -11,7 +11,7 @@ use crate::collect::CollectSummary;
 use crate::config::ExperimentConfig;
 use crate::evaluate::EvalReport;
 use crate::metrics_log::read_metrics;
-use crate::outcome::TaskOutcome;
+use crate::outcome::{fmt_auc, TaskOutcome};
 use crate::policy::bc::BcReport;
 use crate::report::{Chart, FidelityRow, Rate, Report, SuccessRow};
 use crate::reward::ClassifierReport;
@@ -261,14 +261,6 @@ fn success_tables(rec: &Records, r: &mut Report) {
             ],
             ceiling_rows,
         ));
-    }
-}
-
-fn fmt_auc(v: Option<f64>, ci: Option<[f64; 2]>) -> String {
-    match (v, ci) {
-        (Some(v), Some([lo, hi])) => format!("{v:.2} [{lo:.2}, {hi:.2}]"),
-        (Some(v), None) => format!("{v:.2}"),
-        _ => "-".into(),
     }
 }
 
