@@ -188,8 +188,8 @@ fn main() -> ExitCode {
                 println!("#   reward.seed = {}  bc.seed = {}  refine.ppo.seed = {}  world_model.seed = {}  (each XOR experiment.seed)", r.reward.seed, r.bc.seed, r.refine.ppo.seed, r.world_model.seed);
                 println!("#   reward.image_size = {}  bc.image_size = {}  (0 = the world model's frame size)", r.reward.image_size, r.bc.image_size);
                 println!(
-                    "#   reward.world_model_precision = {}  (refine.world_model_precision)",
-                    r.reward.world_model_precision
+                    "#   reward.world_model_precision = {}  reward.world_model_channels_last = {}  (from [refine])",
+                    r.reward.world_model_precision, r.reward.world_model_channels_last
                 );
                 Ok(true)
             }

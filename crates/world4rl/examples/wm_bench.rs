@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p world4rl --example wm_bench -- [--preset tiny|cpu|paper | --spike]
 //!     [--size PX] [--batch B] [--steps N] [--warmup W] [--threads T] [--channels 32,32,64,64] [--depth D]
-//!     [--precision f32|bf16] [--train-precision f32|bf16]
+//!     [--precision f32|bf16] [--train-precision f32|bf16] [--channels-last]
 //! ```
 //!
 //! `--spike` is the configuration of ../shared/spikes/bakeoff (channels [32,64,64,128], 2 res blocks
@@ -113,6 +113,9 @@ fn main() -> Result<()> {
         .transpose()?
         .unwrap_or_default();
     wm.set_precision(precision);
+    // `--channels-last`: the f32 U-Net on NHWC-strided activations (`refine.world_model_channels_last`)
+    let channels_last = args.iter().any(|a| a == "--channels-last");
+    wm.set_channels_last(channels_last);
     let mut fwd = vec![];
     let mut img = vec![];
     for i in 0..warm + steps {
@@ -146,6 +149,7 @@ fn main() -> Result<()> {
         "imagine_step_ms_median": median(&mut img),
         "sampler_steps": cfg.sampler.steps,
         "precision": precision,
+        "channels_last": channels_last,
         "imagine_ms_per_frame": median(&mut img) / batch as f64,
     });
     println!("{out}");

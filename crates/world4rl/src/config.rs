@@ -214,6 +214,7 @@ impl ExperimentConfig {
         c.refine.ppo.seed ^= c.experiment.seed;
         c.world_model.seed ^= c.experiment.seed;
         c.reward.world_model_precision = c.refine.world_model_precision;
+        c.reward.world_model_channels_last = c.refine.world_model_channels_last;
         c.resolved = true;
         c
     }
@@ -230,7 +231,7 @@ mod tests {
 
     #[test]
     fn resolve_derives_every_stage_value_once() {
-        let text = "[experiment]\ntasks = [\"push-block\"]\nseed = 5\n\n[world_model.model]\nimage_size = 24\n\n[bc]\nimage_size = 0\nseed = 1\n\n[reward]\nimage_size = 20\n\n[refine]\nworld_model_precision = \"bf16\"\n";
+        let text = "[experiment]\ntasks = [\"push-block\"]\nseed = 5\n\n[world_model.model]\nimage_size = 24\n\n[bc]\nimage_size = 0\nseed = 1\n\n[reward]\nimage_size = 20\n\n[refine]\nworld_model_precision = \"bf16\"\nworld_model_channels_last = true\n";
         let cfg = ExperimentConfig::parse(text, Path::new("t.toml")).unwrap();
         let r = cfg.resolve();
         assert!(r.is_resolved() && !cfg.is_resolved());
@@ -244,6 +245,7 @@ mod tests {
             r.reward.world_model_precision,
             crate::world_model::Precision::Bf16
         );
+        assert!(r.reward.world_model_channels_last && !cfg.reward.world_model_channels_last);
         assert_eq!(r.resolve(), r, "resolving twice changes nothing");
     }
 

@@ -189,6 +189,10 @@ impl Denoiser {
         &self.inner
     }
 
+    pub fn inner_model_mut(&mut self) -> &mut InnerModel {
+        &mut self.inner
+    }
+
     /// Preconditioning coefficients at `sigma: [B]`.
     pub fn conditioners(&self, sigma: &Tensor) -> Conditioners {
         conditioners(sigma, self.cfg.sigma_data, self.cfg.sigma_offset_noise)

@@ -57,6 +57,9 @@ pub struct RewardConfig {
     /// precision refinement will use (`refine.world_model_precision`): the classifier judges the
     /// frames of that model.
     pub world_model_precision: Precision,
+    /// Channels-last f32 U-Net for those frames (default false); set from
+    /// `refine.world_model_channels_last` like the precision.
+    pub world_model_channels_last: bool,
     /// Fraction of episodes held out for the metrics (default 0.2).
     pub holdout_fraction: f64,
     /// Fraction of the remaining (training) episodes kept for model selection and threshold calibration
@@ -129,6 +132,7 @@ impl Default for RewardConfig {
             world_model_horizon: 4,
             world_model_open_loop_frames: 0,
             world_model_precision: Precision::F32,
+            world_model_channels_last: false,
             holdout_fraction: 0.2,
             val_fraction: 0.15,
             eval_every: 250,

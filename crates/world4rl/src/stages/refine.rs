@@ -35,6 +35,10 @@ pub struct RefineConfig {
     /// Number format of the frozen world model's U-Net during refinement (`f32` default, `bf16`
     /// about 1.6x faster imagination on CPUs with AVX-512 BF16/AMX).
     pub world_model_precision: Precision,
+    /// Run the frozen world model's f32 U-Net on channels-last activations (default false): the same
+    /// math in another summation order, 1.4x faster refinement on an AVX-512 CPU. Not bit-identical
+    /// to the standard layout, so a refinement's result moves as with another seed.
+    pub world_model_channels_last: bool,
     /// Override of the classifier's decision threshold.
     pub reward_threshold: Option<f64>,
     /// Override of the classifier's reward mode (`binary` or `probability`).
@@ -98,6 +102,7 @@ impl Default for RefineConfig {
             imagination: ImaginedEnvConfig::default(),
             sampler: None,
             world_model_precision: Precision::F32,
+            world_model_channels_last: false,
             reward_threshold: None,
             reward_mode: None,
             monitor_every: 0,
@@ -152,7 +157,7 @@ pub fn load_imagination(
     ))
 }
 
-/// The run's world model with refinement's sampler and precision.
+/// The run's world model with refinement's sampler, precision and layout.
 pub fn load_world_model(cfg: &RefineConfig, run: &RunDir, device: Device) -> Result<WorldModel> {
     let (mut wm, _) = WorldModel::load(&run.world_model(), device).with_context(|| {
         format!(
@@ -164,6 +169,7 @@ pub fn load_world_model(cfg: &RefineConfig, run: &RunDir, device: Device) -> Res
         wm.set_sampler(s.clone())?;
     }
     wm.set_precision(cfg.world_model_precision);
+    wm.set_channels_last(cfg.world_model_channels_last);
     Ok(wm)
 }
 

@@ -111,6 +111,12 @@ impl WorldModel {
         }
     }
 
+    /// Runs the f32 U-Net on channels-last activations (see [`crate::models::InnerModel::set_channels_last`]):
+    /// 1.18-1.36x faster imagination on an AVX-512 CPU, results equal up to float rounding.
+    pub fn set_channels_last(&mut self, on: bool) {
+        self.denoiser.inner_model_mut().set_channels_last(on);
+    }
+
     pub fn denoiser(&self) -> &Denoiser {
         &self.denoiser
     }
@@ -508,6 +514,56 @@ mod tests {
             Precision::Bf16
         );
         assert!("fp8".parse::<Precision>().is_err());
+    }
+
+    #[test]
+    fn channels_last_imagination_matches_the_standard_layout() {
+        tch::manual_seed(5);
+        let mut wm = WorldModel::new(WorldModelConfig::tiny(), 2, Device::Cpu).unwrap();
+        tch::no_grad(|| {
+            for (_, mut v) in wm.var_store().variables() {
+                let r = v.randn_like() * 0.1;
+                v.copy_(&r);
+            }
+        });
+        let icfg = wm.denoiser().inner_model().config().clone();
+        let (b, l, c) = (3, icfg.context as i64, icfg.image_channels);
+        let opts = (Kind::Float, Device::Cpu);
+        // 15 px: the U-Net pads to its size multiple and crops back on both layouts
+        let noisy = Tensor::randn([b, c, 15, 15], opts);
+        let context = Tensor::randn([b, l * c, 15, 15], opts);
+        let c_noise = Tensor::randn([b], opts);
+        let actions = Tensor::randn([b, l, icfg.action_encoded_dim], opts);
+        let out = |m: &WorldModel| {
+            tch::no_grad(|| {
+                m.denoiser()
+                    .inner_model()
+                    .forward(&noisy, &c_noise, None, &context, &actions)
+            })
+        };
+        let standard = out(&wm);
+        wm.set_channels_last(true);
+        assert!(wm.denoiser().inner_model().channels_last());
+        let nhwc = out(&wm);
+        assert_eq!(nhwc.size(), standard.size());
+        let scale = standard.abs().max().double_value(&[]);
+        assert!(scale > 1e-2, "the output is non-trivial ({scale})");
+        let diff = (&nhwc - &standard).abs().max().double_value(&[]);
+        assert!(
+            diff <= 1e-4 * scale,
+            "max |nhwc - nchw| = {diff} (scale {scale})"
+        );
+        // the imagined frames agree up to a quantisation level where rounding tips over
+        let ctx = Tensor::rand([b, l, c, 16, 16], opts) * 2.0 - 1.0;
+        let act = Tensor::rand([b, l, 2], opts) * 2.0 - 1.0;
+        let step = |m: &WorldModel| {
+            tch::manual_seed(11);
+            m.imagine_step(&ctx, &act).unwrap()
+        };
+        let a = step(&wm);
+        wm.set_channels_last(false);
+        let d = (&a - &step(&wm)).abs().max().double_value(&[]);
+        assert!(d <= 2.0 / 255.0 + 1e-6, "frames differ by {d}");
     }
 
     #[test]
