@@ -77,6 +77,13 @@ pub struct DreamArgs {
     /// Pixel enlargement in the GIF.
     #[arg(long, default_value_t = 4)]
     pub scale: usize,
+    #[command(flatten)]
+    pub imagination: ImaginationArgs,
+}
+
+/// How `dream` and `eval world-model` run the world model's U-Net.
+#[derive(Debug, Args)]
+pub struct ImaginationArgs {
     /// Denoising steps (default: the model's sampler setting).
     #[arg(long)]
     pub sampler_steps: Option<usize>,
@@ -111,17 +118,8 @@ pub struct EvalArgs {
     /// Rollouts imagined in parallel.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
-    /// Denoising steps (default: the model's sampler setting).
-    #[arg(long)]
-    pub sampler_steps: Option<usize>,
-    /// Number format of the U-Net at imagination time: f32 (as trained) or bf16 (faster on CPUs
-    /// with AVX-512 BF16/AMX).
-    #[arg(long, default_value = "f32")]
-    pub precision: Precision,
-    /// Run the f32 U-Net on channels-last activations (as `refine.world_model_channels_last`):
-    /// faster on AVX-512 CPUs, equal up to float rounding.
-    #[arg(long)]
-    pub channels_last: bool,
+    #[command(flatten)]
+    pub imagination: ImaginationArgs,
     /// LPIPS AlexNet weights (safetensors; see `world4rl::metrics::lpips`).
     #[arg(long)]
     pub lpips_weights: Option<PathBuf>,
@@ -256,35 +254,27 @@ pub fn train(args: TrainArgs, device: Device, seed: Option<u64>) -> Result<()> {
 fn load_model(
     run: &std::path::Path,
     device: Device,
-    sampler_steps: Option<usize>,
-    precision: Precision,
-    channels_last: bool,
+    imagination: &ImaginationArgs,
 ) -> Result<WorldModel> {
     let path = RunDir::open(run)?.world_model();
     if !path.exists() {
         bail!("{} has no world model ({} is missing): run `world4rl train world-model --out {}` first", run.display(), path.display(), run.display());
     }
     let (mut wm, _) = WorldModel::load(&path, device)?;
-    if let Some(s) = sampler_steps {
+    if let Some(s) = imagination.sampler_steps {
         let mut sc = wm.config().sampler.clone();
         sc.steps = s;
         wm.set_sampler(sc)?;
     }
-    wm.set_precision(precision);
-    wm.set_channels_last(channels_last);
+    wm.set_precision(imagination.precision);
+    wm.set_channels_last(imagination.channels_last);
     Ok(wm)
 }
 
 /// `world4rl dream`: a held-out episode, real beside its imagined replay (same actions, open loop
 /// from the first frame).
 pub fn dream(args: DreamArgs, device: Device, seed: Option<u64>) -> Result<()> {
-    let wm = load_model(
-        &args.run,
-        device,
-        args.sampler_steps,
-        args.precision,
-        args.channels_last,
-    )?;
+    let wm = load_model(&args.run, device, &args.imagination)?;
     let data = Dataset::open(&args.data)?;
     let held = wm_train::load_holdout(&RunDir::open(&args.run)?.world_model_dir(), &data)?;
     let ep = held.get(args.episode).with_context(|| {
@@ -319,13 +309,7 @@ pub fn dream(args: DreamArgs, device: Device, seed: Option<u64>) -> Result<()> {
 /// `world4rl eval world-model`: open-loop PSNR/SSIM per horizon on the run's held-out episodes,
 /// next to copy-last-frame (plus LPIPS/FID/FVD given weights).
 pub fn eval(args: EvalArgs, device: Device, seed: Option<u64>) -> Result<()> {
-    let wm = load_model(
-        &args.run,
-        device,
-        args.sampler_steps,
-        args.precision,
-        args.channels_last,
-    )?;
+    let wm = load_model(&args.run, device, &args.imagination)?;
     let data = Dataset::open(&args.data)?;
     let held = wm_train::load_holdout(&RunDir::open(&args.run)?.world_model_dir(), &data)?;
     if held.is_empty() {
