@@ -11,6 +11,7 @@ use clap::Args;
 use tch::{Device, Kind};
 use w4rl_data::Dataset;
 use world4rl::action_encoding::EncodingKind;
+use world4rl::diffusion::SamplerConfig;
 use world4rl::run::RunDir;
 use world4rl::stage::run_stage;
 use world4rl::stages::world_model::TrainWorldModel;
@@ -261,13 +262,15 @@ fn load_model(
         bail!("{} has no world model ({} is missing): run `world4rl train world-model --out {}` first", run.display(), path.display(), run.display());
     }
     let (mut wm, _) = WorldModel::load(&path, device)?;
-    if let Some(s) = imagination.sampler_steps {
-        let mut sc = wm.config().sampler.clone();
-        sc.steps = s;
-        wm.set_sampler(sc)?;
-    }
-    wm.set_precision(imagination.precision);
-    wm.set_channels_last(imagination.channels_last);
+    let sampler = imagination.sampler_steps.map(|steps| SamplerConfig {
+        steps,
+        ..wm.config().sampler.clone()
+    });
+    wm.set_imagination(
+        sampler.as_ref(),
+        imagination.precision,
+        imagination.channels_last,
+    )?;
     Ok(wm)
 }
 

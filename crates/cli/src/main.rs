@@ -187,9 +187,13 @@ fn main() -> ExitCode {
                 println!("\n# resolved (what every stage trains with; world4rl run and the stage commands alike):");
                 println!("#   reward.seed = {}  bc.seed = {}  refine.ppo.seed = {}  world_model.seed = {}  (each XOR experiment.seed)", r.reward.seed, r.bc.seed, r.refine.ppo.seed, r.world_model.seed);
                 println!("#   reward.image_size = {}  bc.image_size = {}  (0 = the world model's frame size)", r.reward.image_size, r.bc.image_size);
+                let sampler = r.reward.world_model_sampler.as_ref().map_or_else(
+                    || "the world model's".to_string(),
+                    |s| format!("{:?}, {} steps", s.kind, s.steps),
+                );
                 println!(
-                    "#   reward.world_model_precision = {}  reward.world_model_channels_last = {}  (from [refine])",
-                    r.reward.world_model_precision, r.reward.world_model_channels_last
+                    "#   reward.world_model_precision = {}  reward.world_model_channels_last = {}  reward.world_model_sampler = {}  (from [refine])",
+                    r.reward.world_model_precision, r.reward.world_model_channels_last, sampler
                 );
                 Ok(true)
             }

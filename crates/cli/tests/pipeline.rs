@@ -383,4 +383,23 @@ fn stage_commands_train_what_world4rl_run_trains() {
             (Some(2), Some(stage))
         );
     }
+    // the fidelity stage imagines as refinement does: `[refine.sampler]` reaches its scores
+    let fidelity_steps = |run: &Path| {
+        let done = std::fs::read_to_string(run.join("fidelity/done.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&done).unwrap();
+        v["record"]["scores"]["sampler_steps"].as_u64()
+    };
+    assert_eq!(fidelity_steps(&whole), Some(3), "the tiny preset's sampler");
+    let one_step = dir.path().join("one-step.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&one_step, format!("{text}\n[refine.sampler]\nsteps = 1\n")).unwrap();
+    std::fs::remove_file(staged.join("fidelity/done.json")).unwrap();
+    let o = bin()
+        .args(["--threads", "1", "stage", "fidelity"])
+        .arg(&one_step)
+        .args(["--out", s])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(fidelity_steps(&staged), Some(1));
 }

@@ -196,8 +196,8 @@ impl ExperimentConfig {
     /// The values every stage trains with, derived once from the file's: the classifier's, BC's and
     /// PPO's and the world model's seeds mixed with `experiment.seed` (XOR), a policy-side `image_size` of 0 replaced by the
     /// world model's frame size (the policy and the classifier then see at deployment the frames they
-    /// see in imagination), and the precision of the world model that imagines the classifier's
-    /// training frames set to the one refinement imagines with. The stage commands and `world4rl run`
+    /// see in imagination), and the sampler, precision and layout of the world model that imagines the
+    /// classifier's training frames set to the ones refinement imagines with. The stage commands and `world4rl run`
     /// both train from this, so one file trains the same models either way; `world4rl config check`
     /// prints it. Resolving a resolved config changes nothing.
     pub fn resolve(&self) -> ExperimentConfig {
@@ -215,6 +215,7 @@ impl ExperimentConfig {
         c.world_model.seed ^= c.experiment.seed;
         c.reward.world_model_precision = c.refine.world_model_precision;
         c.reward.world_model_channels_last = c.refine.world_model_channels_last;
+        c.reward.world_model_sampler = c.refine.sampler.clone();
         c.resolved = true;
         c
     }
@@ -231,7 +232,7 @@ mod tests {
 
     #[test]
     fn resolve_derives_every_stage_value_once() {
-        let text = "[experiment]\ntasks = [\"push-block\"]\nseed = 5\n\n[world_model.model]\nimage_size = 24\n\n[bc]\nimage_size = 0\nseed = 1\n\n[reward]\nimage_size = 20\n\n[refine]\nworld_model_precision = \"bf16\"\nworld_model_channels_last = true\n";
+        let text = "[experiment]\ntasks = [\"push-block\"]\nseed = 5\n\n[world_model.model]\nimage_size = 24\n\n[bc]\nimage_size = 0\nseed = 1\n\n[reward]\nimage_size = 20\n\n[refine]\nworld_model_precision = \"bf16\"\nworld_model_channels_last = true\n\n[refine.sampler]\nsteps = 1\n";
         let cfg = ExperimentConfig::parse(text, Path::new("t.toml")).unwrap();
         let r = cfg.resolve();
         assert!(r.is_resolved() && !cfg.is_resolved());
@@ -246,6 +247,8 @@ mod tests {
             crate::world_model::Precision::Bf16
         );
         assert!(r.reward.world_model_channels_last && !cfg.reward.world_model_channels_last);
+        assert_eq!(r.reward.world_model_sampler.map(|s| s.steps), Some(1));
+        assert!(cfg.reward.world_model_sampler.is_none());
         assert_eq!(r.resolve(), r, "resolving twice changes nothing");
     }
 

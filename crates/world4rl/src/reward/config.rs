@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use w4rl_data::EpisodeKind;
 
 use super::classifier::{ClassifierConfig, RewardMode};
+use crate::diffusion::SamplerConfig;
 use crate::world_model::Precision;
 
 /// `[reward]`: the success classifier.
@@ -60,6 +61,9 @@ pub struct RewardConfig {
     /// Channels-last f32 U-Net for those frames (default false); set from
     /// `refine.world_model_channels_last` like the precision.
     pub world_model_channels_last: bool,
+    /// The sampler of the world model that imagines those frames (default: the model's own); set
+    /// from `refine.sampler` like the precision.
+    pub world_model_sampler: Option<SamplerConfig>,
     /// Fraction of episodes held out for the metrics (default 0.2).
     pub holdout_fraction: f64,
     /// Fraction of the remaining (training) episodes kept for model selection and threshold calibration
@@ -133,6 +137,7 @@ impl Default for RewardConfig {
             world_model_open_loop_frames: 0,
             world_model_precision: Precision::F32,
             world_model_channels_last: false,
+            world_model_sampler: None,
             holdout_fraction: 0.2,
             val_fraction: 0.15,
             eval_every: 250,

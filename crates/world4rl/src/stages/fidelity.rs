@@ -1,4 +1,5 @@
-//! `fidelity`: how good the frozen world model is. Open-loop PSNR/SSIM per horizon against
+//! `fidelity`: how good the frozen world model is, imagining as refinement does (`[refine]`'s sampler,
+//! precision and layout). Open-loop PSNR/SSIM per horizon against
 //! copy-last-frame on its held-out episodes, a real | imagined GIF per task, the outcome check (held-out
 //! BC rollouts replayed whole, judged by the classifier) and the action-use check.
 
@@ -13,10 +14,10 @@ use crate::config::ExperimentConfig;
 use crate::outcome::{task_outcomes, Rollouts, TaskOutcome};
 use crate::run::{stage_name, RunDir};
 use crate::stage::Stage;
+use crate::stages::refine::load_world_model;
 use crate::world_model::fidelity::{action_use, evaluate, ActionUse, FidelityReport};
 use crate::world_model::imagine::{replay_episode, side_by_side_gif};
 use crate::world_model::train::load_holdout;
-use crate::world_model::WorldModel;
 
 /// What the fidelity stage records.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -50,7 +51,9 @@ impl Stage for Fidelity<'_> {
 
     fn run(&self, run: &RunDir) -> Result<FidelityRecord> {
         let (cfg, tasks) = (self.cfg, &self.cfg.experiment.tasks);
-        let (wm, _) = WorldModel::load(&run.world_model(), self.device)?;
+        // the model as refinement imagines with it (`[refine]`'s sampler, precision and layout), so the
+        // outcome check scores the imagination PPO was trained in
+        let wm = load_world_model(&cfg.refine, run, self.device)?;
         let held = load_holdout(&run.world_model_dir(), self.data)?;
         let scores = evaluate(&wm, &held, &cfg.fidelity)?;
         let dir = run.stage_dir(&self.name())?;

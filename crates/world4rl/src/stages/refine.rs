@@ -30,7 +30,8 @@ pub struct RefineConfig {
     pub ppo: PpoConfig,
     /// The imagined environment.
     pub imagination: ImaginedEnvConfig,
-    /// Override of the world model's sampler during refinement (e.g. fewer Euler steps for speed).
+    /// Override of the world model's sampler during refinement (e.g. fewer Euler steps for speed);
+    /// the classifier's imagined frames and the fidelity stage use it too.
     pub sampler: Option<SamplerConfig>,
     /// Number format of the frozen world model's U-Net during refinement (`f32` default, `bf16`
     /// about 1.6x faster imagination on CPUs with AVX-512 BF16/AMX).
@@ -165,11 +166,11 @@ pub fn load_world_model(cfg: &RefineConfig, run: &RunDir, device: Device) -> Res
             run.path().display()
         )
     })?;
-    if let Some(s) = &cfg.sampler {
-        wm.set_sampler(s.clone())?;
-    }
-    wm.set_precision(cfg.world_model_precision);
-    wm.set_channels_last(cfg.world_model_channels_last);
+    wm.set_imagination(
+        cfg.sampler.as_ref(),
+        cfg.world_model_precision,
+        cfg.world_model_channels_last,
+    )?;
     Ok(wm)
 }
 

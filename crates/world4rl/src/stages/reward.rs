@@ -48,8 +48,11 @@ pub fn imagination_model(
     }
     let (mut wm, _) = WorldModel::load(&path, device)
         .with_context(|| format!("loading the run's world model {}", path.display()))?;
-    wm.set_precision(cfg.world_model_precision);
-    wm.set_channels_last(cfg.world_model_channels_last);
+    wm.set_imagination(
+        cfg.world_model_sampler.as_ref(),
+        cfg.world_model_precision,
+        cfg.world_model_channels_last,
+    )?;
     Ok(Some(wm))
 }
 

@@ -117,6 +117,23 @@ impl WorldModel {
         self.denoiser.inner_model_mut().set_channels_last(on);
     }
 
+    /// Sets how the model imagines: the sampler (`None` keeps the one it was trained with), the U-Net's
+    /// number format and its activation layout. Refinement (`[refine]`), the classifier's imagined
+    /// frames and the fidelity stage all imagine with refinement's three.
+    pub fn set_imagination(
+        &mut self,
+        sampler: Option<&SamplerConfig>,
+        precision: Precision,
+        channels_last: bool,
+    ) -> Result<()> {
+        if let Some(s) = sampler {
+            self.set_sampler(s.clone())?;
+        }
+        self.set_precision(precision);
+        self.set_channels_last(channels_last);
+        Ok(())
+    }
+
     pub fn denoiser(&self) -> &Denoiser {
         &self.denoiser
     }
