@@ -247,7 +247,10 @@ mod tests {
             crate::world_model::Precision::Bf16
         );
         assert!(r.reward.world_model_channels_last && !cfg.reward.world_model_channels_last);
-        assert_eq!(r.reward.world_model_sampler.map(|s| s.steps), Some(1));
+        assert_eq!(
+            r.reward.world_model_sampler.as_ref().map(|s| s.steps),
+            Some(1)
+        );
         assert!(cfg.reward.world_model_sampler.is_none());
         assert_eq!(r.resolve(), r, "resolving twice changes nothing");
     }
