@@ -389,17 +389,22 @@ fn stage_commands_train_what_world4rl_run_trains() {
         let v: serde_json::Value = serde_json::from_str(&done).unwrap();
         v["record"]["scores"]["sampler_steps"].as_u64()
     };
-    assert_eq!(fidelity_steps(&whole), Some(3), "the tiny preset's sampler");
+    let trained = fidelity_steps(&whole);
+    assert!(
+        trained.is_some_and(|n| n > 1),
+        "the world model's own sampler: {trained:?}"
+    );
     let one_step = dir.path().join("one-step.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&one_step, format!("{text}\n[refine.sampler]\nsteps = 1\n")).unwrap();
-    std::fs::remove_file(staged.join("fidelity/done.json")).unwrap();
+    let fresh = dir.path().join("one-step");
     let o = bin()
-        .args(["--threads", "1", "stage", "fidelity"])
+        .args(["--threads", "1", "run"])
         .arg(&one_step)
-        .args(["--out", s])
+        .arg("--out")
+        .arg(&fresh)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(fidelity_steps(&staged), Some(1));
+    assert_eq!(fidelity_steps(&fresh), Some(1));
 }
