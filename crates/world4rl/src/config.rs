@@ -190,6 +190,24 @@ impl ExperimentConfig {
         );
         self.reward.validate()?;
         self.refine.validate()?;
+        // the world model that imagines the classifier's training frames is refinement's:
+        // `resolve` copies these three from `[refine]`, so a different value written in `[reward]`
+        // would be silently replaced
+        let (r, d) = (&self.reward, RewardConfig::default());
+        anyhow::ensure!(
+            r.world_model_precision == d.world_model_precision
+                || r.world_model_precision == self.refine.world_model_precision,
+            "reward.world_model_precision is taken from refine.world_model_precision; set that instead"
+        );
+        anyhow::ensure!(
+            r.world_model_channels_last == d.world_model_channels_last
+                || r.world_model_channels_last == self.refine.world_model_channels_last,
+            "reward.world_model_channels_last is taken from refine.world_model_channels_last; set that instead"
+        );
+        anyhow::ensure!(
+            r.world_model_sampler.is_none() || r.world_model_sampler == self.refine.sampler,
+            "[reward.world_model_sampler] is taken from [refine.sampler]; set that instead"
+        );
         Ok(())
     }
 
@@ -253,6 +271,33 @@ mod tests {
         );
         assert!(cfg.reward.world_model_sampler.is_none());
         assert_eq!(r.resolve(), r, "resolving twice changes nothing");
+    }
+
+    #[test]
+    fn reward_keys_derived_from_refine_are_refused_when_they_differ() {
+        let base = "[experiment]\ntasks = [\"push-block\"]\n\n[refine]\nworld_model_precision = \"bf16\"\n\n";
+        let parse =
+            |extra: &str| ExperimentConfig::parse(&format!("{base}{extra}"), Path::new("t.toml"));
+        // the file as a run folder stores it (defaults written out) and the same value are fine
+        assert!(parse("[reward]\nworld_model_precision = \"f32\"\n").is_ok());
+        assert!(parse("[reward]\nworld_model_precision = \"bf16\"\n").is_ok());
+        let e = format!(
+            "{:#}",
+            parse("[reward]\nworld_model_channels_last = true\n").unwrap_err()
+        );
+        assert!(e.contains("refine.world_model_channels_last"), "{e}");
+        let e = format!(
+            "{:#}",
+            parse("[reward.world_model_sampler]\nsteps = 1\n").unwrap_err()
+        );
+        assert!(e.contains("[refine.sampler]"), "{e}");
+        // a run's config.toml (the unresolved file, serialised) parses back
+        let cfg = parse("[refine.sampler]\nsteps = 1\n").unwrap();
+        let text = toml::to_string_pretty(&cfg).unwrap();
+        assert!(ExperimentConfig::parse(&text, Path::new("run.toml")).is_ok());
+        // and so does the resolved one
+        let text = toml::to_string_pretty(&cfg.resolve()).unwrap();
+        assert!(ExperimentConfig::parse(&text, Path::new("resolved.toml")).is_ok());
     }
 
     #[test]
