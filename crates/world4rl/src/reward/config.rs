@@ -54,9 +54,10 @@ pub struct RewardConfig {
     /// success flag of the real frame it stands for; added to the `world_model_frames` (0 = none,
     /// the default). Held-out metrics on imagined frames then use up to half as many more.
     pub world_model_open_loop_frames: usize,
-    /// Number format of the world model that imagines those frames (default `f32`). Use the
-    /// precision refinement will use (`refine.world_model_precision`): the classifier judges the
-    /// frames of that model.
+    /// Number format of the world model that imagines those frames (default `f32`). In an
+    /// experiment config `resolve` sets it from `refine.world_model_precision` (the classifier judges
+    /// the frames of the model refinement imagines with), and a file that writes another value than
+    /// the default or refinement's is refused.
     pub world_model_precision: Precision,
     /// Channels-last f32 U-Net for those frames (default false); set from
     /// `refine.world_model_channels_last` like the precision.
