@@ -64,6 +64,14 @@ pub struct EvalPolicyArgs {
     /// Environments stepped together.
     #[arg(long, default_value_t = 16)]
     pub num_envs: usize,
+    /// Act with samples of the policy's Gaussian instead of its mean action (seeded: the same
+    /// settings give the same episodes).
+    #[arg(long)]
+    pub sample: bool,
+    /// With --sample: cap σ at this value (e.g. 0.25, the σ cap refinement starts from) instead of
+    /// the checkpoint's own bound.
+    #[arg(long, requires = "sample")]
+    pub std_max: Option<f64>,
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,
@@ -74,7 +82,13 @@ pub fn eval_policy(args: EvalPolicyArgs, device: Device, seed: Option<u64>) -> R
     if !args.policy.exists() {
         bail!("policy checkpoint {} does not exist", args.policy.display());
     }
-    let (policy, _) = GaussianPolicy::load(&args.policy, device)?;
+    let (mut policy, _) = GaussianPolicy::load(&args.policy, device)?;
+    if let Some(cap) = args.std_max {
+        let lo = policy.config().std_min.min(cap);
+        policy
+            .set_std_bounds(lo, cap)
+            .context("--std-max must be a positive number")?;
+    }
     let task = match &args.task {
         Some(t) => t.clone(),
         None if !policy.spec().task.is_empty() => policy.spec().task.clone(),
@@ -87,6 +101,7 @@ pub fn eval_policy(args: EvalPolicyArgs, device: Device, seed: Option<u64>) -> R
         episodes: args.episodes,
         num_envs: args.num_envs,
         seed: seed.unwrap_or(0),
+        sample: args.sample,
         ..Default::default()
     };
     let r = evaluate_policy(&policy, &task, &cfg)?;

@@ -169,6 +169,8 @@ fn check_artifacts(out: &Path) {
         "held-out",
         "world-model action use",
         "## Ceiling control",
+        "## Success with sampled actions",
+        "| BC, sampled |",
         "## Training curves",
     ] {
         assert!(md.contains(needle), "report.md lacks '{needle}':\n{md}");

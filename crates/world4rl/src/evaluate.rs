@@ -48,6 +48,10 @@ pub struct EvalConfig {
     pub render_size: usize,
     /// Episode length override; 0 = the task's.
     pub max_steps: usize,
+    /// Act with samples of N(μ, σ²) (σ within the checkpoint's bounds) instead of the mean action μ
+    /// (default false). The draws come from libtorch's generator, seeded from `seed`, so the same
+    /// settings give the same episodes.
+    pub sample: bool,
 }
 
 impl Default for EvalConfig {
@@ -58,6 +62,7 @@ impl Default for EvalConfig {
             seed: 0,
             render_size: 0,
             max_steps: 0,
+            sample: false,
         }
     }
 }
@@ -85,7 +90,8 @@ pub struct EvalReport {
     pub seconds: f64,
 }
 
-/// Runs `cfg.episodes` episodes of `task` with the policy's mean action.
+/// Runs `cfg.episodes` episodes of `task` with the policy's mean action (or, with `cfg.sample`, with
+/// samples of its Gaussian).
 pub fn evaluate_policy(
     policy: &GaussianPolicy,
     task: &str,
@@ -125,6 +131,9 @@ pub fn evaluate_policy(
         policy.spec().state_dim,
         envs[0].state_dim()
     );
+    if cfg.sample {
+        tch::manual_seed(crate::seeds::mix(cfg.seed ^ 0x7361_6d70) as i64);
+    }
     let mut next = 0usize;
     let mut first = Vec::with_capacity(k);
     for env in envs.iter_mut() {
@@ -137,7 +146,13 @@ pub fn evaluate_policy(
     let (mut successes, mut done_eps, mut total_len) = (0usize, 0usize, 0usize);
     while live.iter().any(|&l| l) {
         let rows: Vec<usize> = (0..k).filter(|&i| live[i]).collect();
-        let actions = policy.act_mean(&hist.batch(policy, Some(&rows))?)?;
+        let obs = hist.batch(policy, Some(&rows))?;
+        let actions = if cfg.sample {
+            let out = tch::no_grad(|| policy.forward(&obs, 0))?;
+            policy.to_env_actions(&out.sample())?
+        } else {
+            policy.act_mean(&obs)?
+        };
         for (&i, a) in rows.iter().zip(actions) {
             let st = envs[i]
                 .step(&a)

@@ -138,4 +138,21 @@ fn ppo_on_the_real_env_improves_a_weak_policy() {
         before.success_rate,
         after.success_rate
     );
+
+    // sampled evaluation: seeded (the same settings give the same episodes), a Gaussian around the mean
+    // action (σ → 0 gives the mean action's episodes), and with σ = 1 other episodes
+    let sampled = EvalConfig {
+        sample: true,
+        ..eval.clone()
+    };
+    let key = |r: &world4rl::evaluate::EvalReport| (r.successes, r.mean_episode_length);
+    let s1 = evaluate_policy(&policy, TASK, &sampled).unwrap();
+    let s2 = evaluate_policy(&policy, TASK, &sampled).unwrap();
+    assert_eq!(key(&s1), key(&s2), "sampled evaluation is not reproducible");
+    policy.set_std_bounds(1e-6, 1e-6).unwrap();
+    let narrow = evaluate_policy(&policy, TASK, &sampled).unwrap();
+    assert_eq!(key(&narrow), key(&after), "σ → 0 must act as the mean");
+    policy.set_std_bounds(1.0, 1.0).unwrap();
+    let wide = evaluate_policy(&policy, TASK, &sampled).unwrap();
+    assert_ne!(key(&wide), key(&after), "σ = 1 must change the episodes");
 }

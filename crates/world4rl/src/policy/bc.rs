@@ -41,6 +41,10 @@ pub struct BcConfig {
     pub lr: f64,
     /// Adam weight decay (default 0).
     pub weight_decay: f64,
+    /// Learning-rate schedule over `steps`: `constant` (the default) or `cosine`, a half cosine from `lr`
+    /// at the first step to 0 at the last, so the last weights settle instead of moving at the full
+    /// step size until the end (Diffusion Policy and LeRobot train BC-style policies this way).
+    pub lr_schedule: LrSchedule,
     /// Random-shift augmentation in pixels (default 2; 0 = off).
     pub shift_pad: i64,
     /// Augment with random 90° rotations and mirror images of the frame, transforming the 2-D action
@@ -67,6 +71,7 @@ impl Default for BcConfig {
             batch_size: 64,
             lr: 3e-4,
             weight_decay: 0.0,
+            lr_schedule: LrSchedule::Constant,
             shift_pad: 2,
             dihedral: None,
             log_every: 100,
@@ -89,6 +94,30 @@ impl BcConfig {
         ensure!(self.shift_pad >= 0, "bc.shift_pad must be >= 0");
         ensure!(self.log_every > 0, "bc.log_every must be positive");
         Ok(())
+    }
+}
+
+/// `[bc] lr_schedule`: how the learning rate moves over the training steps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// `lr` at every step.
+    #[default]
+    Constant,
+    /// `lr * (1 + cos(pi * (step - 1) / steps)) / 2`: `lr` at step 1, falling to near 0 at the last.
+    Cosine,
+}
+
+impl LrSchedule {
+    /// The learning rate of `step` (1-based) of `steps`, for a base rate `lr`.
+    pub fn at(self, lr: f64, step: usize, steps: usize) -> f64 {
+        match self {
+            LrSchedule::Constant => lr,
+            LrSchedule::Cosine => {
+                let progress = (step.saturating_sub(1)) as f64 / steps.max(1) as f64;
+                lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+        }
     }
 }
 
@@ -311,6 +340,9 @@ pub fn train_task(
     let mut best: Option<(f64, usize, WeightSnapshot)> = None;
     for step in 1..=cfg.steps {
         crate::interrupt::check("BC training")?;
+        if cfg.lr_schedule != LrSchedule::Constant {
+            opt.set_lr(cfg.lr_schedule.at(cfg.lr, step, cfg.steps));
+        }
         let idx = Tensor::randint(n, [cfg.batch_size as i64], (Kind::Int64, device));
         let mut obs = train.obs.select(&idx);
         let mut target = train.actions.index_select(0, &idx);
@@ -374,4 +406,32 @@ pub fn train_task(
         seconds: start.elapsed().as_secs_f64(),
     };
     Ok((policy, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_schedule_starts_at_lr_halves_midway_and_ends_near_zero() {
+        let (lr, steps) = (3e-4, 1000);
+        let s = LrSchedule::Cosine;
+        assert_eq!(s.at(lr, 1, steps), lr);
+        assert!((s.at(lr, 501, steps) - lr / 2.0).abs() < 1e-12);
+        assert!(s.at(lr, steps, steps) < lr * 1e-4);
+        let rates: Vec<f64> = (1..=steps).map(|k| s.at(lr, k, steps)).collect();
+        assert!(rates.windows(2).all(|w| w[1] < w[0]), "falls at every step");
+        assert!((1..=steps).all(|k| LrSchedule::Constant.at(lr, k, steps) == lr));
+    }
+
+    #[test]
+    fn schedule_is_read_by_name_and_an_unknown_one_is_refused() {
+        let c: BcConfig = toml::from_str("lr_schedule = \"cosine\"").unwrap();
+        assert_eq!(c.lr_schedule, LrSchedule::Cosine);
+        assert_eq!(BcConfig::default().lr_schedule, LrSchedule::Constant);
+        let err = toml::from_str::<BcConfig>("lr_schedule = \"step\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cosine"), "{err}");
+    }
 }

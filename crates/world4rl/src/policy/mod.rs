@@ -9,6 +9,6 @@ pub mod obs;
 mod obs_batch;
 pub mod trunk;
 
-pub use bc::{BcConfig, BcReport};
+pub use bc::{BcConfig, BcReport, LrSchedule};
 pub use encoder::{ConvEncoder, EncoderConfig};
 pub use gaussian::{GaussianOut, GaussianPolicy, ObsBatch, ObsHistory, PolicyConfig, PolicySpec};

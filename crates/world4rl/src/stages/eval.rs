@@ -28,6 +28,14 @@ pub struct EvalRow {
     pub refined: Option<EvalReport>,
     /// The ceiling control's policy, when it ran.
     pub ceiling: Option<EvalReport>,
+    /// The BC policy acting with samples of its Gaussian (its own σ) on the same seeds (`bc` acts as
+    /// `[eval] sample` says, by default with the mean action): a Gaussian BC policy's mean action can
+    /// be far weaker than its samples. Absent in runs of before 2026-12-04.
+    #[serde(default)]
+    pub bc_sampled: Option<EvalReport>,
+    /// The refined policy acting with samples of its Gaussian (σ within refinement's cap).
+    #[serde(default)]
+    pub refined_sampled: Option<EvalReport>,
 }
 
 /// Evaluates every task's policies; writes `RUN/eval/<task>-refined.gif`.
@@ -51,19 +59,29 @@ impl Stage for Evaluate<'_> {
             seed,
             ..self.cfg.eval.clone()
         };
+        // every policy also with sampled actions, for the report's second table
+        let sampled_cfg = EvalConfig {
+            sample: true,
+            ..eval_cfg.clone()
+        };
         let mut rows = Vec::new();
         for task in &self.cfg.experiment.tasks {
             let (bc, _) = GaussianPolicy::load(&run.bc_policy(task), self.device)?;
+            let bc_sampled = evaluate_policy(&bc, task, &sampled_cfg)?;
             let bc = evaluate_policy(&bc, task, &eval_cfg)?;
-            let refined = match run.done::<RefineReport>(&stage_name::refine(task))? {
-                Some(done) => {
-                    let (p, _) = GaussianPolicy::load(&done.record.policy, self.device)?;
-                    let gif = run.stage_dir(&self.name())?.join(gif_name(task));
-                    policy_gif(&p, task, crate::seeds::eval_seed(seed, task, 0), &gif)?;
-                    Some(evaluate_policy(&p, task, &eval_cfg)?)
-                }
-                None => None,
-            };
+            let (refined, refined_sampled) =
+                match run.done::<RefineReport>(&stage_name::refine(task))? {
+                    Some(done) => {
+                        let (p, _) = GaussianPolicy::load(&done.record.policy, self.device)?;
+                        let gif = run.stage_dir(&self.name())?.join(gif_name(task));
+                        policy_gif(&p, task, crate::seeds::eval_seed(seed, task, 0), &gif)?;
+                        (
+                            Some(evaluate_policy(&p, task, &eval_cfg)?),
+                            Some(evaluate_policy(&p, task, &sampled_cfg)?),
+                        )
+                    }
+                    None => (None, None),
+                };
             let ceiling = match run.done::<CeilingReport>(&stage_name::ceiling(task))? {
                 Some(done) => {
                     let (p, _) = GaussianPolicy::load(&done.record.last, self.device)?;
@@ -84,6 +102,8 @@ impl Stage for Evaluate<'_> {
                 bc,
                 refined,
                 ceiling,
+                bc_sampled: Some(bc_sampled),
+                refined_sampled,
             });
         }
         Ok(rows)

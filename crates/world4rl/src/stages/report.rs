@@ -235,7 +235,29 @@ fn success_tables(rec: &Records, r: &mut Report) {
         return;
     };
     let mut ceiling_rows = Vec::new();
+    let mut sampled_rows = Vec::new();
+    let pct1 = |r: &EvalReport| {
+        format!(
+            "{:.1} % [{:.1}, {:.1}]",
+            100.0 * r.success_rate,
+            100.0 * r.ci_low,
+            100.0 * r.ci_high
+        )
+    };
     for row in rows {
+        if let Some(bs) = &row.bc_sampled {
+            let rs = row.refined_sampled.as_ref();
+            sampled_rows.push(vec![
+                row.task.clone(),
+                pct1(&row.bc),
+                pct1(bs),
+                row.refined.as_ref().map_or("-".into(), pct1),
+                rs.map_or("-".into(), pct1),
+                rs.map_or("-".into(), |x| {
+                    format!("{:+.1}", 100.0 * (x.success_rate - bs.success_rate))
+                }),
+            ]);
+        }
         if let Some(c) = &row.ceiling {
             ceiling_rows.push(vec![
                 row.task.clone(),
@@ -260,6 +282,20 @@ fn success_tables(rec: &Records, r: &mut Report) {
                 "PPO in the real env, classifier reward".into(),
             ],
             ceiling_rows,
+        ));
+    }
+    if !sampled_rows.is_empty() {
+        r.tables.push((
+            "Success with sampled actions: each policy acting with draws of its Gaussian (BC's own σ, the refined policy's capped σ) on the same seeds; a Gaussian BC policy's mean action can be far weaker than its samples".into(),
+            vec![
+                "task".into(),
+                "BC, as in the table above".into(),
+                "BC, sampled".into(),
+                "refined, as in the table above".into(),
+                "refined, sampled".into(),
+                "Δ points, sampled".into(),
+            ],
+            sampled_rows,
         ));
     }
 }
