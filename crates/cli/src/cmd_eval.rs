@@ -84,7 +84,7 @@ pub fn eval_policy(args: EvalPolicyArgs, device: Device, seed: Option<u64>) -> R
     }
     let (mut policy, _) = GaussianPolicy::load(&args.policy, device)?;
     if let Some(cap) = args.std_max {
-        let lo = policy.config().std_min.min(cap);
+        let lo = policy.std_bounds().0.min(cap);
         policy
             .set_std_bounds(lo, cap)
             .context("--std-max must be a positive number")?;
