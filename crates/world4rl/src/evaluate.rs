@@ -148,8 +148,7 @@ pub fn evaluate_policy(
         let rows: Vec<usize> = (0..k).filter(|&i| live[i]).collect();
         let obs = hist.batch(policy, Some(&rows))?;
         let actions = if cfg.sample {
-            let out = tch::no_grad(|| policy.forward(&obs, 0))?;
-            policy.to_env_actions(&out.sample())?
+            policy.act_sample(&obs)?
         } else {
             policy.act_mean(&obs)?
         };
@@ -203,8 +202,7 @@ impl BatchPolicy for PolicyActor<'_> {
     fn act(&mut self, obs: &[&Obs]) -> Result<Vec<Vec<f32>>> {
         let batch = self.policy.obs_batch(obs)?;
         if self.stochastic {
-            let a = tch::no_grad(|| self.policy.forward(&batch, 0))?.sample();
-            self.policy.to_env_actions(&a)
+            self.policy.act_sample(&batch)
         } else {
             self.policy.act_mean(&batch)
         }
@@ -253,8 +251,7 @@ impl BatchPolicy for HistoryActor<'_> {
         let batch = h.batch(self.policy, None)?;
         self.hist = Some(h);
         if self.stochastic {
-            let a = tch::no_grad(|| self.policy.forward(&batch, 0))?.sample();
-            self.policy.to_env_actions(&a)
+            self.policy.act_sample(&batch)
         } else {
             self.policy.act_mean(&batch)
         }

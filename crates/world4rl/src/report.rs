@@ -36,7 +36,8 @@ impl Rate {
         }
     }
 
-    fn cell(&self) -> String {
+    /// `55.5 % [48.6, 62.2] (111/200)`: the success tables' cell.
+    pub fn cell(&self) -> String {
         format!(
             "{:.1} % [{:.1}, {:.1}] ({}/{})",
             100.0 * self.rate(),

@@ -471,6 +471,13 @@ impl GaussianPolicy {
         self.to_env_actions(&out.mean)
     }
 
+    /// Samples of N(μ, σ²) in environment units, one vector per row (clipped to the box), drawn from
+    /// libtorch's generator.
+    pub fn act_sample(&self, obs: &ObsBatch) -> Result<Vec<Vec<f32>>> {
+        let out = tch::no_grad(|| self.forward(obs, 0))?;
+        self.to_env_actions(&out.sample())
+    }
+
     /// Normalised actions `[B, A]` to environment actions (clipped to the box).
     pub fn to_env_actions(&self, a: &Tensor) -> Result<Vec<Vec<f32>>> {
         let a = a

@@ -236,14 +236,7 @@ fn success_tables(rec: &Records, r: &mut Report) {
     };
     let mut ceiling_rows = Vec::new();
     let mut sampled_rows = Vec::new();
-    let pct1 = |r: &EvalReport| {
-        format!(
-            "{:.1} % [{:.1}, {:.1}]",
-            100.0 * r.success_rate,
-            100.0 * r.ci_low,
-            100.0 * r.ci_high
-        )
-    };
+    let pct1 = |r: &EvalReport| rate(r).cell();
     for row in rows {
         if let Some(bs) = &row.bc_sampled {
             let rs = row.refined_sampled.as_ref();
