@@ -72,6 +72,10 @@ pub struct DreamArgs {
     /// Which held-out episode (0-based, in the run's hold-out list; default 0).
     #[arg(long, default_value_t = 0)]
     pub episode: usize,
+    /// Replay this recorded episode file instead of a held-out one (e.g. a rollout recorded with
+    /// `collect --policy`, or one of `RUN/heldout/`).
+    #[arg(long, conflicts_with = "episode")]
+    pub episode_file: Option<PathBuf>,
     /// Number of steps to imagine (default: the whole episode).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -278,9 +282,20 @@ fn load_model(
 /// from the first frame).
 pub fn dream(args: DreamArgs, device: Device, seed: Option<u64>) -> Result<()> {
     let wm = load_model(&args.run, device, &args.imagination)?;
-    let data = Dataset::open(&args.data)?;
-    let held = wm_train::load_holdout(&RunDir::open(&args.run)?.world_model_dir(), &data)?;
-    let ep = held.get(args.episode).with_context(|| {
+    let held = match &args.episode_file {
+        Some(p) => vec![w4rl_data::read_episode(p)
+            .with_context(|| format!("reading the episode {}", p.display()))?],
+        None => {
+            let data = Dataset::open(&args.data)?;
+            wm_train::load_holdout(&RunDir::open(&args.run)?.world_model_dir(), &data)?
+        }
+    };
+    let index = if args.episode_file.is_some() {
+        0
+    } else {
+        args.episode
+    };
+    let ep = held.get(index).with_context(|| {
         format!(
             "--episode {} is out of range: the run holds out {} episodes",
             args.episode,

@@ -154,7 +154,7 @@ fn main() -> ExitCode {
     let result = (|| -> anyhow::Result<bool> {
         let device = world4rl::device::resolve(&cli.device)?;
         match cli.cmd {
-            Cmd::Collect(a) => cmd_collect::run(a, cli.seed).map(|_| true),
+            Cmd::Collect(a) => cmd_collect::run(a, device, cli.seed).map(|_| true),
             Cmd::Data(c) => cmd_data::run(c),
             Cmd::Env(c) => cmd_env::run(c).map(|_| true),
             Cmd::Train(TrainCmd::WorldModel(a)) => {

@@ -153,6 +153,41 @@ fn check_artifacts(out: &Path) {
         .unwrap()
         .count();
     assert_eq!(held, 3);
+    // `collect --policy BC --heldout-seeds` records exactly the held-out rollouts again (same scenes,
+    // same draws); with --mean the same scenes and other actions
+    let rec = out.join("recorded");
+    for (dir, mean) in [("sampled", false), ("mean", true)] {
+        let mut c = bin();
+        c.args(["--threads", "1", "collect", "--config"])
+            .arg(config())
+            .arg("--out")
+            .arg(rec.join(dir))
+            .arg("--policy")
+            .arg(out.join("bc/push-block/policy.safetensors"))
+            .arg("--heldout-seeds");
+        if mean {
+            c.arg("--mean");
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    for i in 0..3 {
+        let name = format!("episodes/push-block/policy-{i:05}.safetensors");
+        let (orig, again, mean) = (
+            std::fs::read(out.join("heldout").join(&name)).unwrap(),
+            std::fs::read(rec.join("sampled").join(&name)).unwrap(),
+            std::fs::read(rec.join("mean").join(&name)).unwrap(),
+        );
+        assert!(orig == again, "{name}: the recorded rollout differs");
+        assert!(orig != mean, "{name}: mean actions recorded the sampled rollout");
+    }
+    let meta = |p: PathBuf| w4rl_data::read_episode(&p).unwrap().meta;
+    let (a, b) = (
+        meta(out.join("heldout/episodes/push-block/policy-00000.safetensors")),
+        meta(rec.join("mean/episodes/push-block/policy-00000.safetensors")),
+    );
+    assert_eq!(a.seed, b.seed, "not the held-out scene");
+    std::fs::remove_dir_all(&rec).unwrap();
     // the report has its tables
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     for needle in [
