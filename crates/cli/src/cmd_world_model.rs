@@ -340,6 +340,7 @@ pub fn eval(args: EvalArgs, device: Device, seed: Option<u64>) -> Result<()> {
         batch: args.batch,
         seed: seed.unwrap_or(0),
         outcome_episodes: args.outcomes,
+        refined_outcome_episodes: 0,
         outcome_resets: args.resets.clone(),
         outcome_bootstrap: 1000,
         action_use_windows: args.action_use,

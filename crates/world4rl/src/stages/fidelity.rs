@@ -1,23 +1,29 @@
 //! `fidelity`: how good the frozen world model is, imagining as refinement does (`[refine]`'s sampler,
 //! precision and layout). Open-loop PSNR/SSIM per horizon against
 //! copy-last-frame on its held-out episodes, a real | imagined GIF per task, the outcome check (held-out
-//! BC rollouts replayed whole, judged by the classifier) and the action-use check.
+//! BC rollouts replayed whole, judged by the classifier), the same check on each refined policy's own
+//! rollouts from the same scenes, and the action-use check.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 use w4rl_data::{Dataset, EpisodeKind};
 
+use crate::collect::{collect_recipe, CollectConfig};
 use crate::config::ExperimentConfig;
+use crate::evaluate::PolicyActor;
 use crate::outcome::{task_outcomes, Rollouts, TaskOutcome};
+use crate::policy::GaussianPolicy;
 use crate::run::{stage_name, RunDir};
 use crate::stage::Stage;
-use crate::stages::refine::load_world_model;
+use crate::stages::refine::{load_world_model, RefineReport};
 use crate::world_model::fidelity::{action_use, evaluate, ActionUse, FidelityReport};
 use crate::world_model::imagine::{replay_episode, side_by_side_gif};
 use crate::world_model::train::load_holdout;
+use crate::world_model::WorldModel;
 
 /// What the fidelity stage records.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -30,6 +36,10 @@ pub struct FidelityRecord {
     pub outcomes: Vec<TaskOutcome>,
     /// The action-use check (when `fidelity.action_use_windows` > 0).
     pub action_use: Option<ActionUse>,
+    /// The outcome check on each refined policy's own rollouts, recorded from the held-out rollouts'
+    /// scenes (`fidelity.refined_outcome_episodes` per task; absent in runs of before 2026-12-04).
+    #[serde(default)]
+    pub refined_outcomes: Vec<TaskOutcome>,
 }
 
 /// Scores the run's world model.
@@ -92,6 +102,12 @@ impl Stage for Fidelity<'_> {
         } else {
             Vec::new()
         };
+        let refined_outcomes = if cfg.fidelity.refined_outcome_episodes > 0 && run.heldout().exists()
+        {
+            self.refined_outcomes(run, &wm, &dir.join("refined-rollouts"))?
+        } else {
+            Vec::new()
+        };
         // does the next frame depend on the action? (held-out windows, true vs permuted actions)
         let action_use = (cfg.fidelity.action_use_windows > 0)
             .then(|| {
@@ -109,6 +125,76 @@ impl Stage for Fidelity<'_> {
             gifs,
             outcomes,
             action_use,
+            refined_outcomes,
         })
+    }
+}
+
+impl Fidelity<'_> {
+    /// Records `fidelity.refined_outcome_episodes` rollouts of every refined task's policy into `out`,
+    /// from the held-out rollouts' scenes (their seed stream) and acting as the evaluation does, then
+    /// replays them as the held-out BC rollouts are replayed. A world model that PPO exploited calls
+    /// the refined policy's failures successes: its imagined success stays up while the real one falls.
+    fn refined_outcomes(
+        &self,
+        run: &RunDir,
+        wm: &WorldModel,
+        out: &Path,
+    ) -> Result<Vec<TaskOutcome>> {
+        let cfg = self.cfg;
+        let n = cfg.fidelity.refined_outcome_episodes;
+        // derived data: recorded afresh, so that a re-run refinement is never judged on old rollouts
+        if out.exists() {
+            std::fs::remove_dir_all(out)
+                .with_context(|| format!("removing the old rollouts {}", out.display()))?;
+        }
+        let recipe = CollectConfig {
+            expert_episodes: 0,
+            policy_episodes: n,
+            random_episodes: 0,
+            per_task: BTreeMap::new(),
+            ..cfg.collect.clone()
+        };
+        let mut tasks = Vec::new();
+        for task in &cfg.experiment.tasks {
+            let Some(done) = run.done::<RefineReport>(&stage_name::refine(task))? else {
+                continue;
+            };
+            let (policy, _) = GaussianPolicy::load(&done.record.policy, self.device)
+                .with_context(|| format!("loading the refined policy of '{task}'"))?;
+            let mut actor = PolicyActor {
+                policy: &policy,
+                stochastic: cfg.eval.sample,
+            };
+            collect_recipe(
+                out,
+                &cfg.experiment.suite,
+                std::slice::from_ref(task),
+                cfg.experiment.image_size,
+                crate::seeds::heldout_base(cfg.experiment.seed),
+                &recipe,
+                Some(&mut actor),
+                &[EpisodeKind::Policy],
+                |_, _| {},
+            )?;
+            tasks.push(task.clone());
+        }
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let refined = Dataset::open(out)
+            .with_context(|| format!("opening the refined rollouts {}", out.display()))?;
+        task_outcomes(
+            |t| run.classifier(t),
+            wm,
+            &Rollouts {
+                heldout: Some(&refined),
+                training: self.data,
+            },
+            &tasks,
+            n,
+            &cfg.fidelity
+                .outcome_options(cfg.refine.imagination.success_rule()),
+        )
     }
 }

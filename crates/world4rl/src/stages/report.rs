@@ -210,7 +210,7 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir) -> Result<Report> {
     }
     r.switches = crate::config::ablation_switches(cfg);
     success_tables(&rec, &mut r);
-    fidelity_tables(&rec, &mut r);
+    fidelity_tables(&rec, cfg.eval.sample, &mut r);
     reward_table(&rec, &mut r);
     imagination_table(cfg.refine.imagination.horizon, run, &rec, &mut r);
     r.tables.push((
@@ -294,7 +294,7 @@ fn success_tables(rec: &Records, r: &mut Report) {
 }
 
 /// The fidelity table, the GIFs, the action-use fact and the outcome check.
-fn fidelity_tables(rec: &Records, r: &mut Report) {
+fn fidelity_tables(rec: &Records, eval_sampled: bool, r: &mut Report) {
     let Some((_, f)) = &rec.fidelity else {
         return;
     };
@@ -373,6 +373,59 @@ fn fidelity_tables(rec: &Records, r: &mut Report) {
                 "AUC [95 % CI]".into(),
                 "AUC(k), context reset to real frames every k steps".into(),
                 "AUC of the classifier on the real frames (the ceiling)".into(),
+            ],
+            rows,
+        ));
+    }
+    policy_outcome_table(f, eval_sampled, r);
+}
+
+/// The outcome check on the refined policies' own rollouts beside the held-out BC rollouts of the same
+/// scenes: PPO can only raise real success where imagined success follows the policy's change. Where
+/// the world model was exploited, the refined policy's imagined success stays up while its real
+/// success falls. The held-out BC rollouts act with samples; the refined policy acts as the evaluation
+/// does (`eval_sampled`).
+fn policy_outcome_table(f: &FidelityRecord, eval_sampled: bool, r: &mut Report) {
+    let pct = |v: f64| format!("{:.0} %", 100.0 * v);
+    let mut rows = Vec::new();
+    for TaskOutcome { task, agreement: a } in &f.outcomes {
+        let Some(refined) = f.refined_outcomes.iter().find(|o| &o.task == task) else {
+            continue;
+        };
+        let refined_as = if eval_sampled {
+            "refined, sampled"
+        } else {
+            "refined, mean action"
+        };
+        for (who, o) in [("BC, sampled (held-out)", a), (refined_as, &refined.agreement)] {
+            let resets = o
+                .auc_by_reset
+                .iter()
+                .map(|x| format!("k={}: {}", x.every, pct(x.estimate.imagined_success_rate)))
+                .collect::<Vec<_>>()
+                .join("; ");
+            rows.push(vec![
+                task.clone(),
+                who.into(),
+                o.episodes.to_string(),
+                pct(o.real_success_rate),
+                pct(o.imagined_success_rate),
+                if resets.is_empty() { "-".into() } else { resets },
+                fmt_auc(o.auc, o.auc_ci),
+            ]);
+        }
+    }
+    if !rows.is_empty() {
+        r.tables.push((
+            "Imagined against real success per policy: the refined policy's own rollouts from the held-out rollouts' scenes, replayed in the world model like the BC rollouts (imagination that follows reality moves with it; an exploited world model keeps calling the refined policy successful)".into(),
+            vec![
+                "task".into(),
+                "policy".into(),
+                "rollouts".into(),
+                "real success".into(),
+                "imagined success, open loop".into(),
+                "imagined success, context reset every k steps".into(),
+                "open-loop AUC [95 % CI]".into(),
             ],
             rows,
         ));

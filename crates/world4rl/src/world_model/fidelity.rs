@@ -42,6 +42,11 @@ pub struct FidelityConfig {
     /// compare imagined with real episode outcomes ([`crate::outcome::outcome_agreement`]; the
     /// held-out rollouts of `RUN/heldout/` when the run has them; 0 = skip). Default 100.
     pub outcome_episodes: usize,
+    /// Rollouts per task of each refined policy, recorded by `world4rl run`'s fidelity stage from the
+    /// held-out rollouts' scenes (acting as `[eval] sample` says) and replayed like them: does imagined
+    /// success follow the change PPO made to the policy, or does the world model call the refined
+    /// policy's failures successes? (0 = skip; needs the held-out rollouts). Default 50.
+    pub refined_outcome_episodes: usize,
     /// AUC(k): reset intervals k of the outcome check (each costs one more replay of every episode).
     pub outcome_resets: Vec<usize>,
     /// Bootstrap resamples of the outcome AUC's 95 % interval.
@@ -66,6 +71,7 @@ impl Default for FidelityConfig {
             batch: 64,
             seed: 0,
             outcome_episodes: 100,
+            refined_outcome_episodes: 50,
             outcome_resets: vec![1, 5, 10, 25],
             outcome_bootstrap: 1000,
             action_use_windows: 256,
