@@ -179,7 +179,10 @@ fn check_artifacts(out: &Path) {
             std::fs::read(rec.join("mean").join(&name)).unwrap(),
         );
         assert!(orig == again, "{name}: the recorded rollout differs");
-        assert!(orig != mean, "{name}: mean actions recorded the sampled rollout");
+        assert!(
+            orig != mean,
+            "{name}: mean actions recorded the sampled rollout"
+        );
     }
     let meta = |p: PathBuf| w4rl_data::read_episode(&p).unwrap().meta;
     let (a, b) = (

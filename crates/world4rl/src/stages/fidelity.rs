@@ -102,12 +102,12 @@ impl Stage for Fidelity<'_> {
         } else {
             Vec::new()
         };
-        let refined_outcomes = if cfg.fidelity.refined_outcome_episodes > 0 && run.heldout().exists()
-        {
-            self.refined_outcomes(run, &wm, &dir.join("refined-rollouts"))?
-        } else {
-            Vec::new()
-        };
+        let refined_outcomes =
+            if cfg.fidelity.refined_outcome_episodes > 0 && run.heldout().exists() {
+                self.refined_outcomes(run, &wm, &dir.join("refined-rollouts"))?
+            } else {
+                Vec::new()
+            };
         // does the next frame depend on the action? (held-out windows, true vs permuted actions)
         let action_use = (cfg.fidelity.action_use_windows > 0)
             .then(|| {

@@ -397,7 +397,10 @@ fn policy_outcome_table(f: &FidelityRecord, eval_sampled: bool, r: &mut Report) 
         } else {
             "refined, mean action"
         };
-        for (who, o) in [("BC, sampled (held-out)", a), (refined_as, &refined.agreement)] {
+        for (who, o) in [
+            ("BC, sampled (held-out)", a),
+            (refined_as, &refined.agreement),
+        ] {
             let resets = o
                 .auc_by_reset
                 .iter()
@@ -410,7 +413,11 @@ fn policy_outcome_table(f: &FidelityRecord, eval_sampled: bool, r: &mut Report) 
                 o.episodes.to_string(),
                 pct(o.real_success_rate),
                 pct(o.imagined_success_rate),
-                if resets.is_empty() { "-".into() } else { resets },
+                if resets.is_empty() {
+                    "-".into()
+                } else {
+                    resets
+                },
                 fmt_auc(o.auc, o.auc_ci),
             ]);
         }
