@@ -4,14 +4,13 @@
 //! held-out rollouts' seeds with `--heldout-seeds` so that `eval world-model --heldout DATASET` replays
 //! them from the same scenes as `RUN/heldout/`).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use tch::Device;
 use w4rl_data::EpisodeKind;
-use world4rl::collect::{collect_recipe, CollectConfig};
+use world4rl::collect::collect_recipe;
 use world4rl::config::ExperimentConfig;
 use world4rl::evaluate::PolicyActor;
 use world4rl::policy::GaussianPolicy;
@@ -132,13 +131,7 @@ fn record_policy(
     };
     let episodes = args.episodes.unwrap_or(default_n);
     ensure!(episodes > 0, "--episodes must be positive");
-    let recipe = CollectConfig {
-        expert_episodes: 0,
-        policy_episodes: episodes,
-        random_episodes: 0,
-        per_task: BTreeMap::new(),
-        ..cfg.collect.clone()
-    };
+    let recipe = cfg.collect.policy_only(episodes);
     let mut actor = PolicyActor {
         policy: &policy,
         stochastic: !args.mean,

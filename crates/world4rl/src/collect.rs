@@ -79,9 +79,14 @@ impl CollectConfig {
 
     /// The recipe of the held-out rollouts: `heldout_episodes` policy rollouts per task, nothing else.
     pub fn heldout(&self) -> Self {
+        self.policy_only(self.heldout_episodes)
+    }
+
+    /// This recipe with `n` policy rollouts per task and nothing else (no per-task overrides).
+    pub fn policy_only(&self, n: usize) -> Self {
         Self {
             expert_episodes: 0,
-            policy_episodes: self.heldout_episodes,
+            policy_episodes: n,
             random_episodes: 0,
             per_task: BTreeMap::new(),
             ..self.clone()

@@ -4,7 +4,6 @@
 //! BC rollouts replayed whole, judged by the classifier), the same check on each refined policy's own
 //! rollouts from the same scenes, and the action-use check.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -12,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 use w4rl_data::{Dataset, EpisodeKind};
 
-use crate::collect::{collect_recipe, CollectConfig};
+use crate::collect::collect_recipe;
 use crate::config::ExperimentConfig;
 use crate::evaluate::PolicyActor;
 use crate::outcome::{task_outcomes, Rollouts, TaskOutcome};
@@ -148,13 +147,7 @@ impl Fidelity<'_> {
             std::fs::remove_dir_all(out)
                 .with_context(|| format!("removing the old rollouts {}", out.display()))?;
         }
-        let recipe = CollectConfig {
-            expert_episodes: 0,
-            policy_episodes: n,
-            random_episodes: 0,
-            per_task: BTreeMap::new(),
-            ..cfg.collect.clone()
-        };
+        let recipe = cfg.collect.policy_only(n);
         let mut tasks = Vec::new();
         for task in &cfg.experiment.tasks {
             let Some(done) = run.done::<RefineReport>(&stage_name::refine(task))? else {
