@@ -35,7 +35,8 @@ pub struct CollectArgs {
     #[arg(long, requires = "policy")]
     pub task: Option<String>,
     /// With --policy: episodes to record (default: `collect.heldout_episodes` with --heldout-seeds,
-    /// else `collect.policy_episodes`).
+    /// else `collect.policy_episodes`). Sampled draws follow the batch layout, so only the default count
+    /// reproduces `RUN/heldout/`'s episodes exactly.
     #[arg(long, requires = "policy")]
     pub episodes: Option<usize>,
     /// With --policy: act with the mean action instead of samples of the policy's Gaussian (the BC
@@ -76,10 +77,7 @@ pub fn run(args: CollectArgs, device: Device, seed: Option<u64>) -> Result<()> {
         &cfg.collect,
         None,
         &kinds,
-        |done, total| {
-            pb.set_length(total as u64);
-            pb.set_position(done as u64);
-        },
+        progress(&pb),
     )?;
     pb.finish_and_clear();
     tracing::info!(
@@ -112,14 +110,7 @@ fn record_policy(
     }
     let (policy, _) = GaussianPolicy::load(path, device)
         .with_context(|| format!("loading the policy {}", path.display()))?;
-    let task = match &args.task {
-        Some(t) => t.clone(),
-        None if !policy.spec().task.is_empty() => policy.spec().task.clone(),
-        None => bail!(
-            "{} does not record its task; pass --task TASK",
-            path.display()
-        ),
-    };
+    let task = crate::cmd_eval::task_of(&policy, args.task.as_deref(), path)?;
     let seed = seed.unwrap_or(cfg.experiment.seed);
     let (base, default_n) = if args.heldout_seeds {
         (
@@ -147,10 +138,7 @@ fn record_policy(
         &recipe,
         Some(&mut actor),
         &[EpisodeKind::Policy],
-        |done, total| {
-            pb.set_length(total as u64);
-            pb.set_position(done as u64);
-        },
+        progress(&pb),
     )?;
     pb.finish_and_clear();
     tracing::info!(
@@ -166,4 +154,12 @@ fn record_policy(
         print_json(&summary)?;
     }
     Ok(())
+}
+
+/// Moves `pb` as `collect_recipe` reports its episodes.
+fn progress(pb: &indicatif::ProgressBar) -> impl FnMut(usize, usize) + '_ {
+    |done, total| {
+        pb.set_length(total as u64);
+        pb.set_position(done as u64);
+    }
 }

@@ -49,6 +49,22 @@ pub struct EvalImaginedArgs {
     pub json: bool,
 }
 
+/// The task a policy acts on: `explicit` when given, else the one its checkpoint `path` records.
+pub(crate) fn task_of(
+    policy: &GaussianPolicy,
+    explicit: Option<&str>,
+    path: &std::path::Path,
+) -> Result<String> {
+    match explicit {
+        Some(t) => Ok(t.to_string()),
+        None if !policy.spec().task.is_empty() => Ok(policy.spec().task.clone()),
+        None => bail!(
+            "{} does not record its task; pass --task TASK",
+            path.display()
+        ),
+    }
+}
+
 /// `world4rl eval policy`.
 #[derive(Debug, Args)]
 pub struct EvalPolicyArgs {
@@ -89,14 +105,7 @@ pub fn eval_policy(args: EvalPolicyArgs, device: Device, seed: Option<u64>) -> R
             .set_std_bounds(lo, cap)
             .context("--std-max must be a positive number")?;
     }
-    let task = match &args.task {
-        Some(t) => t.clone(),
-        None if !policy.spec().task.is_empty() => policy.spec().task.clone(),
-        None => bail!(
-            "{} does not record its task; pass --task TASK",
-            args.policy.display()
-        ),
-    };
+    let task = task_of(&policy, args.task.as_deref(), &args.policy)?;
     let cfg = EvalConfig {
         episodes: args.episodes,
         num_envs: args.num_envs,

@@ -290,12 +290,8 @@ pub fn dream(args: DreamArgs, device: Device, seed: Option<u64>) -> Result<()> {
             wm_train::load_holdout(&RunDir::open(&args.run)?.world_model_dir(), &data)?
         }
     };
-    let index = if args.episode_file.is_some() {
-        0
-    } else {
-        args.episode
-    };
-    let ep = held.get(index).with_context(|| {
+    // --episode-file conflicts with --episode, which then keeps its default 0: the file's one episode
+    let ep = held.get(args.episode).with_context(|| {
         format!(
             "--episode {} is out of range: the run holds out {} episodes",
             args.episode,
