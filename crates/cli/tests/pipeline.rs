@@ -195,6 +195,7 @@ fn check_artifacts(out: &Path) {
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     for needle in [
         "## Success rate in the real environment",
+        "| Δ points [95 % CI] |",
         "| push-block |",
         "| slide-handle |",
         "## World-model fidelity",

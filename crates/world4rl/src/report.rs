@@ -13,6 +13,8 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::evaluate::{newcombe_difference_interval, Z95};
+
 /// A success rate with its 95 % Wilson interval.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Rate {
@@ -45,6 +47,24 @@ impl Rate {
             100.0 * self.hi,
             self.successes,
             self.episodes
+        )
+    }
+
+    /// `+18.0 [+9.2, +26.4]`: `other`'s rate minus this one's in points, with the 95 % Newcombe
+    /// interval of the difference (the success tables' Δ cell; `self` is BC, `other` the refined policy).
+    pub fn delta_cell(&self, other: &Rate) -> String {
+        let (lo, hi) = newcombe_difference_interval(
+            self.successes,
+            self.episodes,
+            other.successes,
+            other.episodes,
+            Z95,
+        );
+        format!(
+            "{:+.1} [{:+.1}, {:+.1}]",
+            100.0 * (other.rate() - self.rate()),
+            100.0 * lo,
+            100.0 * hi
         )
     }
 }
@@ -331,7 +351,7 @@ impl Report {
             .iter()
             .map(|r| {
                 let delta = match (r.bc, r.refined) {
-                    (Some(b), Some(f)) => format!("{:+.1}", 100.0 * (f.rate() - b.rate())),
+                    (Some(b), Some(f)) => b.delta_cell(&f),
                     _ => "-".into(),
                 };
                 vec![r.task.clone(), cell(&r.bc), cell(&r.refined), delta]
@@ -353,7 +373,10 @@ impl Report {
                 format!("{:+.1}", 100.0 * (f - b)),
             ]);
         }
-        (vec!["task", "BC", "World4RL (refined)", "Δ points"], rows)
+        (
+            vec!["task", "BC", "World4RL (refined)", "Δ points [95 % CI]"],
+            rows,
+        )
     }
 
     fn fidelity_rows(&self) -> (Vec<&'static str>, Vec<Vec<String>>) {
@@ -539,7 +562,7 @@ mod tests {
         };
         r.write(dir.path()).unwrap();
         let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
-        assert!(md.contains("| push-block | 40.0 % [31.0, 50.0] (40/100) | 70.0 % [60.0, 78.0] (70/100) | +30.0 |"), "{md}");
+        assert!(md.contains("| push-block | 40.0 % [31.0, 50.0] (40/100) | 70.0 % [60.0, 78.0] (70/100) | +30.0 [+16.3, +42.2] |"), "{md}");
         assert!(md.contains("| 1 | 30.00 | 25.00 | 0.900 | 0.800 |"), "{md}");
         let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
         assert!(html.contains("<svg") && html.contains("<table>"));

@@ -246,9 +246,7 @@ fn success_tables(rec: &Records, r: &mut Report) {
                 pct1(bs),
                 row.refined.as_ref().map_or("-".into(), pct1),
                 rs.map_or("-".into(), pct1),
-                rs.map_or("-".into(), |x| {
-                    format!("{:+.1}", 100.0 * (x.success_rate - bs.success_rate))
-                }),
+                rs.map_or("-".into(), |x| rate(bs).delta_cell(&rate(x))),
             ]);
         }
         if let Some(c) = &row.ceiling {
@@ -286,7 +284,7 @@ fn success_tables(rec: &Records, r: &mut Report) {
                 "BC, sampled".into(),
                 "refined, as in the table above".into(),
                 "refined, sampled".into(),
-                "Δ points, sampled".into(),
+                "Δ points, sampled [95 % CI]".into(),
             ],
             sampled_rows,
         ));
