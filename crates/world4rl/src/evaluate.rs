@@ -36,8 +36,9 @@ pub fn wilson_interval(successes: usize, n: usize, z: f64) -> (f64, f64) {
 
 /// Newcombe's hybrid score interval (his method 10) for the difference `p2 − p1` of two success
 /// rates, `k1/n1` (e.g. BC) and `k2/n2` (e.g. the refined policy), built from their Wilson intervals
-/// at quantile `z`. It treats the two samples as independent; on the same evaluation seeds that is
-/// conservative. `(-1, 1)` when either sample is empty.
+/// at quantile `z`. It treats the two samples as independent; on the same evaluation seeds, where
+/// the two policies' outcomes are positively correlated, that makes it wider than a paired interval.
+/// `(-1, 1)` when either sample is empty.
 pub fn newcombe_difference_interval(
     k1: usize,
     n1: usize,
