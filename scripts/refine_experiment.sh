@@ -41,19 +41,14 @@ done
 mv "$OUT/eval.jsonl.tmp" "$OUT/eval.jsonl"
 python3 - "$OUT/eval.jsonl" <<'PY'
 import json, math, sys
-Z = 1.959963984540054
-def wilson(k, n):
-    p, d = k / n, 1 + Z * Z / n
-    c, h = (p + Z * Z / (2 * n)) / d, Z * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n)) / d
-    return max(c - h, 0.0), min(c + h, 1.0)
 rows = [json.loads(l) for l in open(sys.argv[1])]
 for bc, rf in zip(rows[0::2], rows[1::2]):
     def f(r):
         return f"{100 * r['success_rate']:.1f} % [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
-    # the difference with its 95 % Newcombe interval (method 10, from the two Wilson intervals)
-    (k1, n1), (k2, n2) = (bc["successes"], bc["episodes"]), (rf["successes"], rf["episodes"])
-    p1, p2 = k1 / n1, k2 / n2
-    (l1, u1), (l2, u2) = wilson(k1, n1), wilson(k2, n2)
+    # the difference with its 95 % Newcombe interval (method 10), from the Wilson intervals `eval policy`
+    # reported (as evaluate::newcombe_difference_interval does in the report)
+    p1, p2 = bc["success_rate"], rf["success_rate"]
+    (l1, u1), (l2, u2) = (bc["ci_low"], bc["ci_high"]), (rf["ci_low"], rf["ci_high"])
     lo = p2 - p1 - math.hypot(p2 - l2, u1 - p1)
     hi = p2 - p1 + math.hypot(u2 - p2, p1 - l1)
     print(f"{bc['task']}: BC {f(bc)} -> refined {f(rf)}: {100 * (p2 - p1):+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}]")
