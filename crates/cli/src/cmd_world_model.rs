@@ -16,7 +16,7 @@ use world4rl::run::RunDir;
 use world4rl::stage::run_stage;
 use world4rl::stages::world_model::TrainWorldModel;
 use world4rl::world_model::fidelity::{self, FidelityConfig};
-use world4rl::world_model::imagine::{replay_episode, side_by_side_gif};
+use world4rl::world_model::imagine::{replay_episode, side_by_side_gif, write_frames};
 use world4rl::world_model::train::{self as wm_train, WorldModelTrainConfig};
 use world4rl::world_model::{Precision, WorldModel};
 
@@ -82,6 +82,11 @@ pub struct DreamArgs {
     /// Pixel enlargement in the GIF.
     #[arg(long, default_value_t = 4)]
     pub scale: usize,
+    /// Also write the real and imagined frames to this safetensors file (u8 arrays `real` and
+    /// `imagined`, `[T + 1, S, S, 3]`; the header names the task, episode and sampler), for
+    /// measuring what the GIF shows.
+    #[arg(long)]
+    pub frames_out: Option<PathBuf>,
     #[command(flatten)]
     pub imagination: ImaginationArgs,
 }
@@ -157,6 +162,19 @@ pub struct EvalArgs {
     /// Held-out windows of the action-use check (0 = skip).
     #[arg(long, default_value_t = 256)]
     pub action_use: usize,
+    /// The outcome check closed loop: record this many real rollouts per task of a policy acting
+    /// with its mean action from the held-out scenes (the run's seed stream of `collect-heldout`),
+    /// then let the same policy act on the imagined frames from each one's first frame and compare
+    /// the classifier's verdict with the real outcome (needs RUN/config.toml, the policies and the
+    /// classifiers; 0 = skip).
+    #[arg(long, default_value_t = 0)]
+    pub closed_loop: usize,
+    /// The policy of --closed-loop: the run's `bc` policies or its `refined` ones.
+    #[arg(long, default_value = "bc", value_parser = ["bc", "refined"])]
+    pub closed_loop_policy: String,
+    /// Keep the real rollouts of --closed-loop in this episode dataset (default: a temporary folder).
+    #[arg(long)]
+    pub closed_loop_out: Option<PathBuf>,
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,
@@ -305,6 +323,20 @@ pub fn dream(args: DreamArgs, device: Device, seed: Option<u64>) -> Result<()> {
     tch::manual_seed(seed.unwrap_or(0) as i64);
     let (real, fake) = replay_episode(&wm, ep, steps)?;
     side_by_side_gif(&args.out, &[&real, &fake], args.scale, 10)?;
+    if let Some(path) = &args.frames_out {
+        let meta = std::collections::HashMap::from([
+            ("task".to_string(), ep.meta.task.clone()),
+            ("kind".to_string(), ep.meta.kind.to_string()),
+            ("index".to_string(), ep.meta.index.to_string()),
+            ("seed".to_string(), ep.meta.seed.to_string()),
+            ("steps".to_string(), steps.to_string()),
+            (
+                "sampler_steps".to_string(),
+                wm.config().sampler.steps.to_string(),
+            ),
+        ]);
+        write_frames(path, &[("real", &real), ("imagined", &fake)], &meta)?;
+    }
     let psnr = world4rl::metrics::psnr(
         &fake.narrow(0, 1, steps as i64),
         &real.narrow(0, 1, steps as i64),
@@ -385,6 +417,22 @@ pub fn eval(args: EvalArgs, device: Device, seed: Option<u64>) -> Result<()> {
     } else {
         Vec::new()
     };
+    let closed_loop = if args.closed_loop > 0 {
+        let rule = world4rl::outcome::SuccessRule {
+            frames: args.success_frames.max(1),
+        };
+        let clf_run = RunDir::open(args.classifiers.as_ref().unwrap_or(&args.run))?;
+        closed_loop_outcomes(
+            &args,
+            &wm,
+            &clf_run,
+            &data.tasks(),
+            &cfg.outcome_options(rule),
+            device,
+        )?
+    } else {
+        Vec::new()
+    };
     eprint!("{}", report.table());
     eprintln!(
         "{} rollouts from {} held-out episodes, {}x{} frames, {} sampler steps, {:.1} imagined frames/s; beats copy-last-frame at {}/{} horizons",
@@ -405,7 +453,106 @@ pub fn eval(args: EvalArgs, device: Device, seed: Option<u64>) -> Result<()> {
         if let Some(a) = action_use {
             v["action_use"] = serde_json::to_value(a)?;
         }
+        if args.closed_loop > 0 {
+            v["closed_loop"] = serde_json::to_value(&closed_loop)?;
+        }
         print_json(&v)?;
     }
     Ok(())
+}
+
+/// `eval world-model --closed-loop N`: per task, records N real rollouts of the chosen policy acting
+/// with its mean action from the held-out scenes, then runs the closed-loop outcome check on them
+/// (`world4rl::closed_loop`).
+fn closed_loop_outcomes(
+    args: &EvalArgs,
+    wm: &WorldModel,
+    clf_run: &RunDir,
+    tasks: &[String],
+    opts: &world4rl::outcome::OutcomeOptions,
+    device: Device,
+) -> Result<Vec<world4rl::outcome::TaskOutcome>> {
+    use w4rl_data::{Episode, EpisodeKind};
+    use world4rl::evaluate::PolicyActor;
+    use world4rl::policy::GaussianPolicy;
+    use world4rl::reward::RewardClassifier;
+
+    let cfg_path = args.run.join("config.toml");
+    let cfg = world4rl::config::ExperimentConfig::load(&cfg_path).with_context(|| {
+        format!(
+            "--closed-loop records rollouts from the run's held-out scenes and needs its config {}",
+            cfg_path.display()
+        )
+    })?;
+    let run = RunDir::open(&args.run)?;
+    let tmp;
+    let out = match &args.closed_loop_out {
+        Some(p) => p.clone(),
+        None => {
+            tmp = tempfile::tempdir().context("creating a temporary folder for the rollouts")?;
+            tmp.path().join("closed-loop")
+        }
+    };
+    let mut results = Vec::new();
+    for task in tasks {
+        let path = match args.closed_loop_policy.as_str() {
+            "refined" => run.refined_policy(task),
+            _ => run.bc_policy(task),
+        };
+        if !path.is_file() {
+            tracing::warn!(
+                "{task}: no {} policy at {}; closed-loop check skipped",
+                args.closed_loop_policy,
+                path.display()
+            );
+            continue;
+        }
+        let (policy, _) = GaussianPolicy::load(&path, device)
+            .with_context(|| format!("loading {}", path.display()))?;
+        let mut actor = PolicyActor {
+            policy: &policy,
+            stochastic: false,
+        };
+        world4rl::collect::collect_recipe(
+            &out,
+            &cfg.experiment.suite,
+            std::slice::from_ref(task),
+            cfg.experiment.image_size,
+            world4rl::seeds::heldout_base(cfg.experiment.seed),
+            &cfg.collect.policy_only(args.closed_loop),
+            Some(&mut actor),
+            &[EpisodeKind::Policy],
+            |_, _| {},
+        )?;
+        let recorded = Dataset::open(&out)?;
+        let eps: Vec<Episode> = recorded.load_where(|m| m.task == *task)?;
+        let eps: Vec<&Episode> = eps.iter().take(args.closed_loop).collect();
+        let (clf, _) = RewardClassifier::load(&clf_run.classifier(task), wm.device())
+            .with_context(|| format!("loading the reward classifier of '{task}'"))?;
+        tch::manual_seed(opts.seed as i64);
+        let o = world4rl::closed_loop::closed_loop_agreement(wm, &clf, &policy, &eps, true, opts)?;
+        let real = o
+            .real_frames
+            .map(|r| {
+                format!(
+                    "; on the real frames AUC {}",
+                    world4rl::outcome::fmt_auc(r.auc, r.ci)
+                )
+            })
+            .unwrap_or_default();
+        eprintln!(
+            "{task}: closed loop, {} {} policy rollouts (mean action) from held-out scenes; real success {:.0} %, imagined {:.0} %, same outcome {:.0} %, AUC {}{real}",
+            o.episodes,
+            args.closed_loop_policy,
+            100.0 * o.real_success_rate,
+            100.0 * o.imagined_success_rate,
+            100.0 * o.agreement,
+            world4rl::outcome::fmt_auc(o.auc, o.auc_ci),
+        );
+        results.push(world4rl::outcome::TaskOutcome {
+            task: task.clone(),
+            agreement: o,
+        });
+    }
+    Ok(results)
 }

@@ -226,7 +226,9 @@ impl<'a> ImaginedEnv<'a> {
         (e, s)
     }
 
-    fn obs_of(frames: &Tensor) -> Result<Vec<Obs>> {
+    /// Observations (u8 frames, no state) of imagined frames `[B, 3, S, S]` in [-1, 1], as the
+    /// policy sees them in imagination.
+    pub(crate) fn obs_of(frames: &Tensor) -> Result<Vec<Obs>> {
         // [B, 3, S, S] in [-1, 1] -> B observations of u8 [S, S, 3]
         let size = frames.size()[3] as usize;
         let bytes = Vec::<u8>::try_from(

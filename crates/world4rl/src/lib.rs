@@ -10,6 +10,7 @@ pub mod acceptance;
 pub mod action_encoding;
 pub mod ceiling;
 pub mod checkpoint;
+pub mod closed_loop;
 pub mod collect;
 pub mod config;
 pub mod device;

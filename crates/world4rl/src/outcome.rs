@@ -293,6 +293,34 @@ pub fn outcome_agreement(
     opts: &OutcomeOptions,
 ) -> Result<OutcomeAgreement> {
     ensure!(!episodes.is_empty(), "outcome agreement: no episodes given");
+    let open = episode_scores(wm, clf, episodes, opts, None)?;
+    let mut auc_by_reset = Vec::new();
+    for &k in &opts.resets {
+        ensure!(k > 0, "outcome check: reset intervals must be positive");
+        let scores = episode_scores(wm, clf, episodes, opts, Some(k))?;
+        auc_by_reset.push((k, scores));
+    }
+    agreement_of(clf, episodes, heldout, opts, &open, auc_by_reset)
+}
+
+/// The [`OutcomeAgreement`] of imagined episode scores `imagined` (one per episode of `episodes`)
+/// with the recorded outcomes, plus the AUC(k) of the scores `(k, scores)` of `resets` and the
+/// classifier on the recorded real frames. Shared by the open-loop and the closed-loop checks.
+pub(crate) fn agreement_of(
+    clf: &RewardClassifier,
+    episodes: &[&Episode],
+    heldout: bool,
+    opts: &OutcomeOptions,
+    imagined: &[f64],
+    resets: Vec<(usize, Vec<f64>)>,
+) -> Result<OutcomeAgreement> {
+    ensure!(!episodes.is_empty(), "outcome agreement: no episodes given");
+    ensure!(
+        imagined.len() == episodes.len(),
+        "{} imagined scores for {} episodes",
+        imagined.len(),
+        episodes.len()
+    );
     let real: Vec<bool> = episodes
         .iter()
         .map(|e| e.success.iter().skip(1).any(|&s| s == 1))
@@ -308,18 +336,15 @@ pub fn outcome_agreement(
             imagined_success_rate: imagined,
         }
     };
-    let open = episode_scores(wm, clf, episodes, opts, None)?;
-    let imagined: Vec<bool> = open.iter().map(|&p| p > thr).collect();
-    let open_est = estimate(&open, 0);
-    let mut auc_by_reset = Vec::new();
-    for &k in &opts.resets {
-        ensure!(k > 0, "outcome check: reset intervals must be positive");
-        let scores = episode_scores(wm, clf, episodes, opts, Some(k))?;
-        auc_by_reset.push(ResetAuc {
-            every: k,
-            estimate: estimate(&scores, k as u64),
-        });
-    }
+    let called: Vec<bool> = imagined.iter().map(|&p| p > thr).collect();
+    let open_est = estimate(imagined, 0);
+    let auc_by_reset = resets
+        .iter()
+        .map(|(k, scores)| ResetAuc {
+            every: *k,
+            estimate: estimate(scores, *k as u64),
+        })
+        .collect();
     let real_frames = estimate(&real_frame_scores(clf, episodes, opts.rule)?, 0x4EA1);
     Ok(OutcomeAgreement {
         episodes: episodes.len(),
@@ -327,7 +352,7 @@ pub fn outcome_agreement(
         success_frames: opts.rule.frames,
         real_success_rate: real.iter().filter(|&&b| b).count() as f64 / n,
         imagined_success_rate: open_est.imagined_success_rate,
-        agreement: real.iter().zip(&imagined).filter(|(a, b)| a == b).count() as f64 / n,
+        agreement: real.iter().zip(&called).filter(|(a, b)| a == b).count() as f64 / n,
         auc: open_est.auc,
         auc_ci: open_est.ci,
         auc_by_reset,
@@ -392,7 +417,7 @@ pub fn task_outcome_agreement(
 }
 
 /// An AUC with its interval as the log and the report print it: `0.83 [0.74, 0.91]`, `0.83` or `-`.
-pub(crate) fn fmt_auc(e: Option<f64>, ci: Option<[f64; 2]>) -> String {
+pub fn fmt_auc(e: Option<f64>, ci: Option<[f64; 2]>) -> String {
     match (e, ci) {
         (Some(a), Some([lo, hi])) => format!("{a:.2} [{lo:.2}, {hi:.2}]"),
         (Some(a), None) => format!("{a:.2}"),

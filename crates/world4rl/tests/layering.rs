@@ -34,6 +34,7 @@ fn learners_do_not_know_the_run_directory_or_the_real_environment() {
         "imagined_env.rs",
         "acceptance.rs",
         "outcome.rs",
+        "closed_loop.rs",
         "optim.rs",
         "frames.rs",
     ] {

@@ -349,10 +349,9 @@ pub fn side_by_side_gif(
             )
         })
         .collect::<Result<_, _>>()?;
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut enc = gif::Encoder::new(std::io::BufWriter::new(file), fw as u16, fh as u16, &[])
-        .context("starting the GIF")?;
+    let mut bytes = Vec::new();
+    let mut enc =
+        gif::Encoder::new(&mut bytes, fw as u16, fh as u16, &[]).context("starting the GIF")?;
     enc.set_repeat(gif::Repeat::Infinite)
         .context("writing the GIF")?;
     for f in 0..t {
@@ -371,7 +370,48 @@ pub fn side_by_side_gif(
         frame.delay = delay_cs;
         enc.write_frame(&frame).context("writing the GIF")?;
     }
-    Ok(())
+    drop(enc);
+    w4rl_data::write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Writes named frame sequences (each `[T, 3, S, S]` in [-1, 1], equal shapes) to a safetensors file
+/// as u8 arrays `[T, S, S, 3]`, with `meta` in its header (atomic): the pixels a GIF shows, for
+/// measuring them (`dream --frames-out`).
+pub fn write_frames(
+    path: &std::path::Path,
+    columns: &[(&str, &Tensor)],
+    meta: &std::collections::HashMap<String, String>,
+) -> Result<()> {
+    use anyhow::Context;
+    ensure!(!columns.is_empty(), "frames: nothing to write");
+    let s0 = columns[0].1.size();
+    ensure!(
+        s0.len() == 4 && s0[1] == 3,
+        "frames: columns must be [T, 3, S, S], got {s0:?}"
+    );
+    ensure!(
+        columns.iter().all(|(_, c)| c.size() == s0),
+        "frames: columns differ in shape"
+    );
+    let shape = vec![s0[0] as usize, s0[2] as usize, s0[3] as usize, 3];
+    let data: Vec<(String, Vec<u8>)> = columns
+        .iter()
+        .map(|(name, c)| {
+            let hwc = crate::frames::model_to_hwc(&c.to_device(Device::Cpu)).flatten(0, -1);
+            Ok((name.to_string(), Vec::<u8>::try_from(hwc)?))
+        })
+        .collect::<Result<_>>()?;
+    let views = data
+        .iter()
+        .map(|(name, d)| {
+            safetensors::tensor::TensorView::new(safetensors::tensor::Dtype::U8, shape.clone(), d)
+                .map(|v| (name.as_str(), v))
+                .map_err(|e| anyhow::anyhow!("frames '{name}': {e:?}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::serialize(views, &Some(meta.clone()))
+        .map_err(|e| anyhow::anyhow!("serialising the frames: {e:?}"))?;
+    w4rl_data::write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]
@@ -421,5 +461,33 @@ mod tests {
         .unwrap();
         assert_eq!(f.size(), vec![3, 2, 3, 16, 16]);
         assert_eq!(a.size(), vec![3, 2, 2]);
+    }
+
+    #[test]
+    fn frames_file_round_trips_the_pixels_and_refuses_mismatched_shapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("frames.safetensors");
+        let (n, side) = (3usize, 8usize);
+        let real_bytes: Vec<u8> = (0..n * side * side * 3)
+            .map(|i| (i * 7 % 256) as u8)
+            .collect();
+        let fake_bytes: Vec<u8> = real_bytes.iter().map(|b| 255 - b).collect();
+        let real = bytes_to_model(&real_bytes, n, side, side, Device::Cpu).unwrap();
+        let fake = bytes_to_model(&fake_bytes, n, side, side, Device::Cpu).unwrap();
+        let meta = std::collections::HashMap::from([("task".to_string(), "t".to_string())]);
+        write_frames(&path, &[("real", &real), ("imagined", &fake)], &meta).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        assert_eq!(header.metadata().as_ref().unwrap()["task"], "t");
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        for (name, want) in [("real", &real_bytes), ("imagined", &fake_bytes)] {
+            let v = st.tensor(name).unwrap();
+            assert_eq!(v.shape(), &[n, side, side, 3]);
+            assert_eq!(v.data(), want.as_slice(), "{name} changed on the way");
+        }
+        let short = real.narrow(0, 0, 2);
+        assert!(write_frames(&path, &[("real", &real), ("imagined", &short)], &meta).is_err());
+        // the refused write left the earlier file as it was
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }
 }
