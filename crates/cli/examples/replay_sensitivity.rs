@@ -159,10 +159,7 @@ fn main() -> Result<()> {
         })
         .transpose()?
         .map(|(p, _)| p);
-    let recorded: Vec<bool> = eps
-        .iter()
-        .map(|e| e.success.iter().any(|&s| s == 1))
-        .collect();
+    let recorded: Vec<bool> = eps.iter().map(|e| e.success.contains(&1)).collect();
     println!(
         "{} episodes of {}; recorded success {:.0} %",
         eps.len(),
@@ -193,7 +190,7 @@ fn sensitivity(
     let same = eps
         .iter()
         .zip(&outcome)
-        .filter(|(e, &y)| e.success.iter().any(|&s| s == 1) == y)
+        .filter(|(e, &y)| e.success.contains(&1) == y)
         .count();
     println!(
         "  exact: success {:.0} %, {same}/{} outcomes as recorded; readout AUC {:.3}",

@@ -172,7 +172,8 @@ pub struct EvalArgs {
     /// The policy of --closed-loop: the run's `bc` policies or its `refined` ones.
     #[arg(long, default_value = "bc", value_parser = ["bc", "refined"])]
     pub closed_loop_policy: String,
-    /// Keep the real rollouts of --closed-loop in this episode dataset (default: a temporary folder).
+    /// Keep the real rollouts of --closed-loop in this new episode dataset (default: a temporary
+    /// folder; an existing folder is refused).
     #[arg(long)]
     pub closed_loop_out: Option<PathBuf>,
     /// Print one JSON object as the last line.
@@ -355,6 +356,13 @@ pub fn dream(args: DreamArgs, device: Device, seed: Option<u64>) -> Result<()> {
 /// `world4rl eval world-model`: open-loop PSNR/SSIM per horizon on the run's held-out episodes,
 /// next to copy-last-frame (plus LPIPS/FID/FVD given weights).
 pub fn eval(args: EvalArgs, device: Device, seed: Option<u64>) -> Result<()> {
+    if let Some(p) = args.closed_loop_out.as_ref().filter(|p| p.exists()) {
+        // the recorder resumes a dataset it finds: another policy's rollouts would be scored
+        bail!(
+            "--closed-loop-out {} already exists: give a folder that does not, so that only this policy's rollouts are scored",
+            p.display()
+        );
+    }
     let wm = load_model(&args.run, device, &args.imagination)?;
     let data = Dataset::open(&args.data)?;
     let held = wm_train::load_holdout(&RunDir::open(&args.run)?.world_model_dir(), &data)?;

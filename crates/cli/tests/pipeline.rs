@@ -129,9 +129,31 @@ fn check_artifacts(out: &Path) {
         .arg(out.join("dataset"))
         .args(["--horizon", "2", "--outcomes", "2", "--resets", "1,5"])
         .args(["--action-use", "16", "--success-frames", "2", "--json"])
+        .args(["--closed-loop", "2", "--closed-loop-out"])
+        .arg(out.join("closed-loop"))
         .output()
         .unwrap();
     let v = last_json(&o);
+    // closed loop: the BC policies' own rollouts, scored with the policy acting in imagination
+    let closed = v["closed_loop"]
+        .as_array()
+        .expect("closed_loop in the JSON");
+    assert_eq!(
+        closed.len(),
+        2,
+        "one per task of the tiny config: {closed:?}"
+    );
+    for o in closed {
+        let g = &o["agreement"];
+        assert_eq!(
+            (&g["episodes"], &g["heldout"]),
+            (&2.into(), &true.into()),
+            "{o}"
+        );
+        assert!(g["auc_by_reset"].as_array().unwrap().is_empty(), "{o}");
+        let r = g["imagined_success_rate"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&r), "{o}");
+    }
     let outcomes = v["outcomes"].as_array().expect("outcomes in the JSON");
     assert!(!outcomes.is_empty());
     for o in outcomes {
@@ -190,7 +212,34 @@ fn check_artifacts(out: &Path) {
         meta(rec.join("mean/episodes/push-block/policy-00000.safetensors")),
     );
     assert_eq!(a.seed, b.seed, "not the held-out scene");
+    // the closed-loop check recorded the BC policy's mean-action rollouts of the held-out scenes:
+    // exactly what `collect --heldout-seeds --mean` records
+    for i in 0..2 {
+        let name = format!("episodes/push-block/policy-{i:05}.safetensors");
+        assert!(
+            std::fs::read(out.join("closed-loop").join(&name)).unwrap()
+                == std::fs::read(rec.join("mean").join(&name)).unwrap(),
+            "{name}: the closed-loop check recorded another rollout"
+        );
+    }
     std::fs::remove_dir_all(&rec).unwrap();
+    // an existing folder for the closed-loop rollouts is refused before any work
+    let o = bin()
+        .args(["eval", "world-model", "--run"])
+        .arg(out)
+        .arg("--data")
+        .arg(out.join("dataset"))
+        .args(["--closed-loop", "2", "--closed-loop-out"])
+        .arg(out.join("closed-loop"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::remove_dir_all(out.join("closed-loop")).unwrap();
     // the report has its tables
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     for needle in [

@@ -1,87 +1,11 @@
 //! Learning tests of the reward classifier and the BC policy on a synthetic, separable dataset.
 
-use w4rl_data::{Dataset, DatasetSpec, DatasetWriter, Episode, EpisodeKind};
+use w4rl_data::{Dataset, Episode, EpisodeKind};
 use world4rl::policy::bc::{self, BcConfig};
-use world4rl::policy::EncoderConfig;
 use world4rl::reward::{self, RewardConfig};
 
-const SIZE: usize = 16;
-
-/// A 3x3 white dot at (x, y) on a dark background.
-fn frame(x: usize, y: usize) -> Vec<u8> {
-    let mut f = vec![20u8; SIZE * SIZE * 3];
-    for r in y.saturating_sub(1)..(y + 2).min(SIZE) {
-        for c in x.saturating_sub(1)..(x + 2).min(SIZE) {
-            f[(r * SIZE + c) * 3..(r * SIZE + c) * 3 + 3].copy_from_slice(&[250, 250, 250]);
-        }
-    }
-    f
-}
-
-/// The expert's action is a fixed function of the dot's position; success = dot in the right half.
-fn action_of(x: usize, y: usize) -> Vec<f32> {
-    vec![(x as f32 / 15.0) * 1.6 - 0.8, 0.8 - (y as f32 / 15.0) * 1.6]
-}
-
-fn synthetic_dataset(dir: &std::path::Path, episodes: usize, steps: usize) -> Dataset {
-    synthetic_dataset_of(dir, episodes, steps, EpisodeKind::Expert)
-}
-
-fn synthetic_dataset_of(
-    dir: &std::path::Path,
-    episodes: usize,
-    steps: usize,
-    kind: EpisodeKind,
-) -> Dataset {
-    let spec = DatasetSpec {
-        suite: "synthetic".into(),
-        image_size: SIZE,
-        action_dim: 2,
-        action_low: vec![-1.0; 2],
-        action_high: vec![1.0; 2],
-        state_dim: 2,
-    };
-    let w = DatasetWriter::create(dir, spec.clone()).unwrap();
-    let mut state = 12345u64;
-    let mut rnd = |n: usize| {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((state >> 33) % n as u64) as usize
-    };
-    for e in 0..episodes {
-        let (mut x, mut y) = (1 + rnd(7), 1 + rnd(14));
-        let mut ep = Episode::start(
-            &spec,
-            "dots",
-            kind,
-            e,
-            e as u64,
-            &frame(x, y),
-            &[x as f32, y as f32],
-            false,
-        )
-        .unwrap();
-        for _ in 0..steps {
-            let a = action_of(x, y);
-            x = 1 + rnd(14);
-            y = 1 + rnd(14);
-            ep.push(&a, 0.0, &frame(x, y), &[x as f32, y as f32], x >= 8)
-                .unwrap();
-        }
-        w.write(&ep).unwrap();
-    }
-    Dataset::open(dir).unwrap()
-}
-
-fn small_encoder() -> EncoderConfig {
-    EncoderConfig {
-        channels: vec![16, 32],
-        pool: 4,
-        features: 64,
-        ..Default::default()
-    }
-}
+mod synthetic;
+use synthetic::*;
 
 #[test]
 fn classifier_learns_a_separable_set_and_its_loss_falls() {
@@ -214,48 +138,11 @@ mod imagination {
     use super::*;
     use w4rl_envs::VecEnv;
     use world4rl::imagined_env::{ImaginedEnv, ImaginedEnvConfig};
-    use world4rl::policy::{GaussianPolicy, PolicyConfig, PolicySpec};
-    use world4rl::reward::{ClassifierConfig, RewardClassifier, RewardMode};
+    use world4rl::policy::GaussianPolicy;
     use world4rl::run::RunDir;
     use world4rl::stage::run_stage;
     use world4rl::stages::refine::{RefineConfig, RefineTask};
     use world4rl::world_model::{WorldModel, WorldModelConfig};
-
-    fn tiny_classifier(threshold: f64) -> RewardClassifier {
-        let cfg = ClassifierConfig {
-            encoder: small_encoder(),
-            hidden: 16,
-            ..Default::default()
-        };
-        RewardClassifier::new(
-            &cfg,
-            SIZE,
-            threshold,
-            RewardMode::Binary,
-            "dots",
-            tch::Device::Cpu,
-        )
-        .unwrap()
-    }
-
-    /// A freshly initialised small image policy for the 2-D `dots` task.
-    fn tiny_policy() -> GaussianPolicy {
-        let spec = PolicySpec {
-            image_size: SIZE,
-            action_dim: 2,
-            state_dim: 0,
-            action_low: vec![-1.0; 2],
-            action_high: vec![1.0; 2],
-            task: "dots".into(),
-            render_size: SIZE,
-        };
-        let cfg = PolicyConfig {
-            encoder: small_encoder(),
-            hidden: 16,
-            ..Default::default()
-        };
-        GaussianPolicy::new(&cfg, &spec, tch::Device::Cpu).unwrap()
-    }
 
     #[test]
     fn imagined_env_terminates_truncates_and_resets() {
@@ -556,84 +443,6 @@ mod imagination {
             report.world_model_frames,
             near.world_model_frames
         );
-    }
-
-    #[test]
-    fn closed_loop_check_lets_the_policy_act_on_its_imagined_frames() {
-        use w4rl_envs::Obs;
-        use world4rl::closed_loop::{closed_loop_agreement, closed_loop_scores};
-        use world4rl::outcome::{episode_scores, OutcomeOptions};
-        tch::set_num_threads(1);
-        let dir = tempfile::tempdir().unwrap();
-        let ds = synthetic_dataset(dir.path(), 12, 1);
-        let eps = ds.load_where(|_| true).unwrap();
-        let refs: Vec<&Episode> = eps.iter().collect();
-        // random weights everywhere: a fresh model's output convolution is zero, and its frames
-        // would not depend on the actions
-        tch::manual_seed(1);
-        let wm = WorldModel::new(WorldModelConfig::tiny(), 2, tch::Device::Cpu).unwrap();
-        tch::no_grad(|| {
-            for (_, mut v) in wm.var_store().variables() {
-                let r = v.randn_like() * 0.1;
-                v.copy_(&r);
-            }
-        });
-        let clf = tiny_classifier(0.5);
-        let policy = tiny_policy();
-        let opts = OutcomeOptions {
-            batch: 5,
-            bootstrap: 100,
-            ..Default::default()
-        };
-        // one-step episodes: the closed loop acts once, with the policy's mean action on the first
-        // frame, so under the same world-model noise it is the open-loop replay of those actions
-        let mut driven = eps.clone();
-        for e in &mut driven {
-            let obs = Obs {
-                frame: e.frame(0).to_vec(),
-                size: SIZE,
-                state: Vec::new(),
-            };
-            let a = policy
-                .act_mean(&policy.obs_batch(&[obs]).unwrap())
-                .unwrap()
-                .remove(0);
-            e.actions = a.iter().map(|x| x.clamp(-1.0, 1.0)).collect();
-        }
-        let driven_refs: Vec<&Episode> = driven.iter().collect();
-        tch::manual_seed(3);
-        let closed = closed_loop_scores(&wm, &clf, &policy, &refs, &opts).unwrap();
-        tch::manual_seed(3);
-        let open = episode_scores(&wm, &clf, &driven_refs, &opts, None).unwrap();
-        assert_eq!(closed, open);
-        // the recorded (expert) actions are not what the policy does, and give other frames
-        tch::manual_seed(3);
-        let recorded = episode_scores(&wm, &clf, &refs, &opts, None).unwrap();
-        assert_ne!(closed, recorded);
-        // longer episodes: one score per episode, in [0, 1], the same for the same seed
-        let long = synthetic_dataset(&dir.path().join("long"), 7, 3);
-        let long = long.load_where(|_| true).unwrap();
-        let long_refs: Vec<&Episode> = long.iter().collect();
-        tch::manual_seed(4);
-        let a = closed_loop_scores(&wm, &clf, &policy, &long_refs, &opts).unwrap();
-        tch::manual_seed(4);
-        let b = closed_loop_scores(&wm, &clf, &policy, &long_refs, &opts).unwrap();
-        assert_eq!(a, b);
-        assert_eq!(a.len(), 7);
-        assert!(a.iter().all(|p| (0.0..=1.0).contains(p)), "{a:?}");
-        // the agreement sets the scores against the recorded outcomes; no AUC(k) closed loop
-        let o = closed_loop_agreement(&wm, &clf, &policy, &refs, true, &opts).unwrap();
-        let real = eps.iter().filter(|e| e.success[1] == 1).count() as f64 / 12.0;
-        assert_eq!((o.episodes, o.heldout), (12, true));
-        assert_eq!(o.real_success_rate, real);
-        assert!(o.auc_by_reset.is_empty());
-        assert!(closed_loop_agreement(&wm, &clf, &policy, &[], true, &opts).is_err());
-        // a policy whose actions the world model cannot take is refused
-        let wm3 = WorldModel::new(WorldModelConfig::tiny(), 3, tch::Device::Cpu).unwrap();
-        let err = closed_loop_scores(&wm3, &clf, &policy, &refs, &opts)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("dimensions"), "{err}");
     }
 
     #[test]

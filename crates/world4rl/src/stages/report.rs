@@ -386,14 +386,14 @@ fn fidelity_tables(rec: &Records, eval_sampled: bool, r: &mut Report) {
 fn policy_outcome_table(f: &FidelityRecord, eval_sampled: bool, r: &mut Report) {
     let pct = |v: f64| format!("{:.0} %", 100.0 * v);
     let mut rows = Vec::new();
+    let refined_as = if eval_sampled {
+        "refined, sampled"
+    } else {
+        "refined, mean action"
+    };
     for TaskOutcome { task, agreement: a } in &f.outcomes {
         let Some(refined) = f.refined_outcomes.iter().find(|o| &o.task == task) else {
             continue;
-        };
-        let refined_as = if eval_sampled {
-            "refined, sampled"
-        } else {
-            "refined, mean action"
         };
         for (who, o) in [
             ("BC, sampled (held-out)", a),
