@@ -91,24 +91,10 @@ fn replay(
     })
 }
 
-/// ROC AUC of `score` against `label` (ties count half).
+/// ROC AUC of `score` against `label` (ties count half; NaN with one class only).
 fn auc(score: &[f32], label: &[bool]) -> f64 {
-    let (mut num, mut den) = (0.0, 0.0);
-    for (i, &si) in score.iter().enumerate() {
-        for (j, &sj) in score.iter().enumerate() {
-            if label[i] && !label[j] {
-                den += 1.0;
-                num += if si > sj {
-                    1.0
-                } else if si == sj {
-                    0.5
-                } else {
-                    0.0
-                };
-            }
-        }
-    }
-    num / den
+    let s: Vec<f64> = score.iter().map(|&x| f64::from(x)).collect();
+    world4rl::reward::roc_auc(&s, label).unwrap_or(f64::NAN)
 }
 
 fn median(mut v: Vec<f32>) -> f32 {

@@ -179,7 +179,12 @@ pub fn run_named(ctx: &StageContext, name: &str) -> Result<()> {
             }
             Ok(())
         }
-        "refine-real" => Ok(()),
+        "refine-real" => {
+            tracing::info!(
+                "refine-real: nothing to do, refine.real_env_control is off (set it, or run `world4rl refine --real-env`)"
+            );
+            Ok(())
+        }
         "eval" => go(ctx, Evaluate { cfg, device }),
         "fidelity" => {
             let data = ctx.dataset()?;
