@@ -20,13 +20,12 @@
 //! --closed-loop` command does, from the held-out seed stream).
 
 use anyhow::{ensure, Context, Result};
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
 use w4rl_data::Episode;
 use w4rl_envs::{check_action, ActionSpec};
 
-use crate::frames::model_to_chw;
 use crate::imagined_env::ImaginedEnv;
-use crate::outcome::{agreement_of, OutcomeAgreement, OutcomeOptions};
+use crate::outcome::{agreement_of, frame_probs, OutcomeAgreement, OutcomeOptions};
 use crate::policy::{GaussianPolicy, ObsHistory};
 use crate::reward::RewardClassifier;
 use crate::world_model::{RollingContext, WorldModel};
@@ -79,11 +78,7 @@ pub fn closed_loop_scores(
                 .view([chunk.len() as i64, spec.dim as i64])
                 .to_device(wm.device());
             let next = ctx.step(wm, &a)?;
-            let p = Vec::<f32>::try_from(
-                clf.prob_u8(&model_to_chw(&next))
-                    .to_device(Device::Cpu)
-                    .to_kind(Kind::Float),
-            )?;
+            let p = frame_probs(clf, &next)?;
             for (i, obs) in ImaginedEnv::obs_of(&next)?.into_iter().enumerate() {
                 // frames imagined after an episode's end are not judged
                 if t < chunk[i].steps() {

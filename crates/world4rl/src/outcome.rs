@@ -187,6 +187,16 @@ fn one() -> usize {
     1
 }
 
+/// The classifier's success probability of each imagined frame `[B, 3, S, S]` in [-1, 1] (judged as
+/// the u8 frames the imagined environment hands out).
+pub(crate) fn frame_probs(clf: &RewardClassifier, frames: &Tensor) -> Result<Vec<f32>> {
+    Ok(Vec::<f32>::try_from(
+        clf.prob_u8(&model_to_chw(frames))
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Float),
+    )?)
+}
+
 /// Per-episode scores of `episodes` replayed in `wm` and judged by `clf` (see [`replay`]).
 pub fn episode_scores(
     wm: &WorldModel,
@@ -205,11 +215,7 @@ pub fn episode_scores(
             .map(|e| Vec::with_capacity(e.steps()))
             .collect();
         replay(wm, chunk, t_max, reset_every, |t, next| {
-            let p = Vec::<f32>::try_from(
-                clf.prob_u8(&model_to_chw(next))
-                    .to_device(Device::Cpu)
-                    .to_kind(Kind::Float),
-            )?;
+            let p = frame_probs(clf, next)?;
             // frames imagined after an episode's end are not judged
             for (i, e) in chunk.iter().enumerate() {
                 if t < e.steps() {

@@ -310,6 +310,30 @@ pub fn replay_episode(
     ))
 }
 
+/// Checks that `columns` are equal-shaped frame sequences `[T, 3, S, S]` (errors prefixed with
+/// `what`) and returns their shape and each one's pixels as u8 `[T, S, S, 3]`.
+fn columns_as_u8(columns: &[&Tensor], what: &str) -> Result<(Vec<i64>, Vec<Vec<u8>>)> {
+    ensure!(!columns.is_empty(), "{what}: no frames given");
+    let s0 = columns[0].size();
+    ensure!(
+        s0.len() == 4 && s0[1] == 3,
+        "{what}: columns must be [T, 3, S, S], got {s0:?}"
+    );
+    ensure!(
+        columns.iter().all(|c| c.size() == s0),
+        "{what}: columns differ in shape"
+    );
+    let u8s = columns
+        .iter()
+        .map(|c| {
+            Vec::<u8>::try_from(
+                crate::frames::model_to_hwc(&c.to_device(Device::Cpu)).flatten(0, -1),
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((s0, u8s))
+}
+
 /// Writes an animated GIF of `columns` (each `[T, 3, S, S]` in [-1, 1], equal shapes) side by side,
 /// separated by a 2-pixel white bar, every pixel enlarged `scale` times, `delay_cs` hundredths of a
 /// second per frame, looping.
@@ -320,16 +344,7 @@ pub fn side_by_side_gif(
     delay_cs: u16,
 ) -> Result<()> {
     use anyhow::Context;
-    ensure!(!columns.is_empty(), "gif: nothing to draw");
-    let s0 = columns[0].size();
-    ensure!(
-        s0.len() == 4 && s0[1] == 3,
-        "gif: columns must be [T, 3, S, S], got {s0:?}"
-    );
-    ensure!(
-        columns.iter().all(|c| c.size() == s0),
-        "gif: columns differ in shape"
-    );
+    let (s0, u8s) = columns_as_u8(columns, "gif")?;
     let (t, h, w) = (s0[0] as usize, s0[2] as usize, s0[3] as usize);
     let scale = scale.max(1);
     let gap = 2;
@@ -341,14 +356,6 @@ pub fn side_by_side_gif(
         fw <= u16::MAX as usize && fh <= u16::MAX as usize,
         "gif: frame too large"
     );
-    let u8s: Vec<Vec<u8>> = columns
-        .iter()
-        .map(|c| {
-            Vec::<u8>::try_from(
-                crate::frames::model_to_hwc(&c.to_device(Device::Cpu)).flatten(0, -1),
-            )
-        })
-        .collect::<Result<_, _>>()?;
     let mut bytes = Vec::new();
     let mut enc =
         gif::Encoder::new(&mut bytes, fw as u16, fh as u16, &[]).context("starting the GIF")?;
@@ -383,29 +390,15 @@ pub fn write_frames(
     meta: &std::collections::HashMap<String, String>,
 ) -> Result<()> {
     use anyhow::Context;
-    ensure!(!columns.is_empty(), "frames: nothing to write");
-    let s0 = columns[0].1.size();
-    ensure!(
-        s0.len() == 4 && s0[1] == 3,
-        "frames: columns must be [T, 3, S, S], got {s0:?}"
-    );
-    ensure!(
-        columns.iter().all(|(_, c)| c.size() == s0),
-        "frames: columns differ in shape"
-    );
+    let tensors: Vec<&Tensor> = columns.iter().map(|(_, c)| *c).collect();
+    let (s0, u8s) = columns_as_u8(&tensors, "frames")?;
     let shape = vec![s0[0] as usize, s0[2] as usize, s0[3] as usize, 3];
-    let data: Vec<(String, Vec<u8>)> = columns
-        .iter()
-        .map(|(name, c)| {
-            let hwc = crate::frames::model_to_hwc(&c.to_device(Device::Cpu)).flatten(0, -1);
-            Ok((name.to_string(), Vec::<u8>::try_from(hwc)?))
-        })
-        .collect::<Result<_>>()?;
+    let data: Vec<(&str, Vec<u8>)> = columns.iter().map(|(name, _)| *name).zip(u8s).collect();
     let views = data
         .iter()
         .map(|(name, d)| {
             safetensors::tensor::TensorView::new(safetensors::tensor::Dtype::U8, shape.clone(), d)
-                .map(|v| (name.as_str(), v))
+                .map(|v| (*name, v))
                 .map_err(|e| anyhow::anyhow!("frames '{name}': {e:?}"))
         })
         .collect::<Result<Vec<_>>>()?;
