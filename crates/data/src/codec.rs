@@ -56,16 +56,23 @@ pub fn encode_episode(ep: &Episode) -> Result<Vec<u8>, DataError> {
     );
     let bytes = safetensors::serialize(views, &Some(header))
         .map_err(|e| DataError::Invalid(format!("serialising episode: {e:?}")))?;
-    canonical_header(bytes)
+    canonical_safetensors_header(bytes)
 }
 
-/// Rewrites a safetensors file's JSON header with its keys (and those of `__metadata__`) sorted, so
-/// that one episode always encodes to the same bytes: `safetensors::serialize` takes the metadata as a
-/// `HashMap`, whose iteration order changes from one process to the next. The data section and its
-/// offsets are untouched; the header is padded with spaces to a multiple of 8 bytes, as the format asks.
-fn canonical_header(bytes: Vec<u8>) -> Result<Vec<u8>, DataError> {
-    let bad = |why: &str| DataError::Invalid(format!("serialising episode: {why}"));
+/// Rewrites the JSON header of the safetensors file `bytes` with its keys (and those of
+/// `__metadata__`) sorted, so that the same content always encodes to the same bytes:
+/// `safetensors::serialize` takes the metadata as a `HashMap`, whose iteration order changes from one
+/// map to the next. The data section and its offsets are untouched; the header is padded with spaces
+/// to a multiple of 8 bytes, as the format asks.
+pub fn canonical_safetensors_header(bytes: Vec<u8>) -> Result<Vec<u8>, DataError> {
+    let bad = |why: &str| DataError::Invalid(format!("serialising a safetensors file: {why}"));
+    if bytes.len() < 8 {
+        return Err(bad("short buffer"));
+    }
     let n = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| bad("short buffer"))?) as usize;
+    if bytes.len() - 8 < n {
+        return Err(bad("the header runs past the end"));
+    }
     let header: BTreeMap<String, serde_json::Value> =
         serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| bad(&e.to_string()))?;
     let mut text = String::from("{");

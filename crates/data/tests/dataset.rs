@@ -90,6 +90,12 @@ fn one_episode_always_encodes_to_the_same_bytes() {
         .write(&ep)
         .unwrap();
     assert_eq!(read_episode(&path).unwrap(), ep);
+    // canonicalising is idempotent, and a buffer too short for its header is refused, not read past
+    assert_eq!(canonical_safetensors_header(first.clone()).unwrap(), first);
+    for cut in [0, 5, 8, 8 + n / 2] {
+        let err = canonical_safetensors_header(first[..cut].to_vec()).unwrap_err();
+        assert!(err.to_string().contains("safetensors"), "{cut}: {err}");
+    }
 }
 
 #[test]

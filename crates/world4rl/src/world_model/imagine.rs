@@ -404,6 +404,8 @@ pub fn write_frames(
         .collect::<Result<Vec<_>>>()?;
     let bytes = safetensors::serialize(views, &Some(meta.clone()))
         .map_err(|e| anyhow::anyhow!("serialising the frames: {e:?}"))?;
+    // sorted header keys: the same frames and metadata always give the same bytes
+    let bytes = w4rl_data::canonical_safetensors_header(bytes)?;
     w4rl_data::write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
 }
 
@@ -482,5 +484,22 @@ mod tests {
         assert!(write_frames(&path, &[("real", &real), ("imagined", &short)], &meta).is_err());
         // the refused write left the earlier file as it was
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        // the same frames and metadata give the same bytes, whatever order the metadata map holds
+        let keys = ["task", "episode", "steps", "world_model", "seed", "policy"];
+        let fill = |order: &mut dyn Iterator<Item = &&str>| {
+            let mut m = std::collections::HashMap::new();
+            for k in order {
+                m.insert(k.to_string(), format!("value of {k}"));
+            }
+            m
+        };
+        let written = |m: &std::collections::HashMap<String, String>| {
+            write_frames(&path, &[("real", &real), ("imagined", &fake)], m).unwrap();
+            std::fs::read(&path).unwrap()
+        };
+        let first = written(&fill(&mut keys.iter()));
+        for _ in 0..4 {
+            assert_eq!(written(&fill(&mut keys.iter().rev())), first);
+        }
     }
 }
