@@ -14,7 +14,8 @@
 //!  8 fidelity          the world model's fidelity and outcome check      RUN/fidelity/
 //!  9 report            RUN/report.md and RUN/report.html                 RUN/
 //! ```
-//! Every stage runs through [`run_stage`]: one whose `done.json` exists is skipped; a partial one
+//! Every stage runs through [`run_stage`]: one whose `done.json` exists is skipped unless it is
+//! stale (`eval` and `fidelity` when a policy they lack finished after them); a partial one
 //! resumes (collection skips written episodes, the world model resumes from its last checkpoint, the
 //! others restart). Every file is written atomically, so killing the run at any moment and re-running
 //! it loses nothing.

@@ -25,17 +25,31 @@ pub trait Stage {
     fn always_runs(&self) -> bool {
         false
     }
+
+    /// Why the finished stage's record no longer covers what the run holds (a stage it reads
+    /// finished after it), or `None` when it still does. A stale stage runs again. Stages that
+    /// summarise other stages' outputs (`eval`, `fidelity`) say so; the learners never are.
+    fn stale(&self, _run: &RunDir, _done: &Done<Self::Record>) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
-/// Runs `stage` in `run` unless it finished before (then its record is returned as it was written).
-/// A stop request (Ctrl-C) is honoured before the stage starts; a stage interrupted midway has no
+/// Runs `stage` in `run` unless it finished before and is not [`Stage::stale`] (then its record is
+/// returned as it was written). A stop request (Ctrl-C) is honoured before the stage starts; a stage interrupted midway has no
 /// `done.json` and resumes (or restarts) on the next call.
 pub fn run_stage<S: Stage>(run: &RunDir, stage: &S) -> Result<Done<S::Record>> {
     let name = stage.name();
     if !stage.always_runs() {
         if let Some(done) = run.done::<S::Record>(&name)? {
-            tracing::info!("stage {name}: finished before, skipped");
-            return Ok(done);
+            match stage.stale(run, &done)? {
+                None => {
+                    tracing::info!("stage {name}: finished before, skipped");
+                    return Ok(done);
+                }
+                Some(why) => {
+                    tracing::info!("stage {name}: finished before, but {why}: running it again")
+                }
+            }
         }
     }
     crate::interrupt::check_at(&format!("stage {name}"), "before it started")?;
@@ -63,6 +77,8 @@ mod tests {
     struct Counting<'a> {
         calls: &'a Cell<u32>,
         always: bool,
+        /// stale while its record is below this
+        fresh_from: u32,
     }
 
     impl Stage for Counting<'_> {
@@ -77,6 +93,9 @@ mod tests {
         fn always_runs(&self) -> bool {
             self.always
         }
+        fn stale(&self, _run: &RunDir, done: &Done<u32>) -> Result<Option<String>> {
+            Ok((done.record < self.fresh_from).then(|| format!("{} is old", done.record)))
+        }
     }
 
     #[test]
@@ -87,6 +106,7 @@ mod tests {
         let s = Counting {
             calls: &calls,
             always: false,
+            fresh_from: 0,
         };
         assert_eq!(run_stage(&run, &s).unwrap().record, 1);
         assert_eq!(run_stage(&run, &s).unwrap().record, 1);
@@ -99,7 +119,17 @@ mod tests {
         let again = Counting {
             calls: &calls,
             always: true,
+            fresh_from: 0,
         };
         assert_eq!(run_stage(&run, &again).unwrap().record, 2);
+        // a stale record runs the stage again, once: the new record is fresh
+        let stale = Counting {
+            calls: &calls,
+            always: false,
+            fresh_from: 3,
+        };
+        assert_eq!(run_stage(&run, &stale).unwrap().record, 3);
+        assert_eq!(run_stage(&run, &stale).unwrap().record, 3);
+        assert_eq!(calls.get(), 3);
     }
 }

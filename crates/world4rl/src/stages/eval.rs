@@ -12,7 +12,7 @@ use w4rl_envs::{make, EnvConfig};
 use crate::config::ExperimentConfig;
 use crate::evaluate::{evaluate_policy, EvalConfig, EvalReport};
 use crate::policy::gaussian::GaussianPolicy;
-use crate::run::{stage_name, RunDir};
+use crate::run::{stage_name, Done, RunDir};
 use crate::stage::Stage;
 use crate::stages::ceiling::CeilingReport;
 use crate::stages::refine::RefineReport;
@@ -51,6 +51,15 @@ impl Stage for Evaluate<'_> {
 
     fn name(&self) -> String {
         stage_name::EVAL.into()
+    }
+
+    /// Stale when a task has no row, or when a task's refinement or ceiling control finished after
+    /// the evaluation (its row has no entry for that policy): `refine.real_env_control` switched on
+    /// in a finished run, say.
+    fn stale(&self, run: &RunDir, done: &Done<Vec<EvalRow>>) -> Result<Option<String>> {
+        Ok(eval_gap(&self.cfg.experiment.tasks, &done.record, |s| {
+            run.is_done(s)
+        }))
     }
 
     fn run(&self, run: &RunDir) -> Result<Vec<EvalRow>> {
@@ -110,6 +119,23 @@ impl Stage for Evaluate<'_> {
     }
 }
 
+/// What the evaluation `rows` lack for `tasks`, given which stages have finished: a task without a
+/// row, or a finished refinement or ceiling control without its entry.
+fn eval_gap(tasks: &[String], rows: &[EvalRow], finished: impl Fn(&str) -> bool) -> Option<String> {
+    for task in tasks {
+        let Some(row) = rows.iter().find(|r| r.task == *task) else {
+            return Some(format!("it has no row for '{task}'"));
+        };
+        if row.refined.is_none() && finished(&stage_name::refine(task)) {
+            return Some(format!("'{task}' was refined after it"));
+        }
+        if row.ceiling.is_none() && finished(&stage_name::ceiling(task)) {
+            return Some(format!("the ceiling control of '{task}' finished after it"));
+        }
+    }
+    None
+}
+
 /// `<task>-refined.gif`, with a suite-qualified task's `/` replaced.
 pub fn gif_name(task: &str) -> String {
     format!("{}-refined.gif", task.replace('/', "__"))
@@ -142,4 +168,48 @@ pub fn policy_gif(policy: &GaussianPolicy, task: &str, seed: u64, path: &Path) -
     }
     w4rl_envs::gif::write_gif(path, &frames, size, (256 / size).max(1), 10)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(task: &str) -> EvalReport {
+        EvalReport {
+            task: task.into(),
+            episodes: 10,
+            successes: 5,
+            success_rate: 0.5,
+            ci_low: 0.2,
+            ci_high: 0.8,
+            mean_episode_length: 40.0,
+            seed: 1,
+            seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn an_evaluation_is_stale_when_a_policy_it_lacks_has_finished() {
+        let tasks = vec!["push-block".to_string(), "turn-lever".to_string()];
+        let row = |task: &str, refined: bool| EvalRow {
+            task: task.into(),
+            bc: report(task),
+            refined: refined.then(|| report(task)),
+            ceiling: None,
+            bc_sampled: None,
+            refined_sampled: None,
+        };
+        let rows = vec![row("push-block", true), row("turn-lever", false)];
+        let only = |done: &'static [&'static str]| move |s: &str| done.contains(&s);
+        // what finished is covered
+        assert_eq!(eval_gap(&tasks, &rows, only(&["refine/push-block"])), None);
+        // a refinement, or a ceiling control, that finished later
+        let gap = eval_gap(&tasks, &rows, only(&["refine/turn-lever"])).unwrap();
+        assert!(gap.contains("'turn-lever' was refined"), "{gap}");
+        let gap = eval_gap(&tasks, &rows, only(&["refine-real/push-block"])).unwrap();
+        assert!(gap.contains("ceiling control of 'push-block'"), "{gap}");
+        // a task added to the config
+        let gap = eval_gap(&tasks, &rows[..1], only(&[])).unwrap();
+        assert!(gap.contains("no row for 'turn-lever'"), "{gap}");
+    }
 }

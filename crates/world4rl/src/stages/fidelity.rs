@@ -16,7 +16,7 @@ use crate::config::ExperimentConfig;
 use crate::evaluate::PolicyActor;
 use crate::outcome::{task_outcomes, Rollouts, TaskOutcome};
 use crate::policy::GaussianPolicy;
-use crate::run::{stage_name, RunDir};
+use crate::run::{stage_name, Done, RunDir};
 use crate::stage::Stage;
 use crate::stages::refine::{load_world_model, RefineReport};
 use crate::world_model::fidelity::{action_use, evaluate, ActionUse, FidelityReport};
@@ -56,6 +56,28 @@ impl Stage for Fidelity<'_> {
 
     fn name(&self) -> String {
         stage_name::FIDELITY.into()
+    }
+
+    /// Stale when a task was refined after the check, which then has no outcome check of the
+    /// refined policy's own rollouts (when the config asks for them).
+    fn stale(&self, run: &RunDir, done: &Done<FidelityRecord>) -> Result<Option<String>> {
+        if self.cfg.fidelity.refined_outcome_episodes == 0 || !run.heldout().exists() {
+            return Ok(None);
+        }
+        Ok(self
+            .cfg
+            .experiment
+            .tasks
+            .iter()
+            .find(|task| {
+                run.is_done(&stage_name::refine(task))
+                    && !done
+                        .record
+                        .refined_outcomes
+                        .iter()
+                        .any(|o| o.task == **task)
+            })
+            .map(|task| format!("'{task}' was refined after it")))
     }
 
     fn run(&self, run: &RunDir) -> Result<FidelityRecord> {
