@@ -27,16 +27,16 @@ pub trait Stage {
     }
 
     /// Why the finished stage's record no longer covers what the run holds (a stage it reads
-    /// finished after it), or `None` when it still does. A stale stage runs again. Stages that
-    /// summarise other stages' outputs (`eval`, `fidelity`) say so; the learners never are.
+    /// finished after it), or `None` when it still does. A stale stage runs again. Only the stages
+    /// that summarise other stages' outputs (`eval`, `fidelity`) can be stale; the learners cannot.
     fn stale(&self, _run: &RunDir, _done: &Done<Self::Record>) -> Result<Option<String>> {
         Ok(None)
     }
 }
 
 /// Runs `stage` in `run` unless it finished before and is not [`Stage::stale`] (then its record is
-/// returned as it was written). A stop request (Ctrl-C) is honoured before the stage starts; a stage interrupted midway has no
-/// `done.json` and resumes (or restarts) on the next call.
+/// returned as it was written). A stop request (Ctrl-C) is honoured before the stage starts; a stage
+/// interrupted midway has no `done.json` and resumes (or restarts) on the next call.
 pub fn run_stage<S: Stage>(run: &RunDir, stage: &S) -> Result<Done<S::Record>> {
     let name = stage.name();
     if !stage.always_runs() {
