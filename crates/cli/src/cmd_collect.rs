@@ -122,22 +122,19 @@ fn record_policy(
     };
     let episodes = args.episodes.unwrap_or(default_n);
     ensure!(episodes > 0, "--episodes must be positive");
-    let recipe = cfg.collect.policy_only(episodes);
     let mut actor = PolicyActor {
         policy: &policy,
         stochastic: !args.mean,
     };
     let pb = world4rl::progress::bar(0, "rollouts");
     let t0 = std::time::Instant::now();
-    let summary = collect_recipe(
+    let summary = world4rl::collect::record_policy_rollouts(
         &args.out,
-        &cfg.experiment.suite,
-        std::slice::from_ref(&task),
-        cfg.experiment.image_size,
+        cfg,
+        &task,
         base,
-        &recipe,
-        Some(&mut actor),
-        &[EpisodeKind::Policy],
+        episodes,
+        &mut actor,
         progress(&pb),
     )?;
     pb.finish_and_clear();

@@ -480,7 +480,7 @@ fn closed_loop_outcomes(
     opts: &world4rl::outcome::OutcomeOptions,
     device: Device,
 ) -> Result<Vec<world4rl::outcome::TaskOutcome>> {
-    use w4rl_data::{Episode, EpisodeKind};
+    use w4rl_data::Episode;
     use world4rl::evaluate::PolicyActor;
     use world4rl::policy::GaussianPolicy;
     use world4rl::reward::RewardClassifier;
@@ -521,15 +521,13 @@ fn closed_loop_outcomes(
             policy: &policy,
             stochastic: false,
         };
-        world4rl::collect::collect_recipe(
+        world4rl::collect::record_policy_rollouts(
             &out,
-            &cfg.experiment.suite,
-            std::slice::from_ref(task),
-            cfg.experiment.image_size,
+            &cfg,
+            task,
             world4rl::seeds::heldout_base(cfg.experiment.seed),
-            &cfg.collect.policy_only(args.closed_loop),
-            Some(&mut actor),
-            &[EpisodeKind::Policy],
+            args.closed_loop,
+            &mut actor,
             |_, _| {},
         )?;
         let recorded = Dataset::open(&out)?;
@@ -539,23 +537,11 @@ fn closed_loop_outcomes(
             .with_context(|| format!("loading the reward classifier of '{task}'"))?;
         tch::manual_seed(opts.seed as i64);
         let o = world4rl::closed_loop::closed_loop_agreement(wm, &clf, &policy, &eps, true, opts)?;
-        let real = o
-            .real_frames
-            .map(|r| {
-                format!(
-                    "; on the real frames AUC {}",
-                    world4rl::outcome::fmt_auc(r.auc, r.ci)
-                )
-            })
-            .unwrap_or_default();
         eprintln!(
-            "{task}: closed loop, {} {} policy rollouts (mean action) from held-out scenes; real success {:.0} %, imagined {:.0} %, same outcome {:.0} %, AUC {}{real}",
+            "{task}: closed loop, {} {} policy rollouts (mean action) from held-out scenes; {}",
             o.episodes,
             args.closed_loop_policy,
-            100.0 * o.real_success_rate,
-            100.0 * o.imagined_success_rate,
-            100.0 * o.agreement,
-            world4rl::outcome::fmt_auc(o.auc, o.auc_ci),
+            o.summary()
         );
         results.push(world4rl::outcome::TaskOutcome {
             task: task.clone(),

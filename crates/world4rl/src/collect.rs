@@ -353,6 +353,32 @@ pub fn collect_recipe(
     })
 }
 
+/// Records `episodes` rollouts of `actor` on `task` into `out` (policy episodes only, in the
+/// experiment's suite and frame size) under the collection seed stream of `base_seed`: the run's
+/// training scenes with its seed, the held-out ones with [`crate::seeds::heldout_base`] of it.
+/// Resumes what `out` holds, as [`collect_recipe`] does.
+pub fn record_policy_rollouts(
+    out: &Path,
+    cfg: &crate::config::ExperimentConfig,
+    task: &str,
+    base_seed: u64,
+    episodes: usize,
+    actor: &mut dyn BatchPolicy,
+    progress: impl FnMut(usize, usize),
+) -> Result<CollectSummary> {
+    collect_recipe(
+        out,
+        &cfg.experiment.suite,
+        &[task.to_string()],
+        cfg.experiment.image_size,
+        base_seed,
+        &cfg.collect.policy_only(episodes),
+        Some(actor),
+        &[EpisodeKind::Policy],
+        progress,
+    )
+}
+
 /// What a collection did.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CollectSummary {

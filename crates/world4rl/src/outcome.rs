@@ -183,6 +183,36 @@ pub struct OutcomeAgreement {
     pub real_frames: Option<AucEstimate>,
 }
 
+impl OutcomeAgreement {
+    /// One line for the log: the success rates, the agreement and the AUCs with their intervals.
+    pub fn summary(&self) -> String {
+        let resets: Vec<String> = self
+            .auc_by_reset
+            .iter()
+            .map(|r| {
+                format!(
+                    "AUC({}) {}",
+                    r.every,
+                    fmt_auc(r.estimate.auc, r.estimate.ci)
+                )
+            })
+            .collect();
+        let real = self
+            .real_frames
+            .map(|r| format!("; on the real frames AUC {}", fmt_auc(r.auc, r.ci)))
+            .unwrap_or_default();
+        format!(
+            "real success {:.0} %, imagined {:.0} %, same outcome {:.0} %, AUC {}{}{}{real}",
+            100.0 * self.real_success_rate,
+            100.0 * self.imagined_success_rate,
+            100.0 * self.agreement,
+            fmt_auc(self.auc, self.auc_ci),
+            if resets.is_empty() { "" } else { "; " },
+            resets.join(", ")
+        )
+    }
+}
+
 fn one() -> usize {
     1
 }
@@ -454,31 +484,11 @@ pub fn task_outcomes(
                 "{task}: no held-out rollouts; replaying training rollouts (an optimistic test)"
             );
         }
-        let resets: Vec<String> = o
-            .auc_by_reset
-            .iter()
-            .map(|r| {
-                format!(
-                    "AUC({}) {}",
-                    r.every,
-                    fmt_auc(r.estimate.auc, r.estimate.ci)
-                )
-            })
-            .collect();
-        let real = o
-            .real_frames
-            .map(|r| format!("; on the real frames AUC {}", fmt_auc(r.auc, r.ci)))
-            .unwrap_or_default();
         tracing::info!(
-            "{task}: {} {} rollouts replayed whole; real success {:.0} %, imagined {:.0} %, same outcome {:.0} %, AUC {}{}{}{real}",
+            "{task}: {} {} rollouts replayed whole; {}",
             o.episodes,
             if o.heldout { "held-out" } else { "training" },
-            100.0 * o.real_success_rate,
-            100.0 * o.imagined_success_rate,
-            100.0 * o.agreement,
-            fmt_auc(o.auc, o.auc_ci),
-            if resets.is_empty() { "" } else { "; " },
-            resets.join(", ")
+            o.summary()
         );
         out.push(TaskOutcome {
             task: task.clone(),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 use w4rl_data::{Dataset, EpisodeKind};
 
-use crate::collect::collect_recipe;
+use crate::collect::record_policy_rollouts;
 use crate::config::ExperimentConfig;
 use crate::evaluate::PolicyActor;
 use crate::outcome::{task_outcomes, Rollouts, TaskOutcome};
@@ -169,7 +169,6 @@ impl Fidelity<'_> {
             std::fs::remove_dir_all(out)
                 .with_context(|| format!("removing the old rollouts {}", out.display()))?;
         }
-        let recipe = cfg.collect.policy_only(n);
         let mut tasks = Vec::new();
         for task in &cfg.experiment.tasks {
             let Some(done) = run.done::<RefineReport>(&stage_name::refine(task))? else {
@@ -181,15 +180,13 @@ impl Fidelity<'_> {
                 policy: &policy,
                 stochastic: cfg.eval.sample,
             };
-            collect_recipe(
+            record_policy_rollouts(
                 out,
-                &cfg.experiment.suite,
-                std::slice::from_ref(task),
-                cfg.experiment.image_size,
+                cfg,
+                task,
                 crate::seeds::heldout_base(cfg.experiment.seed),
-                &recipe,
-                Some(&mut actor),
-                &[EpisodeKind::Policy],
+                n,
+                &mut actor,
                 |_, _| {},
             )?;
             tasks.push(task.clone());
