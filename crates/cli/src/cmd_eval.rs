@@ -13,6 +13,7 @@ use w4rl_data::Dataset;
 use world4rl::evaluate::{evaluate_policy, EvalConfig};
 use world4rl::policy::GaussianPolicy;
 use world4rl::run::RunDir;
+use world4rl::seeds::Split;
 use world4rl::stages::refine::load_imagination;
 
 use crate::cmd_refine::start_dataset_of;
@@ -88,6 +89,10 @@ pub struct EvalPolicyArgs {
     /// the checkpoint's own bound.
     #[arg(long, requires = "sample")]
     pub std_max: Option<f64>,
+    /// The seed set: `validation` for every choice you make on the result (a checkpoint, a mode, a
+    /// setting), `test` only for the numbers you report (docs/evaluation.md).
+    #[arg(long, default_value = "validation")]
+    pub split: Split,
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,
@@ -98,12 +103,12 @@ pub fn eval_policy(args: EvalPolicyArgs, device: Device, seed: Option<u64>) -> R
     if !args.policy.exists() {
         bail!("policy checkpoint {} does not exist", args.policy.display());
     }
-    let (mut policy, _) = GaussianPolicy::load(&args.policy, device)?;
+    let (policy, _) = GaussianPolicy::load(&args.policy, device)?;
     if let Some(cap) = args.std_max {
-        let lo = policy.std_bounds().0.min(cap);
-        policy
-            .set_std_bounds(lo, cap)
-            .context("--std-max must be a positive number")?;
+        anyhow::ensure!(
+            cap > 0.0 && cap.is_finite(),
+            "--std-max must be a positive number (got {cap})"
+        );
     }
     let task = task_of(&policy, args.task.as_deref(), &args.policy)?;
     let cfg = EvalConfig {
@@ -111,15 +116,18 @@ pub fn eval_policy(args: EvalPolicyArgs, device: Device, seed: Option<u64>) -> R
         num_envs: args.num_envs,
         seed: seed.unwrap_or(0),
         sample: args.sample,
+        std_max: args.std_max,
+        split: args.split,
         ..Default::default()
     };
     let r = evaluate_policy(&policy, &task, &cfg)?;
     tracing::info!(
-        "{task}: success {:.1} % [{:.1}, {:.1}] over {} episodes, mean length {:.1}",
+        "{task}: success {:.1} % [{:.1}, {:.1}] over {} {} episodes, mean length {:.1}",
         100.0 * r.success_rate,
         100.0 * r.ci_low,
         100.0 * r.ci_high,
         r.episodes,
+        cfg.split,
         r.mean_episode_length
     );
     if args.json {

@@ -11,7 +11,7 @@ use w4rl_data::Dataset;
 use world4rl::policy::GaussianPolicy;
 use world4rl::run::RunDir;
 use world4rl::stage::run_stage;
-use world4rl::stages::ceiling::RealEnvControl;
+use world4rl::stages::ceiling::{CeilingReward, RealEnvControl};
 use world4rl::stages::refine::{accept_starts, RefineTask};
 
 use crate::cmd_train::load_config;
@@ -81,6 +81,7 @@ pub fn refine(args: RefineArgs, device: Device, seed: Option<u64>) -> Result<()>
         let mut out = Vec::new();
         for task in tasks {
             let stage = RealEnvControl {
+                reward: CeilingReward::Classifier,
                 cfg: &rc,
                 task,
                 image_size: cfg.experiment.image_size,

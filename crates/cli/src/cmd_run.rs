@@ -23,11 +23,58 @@ pub struct RunArgs {
     pub json: bool,
 }
 
+/// `world4rl replicate`.
+#[derive(Debug, Args)]
+pub struct ReplicateArgs {
+    /// Experiment config (TOML), e.g. configs/tabletop-cpu.toml.
+    pub config: PathBuf,
+    /// Master seeds of the replicates, comma-separated (each one `world4rl run` with
+    /// `experiment.seed` = the seed, in OUT/seed-<seed>/).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub seeds: Vec<u64>,
+    /// Folder of the replicates and of the replication report.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Only read the replicates that have finished and write the report; run nothing (for
+    /// replicates run on other machines or days).
+    #[arg(long)]
+    pub report_only: bool,
+    /// Print the replication report as one JSON object as the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `world4rl replicate CFG --seeds 0,1,2 --out DIR`.
+pub fn replicate(args: ReplicateArgs, device: Device) -> Result<()> {
+    let cfg = load(&args.config, None)?;
+    let mut seen = std::collections::HashSet::new();
+    for s in &args.seeds {
+        anyhow::ensure!(seen.insert(*s), "--seeds names seed {s} twice");
+    }
+    if !args.report_only {
+        for &seed in &args.seeds {
+            eprintln!("[replicate] seed {seed}");
+            world4rl::replicate::run_replicate(&cfg, seed, &args.out, device)?;
+        }
+    }
+    let rep = world4rl::replicate::read_replication(&cfg.experiment.name, &args.seeds, &args.out)?;
+    rep.write(&args.out)?;
+    print!("{}", rep.markdown());
+    eprintln!(
+        "replication report: {}",
+        args.out.join("replication.md").display()
+    );
+    if args.json {
+        print_json(&rep)?;
+    }
+    Ok(())
+}
+
 /// `world4rl stage`.
 #[derive(Debug, Args)]
 pub struct StageArgs {
-    /// The stage: collect-expert, bc, collect-rollouts, collect-heldout, world_model, reward, refine,
-    /// refine-real, eval, fidelity or report.
+    /// The stage: collect-expert, bc, collect-rollouts, collect-heldout, bc-filtered, world_model,
+    /// reward, refine, refine-real, eval, fidelity or report.
     pub name: String,
     /// Experiment config (TOML): the run's.
     pub config: PathBuf,

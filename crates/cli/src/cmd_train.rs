@@ -16,7 +16,7 @@ use w4rl_data::Dataset;
 use world4rl::config::ExperimentConfig;
 use world4rl::run::RunDir;
 use world4rl::stage::run_stage;
-use world4rl::stages::bc::TrainBc;
+use world4rl::stages::bc::{BcKind, TrainBc};
 use world4rl::stages::{pick_tasks, reward};
 
 use crate::output::print_json;
@@ -81,11 +81,18 @@ pub fn train_bc(args: TrainArgs, device: Device, seed: Option<u64>) -> Result<()
     let dataset = Dataset::open(&args.data)?;
     let run = RunDir::open_locked(&args.out)?;
     let mut reports = Vec::new();
+    let eval = world4rl::evaluate::EvalConfig {
+        seed: cfg.experiment.seed,
+        ..cfg.eval.clone()
+    };
     for task in pick_tasks(&args.task, &cfg.bc.tasks, &dataset) {
         let stage = TrainBc {
             cfg: &cfg.bc,
             data: &dataset,
             task,
+            kind: BcKind::Demos,
+            eval: &eval,
+            refine_std_max: cfg.refine.ppo.std_max,
             device,
         };
         reports.push(run_stage(&run, &stage)?.record);

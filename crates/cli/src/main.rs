@@ -68,9 +68,12 @@ enum Cmd {
     Refine(cmd_refine::RefineArgs),
     /// The whole experiment: collect, BC, rollouts, world model, classifier, PPO, evaluation, report.
     Run(cmd_run::RunArgs),
+    /// Independent end-to-end replicates of one experiment (every seed different) and the
+    /// replication report: refined against BC* and the controls, pooled over replicates.
+    Replicate(cmd_run::ReplicateArgs),
     /// One stage of `world4rl run` in a run directory, exactly as the run would (collect-expert, bc,
-    /// collect-rollouts, collect-heldout, world_model, reward, refine, refine-real, eval, fidelity,
-    /// report).
+    /// collect-rollouts, collect-heldout, bc-filtered, world_model, reward, refine, refine-real, eval,
+    /// fidelity, report).
     Stage(cmd_run::StageArgs),
     /// Export a policy for use outside world4rl.
     #[command(subcommand)]
@@ -177,6 +180,7 @@ fn main() -> ExitCode {
             }
             Cmd::Run(a) => cmd_run::run(a, device, cli.seed).map(|_| true),
             Cmd::Stage(a) => cmd_run::stage(a, device, cli.seed).map(|_| true),
+            Cmd::Replicate(a) => cmd_run::replicate(a, device).map(|_| true),
             Cmd::Export(c) => cmd_export::run(c).map(|_| true),
             Cmd::Play(a) => cmd_play::play(a, device).map(|_| true),
             Cmd::Config(ConfigCmd::Check { config }) => {

@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-const STAGES: [&str; 10] = [
+const STAGES: [&str; 12] = [
     "collect-expert",
     "bc/push-block",
     "bc/slide-handle",
     "collect-rollouts",
     "collect-heldout",
+    "bc-filtered/push-block",
+    "bc-filtered/slide-handle",
     "world_model",
     "reward/push-block",
     "reward/slide-handle",
@@ -73,6 +75,8 @@ fn check_artifacts(out: &Path) {
             "refine/slide-handle",
             "refine-real/push-block",
             "refine-real/slide-handle",
+            "refine-true/push-block",
+            "refine-true/slide-handle",
             "report",
         ]
         .iter(),
@@ -245,6 +249,12 @@ fn check_artifacts(out: &Path) {
     // the report has its tables
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     for needle in [
+        "## Refined against BC* and the controls on 6 test scenes",
+        "| refined − BC*, points |",
+        "| refined − filtered BC |",
+        "| ceiling (true reward) |",
+        "## Every policy in every action mode on the test scenes",
+        "| filtered BC |",
         "## Success rate in the real environment",
         "| Δ points [95 % CI] |",
         "| push-block |",
@@ -415,6 +425,7 @@ fn stage_commands_train_what_world4rl_run_trains() {
         vec!["train", "bc", "--config", cfg_s, "--data", d, "--out", s],
         vec!["stage", "collect-rollouts", cfg_s, "--out", s],
         vec!["stage", "collect-heldout", cfg_s, "--out", s],
+        vec!["stage", "bc-filtered", cfg_s, "--out", s],
         vec![
             "train",
             "world-model",
@@ -430,6 +441,7 @@ fn stage_commands_train_what_world4rl_run_trains() {
         ],
         vec!["refine", "--config", cfg_s, "--run", s],
         vec!["refine", "--config", cfg_s, "--run", s, "--real-env"],
+        vec!["stage", "refine-real", cfg_s, "--out", s],
         vec!["stage", "eval", cfg_s, "--out", s],
         vec!["stage", "fidelity", cfg_s, "--out", s],
         vec!["stage", "report", cfg_s, "--out", s],

@@ -1,6 +1,8 @@
 //! The ceiling control of refinement: PPO with the refinement's settings, run in the **real**
 //! environment with the success classifier as the reward (the environment's own success flag and
-//! termination are never used).
+//! termination are never used), or, as a second control, with the environment's true success as the
+//! reward ([`ClassifierRewardEnv::true_success`]): the two together separate the classifier's error
+//! from the world model's.
 //!
 //! It answers the question the world model cannot: with a perfect simulator, how far would the same
 //! PPO, the same budget and the same classifier-made reward take the BC policy? When refinement inside
@@ -22,7 +24,8 @@ use crate::reward::{RewardClassifier, RewardMode};
 /// Real environments whose reward, success and termination come from the classifier.
 pub struct ClassifierRewardEnv<'a> {
     env: SyncVecEnv,
-    clf: &'a RewardClassifier,
+    /// `None`: the environment's own success flag judges (the true-reward control).
+    clf: Option<&'a RewardClassifier>,
     rule: SuccessRule,
     /// Per env: consecutive frames above the threshold so far.
     streak: Vec<usize>,
@@ -36,6 +39,27 @@ impl<'a> ClassifierRewardEnv<'a> {
         num_envs: usize,
         image_size: usize,
         clf: &'a RewardClassifier,
+        rule: SuccessRule,
+    ) -> Result<Self> {
+        Self::build(task, num_envs, image_size, Some(clf), rule)
+    }
+
+    /// `num_envs` real `task` environments rewarded by their own success flag (1 on the first
+    /// successful step, which ends the episode), under `rule`'s number of consecutive frames.
+    pub fn true_success(
+        task: &str,
+        num_envs: usize,
+        image_size: usize,
+        rule: SuccessRule,
+    ) -> Result<Self> {
+        Self::build(task, num_envs, image_size, None, rule)
+    }
+
+    fn build(
+        task: &str,
+        num_envs: usize,
+        image_size: usize,
+        clf: Option<&'a RewardClassifier>,
         rule: SuccessRule,
     ) -> Result<Self> {
         ensure!(num_envs > 0, "the ceiling control needs at least one env");
@@ -54,19 +78,13 @@ impl<'a> ClassifierRewardEnv<'a> {
         })
     }
 
-    fn probs(&self, obs: &[&Obs]) -> Result<Vec<f32>> {
+    fn probs(&self, clf: &RewardClassifier, obs: &[&Obs]) -> Result<Vec<f32>> {
         let size = self.env.image_size();
         let bytes: Vec<u8> = obs.iter().flat_map(|o| o.frame.iter().copied()).collect();
-        let frames = crate::frames::bytes_to_chw(
-            &bytes,
-            obs.len(),
-            size,
-            self.clf.image_size(),
-            self.clf.device(),
-        )?;
+        let frames =
+            crate::frames::bytes_to_chw(&bytes, obs.len(), size, clf.image_size(), clf.device())?;
         Ok(Vec::<f32>::try_from(
-            self.clf
-                .prob_u8(&frames)
+            clf.prob_u8(&frames)
                 .to_device(Device::Cpu)
                 .to_kind(Kind::Float),
         )?)
@@ -95,17 +113,29 @@ impl VecEnv for ClassifierRewardEnv<'_> {
     fn step(&mut self, actions: &[Vec<f32>]) -> Result<Vec<Step>, EnvError> {
         let steps = self.env.step(actions)?;
         let obs: Vec<&Obs> = steps.iter().map(|s| &s.obs).collect();
-        let p = self
-            .probs(&obs)
-            .map_err(|e| EnvError::Config(format!("classifier failed: {e:#}")))?;
-        let thr = self.clf.threshold() as f32;
+        let (p, thr, mode) = match self.clf {
+            Some(clf) => (
+                self.probs(clf, &obs)
+                    .map_err(|e| EnvError::Config(format!("classifier failed: {e:#}")))?,
+                clf.threshold() as f32,
+                clf.mode(),
+            ),
+            None => (
+                steps
+                    .iter()
+                    .map(|s| f32::from(u8::from(s.info.success)))
+                    .collect(),
+                0.5,
+                RewardMode::Binary,
+            ),
+        };
         let k = self.rule.frames.max(1);
         Ok(steps
             .into_iter()
             .enumerate()
             .map(|(i, s)| {
                 let success = self.rule.judge(&mut self.streak[i], p[i], thr);
-                let reward = match self.clf.mode() {
+                let reward = match mode {
                     RewardMode::Probability if k == 1 => p[i],
                     _ => f32::from(u8::from(success)),
                 };

@@ -1,10 +1,11 @@
-//! Policy evaluation in the real environment: success rate with a 95 % Wilson score interval and mean
-//! episode length, on reset seeds disjoint from every training seed ([`crate::seeds::eval_seed`] sets
-//! the top bit, which collection seeds never have).
+//! Policy evaluation in the real environment: success rate with a 95 % Wilson score interval, mean
+//! episode length and every episode's outcome (for paired comparisons, [`crate::paired`]), on the
+//! validation or the test seeds ([`crate::seeds::Split`]), both disjoint from every training seed.
 //!
 //! Episodes end on the first success (`terminate_on_success`), so the episode length measures speed;
-//! the policy acts with its mean action. Frames are rendered at the size the policy's training data had
-//! and reduced to the policy's input size exactly as the training frames were.
+//! the policy acts in an [`ActionMode`]: its mean action, samples of its Gaussian, or samples with σ
+//! capped. Frames are rendered at the size the policy's training data had and reduced to the
+//! policy's input size exactly as the training frames were.
 
 use std::time::Instant;
 
@@ -14,7 +15,49 @@ use w4rl_envs::{make, Env, EnvConfig, Obs};
 
 use crate::collect::BatchPolicy;
 use crate::policy::gaussian::{GaussianPolicy, ObsHistory};
-use crate::seeds::eval_seed;
+use crate::seeds::{eval_seed, Split};
+
+/// How a Gaussian policy acts when it is evaluated.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "mode")]
+pub enum ActionMode {
+    /// The mean action μ.
+    Mean,
+    /// Samples of N(μ, σ²) with the policy's own σ (within its checkpoint's bounds).
+    Sampled,
+    /// Samples with σ capped at `std_max` (refinement's cap, `refine.ppo.std_max`).
+    SampledCapped {
+        /// The cap.
+        std_max: f64,
+    },
+}
+
+impl ActionMode {
+    /// The modes a policy is read in: mean, sampled and, when `cap` is below every σ a policy can
+    /// have (`cap < policy_std_max`), sampled with σ ≤ `cap`.
+    pub fn all(cap: Option<f64>) -> Vec<ActionMode> {
+        let mut v = vec![ActionMode::Mean, ActionMode::Sampled];
+        if let Some(c) = cap {
+            v.push(ActionMode::SampledCapped { std_max: c });
+        }
+        v
+    }
+
+    /// Whether the policy's Gaussian is sampled.
+    pub fn samples(self) -> bool {
+        !matches!(self, ActionMode::Mean)
+    }
+}
+
+impl std::fmt::Display for ActionMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ActionMode::Mean => f.write_str("mean"),
+            ActionMode::Sampled => f.write_str("sampled"),
+            ActionMode::SampledCapped { std_max } => write!(f, "sampled σ≤{std_max}"),
+        }
+    }
+}
 
 /// The 95 % two-sided normal quantile.
 pub const Z95: f64 = 1.959_963_984_540_054;
@@ -63,8 +106,12 @@ pub fn newcombe_difference_interval(
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EvalConfig {
-    /// Episodes (default 100).
+    /// Episodes (default 100); in `world4rl run`, the test episodes of every policy and action mode.
     pub episodes: usize,
+    /// Validation episodes of every choice `world4rl run` makes on real success (BC's checkpoint and
+    /// action mode, every other policy's action mode; default 0 = no choice: every policy is read with
+    /// its mean action and BC's weights are those with the lowest held-out MSE).
+    pub validation_episodes: usize,
     /// Environments stepped together (default 16).
     pub num_envs: usize,
     /// Base of the evaluation seeds (default 0; the experiment seed in a pipeline).
@@ -74,20 +121,64 @@ pub struct EvalConfig {
     /// Episode length override; 0 = the task's.
     pub max_steps: usize,
     /// Act with samples of N(μ, σ²) (σ within the checkpoint's bounds) instead of the mean action μ
-    /// (default false). The draws come from libtorch's generator, seeded from `seed`, so the same
-    /// settings give the same episodes.
+    /// (default false) where one mode is wanted (`eval policy`, the fidelity stage's closed-loop
+    /// rollouts); the `eval` stage reads every policy in every [`ActionMode`]. The draws come from
+    /// libtorch's generator, seeded from `seed`, so the same settings give the same episodes.
     pub sample: bool,
+    /// With `sample`: cap σ at this value (set by the caller, never read from a file).
+    #[serde(skip)]
+    pub std_max: Option<f64>,
+    /// The seed set (set by the caller, never read from a file; default validation).
+    #[serde(skip)]
+    pub split: Split,
+}
+
+impl EvalConfig {
+    /// This config acting in `mode`.
+    pub fn with_mode(&self, mode: ActionMode) -> EvalConfig {
+        let (sample, std_max) = match mode {
+            ActionMode::Mean => (false, None),
+            ActionMode::Sampled => (true, None),
+            ActionMode::SampledCapped { std_max } => (true, Some(std_max)),
+        };
+        EvalConfig {
+            sample,
+            std_max,
+            ..self.clone()
+        }
+    }
+
+    /// This config on the seeds of `split`, `episodes` of them.
+    pub fn on(&self, split: Split, episodes: usize) -> EvalConfig {
+        EvalConfig {
+            split,
+            episodes,
+            ..self.clone()
+        }
+    }
+
+    /// The action mode this config acts in.
+    pub fn mode(&self) -> ActionMode {
+        match (self.sample, self.std_max) {
+            (false, _) => ActionMode::Mean,
+            (true, None) => ActionMode::Sampled,
+            (true, Some(std_max)) => ActionMode::SampledCapped { std_max },
+        }
+    }
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
         Self {
             episodes: 100,
+            validation_episodes: 0,
             num_envs: 16,
             seed: 0,
             render_size: 0,
             max_steps: 0,
             sample: false,
+            std_max: None,
+            split: Split::Validation,
         }
     }
 }
@@ -113,10 +204,21 @@ pub struct EvalReport {
     pub seed: u64,
     /// Seconds.
     pub seconds: f64,
+    /// The seed set (absent in runs of before 2026-12-06, which used today's validation stream's
+    /// predecessor).
+    #[serde(default)]
+    pub split: Option<Split>,
+    /// How the policy acted (absent in older runs).
+    #[serde(default)]
+    pub mode: Option<ActionMode>,
+    /// Episode `i`'s outcome (1 success, 0 failure), in seed order: two policies evaluated on the same
+    /// split and seed base met the same scenes, episode by episode (absent in older runs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outcomes: Vec<u8>,
 }
 
-/// Runs `cfg.episodes` episodes of `task` with the policy's mean action (or, with `cfg.sample`, with
-/// samples of its Gaussian).
+/// Runs `cfg.episodes` episodes of `task` on the seeds of `cfg.split` with the policy's mean action
+/// (or, with `cfg.sample`, with samples of its Gaussian, σ capped at `cfg.std_max` when set).
 pub fn evaluate_policy(
     policy: &GaussianPolicy,
     task: &str,
@@ -128,6 +230,18 @@ pub fn evaluate_policy(
     );
     ensure!(cfg.num_envs > 0, "eval num_envs must be positive");
     let start = Instant::now();
+    let capped;
+    let policy = match cfg.std_max {
+        Some(cap) if cfg.sample => {
+            let mut p = policy.duplicate()?;
+            let lo = p.std_bounds().0.min(cap);
+            p.set_std_bounds(lo, cap)
+                .context("the σ cap of a sampled evaluation must be a positive number")?;
+            capped = p;
+            &capped
+        }
+        _ => policy,
+    };
     let render = if cfg.render_size > 0 {
         cfg.render_size
     } else {
@@ -159,12 +273,16 @@ pub fn evaluate_policy(
     if cfg.sample {
         tch::manual_seed(crate::seeds::mix(cfg.seed ^ 0x7361_6d70) as i64);
     }
+    let seed_of = |i: usize| eval_seed(cfg.seed, cfg.split, task, i);
     let mut next = 0usize;
     let mut first = Vec::with_capacity(k);
-    for env in envs.iter_mut() {
-        first.push(env.reset(eval_seed(cfg.seed, task, next)));
+    let mut episode = vec![0usize; k];
+    for (i, env) in envs.iter_mut().enumerate() {
+        first.push(env.reset(seed_of(next)));
+        episode[i] = next;
         next += 1;
     }
+    let mut outcomes = vec![0u8; cfg.episodes];
     let mut hist = ObsHistory::new(policy.config().frame_stack, first);
     let mut live = vec![true; k];
     let mut len = vec![0usize; k];
@@ -185,10 +303,12 @@ pub fn evaluate_policy(
             if st.terminated || st.truncated {
                 done_eps += 1;
                 successes += st.info.success as usize;
+                outcomes[episode[i]] = st.info.success as u8;
                 total_len += len[i];
                 len[i] = 0;
                 if next < cfg.episodes {
-                    hist.reset(i, envs[i].reset(eval_seed(cfg.seed, task, next)));
+                    hist.reset(i, envs[i].reset(seed_of(next)));
+                    episode[i] = next;
                     next += 1;
                 } else {
                     live[i] = false;
@@ -209,6 +329,9 @@ pub fn evaluate_policy(
         mean_episode_length: total_len as f64 / done_eps.max(1) as f64,
         seed: cfg.seed,
         seconds: start.elapsed().as_secs_f64(),
+        split: Some(cfg.split),
+        mode: Some(cfg.mode()),
+        outcomes,
     })
 }
 

@@ -3,14 +3,18 @@
 //!
 //! ```text
 //!  1 collect-expert    expert demonstrations of every task               RUN/dataset/
-//!  2 bc                Gaussian BC policy per task (expert data only)    RUN/bc/<task>/
+//!  2 bc                BC*: Gaussian BC per task (expert data only),     RUN/bc/<task>/
+//!                      checkpoint and action mode chosen on validation scenes
 //!  3 collect-rollouts  BC-policy rollouts + random-action episodes       RUN/dataset/
 //!    collect-heldout   BC-policy rollouts no learner sees (outcome check) RUN/heldout/
+//!    bc-filtered       the data-matched control (bc.filtered_control)    RUN/bc-filtered/<task>/
 //!  4 world_model       diffusion world model, all tasks and kinds pooled RUN/world_model/
 //!  5 reward            success classifier per task (expert + rollouts)   RUN/reward/<task>/
 //!  6 refine            PPO inside the frozen world model, per task       RUN/refine/<task>/
-//!    refine-real       the ceiling control (refine.real_env_control)     RUN/refine-real/<task>/
-//!  7 eval              BC and refined policies in the real environment   RUN/eval/
+//!    refine-real       the ceiling controls: classifier reward           RUN/refine-real/<task>/
+//!                      (refine.real_env_control), true success           RUN/refine-true/<task>/
+//!                      (refine.true_reward_control)
+//!  7 eval              every policy on the test scenes, paired            RUN/eval/
 //!  8 fidelity          the world model's fidelity and outcome check      RUN/fidelity/
 //!  9 report            RUN/report.md and RUN/report.html                 RUN/
 //! ```
@@ -30,8 +34,8 @@ use crate::config::ExperimentConfig;
 use crate::run::RunDir;
 use crate::stage::{run_stage, Stage};
 use crate::stages::{
-    bc::TrainBc,
-    ceiling::RealEnvControl,
+    bc::{BcKind, TrainBc},
+    ceiling::{CeilingReward, RealEnvControl},
     collect,
     eval::Evaluate,
     fidelity::Fidelity,
@@ -45,11 +49,12 @@ use crate::stages::{
 /// The stages of `world4rl run`, in order: the names `world4rl stage` takes, each its folder in the
 /// run directory (or the parent folder of its per-task stages). `world-model` is accepted for
 /// `world_model`, as in `world4rl train world-model`.
-pub const STAGES: [&str; 11] = [
+pub const STAGES: [&str; 12] = [
     "collect-expert",
     "bc",
     "collect-rollouts",
     "collect-heldout",
+    "bc-filtered",
     "world_model",
     "reward",
     "refine",
@@ -115,21 +120,9 @@ pub fn run_named(ctx: &StageContext, name: &str) -> Result<()> {
     let (cfg, device) = (ctx.cfg, ctx.device);
     match stage_named(name)? {
         "collect-expert" => go(ctx, collect::CollectExpert { cfg }),
-        "bc" => {
-            let data = ctx.dataset()?;
-            for task in pick_tasks(ctx.tasks, &cfg.bc.tasks, &data) {
-                go(
-                    ctx,
-                    TrainBc {
-                        cfg: &cfg.bc,
-                        data: &data,
-                        task,
-                        device,
-                    },
-                )?;
-            }
-            Ok(())
-        }
+        "bc" => bc(ctx, BcKind::Demos),
+        "bc-filtered" if cfg.bc.filtered_control => bc(ctx, BcKind::Filtered),
+        "bc-filtered" => Ok(()),
         "collect-rollouts" => go(ctx, collect::CollectRollouts { cfg, device }),
         "collect-heldout" if cfg.collect.heldout_episodes > 0 => {
             go(ctx, collect::CollectHeldout { cfg, device })
@@ -166,23 +159,30 @@ pub fn run_named(ctx: &StageContext, name: &str) -> Result<()> {
             Ok(())
         }
         "refine" => refine(ctx),
-        "refine-real" if cfg.refine.real_env_control => {
+        "refine-real" if cfg.refine.real_env_control || cfg.refine.true_reward_control => {
+            let rewards = [
+                (cfg.refine.real_env_control, CeilingReward::Classifier),
+                (cfg.refine.true_reward_control, CeilingReward::TrueSuccess),
+            ];
             for task in ctx.refine_tasks() {
-                go(
-                    ctx,
-                    RealEnvControl {
-                        cfg: &cfg.refine,
-                        task,
-                        image_size: cfg.experiment.image_size,
-                        device,
-                    },
-                )?;
+                for (_, reward) in rewards.iter().filter(|r| r.0) {
+                    go(
+                        ctx,
+                        RealEnvControl {
+                            reward: *reward,
+                            cfg: &cfg.refine,
+                            task: task.clone(),
+                            image_size: cfg.experiment.image_size,
+                            device,
+                        },
+                    )?;
+                }
             }
             Ok(())
         }
         "refine-real" => {
             tracing::info!(
-                "refine-real: nothing to do, refine.real_env_control is off (set it, or run `world4rl refine --real-env`)"
+                "refine-real: nothing to do, refine.real_env_control and refine.true_reward_control are off (set them, or run `world4rl refine --real-env`)"
             );
             Ok(())
         }
@@ -201,6 +201,31 @@ pub fn run_named(ctx: &StageContext, name: &str) -> Result<()> {
         "report" => go(ctx, WriteReport { cfg }),
         other => unreachable!("stage '{other}' is in STAGES but has no arm here"),
     }
+}
+
+/// `bc` or `bc-filtered`: one BC policy per task, chosen on validation scenes.
+fn bc(ctx: &StageContext, kind: BcKind) -> Result<()> {
+    let cfg = ctx.cfg;
+    let data = ctx.dataset()?;
+    let eval = crate::evaluate::EvalConfig {
+        seed: cfg.experiment.seed,
+        ..cfg.eval.clone()
+    };
+    for task in pick_tasks(ctx.tasks, &cfg.bc.tasks, &data) {
+        go(
+            ctx,
+            TrainBc {
+                cfg: &cfg.bc,
+                data: &data,
+                task,
+                kind,
+                eval: &eval,
+                refine_std_max: cfg.refine.ppo.std_max,
+                device: ctx.device,
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// `refine`: PPO in imagination for every refined task; the acceptance check starts from the

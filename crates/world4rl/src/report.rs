@@ -115,6 +115,8 @@ pub struct Report {
     pub title: String,
     /// Key facts: config file, preset, machine, timings.
     pub facts: Vec<(String, String)>,
+    /// Tables the report leads with, right after the facts: (title, header, rows).
+    pub lead: Vec<(String, Vec<String>, Vec<Vec<String>>)>,
     /// Ablation switches and their values.
     pub switches: Vec<(String, String)>,
     /// Success table.
@@ -432,6 +434,13 @@ impl Report {
                 .collect();
             md.push_str(&md_table(&["", ""], &rows));
             html.push_str(&html_table(&["", ""], &rows));
+        }
+        for (title, header, rows) in &self.lead {
+            let h: Vec<&str> = header.iter().map(String::as_str).collect();
+            let _ = writeln!(md, "\n## {title}\n");
+            md.push_str(&md_table(&h, rows));
+            let _ = write!(html, "<h2>{}</h2>", esc(title));
+            html.push_str(&html_table(&h, rows));
         }
         if !self.switches.is_empty() {
             let rows: Vec<Vec<String>> = self

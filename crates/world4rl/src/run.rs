@@ -46,6 +46,10 @@ pub mod stage_name {
     pub fn bc(task: &str) -> String {
         format!("bc/{task}")
     }
+    /// The data-matched control of `task`: BC on the demos plus the successful BC rollouts.
+    pub fn bc_filtered(task: &str) -> String {
+        format!("bc-filtered/{task}")
+    }
     /// The reward classifier of `task`.
     pub fn reward(task: &str) -> String {
         format!("reward/{task}")
@@ -57,6 +61,10 @@ pub mod stage_name {
     /// The ceiling control of `task` (PPO in the real environment, classifier reward).
     pub fn ceiling(task: &str) -> String {
         format!("refine-real/{task}")
+    }
+    /// The true-reward ceiling control of `task` (PPO in the real environment, its own success).
+    pub fn ceiling_true(task: &str) -> String {
+        format!("refine-true/{task}")
     }
 }
 
@@ -73,6 +81,9 @@ pub struct Done<R> {
     pub seconds: f64,
     /// What the stage produced.
     pub record: R,
+    /// Where it ran (absent in runs of before 2026-12-06).
+    #[serde(default)]
+    pub machine: Option<crate::machine::Machine>,
 }
 
 /// A run directory.
@@ -141,6 +152,13 @@ impl RunDir {
             .join("policy.safetensors")
     }
 
+    /// `RUN/bc-filtered/<task>/policy.safetensors`: the data-matched control.
+    pub fn bc_filtered_policy(&self, task: &str) -> PathBuf {
+        self.root
+            .join(stage_name::bc_filtered(task))
+            .join("policy.safetensors")
+    }
+
     /// `RUN/reward/<task>/classifier.safetensors`.
     pub fn classifier(&self, task: &str) -> PathBuf {
         self.root
@@ -204,6 +222,19 @@ impl RunDir {
     /// True when the stage wrote its `done.json`.
     pub fn is_done(&self, stage: &str) -> bool {
         self.done_path(stage).exists()
+    }
+
+    /// When the stage finished (its `done.json`'s modification time); `None` when it has not.
+    pub fn finished_at(&self, stage: &str) -> Result<Option<std::time::SystemTime>> {
+        match fs::metadata(self.done_path(stage)) {
+            Ok(m) => Ok(Some(m.modified().with_context(|| {
+                format!("reading the time of {}", self.done_path(stage).display())
+            })?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => {
+                Err(e).with_context(|| format!("reading {}", self.done_path(stage).display()))
+            }
+        }
     }
 
     fn done_path(&self, stage: &str) -> PathBuf {
@@ -287,6 +318,7 @@ mod tests {
             stage: "wm".into(),
             seconds: 1.5,
             record: vec![3u32, 4],
+            machine: None,
         };
         run.write_done(&done).unwrap();
         assert!(run.is_done("wm"));

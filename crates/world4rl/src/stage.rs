@@ -61,6 +61,7 @@ pub fn run_stage<S: Stage>(run: &RunDir, stage: &S) -> Result<Done<S::Record>> {
         stage: name,
         seconds: t0.elapsed().as_secs_f64(),
         record,
+        machine: Some(crate::machine::Machine::current()),
     };
     run.write_done(&done)?;
     // what a later run will skip on must read back now, not fail then

@@ -27,6 +27,9 @@ pub struct BcConfig {
     pub tasks: Vec<String>,
     /// Expert episodes per task used for training (the lowest indices; 0 = all of them).
     pub demos: usize,
+    /// Per-task overrides of `demos` (`[bc.demos_per_task] push-block = 10`): the number of
+    /// demonstrations is how a task's BC\* is placed where refinement has headroom.
+    pub demos_per_task: std::collections::BTreeMap<String, usize>,
     /// Further expert episodes held out for validation when the dataset has them (default 5).
     pub val_demos: usize,
     /// Input frame size (frames are reduced by area averaging). In an experiment config 0 means the
@@ -59,6 +62,15 @@ pub struct BcConfig {
     pub log_every: usize,
     /// Seed of initialisation and minibatch sampling.
     pub seed: u64,
+    /// Hand the weights to the caller every this many steps and at the last step (0 = never). The
+    /// `bc` stage saves them and keeps the one with the highest success on `eval.validation_episodes`
+    /// validation scenes (BC\*, `docs/evaluation.md`); the learner itself never sees an environment.
+    /// Without checkpoints the weights with the lowest held-out MSE stand, read with the mean action.
+    pub checkpoint_every: usize,
+    /// Also train the data-matched control `bc-filtered/<task>`: this BC on the expert demos plus the
+    /// successful BC rollouts of the training data (the real data the world model and the classifier
+    /// saw, without imagination), chosen the same way (default false).
+    pub filtered_control: bool,
 }
 
 impl Default for BcConfig {
@@ -67,6 +79,7 @@ impl Default for BcConfig {
             policy: PolicyConfig::default(),
             tasks: Vec::new(),
             demos: 0,
+            demos_per_task: Default::default(),
             val_demos: 5,
             image_size: 0,
             steps: 3000,
@@ -78,6 +91,8 @@ impl Default for BcConfig {
             dihedral: None,
             log_every: 100,
             seed: 0,
+            checkpoint_every: 0,
+            filtered_control: false,
         }
     }
 }
@@ -296,14 +311,39 @@ pub fn train_task(
     dataset: &Dataset,
     task: &str,
     device: Device,
+    log: impl FnMut(serde_json::Value) -> Result<()>,
+) -> Result<(GaussianPolicy, BcReport)> {
+    train_task_on(cfg, dataset, task, Vec::new(), device, log, |_, _| Ok(()))
+}
+
+/// Trains the BC policy of one task on its expert demonstrations plus `extra` episodes (filtered
+/// BC: the successful policy rollouts); `log` receives one JSON object per logging step and
+/// `checkpoint` the policy every `cfg.checkpoint_every` steps and at the last step (before the
+/// weights with the lowest held-out MSE are restored).
+pub fn train_task_on(
+    cfg: &BcConfig,
+    dataset: &Dataset,
+    task: &str,
+    extra: Vec<Episode>,
+    device: Device,
     mut log: impl FnMut(serde_json::Value) -> Result<()>,
+    mut checkpoint: impl FnMut(usize, &GaussianPolicy) -> Result<()>,
 ) -> Result<(GaussianPolicy, BcReport)> {
     cfg.validate()?;
     let start = Instant::now();
     tch::manual_seed(cfg.seed as i64);
 
     // ---- data
-    let (train_eps, val_eps) = expert_episodes(dataset, task, cfg.demos, cfg.val_demos)?;
+    let demos = cfg.demos_per_task.get(task).copied().unwrap_or(cfg.demos);
+    let (mut train_eps, val_eps) = expert_episodes(dataset, task, demos, cfg.val_demos)?;
+    let n_expert = train_eps.len();
+    train_eps.extend(extra);
+    for e in train_eps.iter().chain(&val_eps) {
+        crate::seeds::ensure_training_seed(
+            e.meta.seed,
+            &format!("episode {} ({:?}) of '{task}'", e.meta.index, e.meta.kind),
+        )?;
+    }
     let spec = spec_for(dataset, task, cfg.image_size, &cfg.policy);
     let mut policy = GaussianPolicy::new(&cfg.policy, &spec, device)?;
     let train = pairs(&train_eps.iter().collect::<Vec<_>>(), &policy)?;
@@ -326,8 +366,8 @@ pub fn train_task(
         "bc.dihedral needs 2-D displacement actions and an image-only policy"
     );
     tracing::info!(
-        "bc '{task}': {} demos, {n} transitions, {} held-out demos",
-        train_eps.len(),
+        "bc '{task}': {n_expert} demos, {} other episodes, {n} transitions, {} held-out demos",
+        train_eps.len() - n_expert,
         val_eps.len()
     );
 
@@ -382,6 +422,9 @@ pub fn train_task(
             window = 0.0;
             window_n = 0;
         }
+        if cfg.checkpoint_every > 0 && (step % cfg.checkpoint_every == 0 || step == cfg.steps) {
+            checkpoint(step, &policy)?;
+        }
     }
     bar.finish_and_clear();
     let mut best_step = cfg.steps;
@@ -398,7 +441,7 @@ pub fn train_task(
     };
     let report = BcReport {
         task: task.to_string(),
-        demos: train_eps.len(),
+        demos: n_expert,
         transitions: n as usize,
         val_demos: val_eps.len(),
         train_nll: last_train,

@@ -1,5 +1,6 @@
 //! `refine-real/<task>`: the ceiling control ([`crate::ceiling`]), the refinement's PPO in the real
-//! environment with the run's classifier as the reward.
+//! environment with the run's classifier as the reward; and `refine-true/<task>`, the same with the
+//! environment's true success as the reward.
 
 use std::path::PathBuf;
 
@@ -8,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 
 use crate::ceiling::ClassifierRewardEnv;
+use crate::outcome::SuccessRule;
 use crate::ppo::{output_in, train, Hooks, PpoSummary};
 use crate::reward::RewardClassifier;
 use crate::run::{stage_name, RunDir};
@@ -27,9 +29,20 @@ pub struct CeilingReport {
     pub best: PathBuf,
 }
 
-/// Runs the ceiling control of `task`: writes `RUN/refine-real/<task>/{last,best}.safetensors` and
-/// `metrics.jsonl`.
+/// What rewards the ceiling control.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CeilingReward {
+    /// The run's success classifier, under refinement's success rule (`refine-real/<task>`).
+    Classifier,
+    /// The environment's own success flag (`refine-true/<task>`).
+    TrueSuccess,
+}
+
+/// Runs the ceiling control of `task`: writes `RUN/refine-real/<task>/{last,best}.safetensors` (or
+/// `RUN/refine-true/<task>/…`) and `metrics.jsonl`.
 pub struct RealEnvControl<'a> {
+    /// What rewards PPO.
+    pub reward: CeilingReward,
     /// `[refine]` (resolved): PPO settings and the success rule.
     pub cfg: &'a RefineConfig,
     /// The task.
@@ -44,29 +57,47 @@ impl Stage for RealEnvControl<'_> {
     type Record = CeilingReport;
 
     fn name(&self) -> String {
-        stage_name::ceiling(&self.task)
+        match self.reward {
+            CeilingReward::Classifier => stage_name::ceiling(&self.task),
+            CeilingReward::TrueSuccess => stage_name::ceiling_true(&self.task),
+        }
     }
 
     fn run(&self, run: &RunDir) -> Result<CeilingReport> {
         let (cfg, task) = (self.cfg, self.task.as_str());
-        let (clf, _) =
-            RewardClassifier::load(&run.classifier(task), self.device).with_context(|| {
-                format!(
+        let clf = match self.reward {
+            CeilingReward::Classifier => Some(
+                RewardClassifier::load(&run.classifier(task), self.device)
+                    .with_context(|| {
+                        format!(
                     "loading the reward classifier of '{task}' (run `world4rl train reward` first)"
                 )
-            })?;
+                    })?
+                    .0,
+            ),
+            CeilingReward::TrueSuccess => None,
+        };
         let mut policy = load_bc(run, task, self.device)?;
-        let mut env = ClassifierRewardEnv::new(
-            task,
-            cfg.ppo.num_envs,
-            self.image_size,
-            &clf,
-            cfg.imagination.success_rule(),
-        )?;
+        let mut env = match &clf {
+            Some(clf) => ClassifierRewardEnv::new(
+                task,
+                cfg.ppo.num_envs,
+                self.image_size,
+                clf,
+                cfg.imagination.success_rule(),
+            )?,
+            // the real evaluation's rule: the first successful step
+            None => ClassifierRewardEnv::true_success(
+                task,
+                cfg.ppo.num_envs,
+                self.image_size,
+                SuccessRule { frames: 1 },
+            )?,
+        };
         let out = output_in(&run.stage_dir(&self.name())?);
         let mut metrics = run.metrics(&self.name())?;
         metrics.truncate_after(0)?;
-        let extra = serde_json::json!({"stage": "refine-real", "task": task, "initial_policy": run.bc_policy(task)});
+        let extra = serde_json::json!({"stage": self.name(), "task": task, "initial_policy": run.bc_policy(task)});
         let mut log = |v: &serde_json::Value| metrics.log(v);
         let hooks = Hooks {
             log: &mut log,
@@ -74,8 +105,12 @@ impl Stage for RealEnvControl<'_> {
             monitor_every: 0,
         };
         tracing::info!(
-            "ceiling control '{task}': PPO in {} real envs rewarded by the classifier",
-            cfg.ppo.num_envs
+            "ceiling control '{task}': PPO in {} real envs rewarded by {}",
+            cfg.ppo.num_envs,
+            match self.reward {
+                CeilingReward::Classifier => "the classifier",
+                CeilingReward::TrueSuccess => "the environment's success",
+            }
         );
         let summary = train(&cfg.ppo, &mut env, &mut policy, &out, &extra, hooks)?;
         tracing::info!(

@@ -1,41 +1,119 @@
-//! `eval`: every task's BC policy, the refined policy standing for it and, when it ran, the ceiling
-//! control's policy, each evaluated in the real environment on the same evaluation seeds; a GIF of the
+//! `eval`: every task's policies in the real environment, read as World4RL's evaluation protocol
+//! says (`docs/evaluation.md`): BC\* (the `bc` stage's chosen checkpoint, in its chosen action mode),
+//! the refined policy, and the controls that ran (filtered BC, the ceiling), each in the action mode
+//! that wins on validation scenes, then every policy in every mode on the same **test** scenes
+//! (`eval.episodes` of them). The record holds every episode's outcome, and the paired comparisons
+//! the report leads with: refined − BC\*, refined − filtered BC and ceiling − BC\*. A GIF of the
 //! refined policy acting.
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 use w4rl_envs::{make, EnvConfig};
 
 use crate::config::ExperimentConfig;
-use crate::evaluate::{evaluate_policy, EvalConfig, EvalReport};
+use crate::evaluate::{evaluate_policy, ActionMode, EvalConfig, EvalReport};
+use crate::paired::{paired_difference, PairedDifference};
 use crate::policy::gaussian::GaussianPolicy;
 use crate::run::{stage_name, Done, RunDir};
+use crate::seeds::Split;
+use crate::selection::{choose, modes_for, Choice};
 use crate::stage::Stage;
+use crate::stages::bc::BcRecord;
 use crate::stages::ceiling::CeilingReport;
 use crate::stages::refine::RefineReport;
+
+/// BC\*'s name in the records and the report.
+pub const BC_STAR: &str = "BC*";
+/// The refined policy's.
+pub const REFINED: &str = "refined";
+/// The data-matched control's.
+pub const FILTERED_BC: &str = "filtered BC";
+/// The ceiling control's (PPO in the real environment, classifier reward).
+pub const CEILING: &str = "ceiling";
+/// The true-reward ceiling control's (PPO in the real environment, the environment's success).
+pub const CEILING_TRUE: &str = "ceiling, true reward";
+
+/// One policy of a task, read in every action mode on the test scenes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PolicyEval {
+    /// [`BC_STAR`], [`REFINED`], [`FILTERED_BC`] or [`CEILING`].
+    pub name: String,
+    /// The mode that stands for the policy (chosen on validation scenes, or BC\*'s own choice).
+    pub mode: ActionMode,
+    /// The choice of `mode` made here on validation scenes (BC's is in its own stage's record).
+    pub choice: Option<Choice>,
+    /// The policy in every mode, on the test scenes.
+    pub test: Vec<EvalReport>,
+}
+
+impl PolicyEval {
+    /// The test evaluation in the policy's own mode.
+    pub fn standing(&self) -> &EvalReport {
+        self.test
+            .iter()
+            .find(|r| r.mode == Some(self.mode))
+            .unwrap_or(&self.test[0])
+    }
+
+    /// The test evaluation in `mode`, when it ran.
+    pub fn in_mode(&self, mode: ActionMode) -> Option<&EvalReport> {
+        self.test.iter().find(|r| r.mode == Some(mode))
+    }
+}
+
+/// A paired comparison on the test scenes: `other − base`, each in its own mode.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Comparison {
+    /// The base policy's name.
+    pub base: String,
+    /// The other policy's name.
+    pub other: String,
+    /// The difference with its paired 95 % interval.
+    pub diff: PairedDifference,
+}
 
 /// One task's real success rates.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalRow {
     /// Task.
     pub task: String,
-    /// The BC policy.
+    /// BC\* on the test scenes in its own mode (the BC policy with the mean action in runs of before
+    /// 2026-12-06).
     pub bc: EvalReport,
-    /// The policy standing as the refined one, when the task was refined.
+    /// The refined policy in its own mode, when the task was refined.
     pub refined: Option<EvalReport>,
-    /// The ceiling control's policy, when it ran.
+    /// The ceiling control's policy in its own mode, when it ran.
     pub ceiling: Option<EvalReport>,
-    /// The BC policy acting with samples of its Gaussian (its own σ) on the same seeds (`bc` acts as
-    /// `[eval] sample` says, by default with the mean action): a Gaussian BC policy's mean action can
-    /// be far weaker than its samples. Absent in runs of before 2026-12-04.
+    /// BC\* with samples of its Gaussian (its own σ) on the same scenes.
     #[serde(default)]
     pub bc_sampled: Option<EvalReport>,
-    /// The refined policy acting with samples of its Gaussian (σ within refinement's cap).
+    /// The refined policy with samples of its Gaussian (σ within refinement's cap).
     #[serde(default)]
     pub refined_sampled: Option<EvalReport>,
+    /// Every policy in every mode (absent in runs of before 2026-12-06).
+    #[serde(default)]
+    pub policies: Vec<PolicyEval>,
+    /// The paired comparisons on the test scenes (absent in older runs).
+    #[serde(default)]
+    pub comparisons: Vec<Comparison>,
+}
+
+impl EvalRow {
+    /// The policy named `name`, when it was evaluated.
+    pub fn policy(&self, name: &str) -> Option<&PolicyEval> {
+        self.policies.iter().find(|p| p.name == name)
+    }
+
+    /// The comparison `other − base`, when it was made.
+    pub fn comparison(&self, base: &str, other: &str) -> Option<&PairedDifference> {
+        self.comparisons
+            .iter()
+            .find(|c| c.base == base && c.other == other)
+            .map(|c| &c.diff)
+    }
 }
 
 /// Evaluates every task's policies; writes `RUN/eval/<task>-refined.gif`.
@@ -46,6 +124,66 @@ pub struct Evaluate<'a> {
     pub device: Device,
 }
 
+impl Evaluate<'_> {
+    /// The `[eval]` section with the experiment's seed as the base of the evaluation seeds.
+    fn eval_cfg(&self) -> EvalConfig {
+        EvalConfig {
+            seed: self.cfg.experiment.seed,
+            ..self.cfg.eval.clone()
+        }
+    }
+
+    /// Reads `policy` in every mode on the test scenes; `mode` stands for it, or, when `None`, the
+    /// mode that wins on validation scenes (the mean action when no validation episodes are set).
+    fn read(
+        &self,
+        name: &str,
+        task: &str,
+        path: &Path,
+        mode: Option<ActionMode>,
+    ) -> Result<PolicyEval> {
+        let eval = self.eval_cfg();
+        let (policy, _) = GaussianPolicy::load(path, self.device)
+            .with_context(|| format!("loading the {name} policy of '{task}'"))?;
+        let modes = modes_for(policy.std_bounds().1, self.cfg.refine.ppo.std_max);
+        let (mode, choice) = match mode {
+            Some(m) => (m, None),
+            None if eval.validation_episodes > 0 => {
+                let c = choose(
+                    &[(None, path.to_path_buf())],
+                    &modes,
+                    task,
+                    &eval,
+                    eval.validation_episodes,
+                    self.device,
+                )?;
+                (c.best().mode, Some(c))
+            }
+            None => (ActionMode::Mean, None),
+        };
+        let test = eval.on(Split::Test, eval.episodes);
+        let mut reports = Vec::new();
+        for m in modes {
+            reports.push(evaluate_policy(&policy, task, &test.with_mode(m))?);
+        }
+        tracing::info!(
+            "{task}: {name} read {mode}: {:.1} % on {} test episodes",
+            100.0
+                * reports
+                    .iter()
+                    .find(|r| r.mode == Some(mode))
+                    .map_or(f64::NAN, |r| r.success_rate),
+            eval.episodes
+        );
+        Ok(PolicyEval {
+            name: name.into(),
+            mode,
+            choice,
+            test: reports,
+        })
+    }
+}
+
 impl Stage for Evaluate<'_> {
     type Record = Vec<EvalRow>;
 
@@ -53,84 +191,125 @@ impl Stage for Evaluate<'_> {
         stage_name::EVAL.into()
     }
 
-    /// Stale when a task has no row, or when a task's refinement or ceiling control finished after
-    /// the evaluation (its row has no entry for that policy): `refine.real_env_control` switched on
-    /// in a finished run, say.
+    /// Stale when a task has no row, or when a policy it reads finished after the evaluation (a
+    /// refinement, a control or BC itself trained again).
     fn stale(&self, run: &RunDir, done: &Done<Vec<EvalRow>>) -> Result<Option<String>> {
-        Ok(eval_gap(&self.cfg.experiment.tasks, &done.record, |s| {
-            run.is_done(s)
-        }))
+        let after = |s: &str| -> bool {
+            run.finished_at(s)
+                .ok()
+                .flatten()
+                .zip(run.finished_at(stage_name::EVAL).ok().flatten())
+                .is_some_and(|(input, me)| input > me)
+        };
+        Ok(eval_gap(&self.cfg.experiment.tasks, &done.record, after))
     }
 
     fn run(&self, run: &RunDir) -> Result<Vec<EvalRow>> {
         let seed = self.cfg.experiment.seed;
-        let eval_cfg = EvalConfig {
-            seed,
-            ..self.cfg.eval.clone()
-        };
-        // every policy also with sampled actions, for the report's second table
-        let sampled_cfg = EvalConfig {
-            sample: true,
-            ..eval_cfg.clone()
-        };
         let mut rows = Vec::new();
         for task in &self.cfg.experiment.tasks {
-            let (bc, _) = GaussianPolicy::load(&run.bc_policy(task), self.device)?;
-            let bc_sampled = evaluate_policy(&bc, task, &sampled_cfg)?;
-            let bc = evaluate_policy(&bc, task, &eval_cfg)?;
-            let (refined, refined_sampled) =
-                match run.done::<RefineReport>(&stage_name::refine(task))? {
-                    Some(done) => {
-                        let (p, _) = GaussianPolicy::load(&done.record.policy, self.device)?;
-                        let gif = run.stage_dir(&self.name())?.join(gif_name(task));
-                        policy_gif(&p, task, crate::seeds::eval_seed(seed, task, 0), &gif)?;
-                        (
-                            Some(evaluate_policy(&p, task, &eval_cfg)?),
-                            Some(evaluate_policy(&p, task, &sampled_cfg)?),
-                        )
-                    }
-                    None => (None, None),
-                };
-            let ceiling = match run.done::<CeilingReport>(&stage_name::ceiling(task))? {
-                Some(done) => {
-                    let (p, _) = GaussianPolicy::load(&done.record.last, self.device)?;
-                    Some(evaluate_policy(&p, task, &eval_cfg)?)
-                }
-                None => None,
-            };
+            let bc_mode = run
+                .done::<BcRecord>(&stage_name::bc(task))?
+                .map_or(ActionMode::Mean, |d| d.record.mode());
+            let mut policies =
+                vec![self.read(BC_STAR, task, &run.bc_policy(task), Some(bc_mode))?];
+            if let Some(done) = run.done::<RefineReport>(&stage_name::refine(task))? {
+                let p = self.read(REFINED, task, &done.record.policy, None)?;
+                let (policy, _) = GaussianPolicy::load(&done.record.policy, self.device)?;
+                let gif = run.stage_dir(&self.name())?.join(gif_name(task));
+                policy_gif(
+                    &policy,
+                    task,
+                    crate::seeds::eval_seed(seed, Split::Test, task, 0),
+                    &gif,
+                )?;
+                policies.push(p);
+            }
+            if let Some(done) = run.done::<BcRecord>(&stage_name::bc_filtered(task))? {
+                let mode = done.record.mode();
+                policies.push(self.read(
+                    FILTERED_BC,
+                    task,
+                    &run.bc_filtered_policy(task),
+                    Some(mode),
+                )?);
+            }
+            if let Some(done) = run.done::<CeilingReport>(&stage_name::ceiling(task))? {
+                policies.push(self.read(CEILING, task, &done.record.last, None)?);
+            }
+            if let Some(done) = run.done::<CeilingReport>(&stage_name::ceiling_true(task))? {
+                policies.push(self.read(CEILING_TRUE, task, &done.record.last, None)?);
+            }
+            let row = row_of(task, policies)?;
             tracing::info!(
-                "{task}: BC {:.1} %, refined {}",
-                100.0 * bc.success_rate,
-                refined.as_ref().map_or_else(
-                    || "-".into(),
-                    |r| format!("{:.1} %", 100.0 * r.success_rate)
-                )
+                "{task}: {}",
+                row.comparisons
+                    .iter()
+                    .map(|c| format!("{} − {} {} points", c.other, c.base, c.diff.cell()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
-            rows.push(EvalRow {
-                task: task.clone(),
-                bc,
-                refined,
-                ceiling,
-                bc_sampled: Some(bc_sampled),
-                refined_sampled,
-            });
+            rows.push(row);
         }
         Ok(rows)
     }
 }
 
-/// What the evaluation `rows` lack for `tasks`, given which stages have finished: a task without a
-/// row, or a finished refinement or ceiling control without its entry.
-fn eval_gap(tasks: &[String], rows: &[EvalRow], finished: impl Fn(&str) -> bool) -> Option<String> {
-    for task in tasks {
-        let Some(row) = rows.iter().find(|r| r.task == *task) else {
-            return Some(format!("it has no row for '{task}'"));
-        };
-        if row.refined.is_none() && finished(&stage_name::refine(task)) {
-            return Some(format!("'{task}' was refined after it"));
+/// A task's row from its evaluated policies: the standing readings and the paired comparisons.
+fn row_of(task: &str, policies: Vec<PolicyEval>) -> Result<EvalRow> {
+    let find = |n: &str| policies.iter().find(|p| p.name == n);
+    let bc = find(BC_STAR).context("BC* was not evaluated")?;
+    let mut comparisons = Vec::new();
+    for (base, other) in [
+        (BC_STAR, REFINED),
+        (FILTERED_BC, REFINED),
+        (BC_STAR, CEILING),
+        (BC_STAR, CEILING_TRUE),
+    ] {
+        if let (Some(b), Some(o)) = (find(base), find(other)) {
+            comparisons.push(Comparison {
+                base: base.into(),
+                other: other.into(),
+                diff: paired_difference(&b.standing().outcomes, &o.standing().outcomes)?,
+            });
         }
-        if row.ceiling.is_none() && finished(&stage_name::ceiling(task)) {
-            return Some(format!("the ceiling control of '{task}' finished after it"));
+    }
+    Ok(EvalRow {
+        task: task.into(),
+        bc: bc.standing().clone(),
+        refined: find(REFINED).map(|p| p.standing().clone()),
+        ceiling: find(CEILING).map(|p| p.standing().clone()),
+        bc_sampled: bc.in_mode(ActionMode::Sampled).cloned(),
+        refined_sampled: find(REFINED).and_then(|p| p.in_mode(ActionMode::Sampled).cloned()),
+        comparisons,
+        policies,
+    })
+}
+
+/// What the evaluation `rows` lack for `tasks`, given which stages finished after it: a task
+/// without a row, or a policy it reads (BC, a refinement, a control) trained after it.
+fn eval_gap(
+    tasks: &[String],
+    rows: &[EvalRow],
+    finished_after: impl Fn(&str) -> bool,
+) -> Option<String> {
+    for task in tasks {
+        if !rows.iter().any(|r| r.task == *task) {
+            return Some(format!("it has no row for '{task}'"));
+        }
+        for (stage, what) in [
+            (stage_name::bc(task), "the BC policy"),
+            (stage_name::refine(task), "the refinement"),
+            (stage_name::bc_filtered(task), "the filtered-BC control"),
+            (stage_name::ceiling(task), "the ceiling control"),
+            (
+                stage_name::ceiling_true(task),
+                "the true-reward ceiling control",
+            ),
+        ] {
+            if finished_after(&stage) {
+                return Some(format!("{what} of '{task}' finished after it"));
+            }
         }
     }
     None
@@ -174,41 +353,82 @@ pub fn policy_gif(policy: &GaussianPolicy, task: &str, seed: u64, path: &Path) -
 mod tests {
     use super::*;
 
-    fn report(task: &str) -> EvalReport {
+    fn report(task: &str, mode: ActionMode, outcomes: Vec<u8>) -> EvalReport {
+        let k = outcomes.iter().map(|&o| o as usize).sum::<usize>();
         EvalReport {
             task: task.into(),
-            episodes: 10,
-            successes: 5,
-            success_rate: 0.5,
-            ci_low: 0.2,
-            ci_high: 0.8,
+            episodes: outcomes.len(),
+            successes: k,
+            success_rate: k as f64 / outcomes.len() as f64,
+            ci_low: 0.0,
+            ci_high: 1.0,
             mean_episode_length: 40.0,
             seed: 1,
             seconds: 1.0,
+            split: Some(Split::Test),
+            mode: Some(mode),
+            outcomes,
+        }
+    }
+
+    fn policy(name: &str, mode: ActionMode, mean: Vec<u8>, sampled: Vec<u8>) -> PolicyEval {
+        PolicyEval {
+            name: name.into(),
+            mode,
+            choice: None,
+            test: vec![
+                report("t", ActionMode::Mean, mean),
+                report("t", ActionMode::Sampled, sampled),
+            ],
         }
     }
 
     #[test]
-    fn an_evaluation_is_stale_when_a_policy_it_lacks_has_finished() {
+    fn a_row_compares_each_policy_in_its_own_mode_on_the_same_scenes() {
+        let bc = policy(
+            BC_STAR,
+            ActionMode::Sampled,
+            vec![0, 0, 0, 1],
+            vec![1, 1, 0, 0],
+        );
+        let refined = policy(
+            REFINED,
+            ActionMode::Mean,
+            vec![1, 1, 1, 0],
+            vec![0, 0, 0, 0],
+        );
+        let row = row_of("t", vec![bc, refined]).unwrap();
+        // BC* stands with its samples (2 of 4), the refined policy with its mean (3 of 4)
+        assert_eq!(row.bc.successes, 2);
+        assert_eq!(row.refined.as_ref().unwrap().successes, 3);
+        let d = row.comparison(BC_STAR, REFINED).unwrap();
+        assert_eq!((d.both, d.only_base, d.only_other), (2, 0, 1));
+        assert!((d.diff - 0.25).abs() < 1e-12);
+        assert!(row.comparison(FILTERED_BC, REFINED).is_none());
+        assert!(row_of("t", vec![]).is_err());
+    }
+
+    #[test]
+    fn an_evaluation_is_stale_when_a_policy_it_reads_finished_after_it() {
         let tasks = vec!["push-block".to_string(), "turn-lever".to_string()];
-        let row = |task: &str, refined: bool| EvalRow {
-            task: task.into(),
-            bc: report(task),
-            refined: refined.then(|| report(task)),
-            ceiling: None,
-            bc_sampled: None,
-            refined_sampled: None,
+        let row = |task: &str| {
+            row_of(
+                task,
+                vec![policy(BC_STAR, ActionMode::Mean, vec![1], vec![0])],
+            )
+            .unwrap()
         };
-        let rows = vec![row("push-block", true), row("turn-lever", false)];
-        let only = |done: &'static [&'static str]| move |s: &str| done.contains(&s);
-        // what finished is covered
-        assert_eq!(eval_gap(&tasks, &rows, only(&["refine/push-block"])), None);
-        // a refinement, or a ceiling control, that finished later
+        let rows = vec![row("push-block"), row("turn-lever")];
+        let only = |after: &'static [&'static str]| move |s: &str| after.contains(&s);
+        assert_eq!(eval_gap(&tasks, &rows, only(&[])), None);
         let gap = eval_gap(&tasks, &rows, only(&["refine/turn-lever"])).unwrap();
-        assert!(gap.contains("'turn-lever' was refined"), "{gap}");
+        assert!(gap.contains("refinement of 'turn-lever'"), "{gap}");
         let gap = eval_gap(&tasks, &rows, only(&["refine-real/push-block"])).unwrap();
         assert!(gap.contains("ceiling control of 'push-block'"), "{gap}");
-        // a task added to the config
+        let gap = eval_gap(&tasks, &rows, only(&["bc-filtered/push-block"])).unwrap();
+        assert!(gap.contains("filtered-BC control"), "{gap}");
+        let gap = eval_gap(&tasks, &rows, only(&["bc/push-block"])).unwrap();
+        assert!(gap.contains("BC policy of 'push-block'"), "{gap}");
         let gap = eval_gap(&tasks, &rows[..1], only(&[])).unwrap();
         assert!(gap.contains("no row for 'turn-lever'"), "{gap}");
     }

@@ -57,6 +57,10 @@ pub struct RefineConfig {
     /// Also run the ceiling control ([`crate::ceiling`]): the same PPO in the real environment with the
     /// classifier as the reward, evaluated beside BC and the refined policy (default false).
     pub real_env_control: bool,
+    /// Also run the true-reward ceiling control: the same PPO in the real environment rewarded by the
+    /// environment's own success (default false). Beside the classifier-rewarded one, it separates the
+    /// classifier's error from the world model's.
+    pub true_reward_control: bool,
     /// Which policy stands as the refined one ([`crate::acceptance`]): `always` the refined checkpoint
     /// (default), `imagined-gain` the refined checkpoint only when, on the same imagined episodes from
     /// held-out start states, its discounted success beats the BC policy's (paired 95 % interval
@@ -110,6 +114,7 @@ impl Default for RefineConfig {
             monitor_episodes: 20,
             evaluate: RefinedCheckpoint::Last,
             real_env_control: false,
+            true_reward_control: false,
             accept: AcceptRule::Always,
             accept_episodes: 256,
             accept_margin: 0.0,

@@ -12,14 +12,16 @@ use crate::config::ExperimentConfig;
 use crate::evaluate::EvalReport;
 use crate::metrics_log::read_metrics;
 use crate::outcome::{fmt_auc, TaskOutcome};
-use crate::policy::bc::BcReport;
 use crate::report::{Chart, FidelityRow, Rate, Report, SuccessRow};
 use crate::reward::ClassifierReport;
 use crate::run::{stage_name, RunDir};
 use crate::stage::Stage;
+use crate::stages::bc::BcRecord;
 use crate::stages::ceiling::CeilingReport;
 use crate::stages::collect::TaskCollect;
-use crate::stages::eval::{gif_name, EvalRow};
+use crate::stages::eval::{
+    gif_name, EvalRow, BC_STAR, CEILING, CEILING_TRUE, FILTERED_BC, REFINED,
+};
 use crate::stages::fidelity::FidelityRecord;
 use crate::stages::refine::RefineReport;
 use crate::world_model::train::TrainSummary;
@@ -62,7 +64,8 @@ impl Stage for WriteReport<'_> {
 
 /// The finished records of a run, read once.
 struct Records {
-    bc: Vec<(String, f64, BcReport)>,
+    bc: Vec<(String, f64, BcRecord)>,
+    filtered: Vec<(String, f64, BcRecord)>,
     world_model: Option<(f64, TrainSummary)>,
     reward: Vec<(String, f64, ClassifierReport)>,
     refine: Vec<(String, f64, RefineReport)>,
@@ -101,6 +104,7 @@ impl Records {
         }
         Ok(Self {
             bc: per_task(run, tasks, stage_name::bc)?,
+            filtered: per_task(run, tasks, stage_name::bc_filtered)?,
             world_model: run
                 .done::<TrainSummary>(stage_name::WORLD_MODEL)?
                 .map(|d| (d.seconds, d.record)),
@@ -123,6 +127,11 @@ impl Records {
         rows.extend(self.other.iter().take(1).cloned());
         rows.extend(self.bc.iter().map(|(t, s, _)| (stage_name::bc(t), *s)));
         rows.extend(self.other.iter().skip(1).cloned());
+        rows.extend(
+            self.filtered
+                .iter()
+                .map(|(t, s, _)| (stage_name::bc_filtered(t), *s)),
+        );
         if let Some((s, r)) = &self.world_model {
             // a resumed world model: its record has the training time over every invocation
             rows.push((stage_name::WORLD_MODEL.into(), s.max(r.seconds)));
@@ -209,6 +218,8 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir) -> Result<Report> {
         ));
     }
     r.switches = crate::config::ablation_switches(cfg);
+    protocol_tables(&rec, &mut r);
+    bc_choice_charts(&rec, &mut r);
     success_tables(&rec, &mut r);
     fidelity_tables(&rec, cfg.eval.sample, &mut r);
     reward_table(&rec, &mut r);
@@ -227,6 +238,158 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir) -> Result<Report> {
         }
     }
     Ok(r)
+}
+
+/// The tables the report leads with when the evaluation followed the protocol (`docs/evaluation.md`):
+/// refined against BC\* and the controls, paired on the test scenes; every policy in every mode.
+fn protocol_tables(rec: &Records, r: &mut Report) {
+    let Some((_, rows)) = &rec.eval else {
+        return;
+    };
+    let mut lead = Vec::new();
+    let mut modes = Vec::new();
+    let mut episodes = 0;
+    for row in rows.iter().filter(|row| !row.policies.is_empty()) {
+        episodes = row.bc.episodes;
+        let standing = |name: &str| {
+            row.policy(name).map_or("-".to_string(), |p| {
+                format!("{:.1} % ({})", 100.0 * p.standing().success_rate, p.mode)
+            })
+        };
+        let bc_step = rec
+            .bc
+            .iter()
+            .find(|(t, _, _)| *t == row.task)
+            .and_then(|(_, _, b)| b.choice.as_ref()?.best().step)
+            .map_or(String::new(), |s| format!(", step {s}"));
+        let bc = row.policy(BC_STAR).map_or("-".to_string(), |p| {
+            format!(
+                "{:.1} % ({}{bc_step})",
+                100.0 * p.standing().success_rate,
+                p.mode
+            )
+        });
+        let cmp = |base: &str, other: &str| {
+            row.comparison(base, other)
+                .map_or("-".to_string(), |d| d.cell())
+        };
+        let gap = match (
+            row.comparison(BC_STAR, REFINED),
+            row.comparison(BC_STAR, CEILING),
+        ) {
+            (Some(g), Some(c)) if c.diff.abs() > 1e-9 => format!("{:.2}", g.diff / c.diff),
+            _ => "-".into(),
+        };
+        lead.push(vec![
+            row.task.clone(),
+            bc,
+            standing(REFINED),
+            cmp(BC_STAR, REFINED),
+            standing(FILTERED_BC),
+            cmp(FILTERED_BC, REFINED),
+            standing(CEILING),
+            standing(CEILING_TRUE),
+            gap,
+        ]);
+        for p in &row.policies {
+            // BC's choice is its own stage's: the chosen checkpoint's candidates
+            let bc_choice = match p.name.as_str() {
+                BC_STAR => rec.bc.iter().find(|(t, _, _)| *t == row.task),
+                FILTERED_BC => rec.filtered.iter().find(|(t, _, _)| *t == row.task),
+                _ => None,
+            }
+            .and_then(|(_, _, b)| b.choice.as_ref());
+            let choice = p.choice.as_ref().or(bc_choice);
+            for t in &p.test {
+                let mark = if t.mode == Some(p.mode) { " ◀" } else { "" };
+                let validation = choice
+                    .and_then(|c| {
+                        let step = c.best().step;
+                        c.candidates
+                            .iter()
+                            .find(|x| Some(x.mode) == t.mode && x.step == step)
+                    })
+                    .map_or("-".into(), |x| format!("{:.1} %", 100.0 * x.rate()));
+                modes.push(vec![
+                    row.task.clone(),
+                    p.name.clone(),
+                    format!(
+                        "{}{mark}",
+                        t.mode.map_or("-".to_string(), |m| m.to_string())
+                    ),
+                    rate(t).cell(),
+                    validation,
+                ]);
+            }
+        }
+    }
+    if lead.is_empty() {
+        return;
+    }
+    r.lead.push((
+        format!("Refined against BC* and the controls on {episodes} test scenes (each policy in the action mode that won on validation scenes; Δ with its paired 95 % interval)"),
+        [
+            "task",
+            "BC* (mode, checkpoint)",
+            "refined (mode)",
+            "refined − BC*, points",
+            "filtered BC",
+            "refined − filtered BC",
+            "ceiling (real-env PPO, classifier reward)",
+            "ceiling (true reward)",
+            "gap recovered",
+        ]
+        .map(String::from)
+        .to_vec(),
+        lead,
+    ));
+    r.lead.push((
+        "Every policy in every action mode on the test scenes (◀ the mode that stands for it)"
+            .into(),
+        [
+            "task",
+            "policy",
+            "action mode",
+            "test success [95 % CI]",
+            "validation",
+        ]
+        .map(String::from)
+        .to_vec(),
+        modes,
+    ));
+}
+
+/// BC\*'s choice: validation success of every checkpoint in every action mode, per task.
+fn bc_choice_charts(rec: &Records, r: &mut Report) {
+    for (what, records) in [("BC*", &rec.bc), ("filtered BC", &rec.filtered)] {
+        for (task, _, b) in records.iter() {
+            let Some(choice) = &b.choice else { continue };
+            let mut modes: Vec<crate::evaluate::ActionMode> = Vec::new();
+            for c in &choice.candidates {
+                if !modes.contains(&c.mode) {
+                    modes.push(c.mode);
+                }
+            }
+            let series = modes
+                .iter()
+                .map(|m| (m.to_string(), choice.curve(*m)))
+                .filter(|(_, s)| !s.is_empty())
+                .collect::<Vec<_>>();
+            if series.iter().all(|(_, s)| s.len() < 2) {
+                continue;
+            }
+            r.charts.push(Chart {
+                title: format!(
+                    "{what} {task}: validation success by checkpoint (step {} read {} stands)",
+                    choice.best().step.unwrap_or(0),
+                    choice.best().mode
+                ),
+                x_label: "BC step".into(),
+                series,
+                log_y: false,
+            });
+        }
+    }
 }
 
 /// The success table (BC against refined) and the ceiling control's table.

@@ -1,0 +1,154 @@
+//! `world4rl replicate` on the tiny config end to end: two independent replicates, the replication
+//! report pooled over them, and the three seed sets kept apart (no validation or test scene reaches a
+//! learner; every reported number is on test scenes).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::world4rl;
+use world4rl::seeds::Split;
+
+fn config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tabletop-tiny.toml")
+}
+
+/// The reset seeds of every episode of a dataset folder.
+fn episode_seeds(dir: &Path) -> Vec<u64> {
+    let ds = w4rl_data::Dataset::open(dir).unwrap();
+    ds.load_where(|_| true)
+        .unwrap()
+        .iter()
+        .map(|e| e.meta.seed)
+        .collect()
+}
+
+#[test]
+fn replicates_run_end_to_end_and_pool_on_test_scenes_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rep");
+    let (cfg, out_s) = (config(), out.to_str().unwrap().to_string());
+    let cfg_s = cfg.to_str().unwrap();
+
+    // a seed named twice is refused before anything runs
+    let o = world4rl(&["replicate", cfg_s, "--seeds", "1,1", "--out", &out_s]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("seed 1 twice"));
+    assert!(!out.exists());
+
+    let o = world4rl(&[
+        "--threads",
+        "1",
+        "replicate",
+        cfg_s,
+        "--seeds",
+        "1,2",
+        "--out",
+        &out_s,
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let rep: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+
+    // both replicates, both tasks, each with its paired comparison and the machine it ran on
+    assert_eq!(rep["replicates"].as_array().unwrap().len(), 2);
+    assert!(rep["missing"].as_array().unwrap().is_empty());
+    let rows = rep["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for r in rows {
+        assert_eq!(r["episodes"], 6);
+        let g = &r["gain"];
+        assert!(g["lo"].as_f64().unwrap() <= g["diff"].as_f64().unwrap());
+        assert!(g["diff"].as_f64().unwrap() <= g["hi"].as_f64().unwrap());
+        assert!(r["over_filtered"].is_object() && r["ceiling_true"].is_number());
+    }
+    for (_, machines) in rep["replicates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x[0].clone(), x[1].clone()))
+    {
+        assert!(machines[0]["threads"].as_u64().unwrap() >= 1);
+    }
+    let pooled = rep["pooled"].as_array().unwrap();
+    assert_eq!(pooled.len(), 2);
+    for p in pooled {
+        assert_eq!(p["gain"]["replicates"], 2);
+        let poi = p["gain"]["probability_of_improvement"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&poi));
+    }
+    let md = std::fs::read_to_string(out.join("replication.md")).unwrap();
+    for needle in [
+        "## Pooled over replicates",
+        "| push-block |",
+        "| slide-handle |",
+        "## Every replicate",
+        "## Machines",
+    ] {
+        assert!(
+            md.contains(needle),
+            "replication.md lacks '{needle}':\n{md}"
+        );
+    }
+
+    // the seed sets: every episode any learner trains on (and the held-out rollouts) has a training
+    // seed; the replicates saw different scenes
+    let mut per_rep = Vec::new();
+    for seed in [1, 2] {
+        let run = out.join(format!("seed-{seed}"));
+        let mut seeds = episode_seeds(&run.join("dataset"));
+        seeds.extend(episode_seeds(&run.join("heldout")));
+        assert!(!seeds.is_empty());
+        for s in &seeds {
+            assert_eq!(
+                Split::of_seed(*s),
+                None,
+                "seed {s:#x} is not a training seed"
+            );
+        }
+        // every reported number is on test scenes; BC's choice was made on validation scenes
+        let eval: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("eval/done.json")).unwrap())
+                .unwrap();
+        for row in eval["record"].as_array().unwrap() {
+            for p in row["policies"].as_array().unwrap() {
+                for t in p["test"].as_array().unwrap() {
+                    assert_eq!(t["split"], "test", "{t}");
+                    assert_eq!(t["outcomes"].as_array().unwrap().len(), 6);
+                }
+            }
+        }
+        let bc: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(run.join("bc/push-block/done.json")).unwrap(),
+        )
+        .unwrap();
+        let cands = bc["record"]["choice"]["candidates"].as_array().unwrap();
+        // two checkpoints (steps 30 and 60) in three modes (mean, sampled, sampled σ ≤ cap)
+        assert_eq!(cands.len(), 6, "{cands:?}");
+        assert!(cands.iter().all(|c| c["episodes"] == 4));
+        seeds.sort();
+        per_rep.push(seeds);
+    }
+    assert_ne!(per_rep[0], per_rep[1], "the replicates share their scenes");
+
+    // the report re-reads from what is there, running nothing
+    let before = std::fs::read_to_string(out.join("replication.json")).unwrap();
+    let o = world4rl(&[
+        "replicate",
+        cfg_s,
+        "--seeds",
+        "1,2,3",
+        "--out",
+        &out_s,
+        "--report-only",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.join("seed-3").exists());
+    let after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("replication.json")).unwrap())
+            .unwrap();
+    assert_eq!(after["missing"], serde_json::json!([3]));
+    let before: serde_json::Value = serde_json::from_str(&before).unwrap();
+    assert_eq!(after["pooled"], before["pooled"]);
+}
