@@ -92,7 +92,9 @@ pub fn paired_difference(base: &[u8], other: &[u8]) -> Result<PairedDifference> 
 
 /// Newcombe's method 10 for paired proportions, from the 2x2 table of scenes: `a` solved by both,
 /// `b` by the first policy only, `c` by the second only, `d` by neither. The interval of
-/// `p1 − p2` with `p1 = (a + b) / n`, `p2 = (a + c) / n`, at normal quantile `z`.
+/// `p1 − p2` with `p1 = (a + b) / n`, `p2 = (a + c) / n`, at normal quantile `z`. The correlation
+/// of the two Wilson intervals is Newcombe's corrected φ: `(ad − bc − n/2) / √((a+b)(c+d)(a+c)(b+d))`
+/// when `ad − bc > n/2`, 0 when `0 ≤ ad − bc ≤ n/2`, and the uncorrected φ when `ad < bc`.
 pub fn newcombe_paired_interval(a: usize, b: usize, c: usize, d: usize, z: f64) -> (f64, f64) {
     let n = a + b + c + d;
     if n == 0 {
@@ -103,11 +105,15 @@ pub fn newcombe_paired_interval(a: usize, b: usize, c: usize, d: usize, z: f64) 
     let (l1, u1) = wilson_interval(a + b, n, z);
     let (l2, u2) = wilson_interval(a + c, n, z);
     let denom = ((a + b) as f64 * (c + d) as f64 * (a + c) as f64 * (b + d) as f64).sqrt();
-    let phi = if denom > 0.0 {
-        (a as f64 * d as f64 - b as f64 * c as f64) / denom
+    let cross = a as f64 * d as f64 - b as f64 * c as f64;
+    let corrected = if cross > nf / 2.0 {
+        cross - nf / 2.0
+    } else if cross < 0.0 {
+        cross
     } else {
         0.0
     };
+    let phi = if denom > 0.0 { corrected / denom } else { 0.0 };
     let diff = p1 - p2;
     let delta = ((p1 - l1).powi(2) - 2.0 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2).powi(2))
         .max(0.0)
@@ -228,6 +234,29 @@ pub fn pool_replicates(reps: &[ReplicatePair], resamples: usize, seed: u64) -> R
 mod tests {
     use super::*;
     use crate::evaluate::newcombe_difference_interval;
+
+    #[test]
+    fn a_worked_example_of_newcombes_paired_method() {
+        // Altman, Machin, Bryant & Gardner (2000), Statistics with Confidence, Table 6.2: 41 pairs,
+        // 14 positive on both, 5 on the first only, 0 on the second only, 22 on neither. The values
+        // are those of the published algorithm (Newcombe 1998, method 10, as the R function
+        // biostatUZH::confIntPairedProportion computes it): D = 5/41, 95 % interval 0.0115 to 0.2265.
+        let (lo, hi) = newcombe_paired_interval(14, 5, 0, 22, Z95);
+        assert!(
+            (lo - 0.011_483).abs() < 1e-5 && (hi - 0.226_493).abs() < 1e-5,
+            "({lo}, {hi})"
+        );
+        // the same table through the outcome vectors: the first policy is `other` here
+        let mut base = Vec::new();
+        let mut other = Vec::new();
+        for (b, o, k) in [(1u8, 1u8, 14), (0, 1, 5), (1, 0, 0), (0, 0, 22)] {
+            base.extend(std::iter::repeat_n(b, k));
+            other.extend(std::iter::repeat_n(o, k));
+        }
+        let p = paired_difference(&base, &other).unwrap();
+        assert!((p.diff - 5.0 / 41.0).abs() < 1e-12);
+        assert!((p.lo - lo).abs() < 1e-12 && (p.hi - hi).abs() < 1e-12);
+    }
 
     #[test]
     fn without_correlation_the_paired_interval_is_newcombes_independent_one() {

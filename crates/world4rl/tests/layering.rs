@@ -37,6 +37,7 @@ fn learners_do_not_know_the_run_directory_or_the_real_environment() {
         "closed_loop.rs",
         "optim.rs",
         "frames.rs",
+        "paired.rs",
     ] {
         files.push(src.join(f));
     }

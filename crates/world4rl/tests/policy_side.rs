@@ -112,6 +112,50 @@ fn bc_nll_falls_and_fits_a_synthetic_mapping() {
 }
 
 #[test]
+fn an_episode_of_a_validation_or_test_scene_never_reaches_bc() {
+    use world4rl::seeds::{eval_seed, Split};
+    let dir = tempfile::tempdir().unwrap();
+    let ds = synthetic_dataset(dir.path(), 3, 2);
+    let cfg = BcConfig {
+        steps: 2,
+        val_demos: 0,
+        ..Default::default()
+    };
+    for split in [Split::Validation, Split::Test] {
+        // a rollout recorded on an evaluation scene, handed to BC as filtered BC's extra episodes
+        let mut ep = ds.load_where(|m| m.index == 0).unwrap().remove(0);
+        ep.meta.seed = eval_seed(0, split, "dots", 7);
+        ep.meta.kind = EpisodeKind::Policy;
+        let err = bc::train_task_on(
+            &cfg,
+            &ds,
+            "dots",
+            vec![ep],
+            tch::Device::Cpu,
+            |_| Ok(()),
+            |_, _| Ok(()),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(&format!("{split} seed")) && err.contains("never be trained on"),
+            "{err}"
+        );
+    }
+    // training seeds pass
+    assert!(bc::train_task_on(
+        &cfg,
+        &ds,
+        "dots",
+        vec![],
+        tch::Device::Cpu,
+        |_| Ok(()),
+        |_, _| Ok(())
+    )
+    .is_ok());
+}
+
+#[test]
 fn missing_task_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let ds = synthetic_dataset(dir.path(), 2, 3);
@@ -251,6 +295,46 @@ mod imagination {
             assert!(steps < 1000, "the episode never ended");
         }
         assert_eq!(steps, 50, "push-block episodes last 50 steps");
+    }
+
+    #[test]
+    fn true_reward_ceiling_env_is_rewarded_and_ended_by_the_real_success() {
+        use w4rl_envs::{Controller, Env};
+        use world4rl::ceiling::ClassifierRewardEnv;
+        use world4rl::outcome::SuccessRule;
+        // the scripted expert solves push-block: reward 1 and the end exactly at its first real success,
+        // 0 before it
+        let mut env =
+            ClassifierRewardEnv::true_success("push-block", 1, 32, SuccessRule { frames: 1 })
+                .unwrap();
+        let mut expert = w4rl_envs::make_expert("push-block").unwrap();
+        env.reset(&[3]);
+        let mut real = w4rl_envs::make(
+            "push-block",
+            &w4rl_envs::EnvConfig {
+                image_size: 32,
+                terminate_on_success: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut real_obs = real.reset(3);
+        expert.reset(3);
+        let mut steps = 0;
+        loop {
+            let a = expert.act(&real_obs);
+            let s = env.step(std::slice::from_ref(&a)).unwrap().remove(0);
+            let r = real.step(&a).unwrap();
+            steps += 1;
+            assert_eq!(s.info.success, r.info.success, "step {steps}");
+            if r.info.success {
+                assert!(s.terminated && s.reward == 1.0);
+                break;
+            }
+            assert!(!s.terminated && s.reward == 0.0);
+            assert!(steps < 50, "the expert never succeeded");
+            real_obs = r.obs;
+        }
     }
 
     #[test]
