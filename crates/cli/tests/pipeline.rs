@@ -249,6 +249,7 @@ fn check_artifacts(out: &Path) {
     // the report has its tables
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     for needle in [
+        "| machine(s) the stages ran on |",
         "## Refined against BC* and the controls on 6 test scenes",
         "| refined − BC*, points |",
         "| refined − filtered BC |",

@@ -101,8 +101,8 @@ pub struct Replication {
     pub missing: Vec<u64>,
 }
 
-/// The distinct machines the stages of a run ran on.
-fn machines(run: &RunDir) -> Result<Vec<Machine>> {
+/// The distinct machines the stages of a run ran on (from their `done.json`).
+pub fn machines(run: &RunDir) -> Result<Vec<Machine>> {
     let mut out: Vec<Machine> = Vec::new();
     let stages = std::fs::read_dir(run.path())
         .with_context(|| format!("reading {}", run.path().display()))?;

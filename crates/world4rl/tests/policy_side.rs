@@ -299,7 +299,7 @@ mod imagination {
 
     #[test]
     fn true_reward_ceiling_env_is_rewarded_and_ended_by_the_real_success() {
-        use w4rl_envs::{Controller, Env};
+        use w4rl_envs::Controller;
         use world4rl::ceiling::ClassifierRewardEnv;
         use world4rl::outcome::SuccessRule;
         // the scripted expert solves push-block: reward 1 and the end exactly at its first real success,

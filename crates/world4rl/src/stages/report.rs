@@ -206,6 +206,17 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir) -> Result<Report> {
         ("seed".into(), e.seed.to_string()),
         ("threads".into(), tch::get_num_threads().to_string()),
     ];
+    let machines = crate::replicate::machines(run).unwrap_or_default();
+    if !machines.is_empty() {
+        r.facts.push((
+            "machine(s) the stages ran on".into(),
+            machines
+                .iter()
+                .map(|m| m.summary())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ));
+    }
     if let Some((_, wm)) = &rec.world_model {
         r.facts.push((
             "world model".into(),
