@@ -21,7 +21,7 @@ use crate::stages::refine::{load_bc, RefineConfig};
 pub struct CeilingReport {
     /// Task.
     pub task: String,
-    /// The PPO summary (classifier-judged success rates in the real environment).
+    /// The PPO summary (success rates in the real environment as the reward judges them).
     pub ppo: PpoSummary,
     /// Last checkpoint (the one evaluated).
     pub last: PathBuf,
@@ -114,7 +114,7 @@ impl Stage for RealEnvControl<'_> {
         );
         let summary = train(&cfg.ppo, &mut env, &mut policy, &out, &extra, hooks)?;
         tracing::info!(
-            "ceiling control '{task}': {} iterations, classifier-judged success {:.2} -> {:.2}; evaluate {}",
+            "ceiling control '{task}': {} iterations, success as its reward judges it {:.2} -> {:.2}; evaluate {}",
             summary.iterations,
             summary.first_success_rate,
             summary.best_success_rate,

@@ -3,8 +3,8 @@
 //! the refined policy, and the controls that ran (filtered BC, the ceiling), each in the action mode
 //! that wins on validation scenes, then every policy in every mode on the same **test** scenes
 //! (`eval.episodes` of them). The record holds every episode's outcome, and the paired comparisons
-//! the report leads with: refined − BC\*, refined − filtered BC and ceiling − BC\*. A GIF of the
-//! refined policy acting.
+//! the report leads with: refined − BC\*, refined − filtered BC, filtered BC − BC\* and each ceiling
+//! − BC\*. A GIF of the refined policy acting.
 
 use std::path::Path;
 
@@ -145,7 +145,11 @@ impl Evaluate<'_> {
         let eval = self.eval_cfg();
         let (policy, _) = GaussianPolicy::load(path, self.device)
             .with_context(|| format!("loading the {name} policy of '{task}'"))?;
-        let modes = modes_for(policy.std_bounds().1, self.cfg.refine.ppo.std_max);
+        let mut modes = modes_for(policy.std_bounds().1, self.cfg.refine.ppo.std_max);
+        if let Some(m) = mode.filter(|m| !modes.contains(m)) {
+            // a mode chosen elsewhere (BC's own stage, under another σ cap) is always read
+            modes.push(m);
+        }
         let (mode, choice) = match mode {
             Some(m) => (m, None),
             None if eval.validation_episodes > 0 => {
@@ -263,6 +267,7 @@ fn row_of(task: &str, policies: Vec<PolicyEval>) -> Result<EvalRow> {
     for (base, other) in [
         (BC_STAR, REFINED),
         (FILTERED_BC, REFINED),
+        (BC_STAR, FILTERED_BC),
         (BC_STAR, CEILING),
         (BC_STAR, CEILING_TRUE),
     ] {
