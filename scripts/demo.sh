@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README demo: set up, build, and run the whole World4RL pipeline on the tabletop suite at the
-# `cpu` preset (61 minutes on 2 idle AMD EPYC cores, 82.5 on 2 Intel Xeon cores without BF16; README, Status). The report lands in runs/tabletop-cpu/report.html.
+# `cpu` preset, read under the evaluation protocol (docs/evaluation.md; the README gives its stages'
+# times). The report lands in runs/tabletop-cpu/report.html.
 # Re-running resumes where it stopped.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
