@@ -181,7 +181,6 @@ pub fn read_replication(name: &str, seeds: &[u64], out: &Path) -> Result<Replica
     for (seed, rows) in &evals {
         for r in rows {
             let gain = r.comparison(BC_STAR, REFINED).cloned();
-            let ceiling = r.comparison(BC_STAR, CEILING);
             rep.rows.push(ReplicateTask {
                 seed: *seed,
                 task: r.task.clone(),
@@ -194,10 +193,7 @@ pub fn read_replication(name: &str, seeds: &[u64], out: &Path) -> Result<Replica
                 filtered: rate_of(r, FILTERED_BC),
                 ceiling: rate_of(r, CEILING),
                 ceiling_true: rate_of(r, CEILING_TRUE),
-                gap_recovered: match (&gain, ceiling) {
-                    (Some(g), Some(c)) if c.diff.abs() > 1e-9 => Some(g.diff / c.diff),
-                    _ => None,
-                },
+                gap_recovered: r.gap_recovered(),
                 gain,
                 episodes: r.bc.episodes,
             });

@@ -3,7 +3,7 @@
 //! environment on the same validation seeds; the highest success wins, a tie going to the earlier
 //! candidate (the earlier checkpoint, then mean before sampled). The test seeds are never read here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -60,9 +60,56 @@ impl Choice {
     }
 }
 
+/// `policy` (checkpoint `step` of file `path`) in every mode of `modes` on the validation scenes of
+/// `val`.
+fn candidates_of(
+    policy: &GaussianPolicy,
+    step: Option<usize>,
+    path: &Path,
+    modes: &[ActionMode],
+    task: &str,
+    val: &EvalConfig,
+) -> Result<Vec<Candidate>> {
+    let mut out = Vec::with_capacity(modes.len());
+    for &mode in modes {
+        let r = evaluate_policy(policy, task, &val.with_mode(mode))?;
+        tracing::info!(
+            "{task}: {} {mode}: {:.1} % on {} validation episodes",
+            step.map_or_else(|| "policy".to_string(), |s| format!("step {s}")),
+            100.0 * r.success_rate,
+            r.episodes
+        );
+        out.push(Candidate {
+            step,
+            path: path.to_path_buf(),
+            mode,
+            successes: r.successes,
+            episodes: r.episodes,
+        });
+    }
+    Ok(out)
+}
+
+/// The first candidate with the most validation successes.
+fn best_of(candidates: Vec<Candidate>) -> Choice {
+    let mut chosen = 0;
+    for (i, c) in candidates.iter().enumerate() {
+        if c.successes > candidates[chosen].successes {
+            chosen = i;
+        }
+    }
+    Choice { candidates, chosen }
+}
+
+fn check(modes: &[ActionMode], episodes: usize) -> Result<()> {
+    ensure!(!modes.is_empty(), "a choice needs at least one action mode");
+    ensure!(episodes > 0, "a choice needs validation episodes");
+    Ok(())
+}
+
 /// Evaluates every checkpoint in `checkpoints` (`(step, file)`) in every mode of `modes` on
 /// `episodes` validation episodes of `task` (seed base and environments from `eval`) and chooses the
-/// best. `progress` is told each candidate's result.
+/// best.
 pub fn choose(
     checkpoints: &[(Option<usize>, PathBuf)],
     modes: &[ActionMode],
@@ -71,40 +118,36 @@ pub fn choose(
     episodes: usize,
     device: Device,
 ) -> Result<Choice> {
+    check(modes, episodes)?;
     ensure!(
-        !checkpoints.is_empty() && !modes.is_empty(),
-        "a choice needs at least one checkpoint and one action mode"
+        !checkpoints.is_empty(),
+        "a choice needs at least one checkpoint"
     );
-    ensure!(episodes > 0, "a choice needs validation episodes");
     let val = eval.on(Split::Validation, episodes);
     let mut candidates = Vec::new();
     for (step, path) in checkpoints {
         let (policy, _) = GaussianPolicy::load(path, device)
             .with_context(|| format!("loading the checkpoint {}", path.display()))?;
-        for &mode in modes {
-            let r = evaluate_policy(&policy, task, &val.with_mode(mode))?;
-            tracing::info!(
-                "{task}: {} {mode}: {:.1} % on {} validation episodes",
-                step.map_or_else(|| "policy".to_string(), |s| format!("step {s}")),
-                100.0 * r.success_rate,
-                r.episodes
-            );
-            candidates.push(Candidate {
-                step: *step,
-                path: path.clone(),
-                mode,
-                successes: r.successes,
-                episodes: r.episodes,
-            });
-        }
+        candidates.extend(candidates_of(&policy, *step, path, modes, task, &val)?);
     }
-    let mut chosen = 0;
-    for (i, c) in candidates.iter().enumerate() {
-        if c.successes > candidates[chosen].successes {
-            chosen = i;
-        }
-    }
-    Ok(Choice { candidates, chosen })
+    Ok(best_of(candidates))
+}
+
+/// The action mode of one loaded policy (file `path`): every mode of `modes` on `episodes`
+/// validation episodes of `task`, the best chosen.
+pub fn choose_mode(
+    policy: &GaussianPolicy,
+    path: &Path,
+    modes: &[ActionMode],
+    task: &str,
+    eval: &EvalConfig,
+    episodes: usize,
+) -> Result<Choice> {
+    check(modes, episodes)?;
+    let val = eval.on(Split::Validation, episodes);
+    Ok(best_of(candidates_of(
+        policy, None, path, modes, task, &val,
+    )?))
 }
 
 /// The action modes a policy whose σ is capped at `policy_std_max` is read in: mean, sampled and,

@@ -124,7 +124,7 @@ impl Stage for TrainBc<'_> {
                 Ok(())
             },
         )?;
-        let path = run.path().join(&name).join("policy.safetensors");
+        let path = dir.join("policy.safetensors");
         let choice = if choosing {
             let modes = modes_for(policy.std_bounds().1, self.refine_std_max);
             let choice = choose(

@@ -19,7 +19,7 @@ use crate::paired::{paired_difference, PairedDifference};
 use crate::policy::gaussian::GaussianPolicy;
 use crate::run::{stage_name, Done, RunDir};
 use crate::seeds::Split;
-use crate::selection::{choose, modes_for, Choice};
+use crate::selection::{choose_mode, modes_for, Choice};
 use crate::stage::Stage;
 use crate::stages::bc::BcRecord;
 use crate::stages::ceiling::CeilingReport;
@@ -107,6 +107,14 @@ impl EvalRow {
         self.policies.iter().find(|p| p.name == name)
     }
 
+    /// The gap recovered, (refined − BC\*) / (ceiling − BC\*) with the classifier-rewarded ceiling,
+    /// when both ran and the ceiling moved.
+    pub fn gap_recovered(&self) -> Option<f64> {
+        let gain = self.comparison(BC_STAR, REFINED)?;
+        let ceiling = self.comparison(BC_STAR, CEILING)?;
+        (ceiling.diff.abs() > 1e-9).then(|| gain.diff / ceiling.diff)
+    }
+
     /// The comparison `other − base`, when it was made.
     pub fn comparison(&self, base: &str, other: &str) -> Option<&PairedDifference> {
         self.comparisons
@@ -133,18 +141,18 @@ impl Evaluate<'_> {
         }
     }
 
-    /// Reads `policy` in every mode on the test scenes; `mode` stands for it, or, when `None`, the
-    /// mode that wins on validation scenes (the mean action when no validation episodes are set).
+    /// Reads `policy` (loaded from `path`) in every mode on the test scenes; `mode` stands for it, or,
+    /// when `None`, the mode that wins on validation scenes (the mean action when no validation
+    /// episodes are set).
     fn read(
         &self,
         name: &str,
         task: &str,
+        policy: &GaussianPolicy,
         path: &Path,
         mode: Option<ActionMode>,
     ) -> Result<PolicyEval> {
         let eval = self.eval_cfg();
-        let (policy, _) = GaussianPolicy::load(path, self.device)
-            .with_context(|| format!("loading the {name} policy of '{task}'"))?;
         let mut modes = modes_for(policy.std_bounds().1, self.cfg.refine.ppo.std_max);
         if let Some(m) = mode.filter(|m| !modes.contains(m)) {
             // a mode chosen elsewhere (BC's own stage, under another σ cap) is always read
@@ -153,14 +161,7 @@ impl Evaluate<'_> {
         let (mode, choice) = match mode {
             Some(m) => (m, None),
             None if eval.validation_episodes > 0 => {
-                let c = choose(
-                    &[(None, path.to_path_buf())],
-                    &modes,
-                    task,
-                    &eval,
-                    eval.validation_episodes,
-                    self.device,
-                )?;
+                let c = choose_mode(policy, path, &modes, task, &eval, eval.validation_episodes)?;
                 (c.best().mode, Some(c))
             }
             None => (ActionMode::Mean, None),
@@ -168,7 +169,7 @@ impl Evaluate<'_> {
         let test = eval.on(Split::Test, eval.episodes);
         let mut reports = Vec::new();
         for m in modes {
-            reports.push(evaluate_policy(&policy, task, &test.with_mode(m))?);
+            reports.push(evaluate_policy(policy, task, &test.with_mode(m))?);
         }
         tracing::info!(
             "{task}: {name} read {mode}: {:.1} % on {} test episodes",
@@ -198,11 +199,12 @@ impl Stage for Evaluate<'_> {
     /// Stale when a task has no row, or when a policy it reads finished after the evaluation (a
     /// refinement, a control or BC itself trained again).
     fn stale(&self, run: &RunDir, done: &Done<Vec<EvalRow>>) -> Result<Option<String>> {
+        let me = run.finished_at(stage_name::EVAL)?;
         let after = |s: &str| -> bool {
             run.finished_at(s)
                 .ok()
                 .flatten()
-                .zip(run.finished_at(stage_name::EVAL).ok().flatten())
+                .zip(me)
                 .is_some_and(|(input, me)| input > me)
         };
         Ok(eval_gap(&self.cfg.experiment.tasks, &done.record, after))
@@ -215,11 +217,18 @@ impl Stage for Evaluate<'_> {
             let bc_mode = run
                 .done::<BcRecord>(&stage_name::bc(task))?
                 .map_or(ActionMode::Mean, |d| d.record.mode());
-            let mut policies =
-                vec![self.read(BC_STAR, task, &run.bc_policy(task), Some(bc_mode))?];
+            let load = |path: &Path, what: &str| {
+                GaussianPolicy::load(path, self.device)
+                    .map(|(p, _)| p)
+                    .with_context(|| format!("loading the {what} policy of '{task}'"))
+            };
+            let bc_path = run.bc_policy(task);
+            let bc = load(&bc_path, BC_STAR)?;
+            let mut policies = vec![self.read(BC_STAR, task, &bc, &bc_path, Some(bc_mode))?];
             if let Some(done) = run.done::<RefineReport>(&stage_name::refine(task))? {
-                let p = self.read(REFINED, task, &done.record.policy, None)?;
-                let (policy, _) = GaussianPolicy::load(&done.record.policy, self.device)?;
+                let path = &done.record.policy;
+                let policy = load(path, REFINED)?;
+                policies.push(self.read(REFINED, task, &policy, path, None)?);
                 let gif = run.stage_dir(&self.name())?.join(gif_name(task));
                 policy_gif(
                     &policy,
@@ -227,22 +236,27 @@ impl Stage for Evaluate<'_> {
                     crate::seeds::eval_seed(seed, Split::Test, task, 0),
                     &gif,
                 )?;
-                policies.push(p);
             }
             if let Some(done) = run.done::<BcRecord>(&stage_name::bc_filtered(task))? {
-                let mode = done.record.mode();
+                let path = run.bc_filtered_policy(task);
+                let policy = load(&path, FILTERED_BC)?;
                 policies.push(self.read(
                     FILTERED_BC,
                     task,
-                    &run.bc_filtered_policy(task),
-                    Some(mode),
+                    &policy,
+                    &path,
+                    Some(done.record.mode()),
                 )?);
             }
-            if let Some(done) = run.done::<CeilingReport>(&stage_name::ceiling(task))? {
-                policies.push(self.read(CEILING, task, &done.record.last, None)?);
-            }
-            if let Some(done) = run.done::<CeilingReport>(&stage_name::ceiling_true(task))? {
-                policies.push(self.read(CEILING_TRUE, task, &done.record.last, None)?);
+            for (stage, name) in [
+                (stage_name::ceiling(task), CEILING),
+                (stage_name::ceiling_true(task), CEILING_TRUE),
+            ] {
+                if let Some(done) = run.done::<CeilingReport>(&stage)? {
+                    let path = &done.record.last;
+                    let policy = load(path, name)?;
+                    policies.push(self.read(name, task, &policy, path, None)?);
+                }
             }
             let row = row_of(task, policies)?;
             tracing::info!(

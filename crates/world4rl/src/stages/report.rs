@@ -284,13 +284,9 @@ fn protocol_tables(rec: &Records, r: &mut Report) {
             row.comparison(base, other)
                 .map_or("-".to_string(), |d| d.cell())
         };
-        let gap = match (
-            row.comparison(BC_STAR, REFINED),
-            row.comparison(BC_STAR, CEILING),
-        ) {
-            (Some(g), Some(c)) if c.diff.abs() > 1e-9 => format!("{:.2}", g.diff / c.diff),
-            _ => "-".into(),
-        };
+        let gap = row
+            .gap_recovered()
+            .map_or("-".into(), |g| format!("{g:.2}"));
         lead.push(vec![
             row.task.clone(),
             bc,
