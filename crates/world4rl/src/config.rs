@@ -190,6 +190,11 @@ impl ExperimentConfig {
         );
         self.reward.validate()?;
         self.refine.validate()?;
+        anyhow::ensure!(
+            self.refine.start != crate::stages::refine::RefineStart::BcFiltered
+                || self.bc.filtered_control,
+            "refine.start = \"bc-filtered\" refines the filtered BC: set bc.filtered_control = true"
+        );
         // the world model that imagines the classifier's training frames is refinement's:
         // `resolve` copies these three from `[refine]`, so a different value written in `[reward]`
         // would be silently replaced

@@ -105,7 +105,16 @@ impl Stage for TrainBc<'_> {
         metrics.truncate_after(0)?;
         let rollouts = self.rollouts()?;
         let n_rollouts = rollouts.len();
-        let choosing = self.eval.validation_episodes > 0 && self.cfg.checkpoint_every > 0;
+        // a task of imported data may have no environment here: nothing to read checkpoints in
+        let has_env = w4rl_envs::task_names().contains(&self.task);
+        let choosing =
+            has_env && self.eval.validation_episodes > 0 && self.cfg.checkpoint_every > 0;
+        if !has_env && self.eval.validation_episodes > 0 && self.cfg.checkpoint_every > 0 {
+            tracing::warn!(
+                "{name}: task '{}' has no environment here; the last checkpoint stands, unchosen",
+                self.task
+            );
+        }
         let mut checkpoints = Vec::new();
         let meta = |step: usize| serde_json::json!({"stage": name, "step": step});
         let (policy, report) = train_task_on(

@@ -14,7 +14,7 @@ use crate::ppo::{output_in, train, Hooks, PpoSummary};
 use crate::reward::RewardClassifier;
 use crate::run::{stage_name, RunDir};
 use crate::stage::Stage;
-use crate::stages::refine::{load_bc, RefineConfig};
+use crate::stages::refine::{load_start, RefineConfig};
 
 /// What the ceiling control of a task records.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -77,7 +77,7 @@ impl Stage for RealEnvControl<'_> {
             ),
             CeilingReward::TrueSuccess => None,
         };
-        let mut policy = load_bc(run, task, self.device)?;
+        let mut policy = load_start(run, task, cfg.start, self.device)?;
         let mut env = match &clf {
             Some(clf) => ClassifierRewardEnv::new(
                 task,
@@ -97,7 +97,7 @@ impl Stage for RealEnvControl<'_> {
         let out = output_in(&run.stage_dir(&self.name())?);
         let mut metrics = run.metrics(&self.name())?;
         metrics.truncate_after(0)?;
-        let extra = serde_json::json!({"stage": self.name(), "task": task, "initial_policy": run.bc_policy(task)});
+        let extra = serde_json::json!({"stage": self.name(), "task": task, "initial_policy": cfg.start.path(run, task)});
         let mut log = |v: &serde_json::Value| metrics.log(v);
         let hooks = Hooks {
             log: &mut log,

@@ -26,6 +26,10 @@ use crate::world_model::{Precision, WorldModel};
 pub struct RefineConfig {
     /// Tasks to refine (empty: every task of the experiment).
     pub tasks: Vec<String>,
+    /// The policy refinement (and its ceilings) start from: `bc` (default), BC* on the demos, or
+    /// `bc-filtered`, the filtered BC of the same run (needs `bc.filtered_control`). From filtered BC,
+    /// refined − filtered BC is what the world model adds over the real data it was trained on.
+    pub start: RefineStart,
     /// PPO hyper-parameters.
     pub ppo: PpoConfig,
     /// The imagined environment.
@@ -72,6 +76,27 @@ pub struct RefineConfig {
     pub accept_margin: f64,
 }
 
+/// The policy refinement starts from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RefineStart {
+    /// `RUN/bc/<task>/policy.safetensors`: BC* on the demonstrations.
+    #[default]
+    Bc,
+    /// `RUN/bc-filtered/<task>/policy.safetensors`: BC on the demos and the successful rollouts.
+    BcFiltered,
+}
+
+impl RefineStart {
+    /// The start policy's file in `run`.
+    pub fn path(self, run: &RunDir, task: &str) -> PathBuf {
+        match self {
+            Self::Bc => run.bc_policy(task),
+            Self::BcFiltered => run.bc_filtered_policy(task),
+        }
+    }
+}
+
 /// The refined checkpoint that stands for the refined policy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -103,6 +128,7 @@ impl Default for RefineConfig {
     fn default() -> Self {
         Self {
             tasks: Vec::new(),
+            start: RefineStart::Bc,
             ppo: PpoConfig::default(),
             imagination: ImaginedEnvConfig::default(),
             sampler: None,
@@ -211,10 +237,22 @@ pub fn accept_starts(cfg: &RefineConfig, run: &RunDir) -> Result<Option<Dataset>
     Ok(Some(data))
 }
 
-/// The run's BC policy of `task`.
-pub fn load_bc(run: &RunDir, task: &str, device: Device) -> Result<GaussianPolicy> {
-    let (policy, _) = GaussianPolicy::load(&run.bc_policy(task), device).with_context(|| {
-        format!("loading the BC policy of '{task}' (run `world4rl train bc` first)")
+/// The policy refinement of `task` starts from (`refine.start`).
+pub fn load_start(
+    run: &RunDir,
+    task: &str,
+    start: RefineStart,
+    device: Device,
+) -> Result<GaussianPolicy> {
+    let (policy, _) = GaussianPolicy::load(&start.path(run, task), device).with_context(|| {
+        match start {
+            RefineStart::Bc => {
+                format!("loading the BC policy of '{task}' (run `world4rl train bc` first)")
+            }
+            RefineStart::BcFiltered => format!(
+                "loading the filtered BC policy of '{task}' (refine.start = \"bc-filtered\": run the `bc-filtered` stage with bc.filtered_control = true first)"
+            ),
+        }
     })?;
     Ok(policy)
 }
@@ -248,8 +286,8 @@ impl Stage for RefineTask<'_> {
         let (cfg, task, device) = (self.cfg, self.task.as_str(), self.device);
         cfg.validate()?;
         let (wm, clf) = load_imagination(cfg, run, task, device)?;
-        let bc_path = run.bc_policy(task);
-        let mut policy = load_bc(run, task, device)?;
+        let bc_path = cfg.start.path(run, task);
+        let mut policy = load_start(run, task, cfg.start, device)?;
         check_inputs(task, &policy, &clf, &wm)?;
         let mut env = ImaginedEnv::new(
             &wm,
@@ -339,7 +377,7 @@ impl RefineTask<'_> {
         horizon: usize,
     ) -> Result<Acceptance> {
         let (cfg, task) = (self.cfg, self.task.as_str());
-        let bc = load_bc(run, task, self.device)?;
+        let bc = load_start(run, task, cfg.start, self.device)?;
         let (refined, _) = GaussianPolicy::load(chosen, self.device)?;
         let starts = self.accept_starts.unwrap_or(self.data);
         let a = crate::acceptance::check(
