@@ -9,8 +9,18 @@ use std::path::{Path, PathBuf};
 use common::world4rl;
 use world4rl::seeds::Split;
 
-fn config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tabletop-tiny.toml")
+/// The tiny config with the demo's start: refinement and its ceilings start from filtered BC.
+fn config(dir: &Path) -> PathBuf {
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tabletop-tiny.toml");
+    let text = std::fs::read_to_string(tiny).unwrap();
+    assert!(text.contains("\n[refine]\n"));
+    let path = dir.join("tiny-from-filtered.toml");
+    std::fs::write(
+        &path,
+        text.replacen("\n[refine]\n", "\n[refine]\nstart = \"bc-filtered\"\n", 1),
+    )
+    .unwrap();
+    path
 }
 
 /// The reset seeds of every episode of a dataset folder.
@@ -27,7 +37,7 @@ fn episode_seeds(dir: &Path) -> Vec<u64> {
 fn replicates_run_end_to_end_and_pool_on_test_scenes_only() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("rep");
-    let (cfg, out_s) = (config(), out.to_str().unwrap().to_string());
+    let (cfg, out_s) = (config(dir.path()), out.to_str().unwrap().to_string());
     let cfg_s = cfg.to_str().unwrap();
 
     // a seed named twice is refused before anything runs
@@ -127,6 +137,17 @@ fn replicates_run_end_to_end_and_pool_on_test_scenes_only() {
         // two checkpoints (steps 30 and 60) in three modes (mean, sampled, sampled σ ≤ cap)
         assert_eq!(cands.len(), 6, "{cands:?}");
         assert!(cands.iter().all(|c| c["episodes"] == 4));
+        // refinement and both ceilings started from the replicate's filtered BC
+        for stage in ["refine", "refine-real", "refine-true"] {
+            let last = run.join(stage).join("push-block/last.safetensors");
+            let (_, meta) =
+                world4rl::policy::gaussian::GaussianPolicy::load(&last, tch::Device::Cpu).unwrap();
+            let start = meta["initial_policy"].as_str().unwrap_or_default();
+            assert!(
+                start.ends_with("bc-filtered/push-block/policy.safetensors"),
+                "{stage}: {meta}"
+            );
+        }
         seeds.sort();
         per_rep.push(seeds);
     }

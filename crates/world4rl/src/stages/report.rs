@@ -23,7 +23,7 @@ use crate::stages::eval::{
     gif_name, EvalRow, BC_STAR, CEILING, CEILING_TRUE, FILTERED_BC, REFINED,
 };
 use crate::stages::fidelity::FidelityRecord;
-use crate::stages::refine::RefineReport;
+use crate::stages::refine::{RefineReport, RefineStart};
 use crate::world_model::train::TrainSummary;
 
 /// Where the report was written.
@@ -229,7 +229,7 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir) -> Result<Report> {
         ));
     }
     r.switches = crate::config::ablation_switches(cfg);
-    protocol_tables(&rec, &mut r);
+    protocol_tables(&rec, cfg.refine.start, &mut r);
     bc_choice_charts(&rec, &mut r);
     success_tables(&rec, &mut r);
     fidelity_tables(&rec, cfg.eval.sample, &mut r);
@@ -253,7 +253,7 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir) -> Result<Report> {
 
 /// The tables the report leads with when the evaluation followed the protocol (`docs/evaluation.md`):
 /// refined against BC\* and the controls, paired on the test scenes; every policy in every mode.
-fn protocol_tables(rec: &Records, r: &mut Report) {
+fn protocol_tables(rec: &Records, start: RefineStart, r: &mut Report) {
     let Some((_, rows)) = &rec.eval else {
         return;
     };
@@ -334,7 +334,13 @@ fn protocol_tables(rec: &Records, r: &mut Report) {
         return;
     }
     r.lead.push((
-        format!("Refined against BC* and the controls on {episodes} test scenes (each policy in the action mode that won on validation scenes; Δ with its paired 95 % interval)"),
+        format!(
+            "Refined against BC* and the controls on {episodes} test scenes (refinement and its ceilings start from {}; each policy in the action mode that won on validation scenes; Δ with its paired 95 % interval)",
+            match start {
+                RefineStart::Bc => "BC*",
+                RefineStart::BcFiltered => "filtered BC",
+            }
+        ),
         [
             "task",
             "BC* (mode, checkpoint)",
