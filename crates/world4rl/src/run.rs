@@ -176,11 +176,6 @@ impl RunDir {
         self.refine_dir(task).join("policy.safetensors")
     }
 
-    /// `RUN/refine-real/<task>/`.
-    pub fn ceiling_dir(&self, task: &str) -> PathBuf {
-        self.root.join(stage_name::ceiling(task))
-    }
-
     /// `RUN/<stage>/metrics.jsonl`.
     pub fn metrics_path(&self, stage: &str) -> PathBuf {
         self.root.join(stage).join("metrics.jsonl")

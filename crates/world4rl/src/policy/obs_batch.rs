@@ -92,11 +92,6 @@ impl ObsHistory {
         }
     }
 
-    /// The newest observation of environment `i`.
-    pub fn latest(&self, i: usize) -> &Obs {
-        &self.envs[i][self.envs[i].len() - 1]
-    }
-
     /// Policy inputs of the environments `rows` (all when `None`).
     pub fn batch(&self, policy: &GaussianPolicy, rows: Option<&[usize]>) -> Result<ObsBatch> {
         let all: Vec<usize>;
