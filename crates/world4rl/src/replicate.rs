@@ -101,41 +101,6 @@ pub struct Replication {
     pub missing: Vec<u64>,
 }
 
-/// The distinct machines the stages of a run ran on (from their `done.json`).
-pub fn machines(run: &RunDir) -> Result<Vec<Machine>> {
-    let mut out: Vec<Machine> = Vec::new();
-    let stages = std::fs::read_dir(run.path())
-        .with_context(|| format!("reading {}", run.path().display()))?;
-    let mut names = Vec::new();
-    for e in stages.flatten() {
-        let p = e.path();
-        if p.join("done.json").exists() {
-            names.push(e.file_name().to_string_lossy().to_string());
-        } else if p.is_dir() {
-            for t in std::fs::read_dir(&p).into_iter().flatten().flatten() {
-                if t.path().join("done.json").exists() {
-                    names.push(format!(
-                        "{}/{}",
-                        e.file_name().to_string_lossy(),
-                        t.file_name().to_string_lossy()
-                    ));
-                }
-            }
-        }
-    }
-    names.sort();
-    for n in names {
-        if let Some(d) = run.done::<serde_json::Value>(&n)? {
-            if let Some(m) = d.machine {
-                if !out.contains(&m) {
-                    out.push(m);
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
 fn rate_of(row: &EvalRow, name: &str) -> Option<f64> {
     row.policy(name).map(|p| p.standing().success_rate)
 }
@@ -160,7 +125,7 @@ pub fn read_replication(name: &str, seeds: &[u64], out: &Path) -> Result<Replica
         let run = RunDir::open(&dir)?;
         match run.done::<Vec<EvalRow>>(stage_name::EVAL)? {
             Some(d) if d.record.iter().all(|r| !r.policies.is_empty()) => {
-                rep.replicates.push((seed, machines(&run)?));
+                rep.replicates.push((seed, run.machines()?));
                 evals.push((seed, d.record));
             }
             Some(_) => bail!(

@@ -236,6 +236,41 @@ impl RunDir {
         self.root.join(stage).join("done.json")
     }
 
+    /// The distinct machines the stages of the run ran on (from their `done.json`).
+    pub fn machines(&self) -> Result<Vec<crate::machine::Machine>> {
+        let mut out: Vec<crate::machine::Machine> = Vec::new();
+        let stages = std::fs::read_dir(self.path())
+            .with_context(|| format!("reading {}", self.path().display()))?;
+        let mut names = Vec::new();
+        for e in stages.flatten() {
+            let p = e.path();
+            if p.join("done.json").exists() {
+                names.push(e.file_name().to_string_lossy().to_string());
+            } else if p.is_dir() {
+                for t in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+                    if t.path().join("done.json").exists() {
+                        names.push(format!(
+                            "{}/{}",
+                            e.file_name().to_string_lossy(),
+                            t.file_name().to_string_lossy()
+                        ));
+                    }
+                }
+            }
+        }
+        names.sort();
+        for n in names {
+            if let Some(d) = self.done::<serde_json::Value>(&n)? {
+                if let Some(m) = d.machine {
+                    if !out.contains(&m) {
+                        out.push(m);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The record of a finished stage; `None` when the stage has not finished. A `done.json` written
     /// before the stage layer, or one that does not hold this stage's record, is an error that says
     /// what to do.

@@ -106,10 +106,10 @@ impl Stage for TrainBc<'_> {
         let rollouts = self.rollouts()?;
         let n_rollouts = rollouts.len();
         // a task of imported data may have no environment here: nothing to read checkpoints in
+        let asked = self.eval.validation_episodes > 0 && self.cfg.checkpoint_every > 0;
         let has_env = w4rl_envs::task_names().contains(&self.task);
-        let choosing =
-            has_env && self.eval.validation_episodes > 0 && self.cfg.checkpoint_every > 0;
-        if !has_env && self.eval.validation_episodes > 0 && self.cfg.checkpoint_every > 0 {
+        let choosing = asked && has_env;
+        if asked && !has_env {
             tracing::warn!(
                 "{name}: task '{}' has no environment here; the last checkpoint stands, unchosen",
                 self.task

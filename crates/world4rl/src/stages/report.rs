@@ -206,7 +206,7 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir) -> Result<Report> {
         ("seed".into(), e.seed.to_string()),
         ("threads".into(), tch::get_num_threads().to_string()),
     ];
-    let machines = crate::replicate::machines(run).unwrap_or_default();
+    let machines = run.machines().unwrap_or_default();
     if !machines.is_empty() {
         r.facts.push((
             "machine(s) the stages ran on".into(),
@@ -337,8 +337,8 @@ fn protocol_tables(rec: &Records, start: RefineStart, r: &mut Report) {
         format!(
             "Refined against BC* and the controls on {episodes} test scenes (refinement and its ceilings start from {}; each policy in the action mode that won on validation scenes; Δ with its paired 95 % interval)",
             match start {
-                RefineStart::Bc => "BC*",
-                RefineStart::BcFiltered => "filtered BC",
+                RefineStart::Bc => BC_STAR,
+                RefineStart::BcFiltered => FILTERED_BC,
             }
         ),
         [
