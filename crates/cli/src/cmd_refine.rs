@@ -62,7 +62,7 @@ pub fn refine(args: RefineArgs, device: Device, seed: Option<u64>) -> Result<()>
     if !args.run.exists() {
         bail!("run directory {} does not exist; train the world model, classifier and BC policy into it first", args.run.display());
     }
-    let run = RunDir::open_locked(&args.run)?;
+    let run = crate::cmd_train::open_run(&args.run, &args.config, seed)?;
     let mut rc = cfg.refine.clone();
     if let Some(m) = args.minutes {
         if m.is_nan() || m <= 0.0 {
@@ -70,13 +70,8 @@ pub fn refine(args: RefineArgs, device: Device, seed: Option<u64>) -> Result<()>
         }
         rc.ppo.time_budget_secs = m * 60.0;
     }
-    let tasks = if !args.task.is_empty() {
-        args.task.clone()
-    } else if !rc.tasks.is_empty() {
-        rc.tasks.clone()
-    } else {
-        cfg.experiment.tasks.clone()
-    };
+    let tasks =
+        world4rl::stages::choose_tasks(&args.task, &rc.tasks, || cfg.experiment.tasks.clone());
     if args.real_env {
         let mut out = Vec::new();
         for task in tasks {

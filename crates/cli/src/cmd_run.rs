@@ -8,6 +8,7 @@ use clap::Args;
 use tch::Device;
 use world4rl::config::ExperimentConfig;
 use world4rl::run::RunDir;
+use world4rl::stage_id::StageId;
 
 use crate::output::print_json;
 
@@ -73,9 +74,9 @@ pub fn replicate(args: ReplicateArgs, device: Device) -> Result<()> {
 /// `world4rl stage`.
 #[derive(Debug, Args)]
 pub struct StageArgs {
-    /// The stage: collect-expert, bc, collect-rollouts, collect-heldout, bc-filtered, world_model,
-    /// reward, refine, refine-real, eval, fidelity or report.
-    pub name: String,
+    /// The stage, one of the pipeline's in order: collect-expert, bc, collect-rollouts,
+    /// collect-heldout, bc-filtered, world_model, reward, refine, refine-real, eval, fidelity, report.
+    pub name: StageId,
     /// Experiment config (TOML): the run's.
     pub config: PathBuf,
     /// Run directory (default: runs/<config name>).
@@ -86,7 +87,8 @@ pub struct StageArgs {
     pub task: Vec<String>,
 }
 
-fn load(config: &Path, seed: Option<u64>) -> Result<ExperimentConfig> {
+/// The config file as written, with `--seed` applied: what a run directory records.
+pub(crate) fn load(config: &Path, seed: Option<u64>) -> Result<ExperimentConfig> {
     let mut cfg = ExperimentConfig::load(config)?;
     if let Some(s) = seed {
         cfg.experiment.seed = s;
@@ -107,8 +109,6 @@ fn out_dir(out: &Option<PathBuf>, config: &Path) -> PathBuf {
 
 /// `world4rl stage NAME CFG`: resolve the config, then run that stage of the pipeline.
 pub fn stage(args: StageArgs, device: Device, seed: Option<u64>) -> Result<()> {
-    // checked before the run directory is created or locked
-    let name = world4rl::pipeline::stage_named(&args.name)?;
     let cfg = load(&args.config, seed)?;
     let run = RunDir::open_locked(out_dir(&args.out, &args.config))?;
     run.write_config(&cfg)?;
@@ -119,7 +119,7 @@ pub fn stage(args: StageArgs, device: Device, seed: Option<u64>) -> Result<()> {
         device,
         tasks: &args.task,
     };
-    world4rl::pipeline::run_named(&ctx, name)
+    world4rl::pipeline::run_stage_id(&ctx, args.name)
 }
 
 pub fn run(args: RunArgs, device: Device, seed: Option<u64>) -> Result<()> {

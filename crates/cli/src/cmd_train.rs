@@ -51,11 +51,20 @@ pub(crate) fn load_config(path: &Path, seed: Option<u64>) -> Result<ExperimentCo
     Ok(cfg.resolve())
 }
 
+/// Opens (and locks) the run directory `out` and records the config file there as `world4rl run`
+/// does: a run directory made with another config is refused, so a learner never skips tasks that
+/// were trained under other settings.
+pub(crate) fn open_run(out: &Path, config: &Path, seed: Option<u64>) -> Result<RunDir> {
+    let run = RunDir::open_locked(out)?;
+    run.write_config(&crate::cmd_run::load(config, seed)?)?;
+    Ok(run)
+}
+
 /// `world4rl train reward`: the `reward/<task>` stage for each task, on `--data`, into `--out`.
 pub fn train_reward(args: TrainArgs, device: Device, seed: Option<u64>) -> Result<()> {
     let cfg = load_config(&args.config, seed)?;
     let dataset = Dataset::open(&args.data)?;
-    let run = RunDir::open_locked(&args.out)?;
+    let run = open_run(&args.out, &args.config, seed)?;
     let tasks = pick_tasks(&args.task, &cfg.reward.tasks, &dataset);
     let wm = reward::imagination_model(&cfg.reward, &run, &tasks, device)?;
     let mut reports = Vec::new();
@@ -79,7 +88,7 @@ pub fn train_reward(args: TrainArgs, device: Device, seed: Option<u64>) -> Resul
 pub fn train_bc(args: TrainArgs, device: Device, seed: Option<u64>) -> Result<()> {
     let cfg = load_config(&args.config, seed)?;
     let dataset = Dataset::open(&args.data)?;
-    let run = RunDir::open_locked(&args.out)?;
+    let run = open_run(&args.out, &args.config, seed)?;
     let mut reports = Vec::new();
     let eval = world4rl::evaluate::EvalConfig {
         seed: cfg.experiment.seed,

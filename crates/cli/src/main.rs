@@ -71,9 +71,7 @@ enum Cmd {
     /// Independent end-to-end replicates of one experiment (every seed different) and the
     /// replication report: refined against BC* and the controls, pooled over replicates.
     Replicate(cmd_run::ReplicateArgs),
-    /// One stage of `world4rl run` in a run directory, exactly as the run would (collect-expert, bc,
-    /// collect-rollouts, collect-heldout, bc-filtered, world_model, reward, refine, refine-real, eval,
-    /// fidelity, report).
+    /// One stage of `world4rl run` in a run directory, exactly as the run would.
     Stage(cmd_run::StageArgs),
     /// Export a policy for use outside world4rl.
     #[command(subcommand)]

@@ -348,6 +348,34 @@ fn a_second_writer_on_a_run_directory_is_refused() {
     drop(held);
 }
 
+/// `train bc|reward` and `refine` record the config in the run directory as `world4rl run` does: a
+/// run made with another config is refused instead of silently skipping the tasks it trained.
+#[test]
+fn a_learner_refuses_a_run_directory_made_with_another_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let demo = std::fs::read_to_string(configs.join("tabletop-cpu.toml")).unwrap();
+    std::fs::write(run.join("config.toml"), &demo).unwrap();
+    let tiny = configs.join("tabletop-tiny.toml");
+    let o = world4rl(&[
+        "refine",
+        "--config",
+        tiny.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let (_, err) = text(&o);
+    assert!(err.contains("made with a different config"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(run.join("config.toml")).unwrap(),
+        demo,
+        "the run's config is kept"
+    );
+}
+
 #[test]
 fn config_check_prints_the_values_every_stage_derives_and_stays_loadable() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,11 +13,12 @@ use world4rl::seeds::Split;
 fn config(dir: &Path) -> PathBuf {
     let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tabletop-tiny.toml");
     let text = std::fs::read_to_string(tiny).unwrap();
-    assert!(text.contains("\n[refine]\n"));
+    let from_bc = "\nstart = \"bc\"\n";
+    assert_eq!(text.matches(from_bc).count(), 1);
     let path = dir.join("tiny-from-filtered.toml");
     std::fs::write(
         &path,
-        text.replacen("\n[refine]\n", "\n[refine]\nstart = \"bc-filtered\"\n", 1),
+        text.replacen(from_bc, "\nstart = \"bc-filtered\"\n", 1),
     )
     .unwrap();
     path

@@ -327,6 +327,72 @@ mod tests {
         assert!(err.contains("accept_episodes"), "{err}");
     }
 
+    /// The recipe lives in the code's defaults: the demo's file may only name the experiment (tasks,
+    /// seed, sizes, budgets, demonstrations per task), so a field's documented default is what the
+    /// demo trains with.
+    #[test]
+    fn the_demo_config_holds_the_experiment_and_the_code_holds_the_recipe() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tabletop-cpu.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.lines().count() <= 40,
+            "configs/tabletop-cpu.toml grew past 40 lines"
+        );
+        let allowed = [
+            "experiment.name",
+            "experiment.suite",
+            "experiment.tasks",
+            "experiment.seed",
+            "experiment.image_size",
+            "collect.expert_episodes",
+            "collect.policy_episodes",
+            "collect.random_episodes",
+            "world_model.max_steps",
+            "bc.demos",
+            "bc.image_size",
+            "bc.demos_per_task.",
+            "reward.image_size",
+            "refine.ppo.iterations",
+            "eval.episodes",
+            "eval.validation_episodes",
+        ];
+        fn keys(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+            for (k, v) in t {
+                match v {
+                    toml::Value::Table(sub) => keys(sub, &format!("{prefix}{k}."), out),
+                    _ => out.push(format!("{prefix}{k}")),
+                }
+            }
+        }
+        let mut found = Vec::new();
+        keys(&text.parse::<toml::Table>().unwrap(), "", &mut found);
+        for key in &found {
+            assert!(
+                allowed
+                    .iter()
+                    .any(|a| key == a || (a.ends_with('.') && key.starts_with(a))),
+                "configs/tabletop-cpu.toml sets `{key}`: a recipe value belongs in the code's defaults"
+            );
+        }
+        // and the code's defaults are the recipe the docs state
+        let cfg = ExperimentConfig::load(&path).unwrap().resolve();
+        let (p, i) = (&cfg.refine.ppo, &cfg.refine.imagination);
+        assert_eq!(
+            cfg.refine.start,
+            crate::stages::refine::RefineStart::BcFiltered
+        );
+        assert_eq!(
+            (p.iterations, p.actor_lr, p.target_kl, p.std_max),
+            (30, 5e-5, 0.02, 0.25)
+        );
+        assert!(p.anneal_lr && p.time_budget_secs == 0.0);
+        assert_eq!((i.horizon, i.start_max_step, i.success_frames), (15, 49, 3));
+        assert_eq!((cfg.bc.steps, cfg.bc.checkpoint_every), (16000, 2000));
+        assert!(cfg.bc.filtered_control);
+        assert_eq!(cfg.reward.world_model_frames, 0);
+        assert_eq!(cfg.world_model.autoregressive_steps, 1);
+    }
+
     #[test]
     fn reward_members_parse_and_a_misspelt_member_key_is_refused() {
         let text = "[experiment]\ntasks = [\"push-block\"]\n\n[reward]\nworld_model_horizon = 50\n\n[[reward.members]]\nworld_model_horizon = 4\nworld_model_frames = 4000\n";

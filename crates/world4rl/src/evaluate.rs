@@ -106,13 +106,14 @@ pub fn newcombe_difference_interval(
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EvalConfig {
-    /// Episodes (default 100); in `world4rl run`, the test episodes of every policy and action mode.
+    /// Episodes (default 1000: paired intervals of about ±3 points); in `world4rl run`, the test
+    /// episodes of every policy and action mode.
     pub episodes: usize,
     /// Validation episodes of every choice `world4rl run` makes on real success (BC's checkpoint and
-    /// action mode, every other policy's action mode; default 0 = no choice: every policy is read with
-    /// its mean action and BC's weights are those with the lowest held-out MSE).
+    /// action mode, every other policy's action mode; default 200; 0 = no choice: every policy is read
+    /// with its mean action and BC's weights are those with the lowest held-out MSE).
     pub validation_episodes: usize,
-    /// Environments stepped together (default 16).
+    /// Environments stepped together (default 50).
     pub num_envs: usize,
     /// Base of the evaluation seeds (default 0; the experiment seed in a pipeline).
     pub seed: u64,
@@ -170,9 +171,9 @@ impl EvalConfig {
 impl Default for EvalConfig {
     fn default() -> Self {
         Self {
-            episodes: 100,
-            validation_episodes: 0,
-            num_envs: 16,
+            episodes: 1000,
+            validation_episodes: 200,
+            num_envs: 50,
             seed: 0,
             render_size: 0,
             max_steps: 0,

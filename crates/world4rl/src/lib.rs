@@ -39,5 +39,6 @@ pub mod run;
 pub mod seeds;
 pub mod selection;
 pub mod stage;
+pub mod stage_id;
 pub mod stages;
 pub mod world_model;

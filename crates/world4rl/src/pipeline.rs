@@ -26,17 +26,18 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use tch::Device;
 use w4rl_data::Dataset;
 
 use crate::config::ExperimentConfig;
 use crate::run::RunDir;
 use crate::stage::{run_stage, Stage};
+use crate::stage_id::StageId;
 use crate::stages::{
     bc::{BcKind, TrainBc},
     ceiling::{CeilingReward, RealEnvControl},
-    collect,
+    choose_tasks, collect,
     eval::Evaluate,
     fidelity::Fidelity,
     pick_tasks,
@@ -45,24 +46,6 @@ use crate::stages::{
     reward,
     world_model::TrainWorldModel,
 };
-
-/// The stages of `world4rl run`, in order: the names `world4rl stage` takes, each its folder in the
-/// run directory (or the parent folder of its per-task stages). `world-model` is accepted for
-/// `world_model`, as in `world4rl train world-model`.
-pub const STAGES: [&str; 12] = [
-    "collect-expert",
-    "bc",
-    "collect-rollouts",
-    "collect-heldout",
-    "bc-filtered",
-    "world_model",
-    "reward",
-    "refine",
-    "refine-real",
-    "eval",
-    "fidelity",
-    "report",
-];
 
 /// What one invocation runs on.
 pub struct StageContext<'a> {
@@ -78,13 +61,9 @@ pub struct StageContext<'a> {
 
 impl StageContext<'_> {
     fn refine_tasks(&self) -> Vec<String> {
-        if !self.tasks.is_empty() {
-            self.tasks.to_vec()
-        } else if self.cfg.refine.tasks.is_empty() {
+        choose_tasks(self.tasks, &self.cfg.refine.tasks, || {
             self.cfg.experiment.tasks.clone()
-        } else {
-            self.cfg.refine.tasks.clone()
-        }
+        })
     }
 
     fn dataset(&self) -> Result<Dataset> {
@@ -93,42 +72,25 @@ impl StageContext<'_> {
     }
 }
 
-/// The entry of [`STAGES`] that `name` names (`world-model` names `world_model`), or an error listing
-/// the stages.
-pub fn stage_named(name: &str) -> Result<&'static str> {
-    let name = if name == "world-model" {
-        "world_model"
-    } else {
-        name
-    };
-    match STAGES.iter().find(|s| **s == name) {
-        Some(s) => Ok(s),
-        None => bail!(
-            "unknown stage '{name}'; the stages are {}",
-            STAGES.join(", ")
-        ),
-    }
-}
-
 fn go<S: Stage>(ctx: &StageContext, stage: S) -> Result<()> {
     run_stage(ctx.run, &stage).map(|_| ())
 }
 
-/// Runs the stage `name` (one of [`STAGES`]) of the experiment in the run directory: for a per-task
-/// stage, one stage per task.
-pub fn run_named(ctx: &StageContext, name: &str) -> Result<()> {
+/// Runs the stage `id` of the experiment in the run directory: for a per-task stage, one stage per
+/// task.
+pub fn run_stage_id(ctx: &StageContext, id: StageId) -> Result<()> {
     let (cfg, device) = (ctx.cfg, ctx.device);
-    match stage_named(name)? {
-        "collect-expert" => go(ctx, collect::CollectExpert { cfg }),
-        "bc" => bc(ctx, BcKind::Demos),
-        "bc-filtered" if cfg.bc.filtered_control => bc(ctx, BcKind::Filtered),
-        "bc-filtered" => Ok(()),
-        "collect-rollouts" => go(ctx, collect::CollectRollouts { cfg, device }),
-        "collect-heldout" if cfg.collect.heldout_episodes > 0 => {
+    match id {
+        StageId::CollectExpert => go(ctx, collect::CollectExpert { cfg }),
+        StageId::Bc => bc(ctx, BcKind::Demos),
+        StageId::BcFiltered if cfg.bc.filtered_control => bc(ctx, BcKind::Filtered),
+        StageId::BcFiltered => Ok(()),
+        StageId::CollectRollouts => go(ctx, collect::CollectRollouts { cfg, device }),
+        StageId::CollectHeldout if cfg.collect.heldout_episodes > 0 => {
             go(ctx, collect::CollectHeldout { cfg, device })
         }
-        "collect-heldout" => Ok(()),
-        "world_model" => {
+        StageId::CollectHeldout => Ok(()),
+        StageId::WorldModel => {
             let data = ctx.dataset()?;
             go(
                 ctx,
@@ -140,7 +102,7 @@ pub fn run_named(ctx: &StageContext, name: &str) -> Result<()> {
                 },
             )
         }
-        "reward" => {
+        StageId::Reward => {
             let data = ctx.dataset()?;
             let tasks = pick_tasks(ctx.tasks, &cfg.reward.tasks, &data);
             let wm = reward::imagination_model(&cfg.reward, ctx.run, &tasks, device)?;
@@ -158,8 +120,8 @@ pub fn run_named(ctx: &StageContext, name: &str) -> Result<()> {
             }
             Ok(())
         }
-        "refine" => refine(ctx),
-        "refine-real" if cfg.refine.real_env_control || cfg.refine.true_reward_control => {
+        StageId::Refine => refine(ctx),
+        StageId::RefineReal if cfg.refine.real_env_control || cfg.refine.true_reward_control => {
             let rewards = [
                 (cfg.refine.real_env_control, CeilingReward::Classifier),
                 (cfg.refine.true_reward_control, CeilingReward::TrueSuccess),
@@ -180,14 +142,14 @@ pub fn run_named(ctx: &StageContext, name: &str) -> Result<()> {
             }
             Ok(())
         }
-        "refine-real" => {
+        StageId::RefineReal => {
             tracing::info!(
                 "refine-real: nothing to do, refine.real_env_control and refine.true_reward_control are off (set them, or run `world4rl refine --real-env`)"
             );
             Ok(())
         }
-        "eval" => go(ctx, Evaluate { cfg, device }),
-        "fidelity" => {
+        StageId::Eval => go(ctx, Evaluate { cfg, device }),
+        StageId::Fidelity => {
             let data = ctx.dataset()?;
             go(
                 ctx,
@@ -198,8 +160,7 @@ pub fn run_named(ctx: &StageContext, name: &str) -> Result<()> {
                 },
             )
         }
-        "report" => go(ctx, WriteReport { cfg }),
-        other => unreachable!("stage '{other}' is in STAGES but has no arm here"),
+        StageId::Report => go(ctx, WriteReport { cfg }),
     }
 }
 
@@ -250,7 +211,7 @@ fn refine(ctx: &StageContext) -> Result<()> {
     Ok(())
 }
 
-/// Runs (or resumes) the whole pipeline: every stage of [`STAGES`] in order. `cfg` is the file as
+/// Runs (or resumes) the whole pipeline: every stage of [`StageId::ALL`] in order. `cfg` is the file as
 /// written (the run keeps it so); every stage trains from its resolved values, as the stage commands
 /// do. Returns the path of the HTML report.
 pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathBuf> {
@@ -262,30 +223,12 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
         device,
         tasks: &[],
     };
-    let overall = crate::progress::bar(STAGES.len() as u64, "pipeline");
-    for name in STAGES {
-        overall.set_prefix(name);
-        run_named(&ctx, name)?;
+    let overall = crate::progress::bar(StageId::ALL.len() as u64, "pipeline");
+    for id in StageId::ALL {
+        overall.set_prefix(id.name());
+        run_stage_id(&ctx, id)?;
         overall.inc(1);
     }
     overall.finish_and_clear();
     Ok(run.path().join("report.html"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stage_names_resolve_to_their_folder_and_unknown_ones_are_refused() {
-        for s in STAGES {
-            assert_eq!(stage_named(s).unwrap(), s);
-        }
-        assert_eq!(stage_named("world-model").unwrap(), "world_model");
-        let e = stage_named("world").unwrap_err().to_string();
-        assert!(
-            e.contains("unknown stage 'world'") && e.contains("collect-expert"),
-            "{e}"
-        );
-    }
 }

@@ -25,44 +25,47 @@ use crate::metrics_log::MetricsLog;
 /// written before the stage layer, as untyped summaries; they are refused with what to do.
 pub const DONE_FORMAT: u32 = 2;
 
-/// Stage names: each is the stage's folder in the run directory.
+/// Stage folders in the run directory, by [`StageId`] (the one list of the stages' names).
 pub mod stage_name {
+    use crate::stage_id::StageId;
+
     /// Expert demonstrations of every task.
-    pub const COLLECT_EXPERT: &str = "collect-expert";
+    pub const COLLECT_EXPERT: &str = StageId::CollectExpert.name();
     /// BC-policy rollouts and random-action episodes.
-    pub const COLLECT_ROLLOUTS: &str = "collect-rollouts";
+    pub const COLLECT_ROLLOUTS: &str = StageId::CollectRollouts.name();
     /// Held-out BC rollouts (the outcome check's yardstick).
-    pub const COLLECT_HELDOUT: &str = "collect-heldout";
+    pub const COLLECT_HELDOUT: &str = StageId::CollectHeldout.name();
     /// The world model.
-    pub const WORLD_MODEL: &str = "world_model";
+    pub const WORLD_MODEL: &str = StageId::WorldModel.name();
     /// Real-environment evaluation of every policy.
-    pub const EVAL: &str = "eval";
+    pub const EVAL: &str = StageId::Eval.name();
     /// World-model fidelity and the outcome check.
-    pub const FIDELITY: &str = "fidelity";
+    pub const FIDELITY: &str = StageId::Fidelity.name();
     /// The report.
-    pub const REPORT: &str = "report";
+    pub const REPORT: &str = StageId::Report.name();
 
     /// The BC policy of `task`.
     pub fn bc(task: &str) -> String {
-        format!("bc/{task}")
+        StageId::Bc.of_task(task)
     }
     /// The data-matched control of `task`: BC on the demos plus the successful BC rollouts.
     pub fn bc_filtered(task: &str) -> String {
-        format!("bc-filtered/{task}")
+        StageId::BcFiltered.of_task(task)
     }
     /// The reward classifier of `task`.
     pub fn reward(task: &str) -> String {
-        format!("reward/{task}")
+        StageId::Reward.of_task(task)
     }
     /// PPO inside the world model for `task`.
     pub fn refine(task: &str) -> String {
-        format!("refine/{task}")
+        StageId::Refine.of_task(task)
     }
     /// The ceiling control of `task` (PPO in the real environment, classifier reward).
     pub fn ceiling(task: &str) -> String {
-        format!("refine-real/{task}")
+        StageId::RefineReal.of_task(task)
     }
-    /// The true-reward ceiling control of `task` (PPO in the real environment, its own success).
+    /// The true-reward ceiling control of `task` (PPO in the real environment, its own success):
+    /// the second folder of the `refine-real` stage.
     pub fn ceiling_true(task: &str) -> String {
         format!("refine-true/{task}")
     }

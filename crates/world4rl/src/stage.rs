@@ -26,9 +26,15 @@ pub trait Stage {
         false
     }
 
-    /// Why the finished stage's record no longer covers what the run holds (a stage it reads
-    /// finished after it), or `None` when it still does. A stale stage runs again. Only the stages
-    /// that summarise other stages' outputs (`eval`, `fidelity`) can be stale; the learners cannot.
+    /// The folders of the stages whose outputs this one reads (`bc-filtered/push-block`,
+    /// `world_model`): a finished stage is stale, and runs again, when one of them finished after it.
+    fn inputs(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Why the finished stage's record no longer covers what the run holds beyond its
+    /// [`Stage::inputs`] (a task the record lacks), or `None` when it still does. A stale stage runs
+    /// again.
     fn stale(&self, _run: &RunDir, _done: &Done<Self::Record>) -> Result<Option<String>> {
         Ok(None)
     }
@@ -41,7 +47,7 @@ pub fn run_stage<S: Stage>(run: &RunDir, stage: &S) -> Result<Done<S::Record>> {
     let name = stage.name();
     if !stage.always_runs() {
         if let Some(done) = run.done::<S::Record>(&name)? {
-            match stage.stale(run, &done)? {
+            match newer_input(run, &name, &stage.inputs())?.or(stage.stale(run, &done)?) {
                 None => {
                     tracing::info!("stage {name}: finished before, skipped");
                     return Ok(done);
@@ -68,6 +74,19 @@ pub fn run_stage<S: Stage>(run: &RunDir, stage: &S) -> Result<Done<S::Record>> {
     run.done::<S::Record>(&done.stage)?
         .with_context(|| format!("stage {}: its done.json did not read back", done.stage))?;
     Ok(done)
+}
+
+/// "`input` finished after it" for the first of `inputs` whose `done.json` is newer than `name`'s.
+fn newer_input(run: &RunDir, name: &str, inputs: &[String]) -> Result<Option<String>> {
+    let Some(me) = run.finished_at(name)? else {
+        return Ok(None);
+    };
+    for input in inputs {
+        if run.finished_at(input)?.is_some_and(|t| t > me) {
+            return Ok(Some(format!("{input} finished after it")));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -132,5 +151,53 @@ mod tests {
         assert_eq!(run_stage(&run, &stale).unwrap().record, 3);
         assert_eq!(run_stage(&run, &stale).unwrap().record, 3);
         assert_eq!(calls.get(), 3);
+    }
+
+    struct Reads<'a> {
+        calls: &'a Cell<u32>,
+        name: &'static str,
+        inputs: Vec<String>,
+    }
+
+    impl Stage for Reads<'_> {
+        type Record = u32;
+        fn name(&self) -> String {
+            self.name.into()
+        }
+        fn inputs(&self) -> Vec<String> {
+            self.inputs.clone()
+        }
+        fn run(&self, _run: &RunDir) -> Result<u32> {
+            self.calls.set(self.calls.get() + 1);
+            Ok(self.calls.get())
+        }
+    }
+
+    #[test]
+    fn a_stage_runs_again_when_an_input_finished_after_it_and_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::open(dir.path()).unwrap();
+        let calls = Cell::new(0);
+        let start = Reads {
+            calls: &calls,
+            name: "bc/one",
+            inputs: vec![],
+        };
+        let refine = Reads {
+            calls: &calls,
+            name: "refine/one",
+            inputs: vec!["bc/one".into(), "world_model".into()],
+        };
+        run_stage(&run, &start).unwrap();
+        assert_eq!(run_stage(&run, &refine).unwrap().record, 2);
+        // an input that never ran, and inputs older than the stage, leave it finished
+        assert_eq!(run_stage(&run, &refine).unwrap().record, 2);
+        // the start trained again (its done.json rewritten later): the refinement is stale, once
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::remove_file(dir.path().join("bc/one/done.json")).unwrap();
+        assert_eq!(run_stage(&run, &start).unwrap().record, 3);
+        assert_eq!(run_stage(&run, &refine).unwrap().record, 4);
+        assert_eq!(run_stage(&run, &refine).unwrap().record, 4);
+        assert_eq!(calls.get(), 4);
     }
 }

@@ -79,6 +79,8 @@ fn bc_nll_falls_and_fits_a_synthetic_mapping() {
         shift_pad: 0,
         demos: 20,
         val_demos: 4,
+        weight_decay: 0.0,
+        checkpoint_every: 0,
         ..Default::default()
     };
     cfg.policy.encoder = small_encoder();
@@ -197,8 +199,11 @@ mod imagination {
         let wm = WorldModel::new(WorldModelConfig::tiny(), 2, tch::Device::Cpu).unwrap();
         // threshold 0: every imagined frame is a success
         let always = tiny_classifier(0.0);
+        // real first frames only, and any one successful frame ends an episode
         let cfg = ImaginedEnvConfig {
             horizon: 3,
+            start_max_step: 0,
+            success_frames: 1,
             ..Default::default()
         };
         let mut env = ImaginedEnv::new(&wm, &always, &ds, "dots", 3, &cfg).unwrap();
@@ -543,6 +548,8 @@ mod imagination {
         let cfg = ImaginedEnvConfig {
             horizon: 3,
             terminate_on_success: false,
+            start_max_step: 0,
+            success_frames: 1,
             ..Default::default()
         };
         let mut env = ImaginedEnv::new(&wm, &always, &ds, "dots", 3, &cfg).unwrap();
@@ -610,7 +617,13 @@ mod imagination {
         tiny_policy()
             .save(&run.bc_policy("dots"), serde_json::json!({}))
             .unwrap();
-        let mut cfg = RefineConfig::default();
+        let mut cfg = RefineConfig {
+            start: world4rl::stages::refine::RefineStart::Bc,
+            monitor_every: 0,
+            ..Default::default()
+        };
+        cfg.imagination.start_max_step = 0;
+        cfg.imagination.success_frames = 1;
         cfg.ppo.num_envs = 4;
         cfg.ppo.rollout_steps = 4;
         cfg.ppo.minibatch_size = 8;

@@ -55,6 +55,8 @@ fn ppo_on_the_real_env_improves_a_weak_policy() {
         lr: 1e-3,
         val_demos: 0,
         seed: 3,
+        weight_decay: 0.0,
+        checkpoint_every: 0,
         ..Default::default()
     };
     bc_cfg.policy.encoder = encoder.clone();
@@ -86,6 +88,10 @@ fn ppo_on_the_real_env_improves_a_weak_policy() {
         critic_hidden: 64,
         actor_lr: 3e-4,
         clip_coef: 0.1,
+        // this test's recipe, not refinement's: a larger KL stop, no annealing, the paper's σ cap
+        target_kl: 0.05,
+        anneal_lr: false,
+        std_max: 1.0,
         critic_warmup_iters: 1,
         seed: 5,
         ..Default::default()

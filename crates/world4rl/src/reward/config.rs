@@ -44,8 +44,11 @@ pub struct RewardConfig {
     /// Augment with random 90° rotations and mirror images (valid for top-down scenes). Default: on
     /// for the `tabletop` suite, off otherwise.
     pub dihedral: Option<bool>,
-    /// Imagined frames added to the training set when a world model is available (0 = none; default
-    /// 4000). Held-out metrics on imagined frames use up to half as many.
+    /// Imagined frames added to the training set when a world model is available (0 = none, the
+    /// default: refinement imagines 15-step branches from real contexts, where the classifier trained
+    /// on real frames only was the better judge on every task, AUC(15) 0.99 / 0.95 / 0.90 against
+    /// 0.95 / 0.95 / 0.79 with 4000 imagined frames, `docs/refinement.md`). Held-out metrics on
+    /// imagined frames use up to half as many.
     pub world_model_frames: usize,
     /// Imagined frames are 1 to this many steps ahead of their real context (default 4).
     pub world_model_horizon: usize,
@@ -133,7 +136,7 @@ impl Default for RewardConfig {
             shift_pad: 2,
             noise_std: 0.03,
             dihedral: None,
-            world_model_frames: 4000,
+            world_model_frames: 0,
             world_model_horizon: 4,
             world_model_open_loop_frames: 0,
             world_model_precision: Precision::F32,

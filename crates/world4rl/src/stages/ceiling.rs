@@ -63,6 +63,15 @@ impl Stage for RealEnvControl<'_> {
         }
     }
 
+    /// The start policy, and the classifier when it is the reward.
+    fn inputs(&self) -> Vec<String> {
+        let mut inputs = vec![self.cfg.start.stage(&self.task)];
+        if self.reward == CeilingReward::Classifier {
+            inputs.push(stage_name::reward(&self.task));
+        }
+        inputs
+    }
+
     fn run(&self, run: &RunDir) -> Result<CeilingReport> {
         let (cfg, task) = (self.cfg, self.task.as_str());
         let clf = match self.reward {

@@ -47,7 +47,8 @@ pub struct FidelityConfig {
     /// success follow the change PPO made to the policy, or does the world model call the refined
     /// policy's failures successes? (0 = skip; needs the held-out rollouts). Default 50.
     pub refined_outcome_episodes: usize,
-    /// AUC(k): reset intervals k of the outcome check (each costs one more replay of every episode).
+    /// AUC(k): reset intervals k of the outcome check (each costs one more replay of every episode;
+    /// default 15, the imagined episodes' length).
     pub outcome_resets: Vec<usize>,
     /// Bootstrap resamples of the outcome AUC's 95 % interval.
     pub outcome_bootstrap: usize,
@@ -72,7 +73,7 @@ impl Default for FidelityConfig {
             seed: 0,
             outcome_episodes: 100,
             refined_outcome_episodes: 50,
-            outcome_resets: vec![1, 5, 10, 25],
+            outcome_resets: vec![15],
             outcome_bootstrap: 1000,
             action_use_windows: 256,
             lpips_weights: None,
