@@ -74,8 +74,8 @@ pub fn replicate(args: ReplicateArgs, device: Device) -> Result<()> {
 /// `world4rl stage`.
 #[derive(Debug, Args)]
 pub struct StageArgs {
-    /// The stage, one of the pipeline's in order: collect-expert, bc, collect-rollouts,
-    /// collect-heldout, bc-filtered, world_model, reward, refine, refine-real, eval, fidelity, report.
+    /// The stage (the pipeline's, in order).
+    #[arg(value_parser = stage_parser())]
     pub name: StageId,
     /// Experiment config (TOML): the run's.
     pub config: PathBuf,
@@ -85,6 +85,20 @@ pub struct StageArgs {
     /// Only these tasks, for a per-task stage (repeatable; default: the stage's tasks).
     #[arg(long)]
     pub task: Vec<String>,
+}
+
+/// Parses a stage name; clap lists [`StageId::ALL`] as the possible values (`world-model` is an
+/// alias of `world_model`, as in `world4rl train world-model`).
+fn stage_parser() -> impl clap::builder::TypedValueParser<Value = StageId> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(StageId::ALL.map(|s| match s {
+        StageId::WorldModel => PossibleValue::new(s.name()).alias("world-model"),
+        _ => PossibleValue::new(s.name()),
+    }))
+    .map(|name| {
+        name.parse::<StageId>()
+            .expect("a possible value names a stage")
+    })
 }
 
 /// The config file as written, with `--seed` applied: what a run directory records.
@@ -137,7 +151,7 @@ pub fn run(args: RunArgs, device: Device, seed: Option<u64>) -> Result<()> {
             "run": run.path(),
             "report_html": html,
             "report_md": run.path().join("report.md"),
-            "eval": run.done::<Vec<world4rl::stages::eval::EvalRow>>("eval")?.map(|d| d.record),
+            "eval": run.done::<Vec<world4rl::stages::eval::EvalRow>>(StageId::Eval.name())?.map(|d| d.record),
         }))?;
     }
     Ok(())

@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use tch::Device;
 use w4rl_data::Dataset;
@@ -56,7 +56,15 @@ pub(crate) fn load_config(path: &Path, seed: Option<u64>) -> Result<ExperimentCo
 /// were trained under other settings.
 pub(crate) fn open_run(out: &Path, config: &Path, seed: Option<u64>) -> Result<RunDir> {
     let run = RunDir::open_locked(out)?;
-    run.write_config(&crate::cmd_run::load(config, seed)?)?;
+    run.write_config(&crate::cmd_run::load(config, seed)?)
+        .with_context(|| {
+            format!(
+                "{} was written under {}, not under {}",
+                run.path().display(),
+                run.path().join("config.toml").display(),
+                config.display()
+            )
+        })?;
     Ok(run)
 }
 

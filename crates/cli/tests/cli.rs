@@ -349,10 +349,12 @@ fn a_second_writer_on_a_run_directory_is_refused() {
 }
 
 /// `train bc|reward` and `refine` record the config in the run directory as `world4rl run` does: a
-/// run made with another config is refused instead of silently skipping the tasks it trained.
+/// run made with another config is refused, naming both files, instead of silently skipping the tasks
+/// it trained.
 #[test]
 fn a_learner_refuses_a_run_directory_made_with_another_config() {
     let dir = tempfile::tempdir().unwrap();
+    let ds = collect(dir.path());
     let run = dir.path().join("run");
     std::fs::create_dir_all(&run).unwrap();
     let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
@@ -360,20 +362,29 @@ fn a_learner_refuses_a_run_directory_made_with_another_config() {
     std::fs::write(run.join("config.toml"), &demo).unwrap();
     let tiny = configs.join("tabletop-tiny.toml");
     let o = world4rl(&[
-        "refine",
+        "train",
+        "bc",
         "--config",
         tiny.to_str().unwrap(),
-        "--run",
+        "--data",
+        ds.to_str().unwrap(),
+        "--out",
         run.to_str().unwrap(),
     ]);
     assert!(!o.status.success());
     let (_, err) = text(&o);
-    assert!(err.contains("made with a different config"), "{err}");
+    assert!(
+        err.contains("made with a different config")
+            && err.contains(&run.join("config.toml").display().to_string())
+            && err.contains("tabletop-tiny.toml"),
+        "{err}"
+    );
     assert_eq!(
         std::fs::read_to_string(run.join("config.toml")).unwrap(),
         demo,
         "the run's config is kept"
     );
+    assert!(!run.join("bc").exists(), "nothing was trained");
 }
 
 #[test]

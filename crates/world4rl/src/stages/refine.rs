@@ -320,7 +320,7 @@ impl Stage for RefineTask<'_> {
         let out = output_in(&dir);
         let mut metrics = run.metrics(&self.name())?;
         metrics.truncate_after(0)?;
-        let extra = serde_json::json!({"stage": "refine", "task": task, "initial_policy": bc_path});
+        let extra = serde_json::json!({"stage": crate::stage_id::StageId::Refine.name(), "task": task, "initial_policy": bc_path});
         let eval_cfg = crate::evaluate::EvalConfig {
             episodes: cfg.monitor_episodes.max(1),
             seed: self.monitor_seed ^ 0x6d6f_6e69,

@@ -93,7 +93,7 @@ impl Stage for TrainReward<'_> {
         let clf = clf.with_members(members)?;
         clf.save(
             &run.classifier(task),
-            serde_json::json!({"stage": "reward", "report": report, "dataset": self.data.dir()}),
+            serde_json::json!({"stage": crate::stage_id::StageId::Reward.name(), "report": report, "dataset": self.data.dir()}),
         )?;
         log_report(&report);
         Ok(report)
