@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tch::Device;
 use w4rl_data::Dataset;
-use world4rl::config::ExperimentConfig;
+use world4rl::config::{ExperimentConfig, ResolvedConfig};
 use world4rl::run::RunDir;
 use world4rl::stage::run_stage;
 use world4rl::stages::bc::{BcKind, TrainBc};
@@ -43,7 +43,7 @@ pub struct TrainArgs {
 
 /// The config file, with `--seed` applied, resolved as every stage trains from it
 /// ([`ExperimentConfig::resolve`]: the same values `world4rl run` uses).
-pub(crate) fn load_config(path: &Path, seed: Option<u64>) -> Result<ExperimentConfig> {
+pub(crate) fn load_config(path: &Path, seed: Option<u64>) -> Result<ResolvedConfig> {
     let mut cfg = ExperimentConfig::load(path)?;
     if let Some(s) = seed {
         cfg.experiment.seed = s;

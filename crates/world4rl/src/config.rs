@@ -65,9 +65,27 @@ pub struct ExperimentConfig {
     pub eval: EvalConfig,
     /// Open-loop fidelity of the world model (PSNR/SSIM per horizon).
     pub fidelity: FidelityConfig,
-    /// Set by [`ExperimentConfig::resolve`] (never read from or written to a file).
-    #[serde(skip)]
-    resolved: bool,
+}
+
+/// An experiment with every stage value derived once ([`ExperimentConfig::resolve`]): what every
+/// stage trains with. Only `resolve` makes one, so a stage can neither receive a file's raw values
+/// nor derive them twice (the seeds are mixed with XOR, which a second pass would undo).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct ResolvedConfig(ExperimentConfig);
+
+impl std::ops::Deref for ResolvedConfig {
+    type Target = ExperimentConfig;
+    fn deref(&self) -> &ExperimentConfig {
+        &self.0
+    }
+}
+
+impl ResolvedConfig {
+    /// The resolved values as a plain config (for the learners' sections).
+    pub fn into_inner(self) -> ExperimentConfig {
+        self.0
+    }
 }
 
 /// The paper's ablation switches (Table IV, Fig. 5) and their values in this config, for the report.
@@ -156,7 +174,7 @@ impl ExperimentConfig {
         cfg.world_model
             .validate()
             .with_context(|| format!("{}", path.display()))?;
-        Ok(cfg.resolve().world_model)
+        Ok(cfg.resolve().into_inner().world_model)
     }
 
     /// Every section, typed, before the checks across sections.
@@ -222,11 +240,8 @@ impl ExperimentConfig {
     /// see in imagination), and the sampler, precision and layout of the world model that imagines the
     /// classifier's training frames set to the ones refinement imagines with. The stage commands and `world4rl run`
     /// both train from this, so one file trains the same models either way; `world4rl config check`
-    /// prints it. Resolving a resolved config changes nothing.
-    pub fn resolve(&self) -> ExperimentConfig {
-        if self.resolved {
-            return self.clone();
-        }
+    /// prints it.
+    pub fn resolve(&self) -> ResolvedConfig {
         let mut c = self.clone();
         let wm_size = c.world_model.model.image_size;
         let size = |s: usize| if s == 0 { wm_size } else { s };
@@ -239,13 +254,7 @@ impl ExperimentConfig {
         c.reward.world_model_precision = c.refine.world_model_precision;
         c.reward.world_model_channels_last = c.refine.world_model_channels_last;
         c.reward.world_model_sampler = c.refine.sampler.clone();
-        c.resolved = true;
-        c
-    }
-
-    /// Whether this config is the output of [`ExperimentConfig::resolve`].
-    pub fn is_resolved(&self) -> bool {
-        self.resolved
+        ResolvedConfig(c)
     }
 }
 
@@ -258,7 +267,6 @@ mod tests {
         let text = "[experiment]\ntasks = [\"push-block\"]\nseed = 5\n\n[world_model.model]\nimage_size = 24\n\n[bc]\nimage_size = 0\nseed = 1\n\n[reward]\nimage_size = 20\n\n[refine]\nworld_model_precision = \"bf16\"\nworld_model_channels_last = true\n\n[refine.sampler]\nsteps = 1\n";
         let cfg = ExperimentConfig::parse(text, Path::new("t.toml")).unwrap();
         let r = cfg.resolve();
-        assert!(r.is_resolved() && !cfg.is_resolved());
         assert_eq!(r.bc.seed, 1 ^ 5);
         assert_eq!(r.reward.seed, cfg.reward.seed ^ 5);
         assert_eq!(r.refine.ppo.seed, cfg.refine.ppo.seed ^ 5);
@@ -275,7 +283,6 @@ mod tests {
             Some(1)
         );
         assert!(cfg.reward.world_model_sampler.is_none());
-        assert_eq!(r.resolve(), r, "resolving twice changes nothing");
     }
 
     #[test]

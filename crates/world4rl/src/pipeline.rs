@@ -30,7 +30,7 @@ use anyhow::{Context, Result};
 use tch::Device;
 use w4rl_data::Dataset;
 
-use crate::config::ExperimentConfig;
+use crate::config::{ExperimentConfig, ResolvedConfig};
 use crate::run::RunDir;
 use crate::stage::{run_stage, Stage};
 use crate::stage_id::StageId;
@@ -50,7 +50,7 @@ use crate::stages::{
 /// What one invocation runs on.
 pub struct StageContext<'a> {
     /// The resolved experiment.
-    pub cfg: &'a ExperimentConfig,
+    pub cfg: &'a ResolvedConfig,
     /// The (locked) run directory.
     pub run: &'a RunDir,
     /// Where learners run.
