@@ -116,6 +116,22 @@ fn collect(dir: &Path) -> std::path::PathBuf {
     ds
 }
 
+/// `world4rl --threads 1 train bc --config CFG --data DS --out RUN`.
+fn train_bc(cfg: &Path, ds: &Path, run: &Path) -> Output {
+    world4rl(&[
+        "--threads",
+        "1",
+        "train",
+        "bc",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--data",
+        ds.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ])
+}
+
 #[test]
 fn collect_verify_and_truncation_is_named() {
     let dir = tempfile::tempdir().unwrap();
@@ -211,18 +227,7 @@ fn a_deleted_episode_is_reported_and_learners_refuse_the_dataset() {
     // a learner stops before training, and says how to go on
     let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tabletop-tiny.toml");
     let run = dir.path().join("run");
-    let o = world4rl(&[
-        "--threads",
-        "1",
-        "train",
-        "bc",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--data",
-        ds.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-    ]);
+    let o = train_bc(&cfg, &ds, &run);
     assert!(!o.status.success());
     let (_, err) = text(&o);
     assert!(
@@ -361,16 +366,7 @@ fn a_learner_refuses_a_run_directory_made_with_another_config() {
     let demo = std::fs::read_to_string(configs.join("tabletop-cpu.toml")).unwrap();
     std::fs::write(run.join("config.toml"), &demo).unwrap();
     let tiny = configs.join("tabletop-tiny.toml");
-    let o = world4rl(&[
-        "train",
-        "bc",
-        "--config",
-        tiny.to_str().unwrap(),
-        "--data",
-        ds.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-    ]);
+    let o = train_bc(&tiny, &ds, &run);
     assert!(!o.status.success());
     let (_, err) = text(&o);
     assert!(
