@@ -10,9 +10,9 @@ use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use tch::Device;
 use w4rl_data::EpisodeKind;
-use world4rl::collect::collect_recipe;
-use world4rl::config::ExperimentConfig;
-use world4rl::evaluate::PolicyActor;
+use world4rl::eval::collect::collect_recipe;
+use world4rl::eval::evaluate::PolicyActor;
+use world4rl::experiment::config::ExperimentConfig;
 use world4rl::policy::GaussianPolicy;
 
 use crate::output::print_json;
@@ -66,7 +66,7 @@ pub fn run(args: CollectArgs, device: Device, seed: Option<u64>) -> Result<()> {
             .collect::<Result<_, _>>()?
     };
     let seed = seed.unwrap_or(cfg.experiment.seed);
-    let pb = world4rl::progress::bar(0, "collect");
+    let pb = world4rl::util::progress::bar(0, "collect");
     let t0 = std::time::Instant::now();
     let summary = collect_recipe(
         &args.out,
@@ -114,7 +114,7 @@ fn record_policy(
     let seed = seed.unwrap_or(cfg.experiment.seed);
     let (base, default_n) = if args.heldout_seeds {
         (
-            world4rl::seeds::heldout_base(seed),
+            world4rl::util::seeds::heldout_base(seed),
             cfg.collect.heldout_episodes,
         )
     } else {
@@ -126,9 +126,9 @@ fn record_policy(
         policy: &policy,
         stochastic: !args.mean,
     };
-    let pb = world4rl::progress::bar(0, "rollouts");
+    let pb = world4rl::util::progress::bar(0, "rollouts");
     let t0 = std::time::Instant::now();
-    let summary = world4rl::collect::record_policy_rollouts(
+    let summary = world4rl::eval::collect::record_policy_rollouts(
         &args.out,
         cfg,
         &task,

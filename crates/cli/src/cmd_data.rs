@@ -141,7 +141,7 @@ fn import_lerobot(a: ImportArgs) -> Result<bool> {
         action_low: a.action_low,
         action_high: a.action_high,
     };
-    let pb = world4rl::progress::bar(0, "import");
+    let pb = world4rl::util::progress::bar(0, "import");
     let report = w4rl_lerobot::import(&a.src, &a.out, &opts, |i, n| {
         pb.set_length(n as u64);
         pb.set_position(i as u64);
@@ -178,7 +178,7 @@ fn export_lerobot(a: ExportArgs) -> Result<bool> {
         fps: a.fps,
         ..ExportOptions::default()
     };
-    let pb = world4rl::progress::bar(0, "export");
+    let pb = world4rl::util::progress::bar(0, "export");
     let report = w4rl_lerobot::export(&a.dataset, &a.out, &opts, |i, n| {
         pb.set_length(n as u64);
         pb.set_position(i as u64);
@@ -271,7 +271,7 @@ fn info(dataset: &std::path::Path, json: bool) -> Result<bool> {
 
 /// `world4rl data verify`: every array of every episode; false when one is bad.
 fn verify(dataset: &std::path::Path, json: bool, reindex: bool) -> Result<bool> {
-    let pb = world4rl::progress::bar(0, "verify");
+    let pb = world4rl::util::progress::bar(0, "verify");
     let report = w4rl_data::verify(dataset, reindex, |i, n| {
         pb.set_length(n as u64);
         pb.set_position(i as u64);

@@ -10,11 +10,11 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use tch::Device;
 use w4rl_data::Dataset;
-use world4rl::evaluate::{evaluate_policy, EvalConfig};
+use world4rl::eval::evaluate::{evaluate_policy, EvalConfig};
+use world4rl::experiment::run::RunDir;
 use world4rl::policy::GaussianPolicy;
-use world4rl::run::RunDir;
-use world4rl::seeds::Split;
 use world4rl::stages::refine::load_imagination;
+use world4rl::util::seeds::Split;
 
 use crate::cmd_refine::start_dataset_of;
 use crate::cmd_train::load_config;
@@ -141,7 +141,7 @@ pub fn eval_policy(args: EvalPolicyArgs, device: Device, seed: Option<u64>) -> R
     Ok(())
 }
 
-/// `world4rl eval imagined`: the acceptance check of a refined policy ([`world4rl::acceptance`]).
+/// `world4rl eval imagined`: the acceptance check of a refined policy ([`world4rl::ppo::acceptance`]).
 pub fn eval_imagined(args: EvalImaginedArgs, device: Device, seed: Option<u64>) -> Result<()> {
     let cfg = load_config(&args.config, seed)?;
     if !args.run.exists() {
@@ -182,14 +182,14 @@ pub fn eval_imagined(args: EvalImaginedArgs, device: Device, seed: Option<u64>) 
             .max()
             .unwrap_or(0)
     };
-    let a = world4rl::acceptance::check(
+    let a = world4rl::ppo::acceptance::check(
         &wm,
         &clf,
         &starts,
         &args.task,
         &baseline,
         &candidate,
-        &world4rl::acceptance::AcceptConfig {
+        &world4rl::ppo::acceptance::AcceptConfig {
             episodes: args.episodes.unwrap_or(rc.accept_episodes),
             num_envs: rc.ppo.num_envs,
             horizon,

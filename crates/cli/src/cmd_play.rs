@@ -28,12 +28,12 @@ use serde_json::json;
 use tch::Device;
 use tokio::sync::{oneshot, watch};
 use w4rl_data::Dataset;
-use world4rl::config::ExperimentConfig;
+use world4rl::experiment::config::ExperimentConfig;
 use world4rl::playground::{Driver, PlaySession, PlayTask};
 
 use crate::play_engine::{engine, ClientMsg, Command, Update};
+use world4rl::experiment::run::RunDir;
 use world4rl::policy::GaussianPolicy;
-use world4rl::run::RunDir;
 
 const PAGE: &str = include_str!("play.html");
 
@@ -382,7 +382,7 @@ pub fn play(args: PlayArgs, device: Device) -> Result<()> {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
-                while !world4rl::interrupt::stop_requested() {
+                while !world4rl::util::interrupt::stop_requested() {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             })

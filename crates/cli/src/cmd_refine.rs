@@ -8,9 +8,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use tch::Device;
 use w4rl_data::Dataset;
+use world4rl::experiment::run::RunDir;
+use world4rl::experiment::stage::run_stage;
 use world4rl::policy::GaussianPolicy;
-use world4rl::run::RunDir;
-use world4rl::stage::run_stage;
 use world4rl::stages::ceiling::{CeilingReward, RealEnvControl};
 use world4rl::stages::refine::{accept_starts, RefineTask};
 

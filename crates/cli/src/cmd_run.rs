@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::Args;
 use tch::Device;
-use world4rl::config::ExperimentConfig;
-use world4rl::run::RunDir;
-use world4rl::stage_id::StageId;
+use world4rl::experiment::config::ExperimentConfig;
+use world4rl::experiment::run::RunDir;
+use world4rl::experiment::stage_id::StageId;
 
 use crate::output::print_json;
 
@@ -55,10 +55,14 @@ pub fn replicate(args: ReplicateArgs, device: Device) -> Result<()> {
     if !args.report_only {
         for &seed in &args.seeds {
             eprintln!("[replicate] seed {seed}");
-            world4rl::replicate::run_replicate(&cfg, seed, &args.out, device)?;
+            world4rl::experiment::replicate::run_replicate(&cfg, seed, &args.out, device)?;
         }
     }
-    let rep = world4rl::replicate::read_replication(&cfg.experiment.name, &args.seeds, &args.out)?;
+    let rep = world4rl::experiment::replicate::read_replication(
+        &cfg.experiment.name,
+        &args.seeds,
+        &args.out,
+    )?;
     rep.write(&args.out)?;
     print!("{}", rep.markdown());
     eprintln!(
@@ -127,20 +131,20 @@ pub fn stage(args: StageArgs, device: Device, seed: Option<u64>) -> Result<()> {
     let run = RunDir::open_locked(out_dir(&args.out, &args.config))?;
     run.write_config(&cfg)?;
     let resolved = cfg.resolve();
-    let ctx = world4rl::pipeline::StageContext {
+    let ctx = world4rl::experiment::pipeline::StageContext {
         cfg: &resolved,
         run: &run,
         device,
         tasks: &args.task,
     };
-    world4rl::pipeline::run_stage_id(&ctx, args.name)
+    world4rl::experiment::pipeline::run_stage_id(&ctx, args.name)
 }
 
 pub fn run(args: RunArgs, device: Device, seed: Option<u64>) -> Result<()> {
     let cfg = load(&args.config, seed)?;
     let out = out_dir(&args.out, &args.config);
     let run = RunDir::open_locked(&out)?;
-    let html = world4rl::pipeline::run(&cfg, &run, device)?;
+    let html = world4rl::experiment::pipeline::run(&cfg, &run, device)?;
     eprintln!(
         "report: {} (and {})",
         html.display(),

@@ -13,9 +13,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tch::Device;
 use w4rl_data::Dataset;
-use world4rl::config::{ExperimentConfig, ResolvedConfig};
-use world4rl::run::RunDir;
-use world4rl::stage::run_stage;
+use world4rl::experiment::config::{ExperimentConfig, ResolvedConfig};
+use world4rl::experiment::run::RunDir;
+use world4rl::experiment::stage::run_stage;
 use world4rl::stages::bc::{BcKind, TrainBc};
 use world4rl::stages::{pick_tasks, reward};
 
@@ -98,7 +98,7 @@ pub fn train_bc(args: TrainArgs, device: Device, seed: Option<u64>) -> Result<()
     let dataset = Dataset::open(&args.data)?;
     let run = open_run(&args.out, &args.config, seed)?;
     let mut reports = Vec::new();
-    let eval = world4rl::evaluate::EvalConfig {
+    let eval = world4rl::eval::evaluate::EvalConfig {
         seed: cfg.experiment.seed,
         ..cfg.eval.clone()
     };

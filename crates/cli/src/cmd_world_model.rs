@@ -10,11 +10,11 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use tch::{Device, Kind};
 use w4rl_data::Dataset;
-use world4rl::action_encoding::EncodingKind;
 use world4rl::diffusion::SamplerConfig;
-use world4rl::run::RunDir;
-use world4rl::stage::run_stage;
+use world4rl::experiment::run::RunDir;
+use world4rl::experiment::stage::run_stage;
 use world4rl::stages::world_model::TrainWorldModel;
+use world4rl::world_model::action_encoding::EncodingKind;
 use world4rl::world_model::fidelity::{self, FidelityConfig};
 use world4rl::world_model::imagine::{replay_episode, side_by_side_gif, write_frames};
 use world4rl::world_model::train::{self as wm_train, WorldModelTrainConfig};
@@ -185,7 +185,7 @@ fn resolve_config(args: &TrainArgs, seed: Option<u64>) -> Result<WorldModelTrain
     let mut cfg = match (&args.config, &args.preset) {
         // the file's [world_model], resolved as `world4rl run` resolves it (`--seed` is the
         // experiment's seed)
-        (Some(path), _) => world4rl::config::ExperimentConfig::load_world_model(path, seed)?,
+        (Some(path), _) => world4rl::experiment::config::ExperimentConfig::load_world_model(path, seed)?,
         (None, Some(p)) => {
             let mut c = WorldModelTrainConfig::preset(p)?;
             c.seed ^= seed.unwrap_or(0);
@@ -408,13 +408,13 @@ pub fn eval(args: EvalArgs, device: Device, seed: Option<u64>) -> Result<()> {
             None
         };
         let clf_run = RunDir::open(args.classifiers.as_ref().unwrap_or(&args.run))?;
-        let rule = world4rl::outcome::SuccessRule {
+        let rule = world4rl::world_model::outcome::SuccessRule {
             frames: args.success_frames.max(1),
         };
-        world4rl::outcome::task_outcomes(
+        world4rl::world_model::outcome::task_outcomes(
             |t| clf_run.classifier(t),
             &wm,
-            &world4rl::outcome::Rollouts {
+            &world4rl::world_model::outcome::Rollouts {
                 heldout: heldout.as_ref(),
                 training: &data,
             },
@@ -426,7 +426,7 @@ pub fn eval(args: EvalArgs, device: Device, seed: Option<u64>) -> Result<()> {
         Vec::new()
     };
     let closed_loop = if args.closed_loop > 0 {
-        let rule = world4rl::outcome::SuccessRule {
+        let rule = world4rl::world_model::outcome::SuccessRule {
             frames: args.success_frames.max(1),
         };
         let clf_run = RunDir::open(args.classifiers.as_ref().unwrap_or(&args.run))?;
@@ -471,27 +471,28 @@ pub fn eval(args: EvalArgs, device: Device, seed: Option<u64>) -> Result<()> {
 
 /// `eval world-model --closed-loop N`: per task, records N real rollouts of the chosen policy acting
 /// with its mean action from the held-out scenes, then runs the closed-loop outcome check on them
-/// (`world4rl::closed_loop`).
+/// (`world4rl::world_model::closed_loop`).
 fn closed_loop_outcomes(
     args: &EvalArgs,
     wm: &WorldModel,
     clf_run: &RunDir,
     tasks: &[String],
-    opts: &world4rl::outcome::OutcomeOptions,
+    opts: &world4rl::world_model::outcome::OutcomeOptions,
     device: Device,
-) -> Result<Vec<world4rl::outcome::TaskOutcome>> {
+) -> Result<Vec<world4rl::world_model::outcome::TaskOutcome>> {
     use w4rl_data::Episode;
-    use world4rl::evaluate::PolicyActor;
+    use world4rl::eval::evaluate::PolicyActor;
     use world4rl::policy::GaussianPolicy;
     use world4rl::reward::RewardClassifier;
 
     let cfg_path = args.run.join("config.toml");
-    let cfg = world4rl::config::ExperimentConfig::load(&cfg_path).with_context(|| {
-        format!(
+    let cfg =
+        world4rl::experiment::config::ExperimentConfig::load(&cfg_path).with_context(|| {
+            format!(
             "--closed-loop records rollouts from the run's held-out scenes and needs its config {}",
             cfg_path.display()
         )
-    })?;
+        })?;
     let run = RunDir::open(&args.run)?;
     let tmp;
     let out = match &args.closed_loop_out {
@@ -521,11 +522,11 @@ fn closed_loop_outcomes(
             policy: &policy,
             stochastic: false,
         };
-        world4rl::collect::record_policy_rollouts(
+        world4rl::eval::collect::record_policy_rollouts(
             &out,
             &cfg,
             task,
-            world4rl::seeds::heldout_base(cfg.experiment.seed),
+            world4rl::util::seeds::heldout_base(cfg.experiment.seed),
             args.closed_loop,
             &mut actor,
             |_, _| {},
@@ -536,14 +537,16 @@ fn closed_loop_outcomes(
         let (clf, _) = RewardClassifier::load(&clf_run.classifier(task), wm.device())
             .with_context(|| format!("loading the reward classifier of '{task}'"))?;
         tch::manual_seed(opts.seed as i64);
-        let o = world4rl::closed_loop::closed_loop_agreement(wm, &clf, &policy, &eps, true, opts)?;
+        let o = world4rl::world_model::closed_loop::closed_loop_agreement(
+            wm, &clf, &policy, &eps, true, opts,
+        )?;
         eprintln!(
             "{task}: closed loop, {} {} policy rollouts (mean action) from held-out scenes; {}",
             o.episodes,
             args.closed_loop_policy,
             o.summary()
         );
-        results.push(world4rl::outcome::TaskOutcome {
+        results.push(world4rl::world_model::outcome::TaskOutcome {
             task: task.clone(),
             agreement: o,
         });

@@ -128,14 +128,14 @@ fn init_logging(verbose: u8) {
 }
 
 /// SIGINT / SIGTERM: the first asks the running stage to stop at its next safe point (see
-/// `world4rl::interrupt`), the second exits at once (exit code 130).
+/// `world4rl::util::interrupt`), the second exits at once (exit code 130).
 fn install_interrupt_handler() {
     let result = ctrlc::set_handler(|| {
-        if world4rl::interrupt::stop_requested() {
+        if world4rl::util::interrupt::stop_requested() {
             eprintln!("\nsecond interrupt: exiting now (every write is atomic; run the same command again to resume)");
             std::process::exit(130);
         }
-        world4rl::interrupt::request_stop();
+        world4rl::util::interrupt::request_stop();
         eprintln!("\ninterrupt: stopping at the next safe point (interrupt again to exit at once)");
     });
     if let Err(e) = result {
@@ -149,11 +149,11 @@ fn main() -> ExitCode {
     install_interrupt_handler();
     let threads = cli
         .threads
-        .unwrap_or_else(world4rl::device::default_threads);
-    world4rl::device::set_threads(threads);
+        .unwrap_or_else(world4rl::util::device::default_threads);
+    world4rl::util::device::set_threads(threads);
     w4rl_data::set_allow_missing(cli.allow_missing);
     let result = (|| -> anyhow::Result<bool> {
-        let device = world4rl::device::resolve(&cli.device)?;
+        let device = world4rl::util::device::resolve(&cli.device)?;
         match cli.cmd {
             Cmd::Collect(a) => cmd_collect::run(a, device, cli.seed).map(|_| true),
             Cmd::Data(c) => cmd_data::run(c),
@@ -182,7 +182,7 @@ fn main() -> ExitCode {
             Cmd::Export(c) => cmd_export::run(c).map(|_| true),
             Cmd::Play(a) => cmd_play::play(a, device).map(|_| true),
             Cmd::Config(ConfigCmd::Check { config }) => {
-                let cfg = world4rl::config::ExperimentConfig::load(&config)?;
+                let cfg = world4rl::experiment::config::ExperimentConfig::load(&config)?;
                 print!("{}", toml::to_string_pretty(&cfg)?);
                 // what the stages train with (as comments, so the output stays a loadable config)
                 let r = cfg.resolve();
@@ -204,7 +204,7 @@ fn main() -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
-        Err(e) if world4rl::interrupt::is_interrupted(&e) => {
+        Err(e) if world4rl::util::interrupt::is_interrupted(&e) => {
             eprintln!("{e:#}");
             ExitCode::from(130)
         }

@@ -337,7 +337,7 @@ fn a_second_writer_on_a_run_directory_is_refused() {
     let run = dir.path().join("run");
     // a process that holds the lock: a run directory locked by this test's own process is the
     // same to the binary as one locked by another `world4rl`
-    let held = world4rl::run::RunDir::open_locked(&run).unwrap();
+    let held = world4rl::experiment::run::RunDir::open_locked(&run).unwrap();
     let cfg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tabletop-tiny.toml");
     let o = world4rl(&["run", cfg.to_str().unwrap(), "--out", run.to_str().unwrap()]);
     assert!(!o.status.success());

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::world4rl;
-use world4rl::seeds::Split;
+use world4rl::util::seeds::Split;
 
 /// The tiny config with the demo's start: refinement and its ceilings start from filtered BC.
 fn config(dir: &Path) -> PathBuf {

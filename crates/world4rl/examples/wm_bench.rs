@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use tch::{Device, Kind, Tensor};
-use world4rl::optim::{AdamW, AdamWConfig};
+use world4rl::util::optim::{AdamW, AdamWConfig};
 use world4rl::world_model::train::TrainPasses;
 use world4rl::world_model::{Batch, Precision, WorldModel, WorldModelConfig};
 

@@ -20,10 +20,10 @@ use tch::{Kind, Tensor};
 use w4rl_data::Episode;
 use w4rl_envs::{Env, Obs};
 
-use crate::frames::model_to_chw;
-use crate::outcome::SuccessRule;
 use crate::policy::{GaussianPolicy, ObsHistory};
 use crate::reward::RewardClassifier;
+use crate::util::frames::model_to_chw;
+use crate::world_model::outcome::SuccessRule;
 use crate::world_model::{RollingContext, WorldModel};
 
 /// What a task brings to the playground.
@@ -108,7 +108,7 @@ pub struct PlaySession {
 fn imagined_bytes(frame: &Tensor) -> Result<Vec<u8>> {
     // [1, 3, S, S] in [-1, 1] -> S x S x 3 bytes
     Ok(Vec::<u8>::try_from(
-        crate::frames::model_to_hwc(frame)
+        crate::util::frames::model_to_hwc(frame)
             .to_device(tch::Device::Cpu)
             .flatten(0, -1),
     )?)

@@ -1,4 +1,4 @@
-//! The closed-loop outcome check (`world4rl::closed_loop`) on the synthetic `dots` task. In a test
+//! The closed-loop outcome check (`world4rl::world_model::closed_loop`) on the synthetic `dots` task. In a test
 //! binary of its own: it compares two runs under the same libtorch noise, and the global generator
 //! is shared with every test that runs in parallel in the same process.
 
@@ -11,8 +11,8 @@ use world4rl::world_model::{WorldModel, WorldModelConfig};
 #[test]
 fn closed_loop_check_lets_the_policy_act_on_its_imagined_frames() {
     use w4rl_envs::Obs;
-    use world4rl::closed_loop::{closed_loop_agreement, closed_loop_scores};
-    use world4rl::outcome::{episode_scores, OutcomeOptions};
+    use world4rl::world_model::closed_loop::{closed_loop_agreement, closed_loop_scores};
+    use world4rl::world_model::outcome::{episode_scores, OutcomeOptions};
     tch::set_num_threads(1);
     let dir = tempfile::tempdir().unwrap();
     let ds = synthetic_dataset(dir.path(), 12, 1);

@@ -8,8 +8,8 @@ use common::{python, root};
 use std::process::Command;
 
 use tch::{nn, Device, Kind, Tensor};
-use world4rl::checkpoint::{load_tensors, save_tensors, varstore_tensors};
 use world4rl::metrics::{fid::FidInception, fvd::I3d, lpips::Lpips};
+use world4rl::util::checkpoint::{load_tensors, save_tensors, varstore_tensors};
 
 /// Randomises every variable (weights ~ N(0, 1/fan_in); BN running mean/var/affine around 0/1).
 fn randomise(vs: &nn::VarStore) {

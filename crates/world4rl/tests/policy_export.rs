@@ -10,10 +10,10 @@ use std::process::Command;
 
 use tch::{Device, Kind, Tensor};
 use w4rl_envs::Obs;
-use world4rl::checkpoint::save_tensors;
 use world4rl::policy::{
     export, EncoderConfig, GaussianPolicy, ObsHistory, PolicyConfig, PolicySpec,
 };
+use world4rl::util::checkpoint::save_tensors;
 
 /// Every weight random (the heads start near zero, which would hide mistakes), the same on every run:
 /// a fixed seed, the variables in name order (the var store's map has none), and a scale at which the

@@ -54,7 +54,8 @@ fn classifier_learns_a_separable_set_and_its_loss_falls() {
     let path = dir.path().join("clf.safetensors");
     clf.save(&path, serde_json::json!({})).unwrap();
     let (back, _) = world4rl::reward::RewardClassifier::load(&path, tch::Device::Cpu).unwrap();
-    let x = world4rl::frames::bytes_to_chw(&frame(12, 5), 1, SIZE, SIZE, tch::Device::Cpu).unwrap();
+    let x = world4rl::util::frames::bytes_to_chw(&frame(12, 5), 1, SIZE, SIZE, tch::Device::Cpu)
+        .unwrap();
     assert!(
         (clf.prob_u8(&x).double_value(&[0]) - back.prob_u8(&x).double_value(&[0])).abs() < 1e-6
     );
@@ -115,7 +116,7 @@ fn bc_nll_falls_and_fits_a_synthetic_mapping() {
 
 #[test]
 fn an_episode_of_a_validation_or_test_scene_never_reaches_bc() {
-    use world4rl::seeds::{eval_seed, Split};
+    use world4rl::util::seeds::{eval_seed, Split};
     let dir = tempfile::tempdir().unwrap();
     let ds = synthetic_dataset(dir.path(), 3, 2);
     let cfg = BcConfig {
@@ -183,10 +184,10 @@ fn missing_task_is_a_clear_error() {
 mod imagination {
     use super::*;
     use w4rl_envs::VecEnv;
-    use world4rl::imagined_env::{ImaginedEnv, ImaginedEnvConfig};
+    use world4rl::experiment::run::RunDir;
+    use world4rl::experiment::stage::run_stage;
     use world4rl::policy::GaussianPolicy;
-    use world4rl::run::RunDir;
-    use world4rl::stage::run_stage;
+    use world4rl::ppo::imagined_env::{ImaginedEnv, ImaginedEnvConfig};
     use world4rl::stages::refine::{RefineConfig, RefineTask};
     use world4rl::world_model::{WorldModel, WorldModelConfig};
 
@@ -263,9 +264,9 @@ mod imagination {
 
     #[test]
     fn ceiling_env_is_rewarded_and_ended_by_the_classifier_only() {
-        use world4rl::ceiling::ClassifierRewardEnv;
-        use world4rl::outcome::SuccessRule;
+        use world4rl::eval::ceiling::ClassifierRewardEnv;
         use world4rl::ppo::RolloutEnv;
+        use world4rl::world_model::outcome::SuccessRule;
         tch::set_num_threads(1);
         tch::manual_seed(0);
         // every frame successful, a rule of 2 frames: success, reward and the end at step 2
@@ -305,8 +306,8 @@ mod imagination {
     #[test]
     fn true_reward_ceiling_env_is_rewarded_and_ended_by_the_real_success() {
         use w4rl_envs::Controller;
-        use world4rl::ceiling::ClassifierRewardEnv;
-        use world4rl::outcome::SuccessRule;
+        use world4rl::eval::ceiling::ClassifierRewardEnv;
+        use world4rl::world_model::outcome::SuccessRule;
         // the scripted expert solves push-block: reward 1 and the end exactly at its first real success,
         // 0 before it
         let mut env =
@@ -344,7 +345,7 @@ mod imagination {
 
     #[test]
     fn outcome_agreement_compares_whole_replays_with_recorded_outcomes() {
-        use world4rl::outcome::{outcome_agreement, OutcomeOptions, SuccessRule};
+        use world4rl::world_model::outcome::{outcome_agreement, OutcomeOptions, SuccessRule};
         tch::set_num_threads(1);
         tch::manual_seed(0);
         let dir = tempfile::tempdir().unwrap();
@@ -384,8 +385,14 @@ mod imagination {
         let by_hand: Vec<f64> = eps
             .iter()
             .map(|e| {
-                let f = world4rl::frames::bytes_to_chw(e.frame(1), 1, SIZE, SIZE, tch::Device::Cpu)
-                    .unwrap();
+                let f = world4rl::util::frames::bytes_to_chw(
+                    e.frame(1),
+                    1,
+                    SIZE,
+                    SIZE,
+                    tch::Device::Cpu,
+                )
+                .unwrap();
                 clf.prob_u8(&f).double_value(&[0])
             })
             .collect();
@@ -425,7 +432,7 @@ mod imagination {
 
         // from a run: the task's classifier is loaded; a dataset without policy rollouts has nothing
         // to replay, and a run without a classifier is an error that says which stage to run
-        use world4rl::outcome::{task_outcome_agreement, Rollouts};
+        use world4rl::world_model::outcome::{task_outcome_agreement, Rollouts};
         let run = RunDir::open(dir.path().join("run")).unwrap();
         let path = run.classifier("dots");
         let training = Rollouts {
@@ -536,7 +543,7 @@ mod imagination {
 
     #[test]
     fn acceptance_pairs_episodes_and_scores_the_first_success() {
-        use world4rl::acceptance::{check, run_policy, AcceptConfig};
+        use world4rl::ppo::acceptance::{check, run_policy, AcceptConfig};
         tch::set_num_threads(1);
         tch::manual_seed(0);
         let dir = tempfile::tempdir().unwrap();
@@ -651,7 +658,7 @@ mod imagination {
         assert!((lo - cfg.ppo.std_min).abs() < 1e-9 && (hi - cfg.ppo.std_max).abs() < 1e-9);
         assert!(r.last.exists());
         let lines =
-            world4rl::metrics_log::read_metrics(run.path().join("refine/dots/metrics.jsonl"))
+            world4rl::util::metrics_log::read_metrics(run.path().join("refine/dots/metrics.jsonl"))
                 .unwrap();
         assert_eq!(lines.len(), 3);
         assert!(run.is_done("refine/dots"));
@@ -662,7 +669,7 @@ mod imagination {
             std::fs::read(&r.last).unwrap()
         );
         // with it: a paired comparison in imagination decides between BC and the refined policy
-        cfg.accept = world4rl::acceptance::AcceptRule::ImaginedGain;
+        cfg.accept = world4rl::ppo::acceptance::AcceptRule::ImaginedGain;
         cfg.accept_episodes = 6;
         // and with the KL penalty to the starting policy, whose value is logged once the actor moves
         cfg.ppo.kl_to_initial = 1.0;
@@ -678,7 +685,7 @@ mod imagination {
         let (lo, hi) = a.comparison.gain_ci;
         assert!(lo <= a.comparison.gain && a.comparison.gain <= hi, "{a:?}");
         let lines =
-            world4rl::metrics_log::read_metrics(run.path().join("refine/dots/metrics.jsonl"))
+            world4rl::util::metrics_log::read_metrics(run.path().join("refine/dots/metrics.jsonl"))
                 .unwrap();
         let kl: Vec<f64> = lines
             .iter()

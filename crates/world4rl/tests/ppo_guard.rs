@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use w4rl_data::{Dataset, EpisodeKind};
 use w4rl_envs::{EnvConfig, RewardKind, SyncVecEnv};
-use world4rl::collect::{collect_recipe, CollectConfig};
-use world4rl::evaluate::{evaluate_policy, EvalConfig};
+use world4rl::eval::collect::{collect_recipe, CollectConfig};
+use world4rl::eval::evaluate::{evaluate_policy, EvalConfig};
 use world4rl::policy::bc::{self, BcConfig};
 use world4rl::policy::EncoderConfig;
 use world4rl::ppo::{self, Hooks, PpoConfig};
@@ -17,7 +17,7 @@ const SIZE: usize = 24;
 #[test]
 fn ppo_on_the_real_env_improves_a_weak_policy() {
     // one libtorch thread: deterministic, and immune to the collapse of OpenMP threads on a shared machine
-    world4rl::device::set_threads(1);
+    world4rl::util::device::set_threads(1);
     let t0 = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -152,7 +152,7 @@ fn ppo_on_the_real_env_improves_a_weak_policy() {
         sample: true,
         ..eval.clone()
     };
-    let key = |r: &world4rl::evaluate::EvalReport| (r.successes, r.mean_episode_length);
+    let key = |r: &world4rl::eval::evaluate::EvalReport| (r.successes, r.mean_episode_length);
     let s1 = evaluate_policy(&policy, TASK, &sampled).unwrap();
     let s2 = evaluate_policy(&policy, TASK, &sampled).unwrap();
     assert_eq!(key(&s1), key(&s2), "sampled evaluation is not reproducible");

@@ -6,7 +6,7 @@
 //! `σ̂ = σ_i(1+γ)`), then takes an Euler step `x ← x + (σ_{i+1} − σ̂)·(x − D(x; σ̂))/σ̂`; Heun adds the
 //! trapezoidal correction except on the last step to σ = 0. DIAMOND's world model uses Euler with 3
 //! steps, σ ∈ [2e-3, 5], ρ = 7, no churn. The final frame is clamped to [-1, 1] and quantised to 8
-//! bits ([`crate::frames::quantize`]) before it is fed back as context.
+//! bits ([`crate::util::frames::quantize`]) before it is fed back as context.
 
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
@@ -142,7 +142,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frames::{hwc_to_model, model_to_hwc, quantize};
+    use crate::util::frames::{hwc_to_model, model_to_hwc, quantize};
     use tch::Device;
     use tch::Kind;
 

@@ -242,8 +242,8 @@ impl I3d {
     /// Loads weights (`InceptionI3d` names; see the module docs).
     pub fn load(path: &Path, device: Device) -> Result<Self> {
         let mut m = Self::new(device);
-        let (t, _) = crate::checkpoint::load_tensors(path)?;
-        crate::checkpoint::copy_into_varstore(&t, &mut m.vs, "", path)?;
+        let (t, _) = crate::util::checkpoint::load_tensors(path)?;
+        crate::util::checkpoint::copy_into_varstore(&t, &mut m.vs, "", path)?;
         Ok(m)
     }
 

@@ -124,8 +124,8 @@ impl Lpips {
     /// Loads weights from a safetensors file with the `lpips` package's names (see module docs).
     pub fn load(path: &Path, cfg: LpipsConfig, device: Device) -> Result<Self> {
         let mut m = Self::new(cfg, device);
-        let (t, _) = crate::checkpoint::load_tensors(path)?;
-        crate::checkpoint::copy_into_varstore(&t, &mut m.vs, "", path)?;
+        let (t, _) = crate::util::checkpoint::load_tensors(path)?;
+        crate::util::checkpoint::copy_into_varstore(&t, &mut m.vs, "", path)?;
         Ok(m)
     }
 

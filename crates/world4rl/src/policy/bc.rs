@@ -14,8 +14,8 @@ use w4rl_data::{Dataset, Episode, EpisodeKind};
 
 use super::gaussian::{GaussianPolicy, ObsBatch, PolicyConfig, PolicySpec};
 use super::obs::{dihedral as dihedral_frames, dihedral_actions, random_dihedral_picks};
-use crate::frames::bytes_to_chw;
-use crate::optim::{restore_weights, snapshot_weights, WeightSnapshot};
+use crate::util::frames::bytes_to_chw;
+use crate::util::optim::{restore_weights, snapshot_weights, WeightSnapshot};
 
 /// `[bc]`: behaviour cloning.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -154,7 +154,7 @@ pub struct BcReport {
     /// Held-out expert episodes.
     pub val_demos: usize,
     /// Training NLL averaged over the last logging window.
-    #[serde(deserialize_with = "crate::json_float::nan_if_null")]
+    #[serde(deserialize_with = "crate::util::json_float::nan_if_null")]
     pub train_nll: f64,
     /// Held-out NLL (None without held-out episodes).
     pub val_nll: Option<f64>,
@@ -343,7 +343,7 @@ pub fn train_task_on(
     let n_expert = train_eps.len();
     train_eps.extend(extra);
     for e in train_eps.iter().chain(&val_eps) {
-        crate::seeds::ensure_training_seed(
+        crate::util::seeds::ensure_training_seed(
             e.meta.seed,
             &format!("episode {} ({:?}) of '{task}'", e.meta.index, e.meta.kind),
         )?;
@@ -381,11 +381,11 @@ pub fn train_task_on(
         ..Default::default()
     }
     .build(policy.var_store(), cfg.lr)?;
-    let bar = crate::progress::bar(cfg.steps as u64, format!("bc {task}"));
+    let bar = crate::util::progress::bar(cfg.steps as u64, format!("bc {task}"));
     let (mut window, mut window_n, mut last_train) = (0.0, 0usize, f64::NAN);
     let mut best: Option<(f64, usize, WeightSnapshot)> = None;
     for step in 1..=cfg.steps {
-        crate::interrupt::check("BC training")?;
+        crate::util::interrupt::check("BC training")?;
         if cfg.lr_schedule != LrSchedule::Constant {
             opt.set_lr(cfg.lr_schedule.at(cfg.lr, step, cfg.steps));
         }

@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use super::gaussian::GaussianPolicy;
-use crate::checkpoint;
+use crate::util::checkpoint;
 
 /// The Python module written into every export.
 pub const PYTHON_MODULE: &str = include_str!("../../python/world4rl_policy.py");

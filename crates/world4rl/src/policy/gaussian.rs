@@ -24,8 +24,8 @@ use super::encoder::EncoderConfig;
 use super::obs::random_shift;
 pub use super::obs_batch::{ObsBatch, ObsHistory};
 use super::trunk::Trunk;
-use crate::checkpoint;
-use crate::frames::{bytes_to_chw, chw_to_model};
+use crate::util::checkpoint;
+use crate::util::frames::{bytes_to_chw, chw_to_model};
 
 /// Architecture and σ bounds of [`GaussianPolicy`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

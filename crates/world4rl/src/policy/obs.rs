@@ -2,7 +2,7 @@
 //! the dihedral transforms of the tabletop scenes, with the matching action transforms. Every learner
 //! of the policy side (reward classifier, BC policy, critic) sees frames at the world model's frame
 //! size, so that the policy refined inside the world model sees at deployment the same kind of input
-//! it was trained on; the conversions are in [`crate::frames`].
+//! it was trained on; the conversions are in [`crate::util::frames`].
 
 use tch::{Device, Kind, Tensor};
 

@@ -5,9 +5,9 @@ use tch::nn;
 use tch::{Kind, Tensor};
 
 use super::PpoConfig;
-use crate::frames::chw_to_model;
 use crate::policy::gaussian::{GaussianPolicy, ObsBatch};
 use crate::policy::trunk::Trunk;
+use crate::util::frames::chw_to_model;
 
 /// The value network V_φ(x): its own image encoder (and the state when the policy uses it) and an MLP.
 pub struct Critic {

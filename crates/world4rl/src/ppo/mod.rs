@@ -21,8 +21,10 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod acceptance;
 mod critic;
 mod gae;
+pub mod imagined_env;
 mod train;
 
 use anyhow::{ensure, Result};
@@ -210,7 +212,7 @@ impl RolloutEnv for SyncVecEnv {
     }
 }
 
-impl RolloutEnv for crate::imagined_env::ImaginedEnv<'_> {
+impl RolloutEnv for crate::ppo::imagined_env::ImaginedEnv<'_> {
     fn reset_one(&mut self, i: usize, seed: u64) -> Result<Obs> {
         self.reset_row(i, seed)
     }
@@ -282,15 +284,15 @@ pub struct PpoSummary {
     /// Seconds.
     pub seconds: f64,
     /// Success rate of the first iteration's episodes (the starting policy, sampled).
-    #[serde(deserialize_with = "crate::json_float::nan_if_null")]
+    #[serde(deserialize_with = "crate::util::json_float::nan_if_null")]
     pub first_success_rate: f64,
     /// Best success rate of an iteration's rollout.
-    #[serde(deserialize_with = "crate::json_float::nan_if_null")]
+    #[serde(deserialize_with = "crate::util::json_float::nan_if_null")]
     pub best_success_rate: f64,
     /// PPO updates behind the best checkpoint (0 = the starting policy).
     pub best_iteration: u64,
     /// Success rate of the last iteration.
-    #[serde(deserialize_with = "crate::json_float::nan_if_null")]
+    #[serde(deserialize_with = "crate::util::json_float::nan_if_null")]
     pub last_success_rate: f64,
 }
 

@@ -231,13 +231,13 @@ pub fn train<E: RolloutEnv>(
     let mut hist = ObsHistory::new(policy.config().frame_stack, env.reset_all(&seeds)?);
     let mut tracker = EpisodeTracker::new(n);
     let batch = cfg.rollout_steps * n;
-    let bar = crate::progress::bar(cfg.iterations as u64, "ppo");
+    let bar = crate::util::progress::bar(cfg.iterations as u64, "ppo");
     let mut summary = PpoSummary::starting();
     let min_episodes = (n / 4).max(1);
     let mut hooks = hooks;
 
     for iter in 1..=cfg.iterations as u64 {
-        crate::interrupt::check("PPO refinement")?;
+        crate::util::interrupt::check("PPO refinement")?;
         if out_of_time(cfg, &start, iter) {
             break;
         }

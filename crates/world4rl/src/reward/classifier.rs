@@ -27,10 +27,10 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint;
-use crate::frames::{chw_to_model, resize_chw};
 use crate::policy::encoder::{ConvEncoder, EncoderConfig};
 use crate::policy::obs::{random_dihedral, random_shift};
+use crate::util::checkpoint;
+use crate::util::frames::{chw_to_model, resize_chw};
 
 /// Which image backbone the classifier uses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -304,7 +304,7 @@ impl RewardClassifier {
             if m.image_size == self.image_size {
                 m.prob(x).to_device(self.device())
             } else {
-                m.prob_u8(&crate::frames::model_to_chw(x))
+                m.prob_u8(&crate::util::frames::model_to_chw(x))
                     .to_device(self.device())
             }
         })

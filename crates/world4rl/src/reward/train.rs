@@ -36,8 +36,8 @@ use w4rl_data::{holdout_split, Dataset, Episode};
 use super::classifier::RewardClassifier;
 pub use super::config::{MemberConfig, RewardConfig};
 use super::metrics::BinaryMetrics;
-use crate::frames::{bytes_to_chw, model_to_chw, resize_chw};
-use crate::optim::{restore_weights, snapshot_weights, WeightSnapshot};
+use crate::util::frames::{bytes_to_chw, model_to_chw, resize_chw};
+use crate::util::optim::{restore_weights, snapshot_weights, WeightSnapshot};
 use crate::world_model::{RollingContext, WorldModel};
 
 /// What training reports for one task.
@@ -414,12 +414,12 @@ fn fit(
         ],
         0,
     );
-    let bar = crate::progress::bar(cfg.steps as u64, format!("reward {task}"));
+    let bar = crate::util::progress::bar(cfg.steps as u64, format!("reward {task}"));
     let (mut window, mut window_n) = (0.0, 0usize);
     // (step, calibrated threshold, validation metrics, weights) of the best validation F1 so far
     let mut best: Option<(usize, f64, BinaryMetrics, WeightSnapshot)> = None;
     for step in 1..=cfg.steps {
-        crate::interrupt::check("classifier training")?;
+        crate::util::interrupt::check("classifier training")?;
         let draw = |n: usize, k: i64| Tensor::randint(n as i64, [k], (Kind::Int64, device));
         let ip = pos_t.index_select(0, &draw(d.pos.len(), half));
         let ineg = neg_t.index_select(0, &draw(d.neg.len(), cfg.batch_size as i64 - half));

@@ -5,7 +5,7 @@
 //! With `bc.checkpoint_every` and `eval.validation_episodes` set, every checkpoint is kept
 //! (`step-<k>.safetensors`) and read in every action mode on `validation_episodes` validation episodes;
 //! the best (checkpoint, mode) stands as `policy.safetensors` and the stage's record says which
-//! ([`crate::selection`]). Without them the weights with the lowest held-out MSE stand, read with the
+//! ([`crate::eval::selection`]). Without them the weights with the lowest held-out MSE stand, read with the
 //! mean action.
 
 use anyhow::{Context, Result};
@@ -13,12 +13,12 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 use w4rl_data::{Dataset, Episode, EpisodeKind};
 
-use crate::evaluate::{ActionMode, EvalConfig};
+use crate::eval::evaluate::{ActionMode, EvalConfig};
+use crate::eval::selection::{choose, modes_for, Choice};
+use crate::experiment::run::{stage_name, RunDir};
+use crate::experiment::stage::Stage;
 use crate::policy::bc::{train_task_on, BcConfig, BcReport};
 use crate::policy::gaussian::GaussianPolicy;
-use crate::run::{stage_name, RunDir};
-use crate::selection::{choose, modes_for, Choice};
-use crate::stage::Stage;
 
 /// Which BC a stage trains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! `refine-real/<task>`: the ceiling control ([`crate::ceiling`]), the refinement's PPO in the real
+//! `refine-real/<task>`: the ceiling control ([`crate::eval::ceiling`]), the refinement's PPO in the real
 //! environment with the run's classifier as the reward; and `refine-true/<task>`, the same with the
 //! environment's true success as the reward.
 
@@ -8,13 +8,13 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::ceiling::ClassifierRewardEnv;
-use crate::outcome::SuccessRule;
+use crate::eval::ceiling::ClassifierRewardEnv;
+use crate::experiment::run::{stage_name, RunDir};
+use crate::experiment::stage::Stage;
 use crate::ppo::{output_in, train, Hooks, PpoSummary};
 use crate::reward::RewardClassifier;
-use crate::run::{stage_name, RunDir};
-use crate::stage::Stage;
 use crate::stages::refine::{load_start, RefineConfig};
+use crate::world_model::outcome::SuccessRule;
 
 /// What the ceiling control of a task records.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -6,12 +6,12 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 use w4rl_data::EpisodeKind;
 
-use crate::collect::{collect_recipe, CollectConfig, CollectSummary};
-use crate::config::ExperimentConfig;
-use crate::evaluate::PolicyActor;
+use crate::eval::collect::{collect_recipe, CollectConfig, CollectSummary};
+use crate::eval::evaluate::PolicyActor;
+use crate::experiment::config::ExperimentConfig;
+use crate::experiment::run::{stage_name, RunDir};
+use crate::experiment::stage::Stage;
 use crate::policy::gaussian::GaussianPolicy;
-use crate::run::{stage_name, RunDir};
-use crate::stage::Stage;
 
 /// One task's part of a collection.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -37,7 +37,7 @@ impl Stage for CollectExpert<'_> {
 
     fn run(&self, run: &RunDir) -> Result<CollectSummary> {
         let cfg = self.cfg;
-        let pb = crate::progress::bar(0, "expert demos");
+        let pb = crate::util::progress::bar(0, "expert demos");
         let s = collect_recipe(
             &run.dataset(),
             &cfg.experiment.suite,
@@ -108,7 +108,7 @@ impl Stage for CollectHeldout<'_> {
             run,
             &run.heldout(),
             &self.cfg.collect.heldout(),
-            crate::seeds::heldout_base(self.cfg.experiment.seed),
+            crate::util::seeds::heldout_base(self.cfg.experiment.seed),
             &[EpisodeKind::Policy],
             self.device,
         )
@@ -126,7 +126,7 @@ fn collect_with_bc(
     kinds: &[EpisodeKind],
     device: Device,
 ) -> Result<Vec<TaskCollect>> {
-    let pb = crate::progress::bar(0, "rollouts");
+    let pb = crate::util::progress::bar(0, "rollouts");
     let mut summaries = Vec::new();
     for task in &cfg.experiment.tasks {
         let (policy, _) = GaussianPolicy::load(&run.bc_policy(task), device)

@@ -13,17 +13,17 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 use w4rl_envs::{make, EnvConfig};
 
-use crate::config::ExperimentConfig;
-use crate::evaluate::{evaluate_policy, ActionMode, EvalConfig, EvalReport};
-use crate::paired::{paired_difference, PairedDifference};
+use crate::eval::evaluate::{evaluate_policy, ActionMode, EvalConfig, EvalReport};
+use crate::eval::paired::{paired_difference, PairedDifference};
+use crate::eval::selection::{choose_mode, modes_for, Choice};
+use crate::experiment::config::ExperimentConfig;
+use crate::experiment::run::{stage_name, Done, RunDir};
+use crate::experiment::stage::Stage;
 use crate::policy::gaussian::GaussianPolicy;
-use crate::run::{stage_name, Done, RunDir};
-use crate::seeds::Split;
-use crate::selection::{choose_mode, modes_for, Choice};
-use crate::stage::Stage;
 use crate::stages::bc::BcRecord;
 use crate::stages::ceiling::CeilingReport;
 use crate::stages::refine::RefineReport;
+use crate::util::seeds::Split;
 
 /// BC\*'s name in the records and the report.
 pub const BC_STAR: &str = "BC*";
@@ -233,7 +233,7 @@ impl Stage for Evaluate<'_> {
                 policy_gif(
                     &policy,
                     task,
-                    crate::seeds::eval_seed(seed, Split::Test, task, 0),
+                    crate::util::seeds::eval_seed(seed, Split::Test, task, 0),
                     &gif,
                 )?;
             }

@@ -11,16 +11,16 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 use w4rl_data::{Dataset, EpisodeKind};
 
-use crate::collect::record_policy_rollouts;
-use crate::config::ExperimentConfig;
-use crate::evaluate::PolicyActor;
-use crate::outcome::{task_outcomes, Rollouts, TaskOutcome};
+use crate::eval::collect::record_policy_rollouts;
+use crate::eval::evaluate::PolicyActor;
+use crate::experiment::config::ExperimentConfig;
+use crate::experiment::run::{stage_name, Done, RunDir};
+use crate::experiment::stage::Stage;
 use crate::policy::GaussianPolicy;
-use crate::run::{stage_name, Done, RunDir};
-use crate::stage::Stage;
 use crate::stages::refine::{load_world_model, RefineReport};
 use crate::world_model::fidelity::{action_use, evaluate, ActionUse, FidelityReport};
 use crate::world_model::imagine::{replay_episode, side_by_side_gif};
+use crate::world_model::outcome::{task_outcomes, Rollouts, TaskOutcome};
 use crate::world_model::train::load_holdout;
 use crate::world_model::WorldModel;
 
@@ -184,7 +184,7 @@ impl Fidelity<'_> {
                 out,
                 cfg,
                 task,
-                crate::seeds::heldout_base(cfg.experiment.seed),
+                crate::util::seeds::heldout_base(cfg.experiment.seed),
                 n,
                 &mut actor,
                 |_, _| {},

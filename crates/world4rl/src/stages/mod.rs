@@ -1,6 +1,6 @@
-//! The experiment's stages, in the paper's order (see [`crate::pipeline`]). Each loads its inputs from
+//! The experiment's stages, in the paper's order (see [`crate::experiment::pipeline`]). Each loads its inputs from
 //! the run directory, calls a learner (which knows nothing of the run's layout) and saves what it
-//! returned; [`crate::stage::run_stage`] skips, times and records them.
+//! returned; [`crate::experiment::stage::run_stage`] skips, times and records them.
 
 pub mod bc;
 pub mod ceiling;

@@ -10,14 +10,14 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 use w4rl_data::Dataset;
 
-use crate::acceptance::{AcceptConfig, AcceptRule, Acceptance};
 use crate::diffusion::SamplerConfig;
-use crate::imagined_env::{ImaginationStats, ImaginedEnv, ImaginedEnvConfig};
+use crate::experiment::run::{stage_name, RunDir};
+use crate::experiment::stage::Stage;
 use crate::policy::gaussian::GaussianPolicy;
+use crate::ppo::acceptance::{AcceptConfig, AcceptRule, Acceptance};
+use crate::ppo::imagined_env::{ImaginationStats, ImaginedEnv, ImaginedEnvConfig};
 use crate::ppo::{output_in, train, Hooks, PpoConfig, PpoSummary};
 use crate::reward::{RewardClassifier, RewardMode};
-use crate::run::{stage_name, RunDir};
-use crate::stage::Stage;
 use crate::world_model::{Precision, WorldModel};
 
 /// `[refine]`: stage 2 (PPO in imagination), per task.
@@ -60,14 +60,14 @@ pub struct RefineConfig {
     /// estimate that is noisy and biased towards the classifier's false positives (measured on
     /// `turn-lever`: best at iteration 3 of 13 while the real success kept rising until the last).
     pub evaluate: RefinedCheckpoint,
-    /// Also run the ceiling control ([`crate::ceiling`]): the same PPO in the real environment with the
+    /// Also run the ceiling control ([`crate::eval::ceiling`]): the same PPO in the real environment with the
     /// classifier as the reward, evaluated beside BC and the refined policy (default false).
     pub real_env_control: bool,
     /// Also run the true-reward ceiling control: the same PPO in the real environment rewarded by the
     /// environment's own success (default false). Beside the classifier-rewarded one, it separates the
     /// classifier's error from the world model's.
     pub true_reward_control: bool,
-    /// Which policy stands as the refined one ([`crate::acceptance`]): `always` the refined checkpoint
+    /// Which policy stands as the refined one ([`crate::ppo::acceptance`]): `always` the refined checkpoint
     /// (default), `imagined-gain` the refined checkpoint only when, on the same imagined episodes from
     /// held-out start states, its discounted success beats the BC policy's (paired 95 % interval
     /// above `accept_margin`), else the BC policy.
@@ -320,8 +320,8 @@ impl Stage for RefineTask<'_> {
         let out = output_in(&dir);
         let mut metrics = run.metrics(&self.name())?;
         metrics.truncate_after(0)?;
-        let extra = serde_json::json!({"stage": crate::stage_id::StageId::Refine.name(), "task": task, "initial_policy": bc_path});
-        let eval_cfg = crate::evaluate::EvalConfig {
+        let extra = serde_json::json!({"stage": crate::experiment::stage_id::StageId::Refine.name(), "task": task, "initial_policy": bc_path});
+        let eval_cfg = crate::eval::evaluate::EvalConfig {
             episodes: cfg.monitor_episodes.max(1),
             seed: self.monitor_seed ^ 0x6d6f_6e69,
             // the batch every recorded monitor curve was measured with
@@ -329,7 +329,7 @@ impl Stage for RefineTask<'_> {
             ..Default::default()
         };
         let mut monitor = |p: &GaussianPolicy| -> Result<serde_json::Value> {
-            let r = crate::evaluate::evaluate_policy(p, task, &eval_cfg)?;
+            let r = crate::eval::evaluate::evaluate_policy(p, task, &eval_cfg)?;
             Ok(serde_json::to_value(r)?)
         };
         let mut log = |v: &serde_json::Value| metrics.log(v);
@@ -401,7 +401,7 @@ impl RefineTask<'_> {
         let bc = load_start(run, task, cfg.start, self.device)?;
         let (refined, _) = GaussianPolicy::load(chosen, self.device)?;
         let starts = self.accept_starts.unwrap_or(self.data);
-        let a = crate::acceptance::check(
+        let a = crate::ppo::acceptance::check(
             wm,
             clf,
             starts,

@@ -7,15 +7,13 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::collect::CollectSummary;
-use crate::config::ExperimentConfig;
-use crate::evaluate::EvalReport;
-use crate::metrics_log::read_metrics;
-use crate::outcome::{fmt_auc, TaskOutcome};
-use crate::report::{Chart, FidelityRow, Rate, Report, SuccessRow};
+use crate::eval::collect::CollectSummary;
+use crate::eval::evaluate::EvalReport;
+use crate::experiment::config::ExperimentConfig;
+use crate::experiment::report::{Chart, FidelityRow, Rate, Report, SuccessRow};
+use crate::experiment::run::{stage_name, RunDir};
+use crate::experiment::stage::Stage;
 use crate::reward::ClassifierReport;
-use crate::run::{stage_name, RunDir};
-use crate::stage::Stage;
 use crate::stages::bc::BcRecord;
 use crate::stages::ceiling::CeilingReport;
 use crate::stages::collect::TaskCollect;
@@ -24,6 +22,8 @@ use crate::stages::eval::{
 };
 use crate::stages::fidelity::FidelityRecord;
 use crate::stages::refine::{RefineReport, RefineStart};
+use crate::util::metrics_log::read_metrics;
+use crate::world_model::outcome::{fmt_auc, TaskOutcome};
 use crate::world_model::train::TrainSummary;
 
 /// Where the report was written.
@@ -228,7 +228,7 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir) -> Result<Report> {
             ),
         ));
     }
-    r.switches = crate::config::ablation_switches(cfg);
+    r.switches = crate::experiment::config::ablation_switches(cfg);
     protocol_tables(&rec, cfg.refine.start, &mut r);
     bc_choice_charts(&rec, &mut r);
     success_tables(&rec, &mut r);
@@ -377,7 +377,7 @@ fn bc_choice_charts(rec: &Records, r: &mut Report) {
     for (what, records) in [("BC*", &rec.bc), ("filtered BC", &rec.filtered)] {
         for (task, _, b) in records.iter() {
             let Some(choice) = &b.choice else { continue };
-            let mut modes: Vec<crate::evaluate::ActionMode> = Vec::new();
+            let mut modes: Vec<crate::eval::evaluate::ActionMode> = Vec::new();
             for c in &choice.candidates {
                 if !modes.contains(&c.mode) {
                     modes.push(c.mode);
@@ -700,7 +700,7 @@ fn imagination_table(horizon: usize, run: &RunDir, rec: &Records, r: &mut Report
 
 /// The outcome check's AUC that matches imagined episodes of `horizon` steps (0 = whole episodes):
 /// AUC(k = horizon) when it was measured, else the open-loop AUC; labelled with which it is.
-fn auc_at_horizon(a: &crate::outcome::OutcomeAgreement, horizon: usize) -> String {
+fn auc_at_horizon(a: &crate::world_model::outcome::OutcomeAgreement, horizon: usize) -> String {
     match a
         .auc_by_reset
         .iter()
@@ -766,7 +766,7 @@ fn charts(cfg: &ExperimentConfig, run: &RunDir, r: &mut Report) {
 #[cfg(test)]
 mod tests {
     use super::auc_at_horizon;
-    use crate::outcome::{AucEstimate, OutcomeAgreement, ResetAuc};
+    use crate::world_model::outcome::{AucEstimate, OutcomeAgreement, ResetAuc};
 
     #[test]
     fn imagination_table_shows_the_auc_of_ppos_horizon_when_measured() {

@@ -5,9 +5,9 @@ use anyhow::{Context, Result};
 use tch::Device;
 use w4rl_data::Dataset;
 
+use crate::experiment::run::{stage_name, RunDir};
+use crate::experiment::stage::Stage;
 use crate::reward::{train_task, ClassifierReport, RewardConfig};
-use crate::run::{stage_name, RunDir};
-use crate::stage::Stage;
 use crate::world_model::WorldModel;
 
 /// Trains the classifier of `task` into `RUN/reward/<task>/{classifier.safetensors, metrics.jsonl}`.
@@ -93,7 +93,7 @@ impl Stage for TrainReward<'_> {
         let clf = clf.with_members(members)?;
         clf.save(
             &run.classifier(task),
-            serde_json::json!({"stage": crate::stage_id::StageId::Reward.name(), "report": report, "dataset": self.data.dir()}),
+            serde_json::json!({"stage": crate::experiment::stage_id::StageId::Reward.name(), "report": report, "dataset": self.data.dir()}),
         )?;
         log_report(&report);
         Ok(report)

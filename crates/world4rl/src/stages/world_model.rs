@@ -5,8 +5,8 @@ use anyhow::Result;
 use tch::Device;
 use w4rl_data::Dataset;
 
-use crate::run::{stage_name, RunDir};
-use crate::stage::Stage;
+use crate::experiment::run::{stage_name, RunDir};
+use crate::experiment::stage::Stage;
 use crate::world_model::train::{train, TrainOptions, TrainSummary, WorldModelTrainConfig};
 
 /// Trains (or resumes) the world model into `RUN/world_model/`.

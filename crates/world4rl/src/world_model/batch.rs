@@ -4,7 +4,7 @@
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
 
-use crate::frames::bytes_to_model;
+use crate::util::frames::bytes_to_model;
 
 /// A training or evaluation batch on the model's device.
 #[derive(Debug)]

@@ -4,9 +4,9 @@
 use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::action_encoding::{ActionEncoder, ActionEncodingConfig, EncodingKind};
 use crate::diffusion::{DenoiserConfig, SamplerConfig};
 use crate::models::{ActionEmbedding, InnerModelConfig, UNetConfig};
+use crate::world_model::action_encoding::{ActionEncoder, ActionEncodingConfig, EncodingKind};
 
 /// Architecture, noise and sampler settings of the world model (`[world_model.model]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -21,8 +21,8 @@ use tch::{Kind, Tensor};
 use w4rl_data::{Episode, WindowConfig, WindowSampler};
 
 use super::{imagine, Batch, RollingContext, WorldModel};
-use crate::frames::bytes_to_model;
 use crate::metrics;
+use crate::util::frames::bytes_to_model;
 
 /// Settings of [`evaluate`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,7 +39,7 @@ pub struct FidelityConfig {
     /// Seed of the sampler noise.
     pub seed: u64,
     /// Recorded policy rollouts per task that `world4rl run` replays whole in the world model, to
-    /// compare imagined with real episode outcomes ([`crate::outcome::outcome_agreement`]; the
+    /// compare imagined with real episode outcomes ([`crate::world_model::outcome::outcome_agreement`]; the
     /// held-out rollouts of `RUN/heldout/` when the run has them; 0 = skip). Default 100.
     pub outcome_episodes: usize,
     /// Rollouts per task of each refined policy, recorded by `world4rl run`'s fidelity stage from the
@@ -87,9 +87,9 @@ impl FidelityConfig {
     /// The outcome check's options under the imagined environment's success `rule`.
     pub fn outcome_options(
         &self,
-        rule: crate::outcome::SuccessRule,
-    ) -> crate::outcome::OutcomeOptions {
-        crate::outcome::OutcomeOptions {
+        rule: crate::world_model::outcome::SuccessRule,
+    ) -> crate::world_model::outcome::OutcomeOptions {
+        crate::world_model::outcome::OutcomeOptions {
             batch: self.batch,
             rule,
             resets: self.outcome_resets.clone(),

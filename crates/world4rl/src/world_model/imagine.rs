@@ -12,7 +12,7 @@ use anyhow::{ensure, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::WorldModel;
-use crate::frames::bytes_to_model;
+use crate::util::frames::bytes_to_model;
 
 /// The sliding window of context frames and actions of a batch of imagined trajectories.
 #[derive(Debug)]
@@ -327,7 +327,7 @@ fn columns_as_u8(columns: &[&Tensor], what: &str) -> Result<(Vec<i64>, Vec<Vec<u
         .iter()
         .map(|c| {
             Vec::<u8>::try_from(
-                crate::frames::model_to_hwc(&c.to_device(Device::Cpu)).flatten(0, -1),
+                crate::util::frames::model_to_hwc(&c.to_device(Device::Cpu)).flatten(0, -1),
             )
         })
         .collect::<Result<_, _>>()?;

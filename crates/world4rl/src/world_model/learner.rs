@@ -10,7 +10,7 @@ use super::train::{sampler_seed, WorldModelFiles};
 use super::train_config::WorldModelTrainConfig;
 use super::{Batch, Precision, TrainLossOptions, WorldModel};
 use crate::models::ActionEmbedding;
-use crate::optim::{ema_update, AdamW, WorkingCopy};
+use crate::util::optim::{ema_update, AdamW, WorkingCopy};
 
 /// Where a training step's forward and backward passes run: on the f32 model itself, or, with
 /// `precision = "bf16"`, on a bfloat16 working copy of it whose gradients go back to the f32 weights
@@ -26,7 +26,9 @@ impl TrainPasses {
             Precision::F32 => None,
             low => {
                 let device = model.device();
-                if crate::device::cpu_has_native_bf16() == Some(false) && device == Device::Cpu {
+                if crate::util::device::cpu_has_native_bf16() == Some(false)
+                    && device == Device::Cpu
+                {
                     tracing::warn!(
                         "world_model.precision = \"{low}\", but this CPU has no AVX-512 BF16/AMX: \
                          bfloat16 is emulated and training will be slower than in f32"
@@ -174,7 +176,7 @@ impl Learner {
         tch::manual_seed(cfg.seed as i64);
         let mut model = WorldModel::new(cfg.model.clone(), action_dim, device)?;
         let mut ema = WorldModel::new(cfg.model.clone(), action_dim, device)?;
-        crate::optim::copy_weights(ema.var_store(), model.var_store());
+        crate::util::optim::copy_weights(ema.var_store(), model.var_store());
         let mut opt = AdamW::new(model.var_store(), cfg.optimizer.clone());
         if cfg.model.action_embedding == ActionEmbedding::Embedding {
             // DIAMOND keeps embeddings out of weight decay
@@ -184,9 +186,14 @@ impl Learner {
         let (mut step, mut elapsed_before) = (0u64, 0f64);
         if paths.train_state.exists() {
             let state = &paths.train_state;
-            let (t, meta) = crate::checkpoint::load_tensors(state)?;
-            crate::checkpoint::copy_into_varstore(&t, ema.var_store_mut(), "ema.", state)?;
-            crate::checkpoint::copy_into_varstore(&t, model.var_store_mut(), "model.", state)?;
+            let (t, meta) = crate::util::checkpoint::load_tensors(state)?;
+            crate::util::checkpoint::copy_into_varstore(&t, ema.var_store_mut(), "ema.", state)?;
+            crate::util::checkpoint::copy_into_varstore(
+                &t,
+                model.var_store_mut(),
+                "model.",
+                state,
+            )?;
             opt.load_state(&t, "opt.", state)?;
             step = meta["step"].as_u64().unwrap_or(0);
             elapsed_before = meta["elapsed_secs"].as_f64().unwrap_or(0.0);
@@ -231,13 +238,13 @@ impl Learner {
     /// Writes the train state and the EMA model.
     pub(super) fn save(&self, paths: &WorldModelFiles, secs: f64) -> Result<()> {
         let meta = serde_json::json!({"step": self.step, "elapsed_secs": secs});
-        let mut all = crate::checkpoint::varstore_tensors(self.model.var_store(), "model.");
-        all.extend(crate::checkpoint::varstore_tensors(
+        let mut all = crate::util::checkpoint::varstore_tensors(self.model.var_store(), "model.");
+        all.extend(crate::util::checkpoint::varstore_tensors(
             self.ema.var_store(),
             "ema.",
         ));
         all.extend(self.opt.state_tensors("opt."));
-        crate::checkpoint::save_tensors(&paths.train_state, &all, &meta)?;
+        crate::util::checkpoint::save_tensors(&paths.train_state, &all, &meta)?;
         self.ema.save(&paths.model, meta)
     }
 }

@@ -12,12 +12,15 @@
 //! the prediction is frame `t+1`. Padded positions (before an episode start) have mask `false`:
 //! their frames and encoded actions are zeroed.
 
+pub mod action_encoding;
 mod batch;
+pub mod closed_loop;
 mod config;
 pub mod fidelity;
 mod holdout;
 pub mod imagine;
 mod learner;
+pub mod outcome;
 pub mod train;
 mod train_config;
 
@@ -26,8 +29,8 @@ use std::path::Path;
 use anyhow::{ensure, Context, Result};
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::action_encoding::ActionEncoder;
 use crate::diffusion::{self, Denoiser, DenoiserBatch, LossOutput, SamplerConfig};
+use crate::world_model::action_encoding::ActionEncoder;
 
 pub use batch::{motion_weights, AfterTarget, Batch, TrainLossOptions};
 pub use config::{encoding_name, MemoryEstimate, Precision, WorldModelConfig};
@@ -272,7 +275,7 @@ impl WorldModel {
             total += out.loss;
             if i < n {
                 // the prediction replaces the real frame where the step exists
-                let pred = crate::frames::quantize(&out.denoised);
+                let pred = crate::util::frames::quantize(&out.denoised);
                 let keep = target_valid.to_kind(Kind::Float).view([b, 1, 1, 1]);
                 frames[hi] = &pred * &keep + &frames[hi] * (-&keep + 1.0);
             }
@@ -323,7 +326,7 @@ impl WorldModel {
                 .denoise(x, &sig, sigma_cond.as_ref(), &ctx, &actions)
                 .clamp(-1.0, 1.0)
         });
-        Ok(crate::frames::quantize(&out))
+        Ok(crate::util::frames::quantize(&out))
     }
 
     /// Saves the weights and the configuration to a safetensors checkpoint (atomic).
@@ -335,17 +338,17 @@ impl WorldModel {
             "params": self.param_count(),
             "extra": extra,
         });
-        crate::checkpoint::save(path, &self.vs, &meta)
+        crate::util::checkpoint::save(path, &self.vs, &meta)
     }
 
     /// Loads a model saved by [`save`](Self::save) (or a run's `world_model/model.safetensors`) onto
     /// `device`. Returns the model and the checkpoint's `extra` metadata.
     pub fn load(path: &Path, device: Device) -> Result<(Self, serde_json::Value)> {
-        let (tensors, meta) = crate::checkpoint::load_tensors(path)?;
+        let (tensors, meta) = crate::util::checkpoint::load_tensors(path)?;
         let (cfg, action_dim) = parse_meta(&meta)
             .with_context(|| format!("{} is not a world-model checkpoint", path.display()))?;
         let mut wm = Self::new(cfg, action_dim, device)?;
-        crate::checkpoint::copy_into_varstore(&tensors, &mut wm.vs, "model.", path)?;
+        crate::util::checkpoint::copy_into_varstore(&tensors, &mut wm.vs, "model.", path)?;
         Ok((
             wm,
             meta.get("extra")
@@ -375,7 +378,7 @@ mod tests {
 
     fn random_batch(b: i64, n: i64, after_valid: bool) -> Batch {
         let opts = (Kind::Float, Device::Cpu);
-        let q = |t: Tensor| crate::frames::quantize(&(t * 2.0 - 1.0));
+        let q = |t: Tensor| crate::util::frames::quantize(&(t * 2.0 - 1.0));
         Batch {
             context: q(Tensor::rand([b, 4, 3, 16, 16], opts)),
             actions: Tensor::rand([b, 4, 2], opts) * 2.0 - 1.0,
@@ -627,9 +630,10 @@ mod tests {
         let bad = WorldModel::new(cfg, 2, Device::Cpu).unwrap();
         bad.save(&path, serde_json::json!({})).unwrap();
         let mut wrong = WorldModel::new(WorldModelConfig::tiny(), 2, Device::Cpu).unwrap();
-        let (t, _) = crate::checkpoint::load_tensors(&path).unwrap();
-        let err = crate::checkpoint::copy_into_varstore(&t, wrong.var_store_mut(), "model.", &path)
-            .unwrap_err();
+        let (t, _) = crate::util::checkpoint::load_tensors(&path).unwrap();
+        let err =
+            crate::util::checkpoint::copy_into_varstore(&t, wrong.var_store_mut(), "model.", &path)
+                .unwrap_err();
         assert!(err.to_string().contains("shape"), "{err}");
     }
 

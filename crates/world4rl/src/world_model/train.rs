@@ -26,8 +26,8 @@ use tch::Device;
 use w4rl_data::{Dataset, Episode, WindowConfig, WindowSampler};
 
 use super::{Batch, TrainLossOptions, WorldModel};
-use crate::metrics_log::MetricsLog;
-use crate::optim::warmup_lr;
+use crate::util::metrics_log::MetricsLog;
+use crate::util::optim::warmup_lr;
 
 pub use super::holdout::{load_holdout, split_dataset, EpisodeId};
 pub use super::learner::TrainPasses;
@@ -123,7 +123,7 @@ fn schedule_factor(cfg: &WorldModelTrainConfig, p: f64) -> f64 {
 }
 
 pub(super) fn sampler_seed(seed: u64, step: u64) -> u64 {
-    crate::seeds::mix(seed ^ crate::seeds::mix(step.wrapping_add(0x5741)))
+    crate::util::seeds::mix(seed ^ crate::util::seeds::mix(step.wrapping_add(0x5741)))
 }
 
 /// Mean loss of the EMA model over a fixed set of validation batches (fixed σ and noise draws).
@@ -138,8 +138,8 @@ fn validation_loss(model: &WorldModel, val: &[Batch], seed: u64) -> Result<f64> 
 }
 
 /// What a stop request at the checkpoint of `step` leaves.
-fn interrupted_at(step: u64) -> crate::interrupt::Interrupted {
-    crate::interrupt::Interrupted {
+fn interrupted_at(step: u64) -> crate::util::interrupt::Interrupted {
+    crate::util::interrupt::Interrupted {
         stage: "world-model training".into(),
         at: if step == 0 {
             "before its first step".into()
@@ -155,7 +155,7 @@ fn progress_bar(
     opts: &TrainOptions,
     step: u64,
 ) -> indicatif::ProgressBar {
-    let pb = crate::progress::bar(cfg.max_steps, "world model");
+    let pb = crate::util::progress::bar(cfg.max_steps, "world model");
     if !opts.progress {
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
@@ -166,7 +166,7 @@ fn progress_bar(
 /// Whether a stop request ends training at `step`: only at a checkpoint (or before the first step),
 /// so that a resume draws what the uninterrupted run draws. Says once how far training goes on.
 fn stop_now(cfg: &WorldModelTrainConfig, step: u64, told: &mut bool) -> bool {
-    if !crate::interrupt::stop_requested() {
+    if !crate::util::interrupt::stop_requested() {
         return false;
     }
     if step.is_multiple_of(cfg.checkpoint_every) {
@@ -375,7 +375,7 @@ pub(crate) mod tests {
         };
         let mut rng = 12345u64;
         let mut next = || {
-            rng = crate::seeds::mix(rng);
+            rng = crate::util::seeds::mix(rng);
             (rng >> 11) as f64 / (1u64 << 53) as f64
         };
         for e in 0..episodes {
@@ -437,7 +437,7 @@ pub(crate) mod tests {
         let after = mean_loss(&trained, &held, 4, 16, 3).unwrap();
         assert!(after < 0.6 * before, "held-out loss {before} -> {after}");
         // metrics.jsonl has training and validation lines; a re-run on the finished folder trains no further
-        let lines = crate::metrics_log::read_metrics(run.join("metrics.jsonl")).unwrap();
+        let lines = crate::util::metrics_log::read_metrics(run.join("metrics.jsonl")).unwrap();
         assert!(
             lines.iter().any(|l| l.get("val_loss").is_some())
                 && lines.iter().any(|l| l.get("loss").is_some())
@@ -551,7 +551,7 @@ pub(crate) mod tests {
             max_diff = max_diff.max((t - &va[&k]).abs().max().double_value(&[]));
         }
         assert!(max_diff < 1e-6, "resumed weights differ by {max_diff}");
-        let steps: Vec<u64> = crate::metrics_log::read_metrics(resumed.join("metrics.jsonl"))
+        let steps: Vec<u64> = crate::util::metrics_log::read_metrics(resumed.join("metrics.jsonl"))
             .unwrap()
             .iter()
             .filter(|l| l.get("loss").is_some())

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use w4rl_data::EpisodeKind;
 
 use super::{Precision, WorldModelConfig};
-use crate::optim::AdamWConfig;
+use crate::util::optim::AdamWConfig;
 
 /// Learning-rate schedule after the warm-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]

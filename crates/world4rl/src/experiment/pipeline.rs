@@ -30,10 +30,10 @@ use anyhow::{Context, Result};
 use tch::Device;
 use w4rl_data::Dataset;
 
-use crate::config::{ExperimentConfig, ResolvedConfig};
-use crate::run::RunDir;
-use crate::stage::{run_stage, Stage};
-use crate::stage_id::StageId;
+use crate::experiment::config::{ExperimentConfig, ResolvedConfig};
+use crate::experiment::run::RunDir;
+use crate::experiment::stage::{run_stage, Stage};
+use crate::experiment::stage_id::StageId;
 use crate::stages::{
     bc::{BcKind, TrainBc},
     ceiling::{CeilingReward, RealEnvControl},
@@ -168,7 +168,7 @@ pub fn run_stage_id(ctx: &StageContext, id: StageId) -> Result<()> {
 fn bc(ctx: &StageContext, kind: BcKind) -> Result<()> {
     let cfg = ctx.cfg;
     let data = ctx.dataset()?;
-    let eval = crate::evaluate::EvalConfig {
+    let eval = crate::eval::evaluate::EvalConfig {
         seed: cfg.experiment.seed,
         ..cfg.eval.clone()
     };
@@ -223,7 +223,7 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
         device,
         tasks: &[],
     };
-    let overall = crate::progress::bar(StageId::ALL.len() as u64, "pipeline");
+    let overall = crate::util::progress::bar(StageId::ALL.len() as u64, "pipeline");
     for id in StageId::ALL {
         overall.set_prefix(id.name());
         run_stage_id(&ctx, id)?;

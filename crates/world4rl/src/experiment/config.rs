@@ -9,8 +9,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::collect::CollectConfig;
-use crate::evaluate::EvalConfig;
+use crate::eval::collect::CollectConfig;
+use crate::eval::evaluate::EvalConfig;
 use crate::policy::BcConfig;
 use crate::reward::RewardConfig;
 use crate::stages::refine::RefineConfig;
@@ -479,7 +479,7 @@ mod tests {
         let c = ExperimentConfig::load_world_model(&p, None).unwrap();
         let mut want = WorldModelTrainConfig::preset("tiny").unwrap();
         want.max_steps = 7;
-        want.model.action_encoding.kind = crate::action_encoding::EncodingKind::Linear;
+        want.model.action_encoding.kind = crate::world_model::action_encoding::EncodingKind::Linear;
         assert_eq!(c, want);
         std::fs::write(&p, "[world_model]\n\nbatch_sise = 3\n").unwrap();
         let e = format!(

@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 use w4rl_data::{Dataset, Episode, EpisodeKind};
 
-use crate::frames::{bytes_to_chw, model_to_chw};
 use crate::reward::RewardClassifier;
+use crate::util::frames::{bytes_to_chw, model_to_chw};
 use crate::world_model::{RollingContext, WorldModel};
 
 /// When an imagined episode counts as a success: `frames` consecutive imagined frames above the

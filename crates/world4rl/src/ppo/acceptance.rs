@@ -28,9 +28,9 @@ use w4rl_envs::VecEnv;
 
 use w4rl_data::Dataset;
 
-use crate::evaluate::Z95;
-use crate::imagined_env::{ImaginedEnv, ImaginedEnvConfig};
+use crate::eval::evaluate::Z95;
 use crate::policy::gaussian::{GaussianPolicy, ObsHistory};
+use crate::ppo::imagined_env::{ImaginedEnv, ImaginedEnvConfig};
 use crate::reward::RewardClassifier;
 use crate::world_model::WorldModel;
 

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::run::{Done, RunDir, DONE_FORMAT};
+use crate::experiment::run::{Done, RunDir, DONE_FORMAT};
 
 /// A step of the experiment.
 pub trait Stage {
@@ -58,7 +58,7 @@ pub fn run_stage<S: Stage>(run: &RunDir, stage: &S) -> Result<Done<S::Record>> {
             }
         }
     }
-    crate::interrupt::check_at(&format!("stage {name}"), "before it started")?;
+    crate::util::interrupt::check_at(&format!("stage {name}"), "before it started")?;
     tracing::info!("stage {name}");
     let t0 = Instant::now();
     let record = stage.run(run).with_context(|| format!("stage {name}"))?;
@@ -67,7 +67,7 @@ pub fn run_stage<S: Stage>(run: &RunDir, stage: &S) -> Result<Done<S::Record>> {
         stage: name,
         seconds: t0.elapsed().as_secs_f64(),
         record,
-        machine: Some(crate::machine::Machine::current()),
+        machine: Some(crate::experiment::machine::Machine::current()),
     };
     run.write_done(&done)?;
     // what a later run will skip on must read back now, not fail then

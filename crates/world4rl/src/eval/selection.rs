@@ -9,9 +9,9 @@ use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::evaluate::{evaluate_policy, ActionMode, EvalConfig};
+use crate::eval::evaluate::{evaluate_policy, ActionMode, EvalConfig};
 use crate::policy::gaussian::GaussianPolicy;
-use crate::seeds::Split;
+use crate::util::seeds::Split;
 
 /// One candidate's validation success.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,4 +1,4 @@
-//! Run directories and where everything lives in them. Only the stage layer ([`crate::stage`],
+//! Run directories and where everything lives in them. Only the stage layer ([`crate::experiment::stage`],
 //! [`crate::stages`]) and the commands use this module; the learners never do.
 //!
 //! ```text
@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use w4rl_data::DirLock;
 
-use crate::metrics_log::MetricsLog;
+use crate::util::metrics_log::MetricsLog;
 
 /// The format of the `done.json` files this version writes. Files without a `format` field were
 /// written before the stage layer, as untyped summaries; they are refused with what to do.
@@ -27,7 +27,7 @@ pub const DONE_FORMAT: u32 = 2;
 
 /// Stage folders in the run directory, by [`StageId`] (the one list of the stages' names).
 pub mod stage_name {
-    use crate::stage_id::StageId;
+    use crate::experiment::stage_id::StageId;
 
     /// Expert demonstrations of every task.
     pub const COLLECT_EXPERT: &str = StageId::CollectExpert.name();
@@ -86,7 +86,7 @@ pub struct Done<R> {
     pub record: R,
     /// Where it ran (absent in runs of before 2026-12-06).
     #[serde(default)]
-    pub machine: Option<crate::machine::Machine>,
+    pub machine: Option<crate::experiment::machine::Machine>,
 }
 
 /// A run directory.
@@ -240,8 +240,8 @@ impl RunDir {
     }
 
     /// The distinct machines the stages of the run ran on (from their `done.json`).
-    pub fn machines(&self) -> Result<Vec<crate::machine::Machine>> {
-        let mut out: Vec<crate::machine::Machine> = Vec::new();
+    pub fn machines(&self) -> Result<Vec<crate::experiment::machine::Machine>> {
+        let mut out: Vec<crate::experiment::machine::Machine> = Vec::new();
         let stages = std::fs::read_dir(self.path())
             .with_context(|| format!("reading {}", self.path().display()))?;
         let mut names = Vec::new();

@@ -17,9 +17,9 @@ use w4rl_envs::{
     expand_seeds, ActionSpec, EnvConfig, EnvError, Info, Obs, Step, SyncVecEnv, VecEnv,
 };
 
-use crate::outcome::SuccessRule;
 use crate::ppo::RolloutEnv;
 use crate::reward::{RewardClassifier, RewardMode};
+use crate::world_model::outcome::SuccessRule;
 
 /// Real environments whose reward, success and termination come from the classifier.
 pub struct ClassifierRewardEnv<'a> {
@@ -81,8 +81,13 @@ impl<'a> ClassifierRewardEnv<'a> {
     fn probs(&self, clf: &RewardClassifier, obs: &[&Obs]) -> Result<Vec<f32>> {
         let size = self.env.image_size();
         let bytes: Vec<u8> = obs.iter().flat_map(|o| o.frame.iter().copied()).collect();
-        let frames =
-            crate::frames::bytes_to_chw(&bytes, obs.len(), size, clf.image_size(), clf.device())?;
+        let frames = crate::util::frames::bytes_to_chw(
+            &bytes,
+            obs.len(),
+            size,
+            clf.image_size(),
+            clf.device(),
+        )?;
         Ok(Vec::<f32>::try_from(
             clf.prob_u8(&frames)
                 .to_device(Device::Cpu)

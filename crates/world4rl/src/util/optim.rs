@@ -522,9 +522,9 @@ mod tests {
         // checkpoint the state, take 5 more steps; a restored copy takes the same 5 steps identically
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("opt.safetensors");
-        let mut all = crate::checkpoint::varstore_tensors(&vs, "model.");
+        let mut all = crate::util::checkpoint::varstore_tensors(&vs, "model.");
         all.extend(opt.state_tensors("opt."));
-        crate::checkpoint::save_tensors(&path, &all, &serde_json::json!({})).unwrap();
+        crate::util::checkpoint::save_tensors(&path, &all, &serde_json::json!({})).unwrap();
         for _ in 0..5 {
             opt.zero_grad();
             loss_of(&lin).backward();
@@ -532,8 +532,8 @@ mod tests {
         }
         let mut vs2 = nn::VarStore::new(tch::Device::Cpu);
         let lin2 = nn::linear(vs2.root(), 3, 1, Default::default());
-        let (t, _) = crate::checkpoint::load_tensors(&path).unwrap();
-        crate::checkpoint::copy_into_varstore(&t, &mut vs2, "model.", &path).unwrap();
+        let (t, _) = crate::util::checkpoint::load_tensors(&path).unwrap();
+        crate::util::checkpoint::copy_into_varstore(&t, &mut vs2, "model.", &path).unwrap();
         let mut opt2 = AdamW::new(&vs2, cfg);
         opt2.load_state(&t, "opt.", &path).unwrap();
         for _ in 0..5 {

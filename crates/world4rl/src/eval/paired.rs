@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::evaluate::{wilson_interval, Z95};
+use crate::eval::evaluate::{wilson_interval, Z95};
 
 /// The difference `other − base` of two success rates measured on the same scenes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -233,7 +233,7 @@ pub fn pool_replicates(reps: &[ReplicatePair], resamples: usize, seed: u64) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evaluate::newcombe_difference_interval;
+    use crate::eval::evaluate::newcombe_difference_interval;
 
     #[test]
     fn a_worked_example_of_newcombes_paired_method() {

@@ -18,10 +18,10 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::config::ExperimentConfig;
-use crate::machine::Machine;
-use crate::paired::{pool_replicates, PairedDifference, PooledGain, ReplicatePair};
-use crate::run::{stage_name, RunDir};
+use crate::eval::paired::{pool_replicates, PairedDifference, PooledGain, ReplicatePair};
+use crate::experiment::config::ExperimentConfig;
+use crate::experiment::machine::Machine;
+use crate::experiment::run::{stage_name, RunDir};
 use crate::stages::eval::{EvalRow, BC_STAR, CEILING, CEILING_TRUE, FILTERED_BC, REFINED};
 
 /// Bootstrap draws of the pooled intervals.
@@ -37,7 +37,8 @@ pub fn run_replicate(cfg: &ExperimentConfig, seed: u64, out: &Path, device: Devi
     let mut c = cfg.clone();
     c.experiment.seed = seed;
     let run = RunDir::open_locked(replicate_dir(out, seed))?;
-    crate::pipeline::run(&c, &run, device).with_context(|| format!("replicate seed {seed}"))?;
+    crate::experiment::pipeline::run(&c, &run, device)
+        .with_context(|| format!("replicate seed {seed}"))?;
     Ok(())
 }
 
@@ -185,7 +186,7 @@ pub fn read_replication(name: &str, seeds: &[u64], out: &Path) -> Result<Replica
             Ok(Some(pool_replicates(
                 &pairs,
                 RESAMPLES,
-                crate::seeds::mix(0x005E_ED0F_B007),
+                crate::util::seeds::mix(0x005E_ED0F_B007),
             )?))
         };
         let lows: Vec<f64> = rep

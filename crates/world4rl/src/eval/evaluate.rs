@@ -1,6 +1,6 @@
 //! Policy evaluation in the real environment: success rate with a 95 % Wilson score interval, mean
-//! episode length and every episode's outcome (for paired comparisons, [`crate::paired`]), on the
-//! validation or the test seeds ([`crate::seeds::Split`]), both disjoint from every training seed.
+//! episode length and every episode's outcome (for paired comparisons, [`crate::eval::paired`]), on the
+//! validation or the test seeds ([`crate::util::seeds::Split`]), both disjoint from every training seed.
 //!
 //! Episodes end on the first success (`terminate_on_success`), so the episode length measures speed;
 //! the policy acts in an [`ActionMode`]: its mean action, samples of its Gaussian, or samples with σ
@@ -13,9 +13,9 @@ use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use w4rl_envs::{make, Env, EnvConfig, Obs};
 
-use crate::collect::BatchPolicy;
+use crate::eval::collect::BatchPolicy;
 use crate::policy::gaussian::{GaussianPolicy, ObsHistory};
-use crate::seeds::{eval_seed, Split};
+use crate::util::seeds::{eval_seed, Split};
 
 /// How a Gaussian policy acts when it is evaluated.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -272,7 +272,7 @@ pub fn evaluate_policy(
         envs[0].state_dim()
     );
     if cfg.sample {
-        tch::manual_seed(crate::seeds::mix(cfg.seed ^ 0x7361_6d70) as i64);
+        tch::manual_seed(crate::util::seeds::mix(cfg.seed ^ 0x7361_6d70) as i64);
     }
     let seed_of = |i: usize| eval_seed(cfg.seed, cfg.split, task, i);
     let mut next = 0usize;

@@ -24,8 +24,8 @@ use tch::{Device, Kind, Tensor};
 use w4rl_data::{Dataset, Episode, EpisodeKind};
 use w4rl_envs::{check_action, expand_seeds, ActionSpec, EnvError, Info, Obs, Step, VecEnv};
 
-use crate::frames::model_to_chw;
 use crate::reward::RewardClassifier;
+use crate::util::frames::model_to_chw;
 use crate::world_model::{RollingContext, WorldModel};
 
 /// `[refine.imagination]`: the imagined environment.
@@ -66,8 +66,8 @@ impl Default for ImaginedEnvConfig {
 
 impl ImaginedEnvConfig {
     /// The success rule of imagined episodes.
-    pub fn success_rule(&self) -> crate::outcome::SuccessRule {
-        crate::outcome::SuccessRule {
+    pub fn success_rule(&self) -> crate::world_model::outcome::SuccessRule {
+        crate::world_model::outcome::SuccessRule {
             frames: self.success_frames.max(1),
         }
     }
@@ -235,7 +235,7 @@ impl<'a> ImaginedEnv<'a> {
         // [B, 3, S, S] in [-1, 1] -> B observations of u8 [S, S, 3]
         let size = frames.size()[3] as usize;
         let bytes = Vec::<u8>::try_from(
-            crate::frames::model_to_hwc(frames)
+            crate::util::frames::model_to_hwc(frames)
                 .to_device(Device::Cpu)
                 .flatten(0, -1),
         )?;
@@ -359,7 +359,7 @@ impl VecEnv for ImaginedEnv<'_> {
             .enumerate()
             .map(|(i, o)| {
                 self.steps[i] += 1;
-                let success = crate::outcome::SuccessRule {
+                let success = crate::world_model::outcome::SuccessRule {
                     frames: self.success_frames,
                 }
                 .judge(&mut self.streak[i], probs[i], thr);

@@ -1,6 +1,6 @@
 //! JSON has no NaN or infinity: serde_json writes them as `null`. Records that can hold a non-finite
 //! rate (a PPO iteration in which no episode finished) read `null` back as NaN with
-//! `#[serde(deserialize_with = "crate::json_float::nan_if_null")]`.
+//! `#[serde(deserialize_with = "crate::util::json_float::nan_if_null")]`.
 
 use serde::{Deserialize, Deserializer};
 

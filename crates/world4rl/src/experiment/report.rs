@@ -13,7 +13,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::evaluate::{newcombe_difference_interval, Z95};
+use crate::eval::evaluate::{newcombe_difference_interval, Z95};
 
 /// A success rate with its 95 % Wilson interval.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]

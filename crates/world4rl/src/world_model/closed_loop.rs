@@ -1,7 +1,7 @@
 //! The outcome check closed loop: does the world model predict how a *policy* ends an episode when
 //! the policy acts on the imagined frames, as it does during refinement?
 //!
-//! The open-loop check ([`crate::outcome`]) replays recorded actions. Those actions were chosen by a
+//! The open-loop check ([`crate::world_model::outcome`]) replays recorded actions. Those actions were chosen by a
 //! closed-loop policy looking at the real scene; once the imagined scene is a little off, they no
 //! longer fit it, and nothing corrects the error. On `push-block` the real simulator itself turns a
 //! nudge of half an arena unit at step 10 of such a replay into 6 outcome flips in 100 episodes
@@ -12,7 +12,7 @@
 //!   each scene has one real outcome), recorded by the caller from scenes no learner trained on;
 //! * from each one's first frame, the same policy acts with its mean action on the imagined frames
 //!   for as many steps as the real episode had, and the classifier judges every imagined frame;
-//! * the imagined score (under the [`SuccessRule`](crate::outcome::SuccessRule)) is set against the
+//! * the imagined score (under the [`SuccessRule`](crate::world_model::outcome::SuccessRule)) is set against the
 //!   recorded outcome exactly as in the open-loop check: success rates, agreement, ROC AUC with its
 //!   bootstrap interval, and the classifier on the recorded real frames.
 //!
@@ -24,10 +24,10 @@ use tch::Tensor;
 use w4rl_data::Episode;
 use w4rl_envs::{check_action, ActionSpec};
 
-use crate::imagined_env::ImaginedEnv;
-use crate::outcome::{agreement_of, frame_probs, OutcomeAgreement, OutcomeOptions};
 use crate::policy::{GaussianPolicy, ObsHistory};
+use crate::ppo::imagined_env::ImaginedEnv;
 use crate::reward::RewardClassifier;
+use crate::world_model::outcome::{agreement_of, frame_probs, OutcomeAgreement, OutcomeOptions};
 use crate::world_model::{RollingContext, WorldModel};
 
 /// Per-episode imagined scores of `policy` acting with its mean action on the imagined frames, from

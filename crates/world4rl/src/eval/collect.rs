@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use w4rl_data::{DatasetSpec, DatasetWriter, Episode, EpisodeKind};
 use w4rl_envs::{make, make_expert, Controller, Env, EnvConfig, Obs};
 
-use crate::seeds::collect_seed;
+use crate::util::seeds::collect_seed;
 
 /// Episode counts of one task.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
@@ -152,8 +152,8 @@ pub fn collect_episodes(
 ) -> Result<usize> {
     let mut written = 0;
     for chunk in indices.chunks(batch.max(1)) {
-        if crate::interrupt::stop_requested() {
-            return Err(crate::interrupt::Interrupted {
+        if crate::util::interrupt::stop_requested() {
+            return Err(crate::util::interrupt::Interrupted {
                 stage: format!("the collection of {task} ({kind})"),
                 at: format!("after {written} new episodes, each one committed"),
             }
@@ -183,7 +183,8 @@ fn run_batch(
         // a learned policy samples from libtorch's generator: seeded from the batch's first episode,
         // the batch draws the same actions in any process (a resumed run, a stage command), not
         // whatever the stages before it left in the generator
-        let seed = crate::seeds::mix(collect_seed(base_seed, task, kind, first) ^ 0x706f_6c69);
+        let seed =
+            crate::util::seeds::mix(collect_seed(base_seed, task, kind, first) ^ 0x706f_6c69);
         tch::manual_seed(seed as i64);
     }
     let mut envs: Vec<Box<dyn Env>> = Vec::with_capacity(n);
@@ -355,11 +356,11 @@ pub fn collect_recipe(
 
 /// Records `episodes` rollouts of `actor` on `task` into `out` (policy episodes only, in the
 /// experiment's suite and frame size) under the collection seed stream of `base_seed`: the run's
-/// training scenes with its seed, the held-out ones with [`crate::seeds::heldout_base`] of it.
+/// training scenes with its seed, the held-out ones with [`crate::util::seeds::heldout_base`] of it.
 /// Resumes what `out` holds, as [`collect_recipe`] does.
 pub fn record_policy_rollouts(
     out: &Path,
-    cfg: &crate::config::ExperimentConfig,
+    cfg: &crate::experiment::config::ExperimentConfig,
     task: &str,
     base_seed: u64,
     episodes: usize,
