@@ -29,11 +29,12 @@ use tch::Device;
 use tokio::sync::{oneshot, watch};
 use w4rl_data::Dataset;
 use world4rl::experiment::config::ExperimentConfig;
+use world4rl::experiment::run::RunDir;
+use world4rl::experiment::stage_id::StageId;
 use world4rl::playground::{Driver, PlaySession, PlayTask};
+use world4rl::policy::GaussianPolicy;
 
 use crate::play_engine::{engine, ClientMsg, Command, Update};
-use world4rl::experiment::run::RunDir;
-use world4rl::policy::GaussianPolicy;
 
 const PAGE: &str = include_str!("play.html");
 
@@ -176,7 +177,7 @@ async fn session_socket(mut socket: WebSocket, app: AppState) {
 /// The task names with a classifier in `RUN/reward/`, sorted.
 fn classifier_tasks(run: &RunDir) -> Vec<String> {
     let mut out = Vec::new();
-    let dir = run.path().join("reward");
+    let dir = run.path().join(StageId::Reward.name());
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return out;
     };

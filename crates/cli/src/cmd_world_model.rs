@@ -384,52 +384,42 @@ pub fn eval(args: EvalArgs, device: Device, seed: Option<u64>) -> Result<()> {
         fid_weights: args.fid_weights.clone(),
         fvd_weights: args.fvd_weights.clone(),
     };
-    let report = fidelity::evaluate(&wm, &held, &cfg)?;
-    let action_use = if args.action_use > 0 {
-        let a = fidelity::action_use(&wm, &held, args.action_use, args.batch, cfg.seed)?;
+    let held_dir = args
+        .heldout
+        .clone()
+        .unwrap_or_else(|| args.run.join("heldout"));
+    let heldout = if held_dir.exists() {
+        Some(Dataset::open(&held_dir)?)
+    } else if args.heldout.is_some() {
+        bail!("--heldout {}: no such dataset", held_dir.display());
+    } else {
+        None
+    };
+    let clf_run = RunDir::open(args.classifiers.as_ref().unwrap_or(&args.run))?;
+    let rule = world4rl::world_model::outcome::SuccessRule {
+        frames: args.success_frames.max(1),
+    };
+    // the fidelity stage's own check, with this command's settings
+    let checked = fidelity::check(
+        &wm,
+        &held,
+        &world4rl::world_model::outcome::Rollouts {
+            heldout: heldout.as_ref(),
+            training: &data,
+        },
+        |t| clf_run.classifier(t),
+        &data.tasks(),
+        &cfg,
+        rule,
+    )?;
+    let (report, outcomes, action_use) = (checked.scores, checked.outcomes, checked.action_use);
+    if let Some(a) = action_use {
         eprintln!(
             "action use: next-frame MSE {:.5} with the true actions, {:.5} with permuted ones (ratio {:.2}) on {} held-out windows",
             a.mse_true, a.mse_permuted, a.ratio, a.windows
         );
-        Some(a)
-    } else {
-        None
-    };
-    let outcomes = if args.outcomes > 0 {
-        let held_dir = args
-            .heldout
-            .clone()
-            .unwrap_or_else(|| args.run.join("heldout"));
-        let heldout = if held_dir.exists() {
-            Some(Dataset::open(&held_dir)?)
-        } else if args.heldout.is_some() {
-            bail!("--heldout {}: no such dataset", held_dir.display());
-        } else {
-            None
-        };
-        let clf_run = RunDir::open(args.classifiers.as_ref().unwrap_or(&args.run))?;
-        let rule = world4rl::world_model::outcome::SuccessRule {
-            frames: args.success_frames.max(1),
-        };
-        world4rl::world_model::outcome::task_outcomes(
-            |t| clf_run.classifier(t),
-            &wm,
-            &world4rl::world_model::outcome::Rollouts {
-                heldout: heldout.as_ref(),
-                training: &data,
-            },
-            &data.tasks(),
-            args.outcomes,
-            &cfg.outcome_options(rule),
-        )?
-    } else {
-        Vec::new()
-    };
+    }
     let closed_loop = if args.closed_loop > 0 {
-        let rule = world4rl::world_model::outcome::SuccessRule {
-            frames: args.success_frames.max(1),
-        };
-        let clf_run = RunDir::open(args.classifiers.as_ref().unwrap_or(&args.run))?;
         closed_loop_outcomes(
             &args,
             &wm,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-const STAGES: [&str; 12] = [
+const STAGES: [&str; 14] = [
     "collect-expert",
     "bc/push-block",
     "bc/slide-handle",
@@ -19,6 +19,8 @@ const STAGES: [&str; 12] = [
     "world_model",
     "reward/push-block",
     "reward/slide-handle",
+    "refine/push-block",
+    "refine/slide-handle",
     "eval",
     "fidelity",
 ];
@@ -377,6 +379,49 @@ fn tiny_pipeline_runs_and_resumes_after_a_kill() {
             "{model} differs from the lone run's"
         );
     }
+
+    // a refinement trained again makes the evaluation and the outcome check of its rollouts stale:
+    // the next `run` redoes those two and the report, and nothing else
+    std::fs::remove_file(out.join("refine/push-block/done.json")).unwrap();
+    let o = bin()
+        .args(["--threads", "1", "stage", "refine"])
+        .arg(config())
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let refined = done_times(&out);
+    let report_before = std::fs::metadata(out.join("report/done.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    run_to_end(&out);
+    let after = done_times(&out);
+    let at = |v: &[(String, SystemTime)], stage: &str| {
+        v.iter()
+            .find(|(s, _)| s == stage)
+            .map(|(_, t)| *t)
+            .unwrap_or_else(|| panic!("{stage} did not finish"))
+    };
+    let refine = at(&refined, "refine/push-block");
+    assert!(
+        at(&refined, "eval") < refine,
+        "the refinement did not run again"
+    );
+    for stage in ["eval", "fidelity"] {
+        assert!(at(&after, stage) > refine, "{stage} was not redone");
+    }
+    for (stage, time) in &refined {
+        if !["eval", "fidelity"].contains(&stage.as_str()) {
+            assert_eq!(at(&after, stage), *time, "{stage} was redone");
+        }
+    }
+    let report_after = std::fs::metadata(out.join("report/done.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert!(report_after > report_before, "the report was not refreshed");
 }
 
 /// Every file under `dir` (relative path, sorted) with the given extension.

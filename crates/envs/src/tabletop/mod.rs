@@ -77,10 +77,6 @@ pub const PUSHER_RADIUS: f32 = 20.0;
 pub const ACTION_SCALE: f32 = 50.0;
 /// Length of the state vector.
 pub const STATE_DIM: usize = 13;
-/// Inner faces of the walls (gym-pusht: segments at 5 and 506 with radius 2).
-pub const WALL_LO: f32 = 7.0;
-/// See [`WALL_LO`].
-pub const WALL_HI: f32 = 504.0;
 
 /// The action space shared by the suite.
 pub fn action_spec() -> ActionSpec {

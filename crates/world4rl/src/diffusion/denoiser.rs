@@ -38,7 +38,9 @@ pub struct DenoiserConfig {
     pub sigma_min: f64,
     pub sigma_max: f64,
     /// Noise-augment the context frames during training (DIAMOND CS:GO `noise_previous_obs`): each
-    /// sample's context gets noise of a level drawn like σ, clipped to `context_sigma_max`.
+    /// sample's context gets noise of a level drawn like σ, clipped to `context_sigma_max`. An
+    /// ablation, off by default: no better than autoregressive training, worse beside it
+    /// (`docs/world_model.md`, History).
     pub context_noise: bool,
     /// Largest context-noise level (DIAMOND: `sigma_max`; smaller values keep the context legible,
     /// which matters on short training budgets).

@@ -67,7 +67,7 @@ pub mod stage_name {
     /// The true-reward ceiling control of `task` (PPO in the real environment, its own success):
     /// the second folder of the `refine-real` stage.
     pub fn ceiling_true(task: &str) -> String {
-        format!("refine-true/{task}")
+        format!("{}/{task}", StageId::REFINE_TRUE)
     }
 }
 

@@ -54,6 +54,10 @@ impl StageId {
         Self::Report,
     ];
 
+    /// The second folder of [`StageId::RefineReal`]: the ceiling rewarded by the environment's true
+    /// success (`refine-true/<task>`).
+    pub const REFINE_TRUE: &'static str = "refine-true";
+
     /// The stage's name: its folder in the run directory.
     pub const fn name(self) -> &'static str {
         match self {

@@ -87,7 +87,8 @@ pub struct RewardConfig {
     pub seed: u64,
     /// Further classifiers per task, each trained like this one but on its own imagined frames, that
     /// must also call a frame successful (`[[reward.members]]`; default none). See
-    /// [`RewardClassifier::with_members`].
+    /// [`RewardClassifier::with_members`]. An ablation: the pessimistic ensemble did no better than
+    /// the one classifier (`docs/refinement.md`, "A classifier that has seen whole imagined episodes").
     pub members: Vec<MemberConfig>,
 }
 

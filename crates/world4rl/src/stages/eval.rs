@@ -196,18 +196,28 @@ impl Stage for Evaluate<'_> {
         stage_name::EVAL.into()
     }
 
-    /// Stale when a task has no row, or when a policy it reads finished after the evaluation (a
-    /// refinement, a control or BC itself trained again).
-    fn stale(&self, run: &RunDir, done: &Done<Vec<EvalRow>>) -> Result<Option<String>> {
-        let me = run.finished_at(stage_name::EVAL)?;
-        let after = |s: &str| -> bool {
-            run.finished_at(s)
-                .ok()
-                .flatten()
-                .zip(me)
-                .is_some_and(|(input, me)| input > me)
-        };
-        Ok(eval_gap(&self.cfg.experiment.tasks, &done.record, after))
+    /// Every policy it reads: BC\*, the refined policy and the controls of every task (a refinement,
+    /// a control or BC itself trained again makes the evaluation stale).
+    fn inputs(&self) -> Vec<String> {
+        self.cfg
+            .experiment
+            .tasks
+            .iter()
+            .flat_map(|task| {
+                [
+                    stage_name::bc(task),
+                    stage_name::refine(task),
+                    stage_name::bc_filtered(task),
+                    stage_name::ceiling(task),
+                    stage_name::ceiling_true(task),
+                ]
+            })
+            .collect()
+    }
+
+    /// Stale when a task has no row (a task added to the config).
+    fn stale(&self, _run: &RunDir, done: &Done<Vec<EvalRow>>) -> Result<Option<String>> {
+        Ok(missing_task(&self.cfg.experiment.tasks, &done.record))
     }
 
     fn run(&self, run: &RunDir) -> Result<Vec<EvalRow>> {
@@ -307,31 +317,12 @@ fn row_of(task: &str, policies: Vec<PolicyEval>) -> Result<EvalRow> {
 
 /// What the evaluation `rows` lack for `tasks`, given which stages finished after it: a task
 /// without a row, or a policy it reads (BC, a refinement, a control) trained after it.
-fn eval_gap(
-    tasks: &[String],
-    rows: &[EvalRow],
-    finished_after: impl Fn(&str) -> bool,
-) -> Option<String> {
-    for task in tasks {
-        if !rows.iter().any(|r| r.task == *task) {
-            return Some(format!("it has no row for '{task}'"));
-        }
-        for (stage, what) in [
-            (stage_name::bc(task), "the BC policy"),
-            (stage_name::refine(task), "the refinement"),
-            (stage_name::bc_filtered(task), "the filtered-BC control"),
-            (stage_name::ceiling(task), "the ceiling control"),
-            (
-                stage_name::ceiling_true(task),
-                "the true-reward ceiling control",
-            ),
-        ] {
-            if finished_after(&stage) {
-                return Some(format!("{what} of '{task}' finished after it"));
-            }
-        }
-    }
-    None
+/// "it has no row for `task`" for the first task of `tasks` without a row.
+fn missing_task(tasks: &[String], rows: &[EvalRow]) -> Option<String> {
+    tasks
+        .iter()
+        .find(|task| !rows.iter().any(|r| r.task == **task))
+        .map(|task| format!("it has no row for '{task}'"))
 }
 
 /// `<task>-refined.gif`, with a suite-qualified task's `/` replaced.
@@ -428,8 +419,24 @@ mod tests {
     }
 
     #[test]
-    fn an_evaluation_is_stale_when_a_policy_it_reads_finished_after_it() {
+    fn an_evaluation_reads_every_policy_of_every_task_and_misses_no_task() {
         let tasks = vec!["push-block".to_string(), "turn-lever".to_string()];
+        let mut cfg = ExperimentConfig::default();
+        cfg.experiment.tasks = tasks.clone();
+        let stage = Evaluate {
+            cfg: &cfg,
+            device: Device::Cpu,
+        };
+        let inputs = stage.inputs();
+        for want in [
+            "bc/push-block",
+            "refine/turn-lever",
+            "bc-filtered/push-block",
+            "refine-real/turn-lever",
+            "refine-true/push-block",
+        ] {
+            assert!(inputs.iter().any(|i| i == want), "{want} not in {inputs:?}");
+        }
         let row = |task: &str| {
             row_of(
                 task,
@@ -438,17 +445,8 @@ mod tests {
             .unwrap()
         };
         let rows = vec![row("push-block"), row("turn-lever")];
-        let only = |after: &'static [&'static str]| move |s: &str| after.contains(&s);
-        assert_eq!(eval_gap(&tasks, &rows, only(&[])), None);
-        let gap = eval_gap(&tasks, &rows, only(&["refine/turn-lever"])).unwrap();
-        assert!(gap.contains("refinement of 'turn-lever'"), "{gap}");
-        let gap = eval_gap(&tasks, &rows, only(&["refine-real/push-block"])).unwrap();
-        assert!(gap.contains("ceiling control of 'push-block'"), "{gap}");
-        let gap = eval_gap(&tasks, &rows, only(&["bc-filtered/push-block"])).unwrap();
-        assert!(gap.contains("filtered-BC control"), "{gap}");
-        let gap = eval_gap(&tasks, &rows, only(&["bc/push-block"])).unwrap();
-        assert!(gap.contains("BC policy of 'push-block'"), "{gap}");
-        let gap = eval_gap(&tasks, &rows[..1], only(&[])).unwrap();
+        assert_eq!(missing_task(&tasks, &rows), None);
+        let gap = missing_task(&tasks, &rows[..1]).unwrap();
         assert!(gap.contains("no row for 'turn-lever'"), "{gap}");
     }
 }

@@ -14,11 +14,11 @@ use w4rl_data::{Dataset, EpisodeKind};
 use crate::eval::collect::record_policy_rollouts;
 use crate::eval::evaluate::PolicyActor;
 use crate::experiment::config::ExperimentConfig;
-use crate::experiment::run::{stage_name, Done, RunDir};
+use crate::experiment::run::{stage_name, RunDir};
 use crate::experiment::stage::Stage;
 use crate::policy::GaussianPolicy;
 use crate::stages::refine::{load_world_model, RefineReport};
-use crate::world_model::fidelity::{action_use, evaluate, ActionUse, FidelityReport};
+use crate::world_model::fidelity::{check, ActionUse, FidelityReport};
 use crate::world_model::imagine::{replay_episode, side_by_side_gif};
 use crate::world_model::outcome::{task_outcomes, Rollouts, TaskOutcome};
 use crate::world_model::train::load_holdout;
@@ -58,26 +58,16 @@ impl Stage for Fidelity<'_> {
         stage_name::FIDELITY.into()
     }
 
-    /// Stale when a task was refined after the check, which then has no outcome check of the
-    /// refined policy's own rollouts (when the config asks for them).
-    fn stale(&self, run: &RunDir, done: &Done<FidelityRecord>) -> Result<Option<String>> {
-        if self.cfg.fidelity.refined_outcome_episodes == 0 || !run.heldout().exists() {
-            return Ok(None);
+    /// The world model, the classifiers that judge its episodes and, when the config checks the
+    /// refined policies' own rollouts, each refinement (a task refined after the check has none).
+    fn inputs(&self) -> Vec<String> {
+        let tasks = &self.cfg.experiment.tasks;
+        let mut inputs = vec![stage_name::WORLD_MODEL.to_string()];
+        inputs.extend(tasks.iter().map(|t| stage_name::reward(t)));
+        if self.cfg.fidelity.refined_outcome_episodes > 0 {
+            inputs.extend(tasks.iter().map(|t| stage_name::refine(t)));
         }
-        Ok(self
-            .cfg
-            .experiment
-            .tasks
-            .iter()
-            .find(|task| {
-                run.is_done(&stage_name::refine(task))
-                    && !done
-                        .record
-                        .refined_outcomes
-                        .iter()
-                        .any(|o| o.task == **task)
-            })
-            .map(|task| format!("'{task}' was refined after it")))
+        inputs
     }
 
     fn run(&self, run: &RunDir) -> Result<FidelityRecord> {
@@ -86,7 +76,25 @@ impl Stage for Fidelity<'_> {
         // outcome check scores the imagination PPO was trained in
         let wm = load_world_model(&cfg.refine, run, self.device)?;
         let held = load_holdout(&run.world_model_dir(), self.data)?;
-        let scores = evaluate(&wm, &held, &cfg.fidelity)?;
+        // whole-episode replays of the held-out BC rollouts: does imagined success follow real success?
+        let held_dir = run.heldout();
+        let heldout = held_dir
+            .exists()
+            .then(|| Dataset::open(&held_dir))
+            .transpose()
+            .with_context(|| format!("opening the held-out rollouts {}", held_dir.display()))?;
+        let checked = check(
+            &wm,
+            &held,
+            &Rollouts {
+                heldout: heldout.as_ref(),
+                training: self.data,
+            },
+            |t| run.classifier(t),
+            tasks,
+            &cfg.fidelity,
+            cfg.refine.imagination.success_rule(),
+        )?;
         let dir = run.stage_dir(&self.name())?;
         let mut gifs = Vec::new();
         for task in tasks {
@@ -100,52 +108,16 @@ impl Stage for Fidelity<'_> {
                 gifs.push(path);
             }
         }
-        // whole-episode replays of recorded rollouts: does imagined success follow real success?
-        let outcomes = if cfg.fidelity.outcome_episodes > 0 {
-            let held_dir = run.heldout();
-            let heldout = held_dir
-                .exists()
-                .then(|| Dataset::open(&held_dir))
-                .transpose()
-                .with_context(|| format!("opening the held-out rollouts {}", held_dir.display()))?;
-            task_outcomes(
-                |t| run.classifier(t),
-                &wm,
-                &Rollouts {
-                    heldout: heldout.as_ref(),
-                    training: self.data,
-                },
-                tasks,
-                cfg.fidelity.outcome_episodes,
-                &cfg.fidelity
-                    .outcome_options(cfg.refine.imagination.success_rule()),
-            )?
+        let refined_outcomes = if cfg.fidelity.refined_outcome_episodes > 0 && heldout.is_some() {
+            self.refined_outcomes(run, &wm, &dir.join("refined-rollouts"))?
         } else {
             Vec::new()
         };
-        let refined_outcomes =
-            if cfg.fidelity.refined_outcome_episodes > 0 && run.heldout().exists() {
-                self.refined_outcomes(run, &wm, &dir.join("refined-rollouts"))?
-            } else {
-                Vec::new()
-            };
-        // does the next frame depend on the action? (held-out windows, true vs permuted actions)
-        let action_use = (cfg.fidelity.action_use_windows > 0)
-            .then(|| {
-                action_use(
-                    &wm,
-                    &held,
-                    cfg.fidelity.action_use_windows,
-                    cfg.fidelity.batch,
-                    cfg.fidelity.seed,
-                )
-            })
-            .transpose()?;
         Ok(FidelityRecord {
-            scores,
+            scores: checked.scores,
             gifs,
-            outcomes,
-            action_use,
+            outcomes: checked.outcomes,
+            action_use: checked.action_use,
             refined_outcomes,
         })
     }

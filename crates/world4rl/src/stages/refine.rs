@@ -70,7 +70,8 @@ pub struct RefineConfig {
     /// Which policy stands as the refined one ([`crate::ppo::acceptance`]): `always` the refined checkpoint
     /// (default), `imagined-gain` the refined checkpoint only when, on the same imagined episodes from
     /// held-out start states, its discounted success beats the BC policy's (paired 95 % interval
-    /// above `accept_margin`), else the BC policy.
+    /// above `accept_margin`), else the BC policy. `imagined-gain` is an ablation: asking the same world
+    /// model cannot catch its own errors (`docs/refinement.md`, "The acceptance check").
     pub accept: AcceptRule,
     /// Imagined episodes per policy of the acceptance check (default 256).
     pub accept_episodes: usize,

@@ -20,6 +20,8 @@ pub struct WorldModelConfig {
     /// Action encoding (two-hot K = 21 by default).
     pub action_encoding: ActionEncodingConfig,
     /// How the encoded actions enter the conditioning vector (`linear` or DIAMOND's `embedding`).
+    /// `embedding` is an ablation: it did not change action use or the outcome AUC
+    /// (`docs/world_model.md`, History).
     pub action_embedding: ActionEmbedding,
     /// U-Net widths, depths, attention, conditioning width.
     pub unet: UNetConfig,

@@ -20,9 +20,53 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 use w4rl_data::{Episode, WindowConfig, WindowSampler};
 
+use super::outcome::{task_outcomes, Rollouts, SuccessRule, TaskOutcome};
 use super::{imagine, Batch, RollingContext, WorldModel};
 use crate::metrics;
 use crate::util::frames::bytes_to_model;
+
+/// The world model's whole check: what the `fidelity` stage records and `world4rl eval world-model`
+/// prints, computed by [`check`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorldModelCheck {
+    /// Open-loop PSNR/SSIM per horizon on the held-out windows, against copy-last-frame.
+    pub scores: FidelityReport,
+    /// The outcome check per task (empty when `outcome_episodes` is 0).
+    pub outcomes: Vec<TaskOutcome>,
+    /// The action-use check (when `action_use_windows` > 0).
+    pub action_use: Option<ActionUse>,
+}
+
+/// Checks `wm`: open-loop fidelity on the held-out episodes `held` ([`evaluate`]), the outcome check
+/// of `cfg.outcome_episodes` recorded rollouts per task of `tasks` replayed whole and judged by the
+/// classifier at `classifier(task)` under `rule` ([`task_outcomes`]), and the action-use check on
+/// `cfg.action_use_windows` held-out windows ([`action_use`]). Each part seeds its own noise from
+/// `cfg.seed`, so a part's numbers do not depend on which parts ran before it.
+pub fn check(
+    wm: &WorldModel,
+    held: &[Episode],
+    rollouts: &Rollouts,
+    classifier: impl Fn(&str) -> PathBuf,
+    tasks: &[String],
+    cfg: &FidelityConfig,
+    rule: SuccessRule,
+) -> Result<WorldModelCheck> {
+    let scores = evaluate(wm, held, cfg)?;
+    let outcomes = if cfg.outcome_episodes > 0 {
+        let opts = cfg.outcome_options(rule);
+        task_outcomes(classifier, wm, rollouts, tasks, cfg.outcome_episodes, &opts)?
+    } else {
+        Vec::new()
+    };
+    let action_use = (cfg.action_use_windows > 0)
+        .then(|| action_use(wm, held, cfg.action_use_windows, cfg.batch, cfg.seed))
+        .transpose()?;
+    Ok(WorldModelCheck {
+        scores,
+        outcomes,
+        action_use,
+    })
+}
 
 /// Settings of [`evaluate`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

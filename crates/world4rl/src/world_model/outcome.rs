@@ -116,7 +116,7 @@ pub struct OutcomeOptions {
     pub resets: Vec<usize>,
     /// Bootstrap resamples of the AUC interval (0: no interval).
     pub bootstrap: usize,
-    /// Seed of the bootstrap.
+    /// Seed of the bootstrap and of the imagined noise (each task starts from it).
     pub seed: u64,
 }
 
@@ -473,6 +473,8 @@ pub fn task_outcomes(
 ) -> Result<Vec<TaskOutcome>> {
     let mut out = Vec::new();
     for task in tasks {
+        // each task's imagined noise from the seed: a task's result does not depend on the others
+        tch::manual_seed(opts.seed as i64);
         let Some(o) =
             task_outcome_agreement(&classifier(task), wm, rollouts, task, episodes, opts)?
         else {

@@ -68,7 +68,8 @@ pub struct WorldModelTrainConfig {
     pub autoregressive_steps: usize,
     /// Extra loss weight of the pixels that moved between the last two context frames (dilated by
     /// `motion_radius`): weight `1 + motion_weight` there, 1 elsewhere. Only 2-4 % of the pixels of
-    /// a tabletop frame change per step. 0 = uniform.
+    /// a tabletop frame change per step. 0 = uniform. An ablation, off by default: it did not raise
+    /// the outcome AUC and made slide-handle's imagination worse (`docs/world_model.md`, History).
     pub motion_weight: f64,
     /// Dilation radius, in pixels of the model's frames, of the motion mask.
     pub motion_radius: i64,
