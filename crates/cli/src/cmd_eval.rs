@@ -93,6 +93,10 @@ pub struct EvalPolicyArgs {
     /// setting), `test` only for the numbers you report (docs/evaluation.md).
     #[arg(long, default_value = "validation")]
     pub split: Split,
+    /// Episode length (0 = the task's own limit); give the run's `experiment.max_steps` to read a
+    /// policy as its run read it.
+    #[arg(long, default_value_t = 0)]
+    pub max_steps: usize,
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,
@@ -118,6 +122,7 @@ pub fn eval_policy(args: EvalPolicyArgs, device: Device, seed: Option<u64>) -> R
         sample: args.sample,
         std_max: args.std_max,
         split: args.split,
+        max_steps: args.max_steps,
         ..Default::default()
     };
     let r = evaluate_policy(&policy, &task, &cfg)?;

@@ -80,6 +80,7 @@ pub fn refine(args: RefineArgs, device: Device, seed: Option<u64>) -> Result<()>
                 cfg: &rc,
                 task,
                 image_size: cfg.experiment.image_size,
+                max_steps: cfg.experiment.max_steps,
                 device,
             };
             out.push(run_stage(&run, &stage)?.record);
@@ -102,6 +103,7 @@ pub fn refine(args: RefineArgs, device: Device, seed: Option<u64>) -> Result<()>
             task,
             device,
             monitor_seed: cfg.experiment.seed,
+            max_steps: cfg.experiment.max_steps,
         };
         reports.push(run_stage(&run, &stage)?.record);
     }

@@ -272,7 +272,7 @@ mod imagination {
         // every frame successful, a rule of 2 frames: success, reward and the end at step 2
         let always = tiny_classifier(0.0);
         let mut env =
-            ClassifierRewardEnv::new("push-block", 2, 32, &always, SuccessRule { frames: 2 })
+            ClassifierRewardEnv::new("push-block", 2, (32, 0), &always, SuccessRule { frames: 2 })
                 .unwrap();
         assert_eq!(env.reset(&[5]).len(), 2);
         let first = env.step(&vec![vec![0.0, 0.0]; 2]).unwrap();
@@ -288,7 +288,8 @@ mod imagination {
         // never successful: the real task's own end truncates, without reward
         let never = tiny_classifier(0.999_999);
         let mut env =
-            ClassifierRewardEnv::new("push-block", 1, 32, &never, SuccessRule::default()).unwrap();
+            ClassifierRewardEnv::new("push-block", 1, (32, 0), &never, SuccessRule::default())
+                .unwrap();
         env.reset(&[1]);
         let mut steps = 0;
         loop {
@@ -311,7 +312,7 @@ mod imagination {
         // the scripted expert solves push-block: reward 1 and the end exactly at its first real success,
         // 0 before it
         let mut env =
-            ClassifierRewardEnv::true_success("push-block", 1, 32, SuccessRule { frames: 1 })
+            ClassifierRewardEnv::true_success("push-block", 1, (32, 0), SuccessRule { frames: 1 })
                 .unwrap();
         let mut expert = w4rl_envs::make_expert("push-block").unwrap();
         env.reset(&[3]);
@@ -645,6 +646,7 @@ mod imagination {
                 task: task.to_string(),
                 device: tch::Device::Cpu,
                 monitor_seed: 0,
+                max_steps: 0,
             };
             run_stage(&run, &stage).map(|d| d.record)
         };

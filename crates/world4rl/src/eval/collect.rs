@@ -44,7 +44,8 @@ pub struct CollectConfig {
     /// Std of the Gaussian noise added to the expert's actions for policy rollouts when no policy
     /// checkpoint is given (the stand-in for D_rollout before a BC policy exists).
     pub noise_std: f32,
-    /// Episode length; 0 keeps each task's default.
+    /// Episode length; 0 keeps each task's default. In an experiment, taken from
+    /// `experiment.max_steps`.
     pub max_steps: usize,
     /// Per-task overrides of the three counts.
     pub per_task: BTreeMap<String, TaskCounts>,

@@ -119,7 +119,7 @@ pub struct EvalConfig {
     pub seed: u64,
     /// Rendered frame size; 0 = the size recorded in the policy (its training data's).
     pub render_size: usize,
-    /// Episode length override; 0 = the task's.
+    /// Episode length override; 0 = the task's. In an experiment, taken from `experiment.max_steps`.
     pub max_steps: usize,
     /// Act with samples of N(μ, σ²) (σ within the checkpoint's bounds) instead of the mean action μ
     /// (default false) where one mode is wanted (`eval policy`, the fidelity stage's closed-loop

@@ -31,6 +31,10 @@ pub struct ExperimentSection {
     pub seed: u64,
     /// Side length of the frames the environments render and the dataset stores.
     pub image_size: usize,
+    /// The horizon of every real episode the run plays: collection, the validation and test scenes,
+    /// the refinement's monitor, the ceilings and the GIFs (0 = each task's own step limit: 50 on the
+    /// tabletop, 500 on Meta-World). `collect.max_steps` and `eval.max_steps` are taken from it.
+    pub max_steps: usize,
 }
 
 impl Default for ExperimentSection {
@@ -41,6 +45,7 @@ impl Default for ExperimentSection {
             tasks: Vec::new(),
             seed: 0,
             image_size: 64,
+            max_steps: 0,
         }
     }
 }
@@ -206,6 +211,21 @@ impl ExperimentConfig {
             !self.experiment.tasks.is_empty(),
             "experiment.tasks is empty: name at least one task (see `world4rl env list`)"
         );
+        let horizons: Vec<(&str, usize)> = [
+            ("experiment.max_steps", self.experiment.max_steps),
+            ("collect.max_steps", self.collect.max_steps),
+            ("eval.max_steps", self.eval.max_steps),
+        ]
+        .into_iter()
+        .filter(|(_, h)| *h > 0)
+        .collect();
+        if let Some((key, h)) = horizons.iter().find(|(_, h)| *h != horizons[0].1) {
+            anyhow::bail!(
+                "{} = {} and {key} = {h} differ: an experiment has one horizon; set experiment.max_steps alone",
+                horizons[0].0,
+                horizons[0].1
+            );
+        }
         self.reward.validate()?;
         self.refine.validate()?;
         anyhow::ensure!(
@@ -254,6 +274,18 @@ impl ExperimentConfig {
         c.reward.world_model_precision = c.refine.world_model_precision;
         c.reward.world_model_channels_last = c.refine.world_model_channels_last;
         c.reward.world_model_sampler = c.refine.sampler.clone();
+        // one horizon (`validate` refuses two different ones): every real environment plays it
+        let horizon = [
+            c.experiment.max_steps,
+            c.collect.max_steps,
+            c.eval.max_steps,
+        ]
+        .into_iter()
+        .find(|&h| h > 0)
+        .unwrap_or(0);
+        c.experiment.max_steps = horizon;
+        c.collect.max_steps = horizon;
+        c.eval.max_steps = horizon;
         ResolvedConfig(c)
     }
 }
@@ -283,6 +315,38 @@ mod tests {
             Some(1)
         );
         assert!(cfg.reward.world_model_sampler.is_none());
+    }
+
+    #[test]
+    fn an_experiment_has_one_horizon_for_every_real_environment() {
+        let base = "[experiment]\ntasks = [\"push-block\"]\n";
+        let parse =
+            |extra: &str| ExperimentConfig::parse(&format!("{base}{extra}"), Path::new("t.toml"));
+        // the collection's horizon, as older configs wrote it, is the evaluation's too
+        let c = parse("\n[collect]\nmax_steps = 20\n").unwrap().resolve();
+        assert_eq!(
+            (
+                c.experiment.max_steps,
+                c.collect.max_steps,
+                c.eval.max_steps
+            ),
+            (20, 20, 20)
+        );
+        let c = parse("max_steps = 30\n\n[eval]\nmax_steps = 30\n")
+            .unwrap()
+            .resolve();
+        assert_eq!((c.collect.max_steps, c.eval.max_steps), (30, 30));
+        // unset: every environment keeps the task's own limit
+        let c = parse("").unwrap().resolve();
+        assert_eq!((c.collect.max_steps, c.eval.max_steps), (0, 0));
+        let e = format!(
+            "{:#}",
+            parse("\n[collect]\nmax_steps = 20\n\n[eval]\nmax_steps = 50\n").unwrap_err()
+        );
+        assert!(
+            e.contains("collect.max_steps = 20 and eval.max_steps = 50 differ"),
+            "{e}"
+        );
     }
 
     #[test]

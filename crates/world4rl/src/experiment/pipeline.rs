@@ -135,6 +135,7 @@ pub fn run_stage_id(ctx: &StageContext, id: StageId) -> Result<()> {
                             cfg: &cfg.refine,
                             task: task.clone(),
                             image_size: cfg.experiment.image_size,
+                            max_steps: cfg.experiment.max_steps,
                             device,
                         },
                     )?;
@@ -205,6 +206,7 @@ fn refine(ctx: &StageContext) -> Result<()> {
                 task,
                 device: ctx.device,
                 monitor_seed: cfg.experiment.seed,
+                max_steps: cfg.experiment.max_steps,
             },
         )?;
     }

@@ -49,6 +49,8 @@ pub struct RealEnvControl<'a> {
     pub task: String,
     /// Frame size of the real environment.
     pub image_size: usize,
+    /// Episode length of the real environment (`experiment.max_steps`; 0 = the task's own).
+    pub max_steps: usize,
     /// Where it runs.
     pub device: Device,
 }
@@ -91,7 +93,7 @@ impl Stage for RealEnvControl<'_> {
             Some(clf) => ClassifierRewardEnv::new(
                 task,
                 cfg.ppo.num_envs,
-                self.image_size,
+                (self.image_size, self.max_steps),
                 clf,
                 cfg.imagination.success_rule(),
             )?,
@@ -99,7 +101,7 @@ impl Stage for RealEnvControl<'_> {
             None => ClassifierRewardEnv::true_success(
                 task,
                 cfg.ppo.num_envs,
-                self.image_size,
+                (self.image_size, self.max_steps),
                 SuccessRule { frames: 1 },
             )?,
         };

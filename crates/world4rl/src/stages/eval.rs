@@ -244,6 +244,7 @@ impl Stage for Evaluate<'_> {
                     &policy,
                     task,
                     crate::util::seeds::eval_seed(seed, Split::Test, task, 0),
+                    self.cfg.experiment.max_steps,
                     &gif,
                 )?;
             }
@@ -330,11 +331,19 @@ pub fn gif_name(task: &str) -> String {
     format!("{}-refined.gif", task.replace('/', "__"))
 }
 
-/// Writes a GIF of one real-environment episode of `policy` (mean actions, ends on success).
-pub fn policy_gif(policy: &GaussianPolicy, task: &str, seed: u64, path: &Path) -> Result<()> {
+/// Writes a GIF of one real-environment episode of `policy` (mean actions, ends on success or after
+/// `max_steps` steps, 0 = the task's own limit).
+pub fn policy_gif(
+    policy: &GaussianPolicy,
+    task: &str,
+    seed: u64,
+    max_steps: usize,
+    path: &Path,
+) -> Result<()> {
     let size = policy.spec().render_size();
     let cfg = EnvConfig {
         image_size: size,
+        max_steps: (max_steps > 0).then_some(max_steps),
         terminate_on_success: true,
         ..EnvConfig::default()
     };

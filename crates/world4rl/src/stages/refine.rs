@@ -284,6 +284,8 @@ pub struct RefineTask<'a> {
     pub device: Device,
     /// Base of the monitoring seeds (the experiment's seed).
     pub monitor_seed: u64,
+    /// The monitor's episode length (`experiment.max_steps`; 0 = the task's own).
+    pub max_steps: usize,
 }
 
 impl Stage for RefineTask<'_> {
@@ -327,6 +329,7 @@ impl Stage for RefineTask<'_> {
             seed: self.monitor_seed ^ 0x6d6f_6e69,
             // the batch every recorded monitor curve was measured with
             num_envs: 16,
+            max_steps: self.max_steps,
             ..Default::default()
         };
         let mut monitor = |p: &GaussianPolicy| -> Result<serde_json::Value> {
