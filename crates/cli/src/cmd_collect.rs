@@ -53,7 +53,8 @@ pub struct CollectArgs {
 }
 
 pub fn run(args: CollectArgs, device: Device, seed: Option<u64>) -> Result<()> {
-    let cfg = ExperimentConfig::load(&args.config)?;
+    // resolved: the collection's horizon is the experiment's (`experiment.max_steps`)
+    let cfg = ExperimentConfig::load(&args.config)?.resolve();
     if let Some(p) = &args.policy {
         return record_policy(&args, p, &cfg, device, seed);
     }

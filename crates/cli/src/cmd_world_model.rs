@@ -476,13 +476,14 @@ fn closed_loop_outcomes(
     use world4rl::reward::RewardClassifier;
 
     let cfg_path = args.run.join("config.toml");
-    let cfg =
-        world4rl::experiment::config::ExperimentConfig::load(&cfg_path).with_context(|| {
+    let cfg = world4rl::experiment::config::ExperimentConfig::load(&cfg_path)
+        .with_context(|| {
             format!(
             "--closed-loop records rollouts from the run's held-out scenes and needs its config {}",
             cfg_path.display()
         )
-        })?;
+        })?
+        .resolve();
     let run = RunDir::open(&args.run)?;
     let tmp;
     let out = match &args.closed_loop_out {
