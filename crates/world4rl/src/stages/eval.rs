@@ -316,8 +316,6 @@ fn row_of(task: &str, policies: Vec<PolicyEval>) -> Result<EvalRow> {
     })
 }
 
-/// What the evaluation `rows` lack for `tasks`, given which stages finished after it: a task
-/// without a row, or a policy it reads (BC, a refinement, a control) trained after it.
 /// "it has no row for `task`" for the first task of `tasks` without a row.
 fn missing_task(tasks: &[String], rows: &[EvalRow]) -> Option<String> {
     tasks
