@@ -76,7 +76,7 @@ def python_bench(task: str, steps: int, size: int, quality: str) -> dict:
 
 
 def rust_env(quality: str) -> dict:
-    env = dict(os.environ, WORLD4RL_METAWORLD_RENDER=quality)
+    env = dict(os.environ, MW_BENCH_RENDER=quality)
     mjenv = mwref.ROOT / "third_party" / "mujoco.env"
     for line in mjenv.read_text().splitlines() if mjenv.exists() else []:
         if line.startswith("export "):

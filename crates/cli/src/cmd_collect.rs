@@ -73,7 +73,7 @@ pub fn run(args: CollectArgs, device: Device, seed: Option<u64>) -> Result<()> {
         &args.out,
         &cfg.experiment.suite,
         &cfg.experiment.tasks,
-        cfg.experiment.image_size,
+        &cfg.experiment.env_config(),
         seed,
         &cfg.collect,
         None,

@@ -3,9 +3,39 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use serde_json::json;
-use w4rl_envs::{gif, list_tasks, measure};
+use w4rl_envs::{gif, list_tasks, measure, EnvConfig, RenderOptions, RenderQuality};
+
+/// How the frames are rendered (Meta-World; the tabletop has one renderer and one camera).
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Render quality: cheap, fast or full.
+    #[arg(long, default_value = "cheap", value_parser = parse_quality)]
+    render: RenderQuality,
+    /// Camera (Meta-World: corner, corner2, corner3, topview, ...; empty = the suite's default).
+    #[arg(long, default_value = "")]
+    camera: String,
+}
+
+fn parse_quality(s: &str) -> Result<RenderQuality, String> {
+    s.parse().map_err(|e: w4rl_envs::EnvError| e.to_string())
+}
+
+impl RenderArgs {
+    /// The environment config of these options at a frame size and horizon (0 = the task's own).
+    fn env_config(&self, image_size: usize, max_steps: usize) -> EnvConfig {
+        EnvConfig {
+            image_size,
+            max_steps: (max_steps > 0).then_some(max_steps),
+            render: RenderOptions {
+                quality: self.render,
+                camera: self.camera.trim().to_string(),
+            },
+            ..EnvConfig::default()
+        }
+    }
+}
 
 /// Environment commands.
 #[derive(Debug, Subcommand)]
@@ -32,6 +62,11 @@ pub enum EnvCmd {
         /// Standard deviation of Gaussian noise added to the expert's actions (action units, 0 = none).
         #[arg(long, default_value_t = 0.0)]
         noise: f32,
+        /// Episode length (0 = the task's own: 50 on the tabletop, 500 on Meta-World).
+        #[arg(long, default_value_t = 0)]
+        max_steps: usize,
+        #[command(flatten)]
+        render: RenderArgs,
     },
     /// Environment steps per second with frames, one environment on one thread.
     Bench {
@@ -46,6 +81,8 @@ pub enum EnvCmd {
         /// Print one JSON object as the last line.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        render: RenderArgs,
     },
     /// Write an animated GIF of an expert episode (goal drawn).
     Show {
@@ -92,6 +129,8 @@ pub fn run(cmd: EnvCmd) -> Result<()> {
             seed,
             json,
             noise,
+            max_steps,
+            render,
         } => {
             if episodes == 0 {
                 bail!("--episodes is 0; pass at least 1 episode");
@@ -99,8 +138,14 @@ pub fn run(cmd: EnvCmd) -> Result<()> {
             if !noise.is_finite() || noise < 0.0 {
                 bail!("--noise is {noise}; pass a finite standard deviation >= 0");
             }
-            let r = measure::expert_success(&task, episodes, seed, noise, 64)
-                .with_context(|| format!("running the expert of `{task}`"))?;
+            let r = measure::expert_success(
+                &task,
+                episodes,
+                seed,
+                noise,
+                &render.env_config(64, max_steps),
+            )
+            .with_context(|| format!("running the expert of `{task}`"))?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -115,6 +160,10 @@ pub fn run(cmd: EnvCmd) -> Result<()> {
                     r.max_steps,
                     r.seconds
                 );
+                let [p50, p90, p95, max] = r.steps_to_success_quantiles;
+                println!(
+                    "steps to the first success: median {p50}, 90 % {p90}, 95 % {p95}, max {max}"
+                );
                 if !r.failed_seeds.is_empty() {
                     println!("failed seeds: {:?}", r.failed_seeds);
                 }
@@ -125,11 +174,12 @@ pub fn run(cmd: EnvCmd) -> Result<()> {
             size,
             steps,
             json,
+            render,
         } => {
             if steps == 0 {
                 bail!("--steps is 0; pass at least 1 step");
             }
-            let r = measure::bench(&task, size, steps)
+            let r = measure::bench(&task, &render.env_config(size, 0), steps)
                 .with_context(|| format!("benchmarking `{task}`"))?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);

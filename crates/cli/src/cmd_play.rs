@@ -237,6 +237,7 @@ fn load_task(
     let real = if real {
         let env_cfg = w4rl_envs::EnvConfig {
             image_size: ds.spec().image_size,
+            render: world4rl::eval::render::options(&ds.spec().render)?,
             ..Default::default()
         };
         Some(

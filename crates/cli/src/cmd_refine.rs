@@ -79,8 +79,7 @@ pub fn refine(args: RefineArgs, device: Device, seed: Option<u64>) -> Result<()>
                 reward: CeilingReward::Classifier,
                 cfg: &rc,
                 task,
-                image_size: cfg.experiment.image_size,
-                max_steps: cfg.experiment.max_steps,
+                env: cfg.experiment.env_config(),
                 device,
             };
             out.push(run_stage(&run, &stage)?.record);

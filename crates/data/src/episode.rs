@@ -79,6 +79,29 @@ pub struct DatasetSpec {
     pub action_high: Vec<f32>,
     /// Length of the optional low-dim state (0 when absent).
     pub state_dim: usize,
+    /// How the frames were rendered, for suites with render options (Meta-World). Absent from
+    /// `dataset.json` when it is the suite's default.
+    #[serde(default, skip_serializing_if = "FrameRender::is_default")]
+    pub render: FrameRender,
+}
+
+/// The render options the frames were drawn with, as the environment suite names them (Meta-World's
+/// qualities `cheap`, `fast`, `full` and its camera names). An empty field is the suite's default, which
+/// is also what a dataset written before the field existed holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FrameRender {
+    /// Render quality (empty = the suite's default).
+    pub quality: String,
+    /// Camera (empty = the suite's default).
+    pub camera: String,
+}
+
+impl FrameRender {
+    /// Both fields at the suite's default.
+    pub fn is_default(&self) -> bool {
+        self.quality.is_empty() && self.camera.is_empty()
+    }
 }
 
 impl DatasetSpec {

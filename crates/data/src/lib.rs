@@ -16,7 +16,7 @@ pub mod store;
 use std::path::{Path, PathBuf};
 
 pub use codec::canonical_safetensors_header;
-pub use episode::{DatasetSpec, Episode, EpisodeKind, EpisodeMeta, SCHEMA_VERSION};
+pub use episode::{DatasetSpec, Episode, EpisodeKind, EpisodeMeta, FrameRender, SCHEMA_VERSION};
 pub use index::{read_index, write_index, IndexEntry};
 pub use lock::{DirLock, LockHolder};
 pub use report::{info, verify, DatasetInfo, VerifyReport};

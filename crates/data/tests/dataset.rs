@@ -11,6 +11,7 @@ fn spec() -> DatasetSpec {
         action_low: vec![-1.0; 2],
         action_high: vec![1.0; 2],
         state_dim: 3,
+        render: w4rl_data::FrameRender::default(),
     }
 }
 

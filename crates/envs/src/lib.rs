@@ -28,7 +28,10 @@ mod registry;
 pub mod tabletop;
 mod vec_env;
 
-pub use env::{check_action, ActionSpec, Env, EnvConfig, Info, Obs, RewardKind, Step};
+pub use env::{
+    check_action, ActionSpec, Env, EnvConfig, Info, Obs, RenderOptions, RenderQuality, RewardKind,
+    Step,
+};
 pub use error::EnvError;
 pub use policy::{rollout, rollout_with, Controller, NoisyExpert, RandomPolicy, Rollout};
 pub use registry::{

@@ -61,6 +61,22 @@ fn bad_config_is_refused() {
         ..EnvConfig::default()
     };
     assert!(make("push-t", &cfg).is_err());
+    // the tabletop has one renderer and one camera: another is refused, not silently ignored
+    let cfg = EnvConfig {
+        render: w4rl_envs::RenderOptions {
+            quality: w4rl_envs::RenderQuality::Fast,
+            camera: String::new(),
+        },
+        ..EnvConfig::default()
+    };
+    match make("push-t", &cfg) {
+        Err(EnvError::Config(m)) => assert!(m.contains("fast quality"), "{m}"),
+        other => panic!("expected a config error, got {:?}", other.map(|_| ())),
+    }
+    let q: w4rl_envs::RenderQuality = "full".parse().unwrap();
+    assert_eq!(q.name(), "full");
+    let e = "ultra".parse::<w4rl_envs::RenderQuality>().unwrap_err();
+    assert!(e.to_string().contains("'ultra'"), "{e}");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The Rust half of `scripts/metaworld/bench.py` (ignored by default): runs `w4rl_envs::measure::bench`, the
 //! code behind `world4rl env bench`, for the tasks in `MW_BENCH_TASKS` (comma-separated, default all eight),
 //! `MW_BENCH_STEPS` steps (default 1000) with `MW_BENCH_SIZE` pixel frames (default 64), and prints one JSON
-//! line per task. Render quality follows `WORLD4RL_METAWORLD_RENDER` (default `cheap`). `MW_BENCH_SIZE=0`
+//! line per task. Render quality follows `MW_BENCH_RENDER` (`cheap`, the default, `fast` or `full`). `MW_BENCH_SIZE=0`
 //! times the simulation alone (no frames: [`MetaWorld::step`] with uniform random actions).
 //!
 //! ```text
@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use w4rl_envs::measure::bench;
 use w4rl_envs::metaworld::{MetaWorld, MetaWorldConfig, TASKS};
+use w4rl_envs::EnvConfig;
 
 fn var(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -55,7 +56,15 @@ fn metaworld_bench() {
         let (steps_per_sec, resets, seconds) = if size == 0 {
             state_only(&task, steps)
         } else {
-            let r = bench(&format!("metaworld/{task}"), size, steps)
+            let quality = std::env::var("MW_BENCH_RENDER").unwrap_or_else(|_| "cheap".into());
+            let cfg = EnvConfig {
+                render: w4rl_envs::RenderOptions {
+                    quality: quality.parse().expect("MW_BENCH_RENDER"),
+                    camera: String::new(),
+                },
+                ..EnvConfig::with_size(size)
+            };
+            let r = bench(&format!("metaworld/{task}"), &cfg, steps)
                 .unwrap_or_else(|e| panic!("{task}: {e}"));
             (r.steps_per_sec, r.resets, r.seconds)
         };

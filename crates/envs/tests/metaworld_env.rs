@@ -102,20 +102,20 @@ fn bad_actions_are_refused_and_episodes_end() {
 
 #[test]
 fn fast_quality_drops_only_the_reflections() {
-    let q = |name: &str| RenderConfig::with_size(64).with_quality(name).expect(name);
-    assert!(q("cheap").reflections && !q("fast").reflections && q("full").reflections);
-    assert_eq!((q("fast").msaa_samples, q("fast").shadow_size), (0, 0));
-    let err = RenderConfig::default()
-        .with_quality("ultra")
-        .expect_err("unknown quality");
-    assert!(err.to_string().contains("'fast'"), "{err}");
+    use w4rl_envs::RenderQuality::{Cheap, Fast, Full};
+    let q = |quality| RenderConfig::with_size(64).with_quality(quality);
+    assert!(q(Cheap).reflections && !q(Fast).reflections && q(Full).reflections);
+    assert_eq!((q(Fast).msaa_samples, q(Fast).shadow_size), (0, 0));
+    let err =
+        serde_json::from_str::<w4rl_envs::RenderQuality>("\"ultra\"").expect_err("unknown quality");
+    assert!(err.to_string().contains("`fast`"), "{err}");
     // the same state rendered with and without reflections: the scene is the same (most pixels
     // equal), the reflective floor, wall tops and gripper pads are not
     let frame = |render: RenderConfig| {
         let mut env = MetaWorldEnv::with_render("button-press", &cfg(5), render).expect("make");
         env.reset(3).frame
     };
-    let (with, without) = (frame(q("cheap")), frame(q("fast")));
+    let (with, without) = (frame(q(Cheap)), frame(q(Fast)));
     assert_eq!(with.len(), without.len());
     let differ = with.iter().zip(&without).filter(|(a, b)| a != b).count();
     assert!(differ > 0, "reflections made no difference");
@@ -125,7 +125,28 @@ fn fast_quality_drops_only_the_reflections() {
         with.len()
     );
     // and renders stay deterministic without them
-    assert_eq!(without, frame(q("fast")));
+    assert_eq!(without, frame(q(Fast)));
+    // the registry renders what `EnvConfig::render` asks for, not what the shell's variables say
+    let via_registry = |quality, camera: &str| {
+        let c = EnvConfig {
+            render: w4rl_envs::RenderOptions {
+                quality,
+                camera: camera.into(),
+            },
+            ..cfg(5)
+        };
+        w4rl_envs::make("metaworld/button-press", &c)
+            .expect("make")
+            .reset(3)
+            .frame
+    };
+    assert_eq!(via_registry(Fast, ""), without);
+    assert_eq!(via_registry(Cheap, "corner"), with);
+    assert_ne!(
+        via_registry(Cheap, "topview"),
+        with,
+        "the camera is not applied"
+    );
 }
 
 #[test]

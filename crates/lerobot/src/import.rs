@@ -305,6 +305,7 @@ pub fn import(
         action_low: low.clone(),
         action_high: high.clone(),
         state_dim: plan.state.as_ref().map_or(0, |s| s.1),
+        render: w4rl_data::FrameRender::default(),
     };
     let writer = DatasetWriter::create(out, spec.clone())
         .with_context(|| format!("cannot create the world4rl dataset {}", out.display()))?;

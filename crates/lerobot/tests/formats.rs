@@ -21,6 +21,7 @@ fn spec() -> DatasetSpec {
         action_low: vec![-1.0, -1.0, -1.0],
         action_high: vec![1.0, 1.0, 1.0],
         state_dim: 2,
+        render: w4rl_data::FrameRender::default(),
     }
 }
 

@@ -44,6 +44,7 @@ fn spec(image_size: usize, render_size: usize, state_dim: usize) -> PolicySpec {
         action_high: vec![1.0, 2.0, 0.25],
         task: "push-block".into(),
         render_size,
+        render: Default::default(),
     }
 }
 

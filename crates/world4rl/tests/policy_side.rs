@@ -271,9 +271,14 @@ mod imagination {
         tch::manual_seed(0);
         // every frame successful, a rule of 2 frames: success, reward and the end at step 2
         let always = tiny_classifier(0.0);
-        let mut env =
-            ClassifierRewardEnv::new("push-block", 2, (32, 0), &always, SuccessRule { frames: 2 })
-                .unwrap();
+        let mut env = ClassifierRewardEnv::new(
+            "push-block",
+            2,
+            &w4rl_envs::EnvConfig::with_size(32),
+            &always,
+            SuccessRule { frames: 2 },
+        )
+        .unwrap();
         assert_eq!(env.reset(&[5]).len(), 2);
         let first = env.step(&vec![vec![0.0, 0.0]; 2]).unwrap();
         assert!(first
@@ -287,9 +292,14 @@ mod imagination {
         assert!(env.step(&[vec![f32::NAN, 0.0], vec![0.0, 0.0]]).is_err());
         // never successful: the real task's own end truncates, without reward
         let never = tiny_classifier(0.999_999);
-        let mut env =
-            ClassifierRewardEnv::new("push-block", 1, (32, 0), &never, SuccessRule::default())
-                .unwrap();
+        let mut env = ClassifierRewardEnv::new(
+            "push-block",
+            1,
+            &w4rl_envs::EnvConfig::with_size(32),
+            &never,
+            SuccessRule::default(),
+        )
+        .unwrap();
         env.reset(&[1]);
         let mut steps = 0;
         loop {
@@ -311,9 +321,13 @@ mod imagination {
         use world4rl::world_model::outcome::SuccessRule;
         // the scripted expert solves push-block: reward 1 and the end exactly at its first real success,
         // 0 before it
-        let mut env =
-            ClassifierRewardEnv::true_success("push-block", 1, (32, 0), SuccessRule { frames: 1 })
-                .unwrap();
+        let mut env = ClassifierRewardEnv::true_success(
+            "push-block",
+            1,
+            &w4rl_envs::EnvConfig::with_size(32),
+            SuccessRule { frames: 1 },
+        )
+        .unwrap();
         let mut expert = w4rl_envs::make_expert("push-block").unwrap();
         env.reset(&[3]);
         let mut real = w4rl_envs::make(

@@ -31,7 +31,7 @@ fn ppo_on_the_real_env_improves_a_weak_policy() {
         &data,
         "tabletop",
         &[TASK.to_string()],
-        SIZE,
+        &EnvConfig::with_size(SIZE),
         0,
         &collect,
         None,
@@ -101,6 +101,7 @@ fn ppo_on_the_real_env_improves_a_weak_policy() {
         terminate_on_success: true,
         reward: RewardKind::Sparse,
         max_steps: None,
+        ..Default::default()
     };
     let mut env = SyncVecEnv::make(TASK, cfg.num_envs, &env_cfg).unwrap();
     let out = ppo::output_in(dir.path());

@@ -14,10 +14,6 @@ use crate::{
 pub const SUITE: &str = "metaworld";
 /// Registry names are `metaworld/<task>`.
 pub const PREFIX: &str = "metaworld/";
-/// Render quality of registry-made environments: `cheap` (default) or `full` (see [`RenderConfig`]).
-pub const RENDER_QUALITY_ENV: &str = "WORLD4RL_METAWORLD_RENDER";
-/// Camera of registry-made environments (default `corner`).
-pub const CAMERA_ENV: &str = "WORLD4RL_METAWORLD_CAMERA";
 
 /// The action space shared by the suite.
 pub fn action_spec() -> ActionSpec {
@@ -60,9 +56,8 @@ fn to_env_error(task: &str, e: MetaWorldError) -> EnvError {
 /// state (`f32`), Meta-World's dense reward divided by 10 (so in `[0, 1]`; 1 on success for most tasks) or
 /// the sparse success reward.
 ///
-/// Render quality and camera of environments made through the registry follow the environment variables
-/// `WORLD4RL_METAWORLD_RENDER` (`cheap`, the default, `fast` or `full`) and `WORLD4RL_METAWORLD_CAMERA`; use
-/// [`MetaWorldEnv::with_render`] to set them in code.
+/// Render quality and camera come from [`EnvConfig::render`]; [`MetaWorldEnv::with_render`] takes every
+/// setting of [`RenderConfig`].
 pub struct MetaWorldEnv {
     name: String,
     spec: &'static TaskSpec,
@@ -79,14 +74,11 @@ pub struct MetaWorldEnv {
 }
 
 impl MetaWorldEnv {
-    /// Makes `metaworld/<task>` (or `<task>`) with the render settings of the environment variables.
+    /// Makes `metaworld/<task>` (or `<task>`) with the size, quality and camera of `cfg`.
     pub fn new(task: &str, cfg: &EnvConfig) -> Result<Self, MetaWorldError> {
-        let mut render = RenderConfig::with_size(cfg.image_size);
-        if let Ok(q) = std::env::var(RENDER_QUALITY_ENV) {
-            render = render.with_quality(q.trim())?;
-        }
-        if let Ok(c) = std::env::var(CAMERA_ENV) {
-            render.camera = c.trim().to_string();
+        let mut render = RenderConfig::with_size(cfg.image_size).with_quality(cfg.render.quality);
+        if !cfg.render.camera.is_empty() {
+            render.camera = cfg.render.camera.clone();
         }
         Self::with_render(task, cfg, render)
     }

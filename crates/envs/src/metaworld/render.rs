@@ -17,6 +17,7 @@ use mujoco_rs::renderer::MjRenderer;
 use serde::{Deserialize, Serialize};
 
 use super::{MetaWorld, MetaWorldError};
+use crate::RenderQuality;
 
 /// How frames are rendered.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -68,22 +69,19 @@ impl RenderConfig {
         self
     }
 
-    /// Applies a named preset: `cheap` (the default: no shadows, no MSAA), `fast` (cheap without
+    /// Applies a quality preset: `cheap` (the default: no shadows, no MSAA), `fast` (cheap without
     /// reflections) or `full` (Meta-World's settings).
-    pub fn with_quality(self, name: &str) -> Result<Self, MetaWorldError> {
+    pub fn with_quality(self, quality: RenderQuality) -> Self {
         let cheap = |reflections| RenderConfig {
             msaa_samples: 0,
             shadow_size: 0,
             reflections,
             ..self.clone()
         };
-        match name {
-            "cheap" => Ok(cheap(true)),
-            "fast" => Ok(cheap(false)),
-            "full" => Ok(self.full_quality()),
-            other => Err(MetaWorldError::Config(format!(
-                "render quality '{other}' is unknown; use 'cheap', 'fast' or 'full'"
-            ))),
+        match quality {
+            RenderQuality::Cheap => cheap(true),
+            RenderQuality::Fast => cheap(false),
+            RenderQuality::Full => self.full_quality(),
         }
     }
 

@@ -256,6 +256,12 @@ impl<T: Task> TabletopEnv<T> {
     /// A new environment, reset with seed 0.
     pub fn new(cfg: &EnvConfig) -> Result<Self, EnvError> {
         cfg.validate()?;
+        if cfg.render != crate::RenderOptions::default() {
+            return Err(EnvError::Config(format!(
+                "the tabletop suite has one renderer and one camera, but {} was asked for; render quality and camera apply to Meta-World",
+                cfg.render.describe()
+            )));
+        }
         let (scene, task) = T::build(&mut ChaCha8Rng::seed_from_u64(0));
         let mut env = Self {
             cfg: cfg.clone(),

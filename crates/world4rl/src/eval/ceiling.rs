@@ -32,16 +32,16 @@ pub struct ClassifierRewardEnv<'a> {
 }
 
 impl<'a> ClassifierRewardEnv<'a> {
-    /// `num_envs` real `task` environments (`frames` = frames of that many px and episodes of that
-    /// many steps, 0 = the task's own; no termination on real success) judged by `clf` under `rule`.
+    /// `num_envs` real `task` environments of `base` (its frame size, horizon and render options; never
+    /// terminated on real success) judged by `clf` under `rule`.
     pub fn new(
         task: &str,
         num_envs: usize,
-        frames: (usize, usize),
+        base: &EnvConfig,
         clf: &'a RewardClassifier,
         rule: SuccessRule,
     ) -> Result<Self> {
-        Self::build(task, num_envs, frames, Some(clf), rule)
+        Self::build(task, num_envs, base, Some(clf), rule)
     }
 
     /// `num_envs` real `task` environments rewarded by their own success flag (1 on the first
@@ -49,25 +49,23 @@ impl<'a> ClassifierRewardEnv<'a> {
     pub fn true_success(
         task: &str,
         num_envs: usize,
-        frames: (usize, usize),
+        base: &EnvConfig,
         rule: SuccessRule,
     ) -> Result<Self> {
-        Self::build(task, num_envs, frames, None, rule)
+        Self::build(task, num_envs, base, None, rule)
     }
 
     fn build(
         task: &str,
         num_envs: usize,
-        (image_size, max_steps): (usize, usize),
+        base: &EnvConfig,
         clf: Option<&'a RewardClassifier>,
         rule: SuccessRule,
     ) -> Result<Self> {
         ensure!(num_envs > 0, "the ceiling control needs at least one env");
         let cfg = EnvConfig {
-            image_size,
-            max_steps: (max_steps > 0).then_some(max_steps),
             terminate_on_success: false,
-            ..EnvConfig::default()
+            ..base.clone()
         };
         let env = SyncVecEnv::make(task, num_envs, &cfg)
             .with_context(|| format!("making {num_envs} real '{task}' environments"))?;

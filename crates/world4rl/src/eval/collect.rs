@@ -93,15 +93,6 @@ impl CollectConfig {
             ..self.clone()
         }
     }
-
-    /// The environment options used for collection.
-    pub fn env_config(&self, image_size: usize) -> EnvConfig {
-        EnvConfig {
-            image_size,
-            max_steps: (self.max_steps > 0).then_some(self.max_steps),
-            ..EnvConfig::default()
-        }
-    }
 }
 
 /// A policy that acts on a batch of observations (the BC policy implements it).
@@ -134,6 +125,7 @@ pub fn dataset_spec(suite: &str, task: &str, env_cfg: &EnvConfig) -> Result<Data
         action_low: a.low.clone(),
         action_high: a.high.clone(),
         state_dim: env.state_dim(),
+        render: crate::eval::render::record(&env_cfg.render),
     })
 }
 
@@ -283,7 +275,7 @@ pub fn collect_recipe(
     out: &Path,
     suite: &str,
     tasks: &[String],
-    image_size: usize,
+    env_cfg: &EnvConfig,
     base_seed: u64,
     cfg: &CollectConfig,
     mut policy: Option<&mut dyn BatchPolicy>,
@@ -293,8 +285,7 @@ pub fn collect_recipe(
     let Some(first) = tasks.first() else {
         bail!("no tasks to collect");
     };
-    let env_cfg = cfg.env_config(image_size);
-    let spec = dataset_spec(suite, first, &env_cfg)?;
+    let spec = dataset_spec(suite, first, env_cfg)?;
     let writer = DatasetWriter::create(out, spec)?;
     let mut plan: Vec<(String, EpisodeKind, Vec<usize>)> = Vec::new();
     let mut total = 0;
@@ -339,7 +330,7 @@ pub fn collect_recipe(
             kind,
             &todo,
             base_seed,
-            &env_cfg,
+            env_cfg,
             &mut source,
             cfg.batch,
             |_| {
@@ -356,7 +347,7 @@ pub fn collect_recipe(
 }
 
 /// Records `episodes` rollouts of `actor` on `task` into `out` (policy episodes only, in the
-/// experiment's suite and frame size) under the collection seed stream of `base_seed`: the run's
+/// experiment's suite and real environment) under the collection seed stream of `base_seed`: the run's
 /// training scenes with its seed, the held-out ones with [`crate::util::seeds::heldout_base`] of it.
 /// Resumes what `out` holds, as [`collect_recipe`] does.
 pub fn record_policy_rollouts(
@@ -372,7 +363,7 @@ pub fn record_policy_rollouts(
         out,
         &cfg.experiment.suite,
         &[task.to_string()],
-        cfg.experiment.image_size,
+        &cfg.experiment.env_config(),
         base_seed,
         &cfg.collect.policy_only(episodes),
         Some(actor),

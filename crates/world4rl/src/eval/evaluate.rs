@@ -252,6 +252,7 @@ pub fn evaluate_policy(
         image_size: render,
         terminate_on_success: true,
         max_steps: (cfg.max_steps > 0).then_some(cfg.max_steps),
+        render: crate::eval::render::options(&policy.spec().render)?,
         ..EnvConfig::default()
     };
     let k = cfg.num_envs.min(cfg.episodes);

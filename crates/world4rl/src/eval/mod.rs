@@ -5,4 +5,5 @@ pub mod ceiling;
 pub mod collect;
 pub mod evaluate;
 pub mod paired;
+pub mod render;
 pub mod selection;

@@ -16,6 +16,7 @@ use crate::reward::RewardConfig;
 use crate::stages::refine::RefineConfig;
 use crate::world_model::fidelity::FidelityConfig;
 use crate::world_model::train::WorldModelTrainConfig;
+use w4rl_envs::{EnvConfig, RenderOptions, RenderQuality};
 
 /// `[experiment]`: what is run and where.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -35,6 +36,33 @@ pub struct ExperimentSection {
     /// the refinement's monitor, the ceilings and the GIFs (0 = each task's own step limit: 50 on the
     /// tabletop, 500 on Meta-World). `collect.max_steps` and `eval.max_steps` are taken from it.
     pub max_steps: usize,
+    /// Render quality of the real frames: `cheap` (default), `fast` or `full` (Meta-World; the tabletop
+    /// has one renderer). Recorded in the dataset and every policy, which later evaluations render with.
+    pub render: RenderQuality,
+    /// Camera of the real frames (Meta-World: `corner`, `corner2`, `topview`, ...); empty (the default) =
+    /// the suite's own (`corner`).
+    pub camera: String,
+}
+
+impl ExperimentSection {
+    /// The render options of every real environment of the run.
+    pub fn render_options(&self) -> RenderOptions {
+        RenderOptions {
+            quality: self.render,
+            camera: self.camera.trim().to_string(),
+        }
+    }
+
+    /// The run's real environment: frame size, horizon (of a resolved config, where `max_steps` holds
+    /// it) and render options; episodes do not end on success (collection's and the ceilings' rule).
+    pub fn env_config(&self) -> EnvConfig {
+        EnvConfig {
+            image_size: self.image_size,
+            max_steps: (self.max_steps > 0).then_some(self.max_steps),
+            render: self.render_options(),
+            ..EnvConfig::default()
+        }
+    }
 }
 
 impl Default for ExperimentSection {
@@ -46,6 +74,8 @@ impl Default for ExperimentSection {
             seed: 0,
             image_size: 64,
             max_steps: 0,
+            render: RenderQuality::default(),
+            camera: String::new(),
         }
     }
 }

@@ -134,8 +134,7 @@ pub fn run_stage_id(ctx: &StageContext, id: StageId) -> Result<()> {
                             reward: *reward,
                             cfg: &cfg.refine,
                             task: task.clone(),
-                            image_size: cfg.experiment.image_size,
-                            max_steps: cfg.experiment.max_steps,
+                            env: cfg.experiment.env_config(),
                             device,
                         },
                     )?;

@@ -196,6 +196,7 @@ pub fn spec_for(
         action_high: s.action_high.clone(),
         task: task.to_string(),
         render_size: s.image_size,
+        render: s.render.clone(),
     }
 }
 

@@ -18,6 +18,7 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
+use w4rl_data::FrameRender;
 use w4rl_envs::Obs;
 
 use super::encoder::EncoderConfig;
@@ -132,6 +133,10 @@ pub struct PolicySpec {
     /// rendered at this size and reduced to `image_size`, as the training frames were.
     #[serde(default)]
     pub render_size: usize,
+    /// The render quality and camera of that data (the suite's defaults when empty): real frames are
+    /// rendered with them.
+    #[serde(default, skip_serializing_if = "FrameRender::is_default")]
+    pub render: FrameRender,
 }
 
 impl PolicySpec {

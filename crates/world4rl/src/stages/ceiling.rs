@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::Device;
+use w4rl_envs::EnvConfig;
 
 use crate::eval::ceiling::ClassifierRewardEnv;
 use crate::experiment::run::{stage_name, RunDir};
@@ -47,10 +48,8 @@ pub struct RealEnvControl<'a> {
     pub cfg: &'a RefineConfig,
     /// The task.
     pub task: String,
-    /// Frame size of the real environment.
-    pub image_size: usize,
-    /// Episode length of the real environment (`experiment.max_steps`; 0 = the task's own).
-    pub max_steps: usize,
+    /// The real environment: frame size, horizon (`experiment.max_steps`) and render options.
+    pub env: EnvConfig,
     /// Where it runs.
     pub device: Device,
 }
@@ -93,7 +92,7 @@ impl Stage for RealEnvControl<'_> {
             Some(clf) => ClassifierRewardEnv::new(
                 task,
                 cfg.ppo.num_envs,
-                (self.image_size, self.max_steps),
+                &self.env,
                 clf,
                 cfg.imagination.success_rule(),
             )?,
@@ -101,7 +100,7 @@ impl Stage for RealEnvControl<'_> {
             None => ClassifierRewardEnv::true_success(
                 task,
                 cfg.ppo.num_envs,
-                (self.image_size, self.max_steps),
+                &self.env,
                 SuccessRule { frames: 1 },
             )?,
         };

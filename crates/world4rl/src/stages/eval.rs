@@ -343,6 +343,7 @@ pub fn policy_gif(
         image_size: size,
         max_steps: (max_steps > 0).then_some(max_steps),
         terminate_on_success: true,
+        render: crate::eval::render::options(&policy.spec().render)?,
         ..EnvConfig::default()
     };
     let mut env = make(task, &cfg)?;

@@ -357,6 +357,7 @@ pub(crate) mod tests {
             action_low: vec![-1.0; 2],
             action_high: vec![1.0; 2],
             state_dim: 0,
+            render: w4rl_data::FrameRender::default(),
         };
         let w = DatasetWriter::create(dir, spec.clone()).unwrap();
         let draw = |x: i64, y: i64| -> Vec<u8> {

@@ -42,6 +42,7 @@ pub fn synthetic_dataset_of(
         action_low: vec![-1.0; 2],
         action_high: vec![1.0; 2],
         state_dim: 2,
+        render: w4rl_data::FrameRender::default(),
     };
     let w = DatasetWriter::create(dir, spec.clone()).unwrap();
     let mut state = 12345u64;
@@ -112,6 +113,7 @@ pub fn tiny_policy() -> GaussianPolicy {
         action_high: vec![1.0; 2],
         task: "dots".into(),
         render_size: SIZE,
+        render: Default::default(),
     };
     let cfg = PolicyConfig {
         encoder: small_encoder(),
