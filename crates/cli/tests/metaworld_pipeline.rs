@@ -75,6 +75,10 @@ fn metaworld_tiny_pipeline_runs_end_to_end_and_keeps_its_render_settings() {
     }
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains(TASK), "the report has no row of {TASK}");
+    assert!(
+        report.contains("Gates") && report.contains("expert success within the horizon"),
+        "the report has no gates"
+    );
     // a second run finds everything done and changes nothing
     let before = std::fs::metadata(out.join("eval/done.json"))
         .unwrap()

@@ -2,6 +2,7 @@
 //! directory, the machine a stage ran on, replicates and the report. The stages themselves are in `crate::stages`.
 
 pub mod config;
+pub mod gates;
 pub mod machine;
 pub mod pipeline;
 pub mod replicate;

@@ -227,6 +227,10 @@ pub fn run(cfg: &ExperimentConfig, run: &RunDir, device: Device) -> Result<PathB
     let overall = crate::util::progress::bar(StageId::ALL.len() as u64, "pipeline");
     for id in StageId::ALL {
         overall.set_prefix(id.name());
+        if matches!(id, StageId::WorldModel | StageId::Report) {
+            // the gates measured so far: before the world model (expert, BC*), then every one
+            crate::experiment::gates::log(&crate::experiment::gates::read(cfg, run)?);
+        }
         run_stage_id(&ctx, id)?;
         overall.inc(1);
     }

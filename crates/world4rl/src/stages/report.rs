@@ -230,6 +230,7 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir) -> Result<Report> {
     }
     r.switches = crate::experiment::config::ablation_switches(cfg);
     protocol_tables(&rec, cfg.refine.start, &mut r);
+    gates_table(cfg, run, &mut r)?;
     bc_choice_charts(&rec, &mut r);
     success_tables(&rec, &mut r);
     fidelity_tables(&rec, cfg.eval.sample, &mut r);
@@ -249,6 +250,22 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir) -> Result<Report> {
         }
     }
     Ok(r)
+}
+
+/// The gates of every task (`crate::experiment::gates`), once one is measured.
+fn gates_table(cfg: &ExperimentConfig, run: &RunDir, r: &mut Report) -> Result<()> {
+    let rows = crate::experiment::gates::read(cfg, run)?;
+    if rows.iter().all(|g| g.value.is_none()) {
+        return Ok(());
+    }
+    r.tables.push((
+        "Gates: what has to hold before a result on a task means anything (a task that fails one is reported, not dropped)".into(),
+        vec!["task".into(), "gate".into(), "measured".into(), "verdict".into()],
+        rows.iter()
+            .map(|g| vec![g.task.clone(), g.gate.rule(), g.shown(), g.verdict().into()])
+            .collect(),
+    ));
+    Ok(())
 }
 
 /// The tables the report leads with when the evaluation followed the protocol (`docs/evaluation.md`):
