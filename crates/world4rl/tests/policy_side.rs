@@ -192,6 +192,47 @@ mod imagination {
     use world4rl::world_model::{WorldModel, WorldModelConfig};
 
     #[test]
+    fn several_samples_of_a_step_share_the_context_and_the_first_rolls_the_window() {
+        tch::set_num_threads(1);
+        tch::manual_seed(2);
+        let dir = tempfile::tempdir().unwrap();
+        let ds = synthetic_dataset(dir.path(), 2, 6);
+        let wm = WorldModel::new(WorldModelConfig::tiny(), 2, tch::Device::Cpu).unwrap();
+        let eps = ds.load_where(|_| true).unwrap();
+        let picks: Vec<_> = eps.iter().map(|e| (e, 2usize)).collect();
+        let mut ctx = world4rl::world_model::RollingContext::from_episodes(&wm, &picks).unwrap();
+        let a = tch::Tensor::from_slice(&[0.5f32, -0.5, 0.0, 0.25]).view([2, 2]);
+        let samples = ctx.step_samples(&wm, &a, 3).unwrap();
+        assert_eq!(samples.size(), vec![3, 2, 3, SIZE as i64, SIZE as i64]);
+        // the window now ends with sample 0
+        assert!(ctx.last_frame().equal(&samples.get(0)));
+        // the samples differ (each has its own noise), so their disagreement measures something
+        let d = (samples.get(1) - samples.get(0))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(d > 0.0, "three samples of one transition are identical");
+        // an imagined environment with pessimism steps and pays only what every sample agrees on
+        let always = tiny_classifier(0.0);
+        let cfg = ImaginedEnvConfig {
+            horizon: 3,
+            start_max_step: 0,
+            success_frames: 1,
+            pessimism_samples: 2,
+            ..Default::default()
+        };
+        let mut env = ImaginedEnv::new(&wm, &always, &ds, "dots", 2, &cfg).unwrap();
+        env.reset(&[5]);
+        let steps = env.step(&vec![vec![0.5, -0.5]; 2]).unwrap();
+        assert!(steps.iter().all(|s| s.info.success && s.reward == 1.0));
+        let never = tiny_classifier(0.999_999);
+        let mut env = ImaginedEnv::new(&wm, &never, &ds, "dots", 2, &cfg).unwrap();
+        env.reset(&[5]);
+        let steps = env.step(&vec![vec![0.5, -0.5]; 2]).unwrap();
+        assert!(steps.iter().all(|s| !s.info.success && s.reward == 0.0));
+    }
+
+    #[test]
     fn imagined_env_terminates_truncates_and_resets() {
         tch::set_num_threads(1);
         tch::manual_seed(0);

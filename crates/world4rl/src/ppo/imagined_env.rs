@@ -50,6 +50,12 @@ pub struct ImaginedEnvConfig {
     /// 41 % to 26 %, real 20 %, at about the same AUC). The outcome check (`world4rl eval world-model
     /// --outcomes`, the fidelity stage) judges whole replays by the same rule.
     pub success_frames: usize,
+    /// Pessimism against exploiting the world model (default 1: off). With `k` ≥ 2 every transition
+    /// is sampled `k` times and a frame counts as successful only as far as the *least* successful
+    /// sample says (the classifier's lowest probability): a success the world model is unsure of
+    /// pays nothing. Costs `k` world-model samples per step. An ablation until measured
+    /// (`docs/refinement.md`).
+    pub pessimism_samples: usize,
 }
 
 impl Default for ImaginedEnvConfig {
@@ -60,6 +66,7 @@ impl Default for ImaginedEnvConfig {
             start_kinds: EpisodeKind::ALL.to_vec(),
             start_max_step: 49,
             success_frames: 3,
+            pessimism_samples: 1,
         }
     }
 }
@@ -95,6 +102,7 @@ pub struct ImaginedEnv<'a> {
     terminate_on_success: bool,
     start_max_step: usize,
     success_frames: usize,
+    pessimism_samples: usize,
     /// Per row: consecutive imagined frames above the threshold so far.
     streak: Vec<usize>,
     steps: Vec<usize>,
@@ -191,6 +199,7 @@ impl<'a> ImaginedEnv<'a> {
             terminate_on_success: cfg.terminate_on_success,
             start_max_step: cfg.start_max_step,
             success_frames: cfg.success_rule().frames,
+            pessimism_samples: cfg.pessimism_samples.max(1),
             streak: vec![0; num_envs],
             steps: vec![0; num_envs],
             over: vec![false; num_envs],
@@ -285,6 +294,12 @@ impl<'a> ImaginedEnv<'a> {
     }
 }
 
+/// The classifier's probabilities of `k` samples of each of `B` next frames, `[k·B]` sample-major,
+/// reduced to the least successful sample of each frame, `[B]`.
+fn least_successful(probs: &Tensor, k: usize) -> Tensor {
+    probs.view([k as i64, -1]).min_dim(0, false).0
+}
+
 /// What can go wrong inside the imagined environment: the world model or the classifier failing.
 #[derive(Debug, thiserror::Error)]
 pub enum ImaginationError {
@@ -341,9 +356,13 @@ impl VecEnv for ImaginedEnv<'_> {
             .view([n as i64, self.spec.dim as i64])
             .to_device(self.wm.device());
         let t0 = Instant::now();
-        let next = self.ctx.step(self.wm, &a).map_err(wrap)?;
+        // the next frames (with pessimism: `k` samples of each, the first one rolling the window)
+        let k = self.pessimism_samples;
+        let samples = self.ctx.step_samples(self.wm, &a, k).map_err(wrap)?;
         let t1 = Instant::now();
-        let p = self.clf.prob_u8(&model_to_chw(&next));
+        let next = samples.get(0);
+        // every sample judged; the least successful one stands
+        let p = least_successful(&self.clf.prob_u8(&model_to_chw(&samples.flatten(0, 1))), k);
         let r = self.clf.reward_of(&p);
         let probs = Vec::<f32>::try_from(p.to_device(Device::Cpu).to_kind(Kind::Float))
             .map_err(|e| wrap(e.into()))?;
@@ -383,5 +402,22 @@ impl VecEnv for ImaginedEnv<'_> {
                 }
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::least_successful;
+    use tch::Tensor;
+
+    #[test]
+    fn pessimism_keeps_the_least_successful_sample_of_each_frame() {
+        // 2 samples (rows) of 3 frames, sample-major as the batched call returns them
+        let p = Tensor::from_slice(&[0.9f32, 0.2, 0.7, 0.4, 0.8, 0.7]);
+        let got = Vec::<f32>::try_from(least_successful(&p, 2)).unwrap();
+        assert_eq!(got, vec![0.4, 0.2, 0.7]);
+        // one sample: the probabilities themselves
+        let one = Vec::<f32>::try_from(least_successful(&p, 1)).unwrap();
+        assert_eq!(one, vec![0.9, 0.2, 0.7, 0.4, 0.8, 0.7]);
     }
 }

@@ -206,6 +206,32 @@ impl RollingContext {
         Ok(next)
     }
 
+    /// Takes `action: [B, A]` at the last frame and samples the next frame `k` times (one batched
+    /// world-model call over `k·B` rows, each with its own noise); rolls the window with the first
+    /// sample and returns all of them, `[k, B, 3, H, W]` (sample 0 is the frame now in the window).
+    /// How far the samples disagree is how unsure the world model is of that transition.
+    pub fn step_samples(&mut self, wm: &WorldModel, action: &Tensor, k: usize) -> Result<Tensor> {
+        ensure!(k >= 1, "rolling context: at least one sample per step");
+        if k == 1 {
+            return Ok(self.step(wm, action)?.unsqueeze(0));
+        }
+        let acts = self.actions_with(action)?;
+        let k = k as i64;
+        let tile = |t: &Tensor| {
+            let mut reps = vec![1i64; t.dim()];
+            reps[0] = k;
+            t.repeat(reps.as_slice())
+        };
+        let all =
+            wm.imagine_step_masked(&tile(&self.frames), &tile(&acts), Some(&tile(&self.mask)))?;
+        let mut shape = all.size();
+        shape[0] = self.batch();
+        shape.insert(0, k);
+        let all = all.view(shape.as_slice());
+        self.push(action, &all.get(0))?;
+        Ok(all)
+    }
+
     /// Replaces the rows `rows` with the rows of `other` (e.g. to restart finished imagined episodes
     /// from fresh dataset contexts). `other` must have `rows.len()` rows.
     pub fn reset_rows(&mut self, rows: &[i64], other: &RollingContext) -> Result<()> {
