@@ -183,26 +183,18 @@ fn main() -> Result<()> {
     };
     let preset_name = get("--preset").unwrap_or_else(|| "cpu".into());
     let cfg = preset(&preset_name)?;
-    let batch = get("--batch")
-        .map(|b| b.parse::<usize>())
-        .transpose()
-        .context("--batch")?
-        .unwrap_or(32);
-    let steps = get("--steps")
-        .map(|b| b.parse::<usize>())
-        .transpose()
-        .context("--steps")?
-        .unwrap_or(20);
-    let warm = get("--warmup")
-        .map(|b| b.parse::<usize>())
-        .transpose()
-        .context("--warmup")?
-        .unwrap_or(3);
-    let threads = get("--threads")
-        .map(|b| b.parse::<i32>())
-        .transpose()
-        .context("--threads")?
-        .unwrap_or(2);
+    // a numeric flag, its default when absent; a value that does not parse names the flag
+    let number = |k: &str, default: usize| -> Result<usize> {
+        get(k)
+            .map(|v| v.parse::<usize>())
+            .transpose()
+            .with_context(|| k.to_string())
+            .map(|v| v.unwrap_or(default))
+    };
+    let batch = number("--batch", 32)?;
+    let steps = number("--steps", 20)?;
+    let warm = number("--warmup", 3)?;
+    let threads = i32::try_from(number("--threads", 2)?).context("--threads")?;
     let precision = get("--precision")
         .map(|p| p.parse::<Precision>())
         .transpose()?
