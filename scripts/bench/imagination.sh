@@ -19,6 +19,9 @@
 #
 # Usage: bash scripts/bench/imagination.sh
 #   environment (defaults): THREADS=2 BATCH=32 STEPS=20 WARM=3 ROUNDS=3 PRESETS="cpu wm64"
+#   W4RL_ARGS="--channels-last" adds flags to world4rl's side; WORLD4RL_MALLOC=system gives world4rl
+#   glibc's allocator defaults (what the reference runs with), and GLIBC_TUNABLES (docs/speed.md) gives
+#   both sides world4rl's allocator settings.
 # Prints every round on stderr and, per preset, one JSON line on stdout: the median over rounds of
 # each side's median step time, the ratio, transitions per second, the time split (policy, world
 # model, classifier), the parameter counts and "pass".
@@ -26,7 +29,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 THREADS="${THREADS:-2}"; BATCH="${BATCH:-32}"; STEPS="${STEPS:-20}"; WARM="${WARM:-3}"
-ROUNDS="${ROUNDS:-3}"; PRESETS="${PRESETS:-cpu wm64}"
+ROUNDS="${ROUNDS:-3}"; PRESETS="${PRESETS:-cpu wm64}"; W4RL_ARGS="${W4RL_ARGS:-}"
 PY=.venv/bin/python
 BIN=target/release/examples/imagine_bench
 cargo build --release --quiet -p world4rl --example imagine_bench
@@ -38,8 +41,9 @@ run_pytorch() {
     "$PY" scripts/bench/imagine_reference.py | tail -n 1 >> "$TMP/$1.pytorch"
 }
 run_world4rl() {
+  # shellcheck disable=SC2086 # W4RL_ARGS is a list of flags
   "$BIN" --preset "$1" --batch "$BATCH" --threads "$THREADS" --steps "$STEPS" --warmup "$WARM" \
-    | tail -n 1 >> "$TMP/$1.world4rl"
+    $W4RL_ARGS | tail -n 1 >> "$TMP/$1.world4rl"
 }
 last_ms() {
   tail -n 1 "$1" | "$PY" -c \
@@ -81,6 +85,8 @@ print(
             "preset": preset,
             "batch": batch,
             "threads": rs[0]["threads"],
+            "world4rl_channels_last": rs[0]["channels_last"],
+            "world4rl_malloc": rs[0]["malloc"],
             "image_size": rs[0]["image_size"],
             "sampler_steps": rs[0]["sampler_steps"],
             "rounds": len(rs),

@@ -144,6 +144,8 @@ fn install_interrupt_handler() {
 }
 
 fn main() -> ExitCode {
+    // before the first tensor: freed tensors' memory is reused, not unmapped (docs/speed.md)
+    world4rl::util::alloc::keep_freed_memory();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     install_interrupt_handler();

@@ -167,6 +167,12 @@ fn start_dataset(dir: &Path) -> Result<Dataset> {
 }
 
 fn main() -> Result<()> {
+    // as the CLI does (WORLD4RL_MALLOC=system measures glibc's defaults)
+    let malloc = if world4rl::util::alloc::keep_freed_memory() {
+        "kept"
+    } else {
+        "system"
+    };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for a in args.iter().filter(|a| a.starts_with("--")) {
         ensure!(
@@ -295,6 +301,7 @@ fn main() -> Result<()> {
         "policy_size": POLICY_SIZE,
         "batch": batch,
         "threads": threads,
+        "malloc": malloc,
         "precision": precision,
         "channels_last": channels_last,
         "steps": steps,

@@ -25,6 +25,12 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() -> Result<()> {
+    // as the CLI does (WORLD4RL_MALLOC=system measures glibc's defaults)
+    let malloc = if world4rl::util::alloc::keep_freed_memory() {
+        "kept"
+    } else {
+        "system"
+    };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let get = |k: &str| {
         args.iter()
@@ -143,6 +149,7 @@ fn main() -> Result<()> {
         "depths": cfg.unet.depths,
         "batch": batch,
         "threads": threads,
+        "malloc": malloc,
         "train_precision": train_precision,
         "train_step_ms_median": median(&mut train),
         "forward_ms_median": median(&mut fwd),

@@ -1,6 +1,7 @@
-//! What every layer uses: checkpoints, devices, frame layouts, the three disjoint seed sets, the
+//! What every layer uses: the allocator's settings, checkpoints, devices, frame layouts, the three disjoint seed sets, the
 //! optimiser, logs, progress bars and clean stops.
 
+pub mod alloc;
 pub mod checkpoint;
 pub mod device;
 pub mod frames;
