@@ -57,7 +57,10 @@ mod tests {
         let a = tch::Tensor::ones([64, 64, 64, 64], (tch::Kind::Float, tch::Device::Cpu));
         for _ in 0..3 {
             let b = &a * 2.0 + 1.0;
-            assert_eq!(b.sum(tch::Kind::Double).double_value(&[]), 3.0 * 64f64.powi(4));
+            assert_eq!(
+                b.sum(tch::Kind::Double).double_value(&[]),
+                3.0 * 64f64.powi(4)
+            );
         }
     }
 }
