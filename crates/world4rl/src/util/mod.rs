@@ -1,5 +1,5 @@
-//! What every layer uses: the allocator's settings, checkpoints, devices, frame layouts, the three disjoint seed sets, the
-//! optimiser, logs, progress bars and clean stops.
+//! What every layer uses: the allocator's settings, checkpoints, devices, frame layouts, the three
+//! disjoint seed sets, the optimiser, logs, progress bars and clean stops.
 
 pub mod alloc;
 pub mod checkpoint;
