@@ -145,7 +145,10 @@ fn install_interrupt_handler() {
 
 fn main() -> ExitCode {
     // before the first tensor: freed tensors' memory is reused, not unmapped (docs/speed.md)
-    world4rl::util::alloc::keep_freed_memory();
+    if let Err(e) = world4rl::util::alloc::keep_freed_memory() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     init_logging(cli.verbose);
     install_interrupt_handler();

@@ -52,6 +52,28 @@ fn help_lists_subcommands_and_each_has_help() {
 }
 
 #[test]
+fn unknown_allocator_setting_is_refused_before_any_work() {
+    let o = Command::new(env!("CARGO_BIN_EXE_world4rl"))
+        .args(["env", "list"])
+        .env("WORLD4RL_MALLOC", "jemalloc")
+        .output()
+        .expect("runs the binary");
+    assert!(!o.status.success());
+    let (out, err) = text(&o);
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("WORLD4RL_MALLOC") && err.contains("jemalloc"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for ok in ["system", "kept"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_world4rl"))
+            .args(["env", "list"])
+            .env("WORLD4RL_MALLOC", ok)
+            .output()
+            .expect("runs the binary");
+        assert!(o.status.success(), "{ok}: {}", text(&o).1);
+    }
+}
+
+#[test]
 fn misspelled_config_key_names_key_and_line_without_backtrace() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");

@@ -168,11 +168,7 @@ fn start_dataset(dir: &Path) -> Result<Dataset> {
 
 fn main() -> Result<()> {
     // as the CLI does (WORLD4RL_MALLOC=system measures glibc's defaults)
-    let malloc = if world4rl::util::alloc::keep_freed_memory() {
-        "kept"
-    } else {
-        "system"
-    };
+    let malloc = world4rl::util::alloc::keep_freed_memory()?.label();
     let args: Vec<String> = std::env::args().skip(1).collect();
     for a in args.iter().filter(|a| a.starts_with("--")) {
         ensure!(

@@ -26,11 +26,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn main() -> Result<()> {
     // as the CLI does (WORLD4RL_MALLOC=system measures glibc's defaults)
-    let malloc = if world4rl::util::alloc::keep_freed_memory() {
-        "kept"
-    } else {
-        "system"
-    };
+    let malloc = world4rl::util::alloc::keep_freed_memory()?.label();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let get = |k: &str| {
         args.iter()

@@ -381,7 +381,7 @@ mod tests {
 
     #[test]
     fn reward_keys_derived_from_refine_are_refused_when_they_differ() {
-        let base = "[experiment]\ntasks = [\"push-block\"]\n\n[refine]\nworld_model_precision = \"bf16\"\n\n";
+        let base = "[experiment]\ntasks = [\"push-block\"]\n\n[refine]\nworld_model_precision = \"bf16\"\nworld_model_channels_last = false\n\n";
         let parse =
             |extra: &str| ExperimentConfig::parse(&format!("{base}{extra}"), Path::new("t.toml"));
         // the file as a run folder stores it (defaults written out) and the same value are fine

@@ -19,16 +19,53 @@ pub const MMAP_THRESHOLD: i32 = 32 << 20;
 /// Free memory at the top of the heap is returned to the system only above this.
 pub const TRIM_THRESHOLD: i32 = 1 << 30;
 
-/// The environment variable that keeps the C library's allocator defaults (`system`).
+/// The environment variable that chooses the setting: unset, empty or `kept` applies it, `system`
+/// keeps the C library's defaults; any other value is refused.
 pub const ENV_VAR: &str = "WORLD4RL_MALLOC";
 
-/// Applies the settings above unless `WORLD4RL_MALLOC=system`; call it once, before the first tensor.
-/// Returns whether they are in force (false on a C library other than glibc, where nothing changes).
-pub fn keep_freed_memory() -> bool {
-    if std::env::var(ENV_VAR).is_ok_and(|v| v == "system") {
-        return false;
+/// Which allocator tuning is in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Malloc {
+    /// Freed blocks stay in the heap for reuse (the thresholds above).
+    Kept,
+    /// The C library's defaults (`WORLD4RL_MALLOC=system`, or a C library other than glibc).
+    System,
+}
+
+impl Malloc {
+    /// The label benchmarks and manifests record (`kept` or `system`).
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::Kept => "kept",
+            Self::System => "system",
+        }
     }
-    set_thresholds()
+
+    /// The setting `WORLD4RL_MALLOC`'s value asks for (`None`: unset).
+    pub fn requested(value: Option<&str>) -> Result<Self, UnknownMalloc> {
+        match value.map(str::trim) {
+            None | Some("") | Some("kept") => Ok(Self::Kept),
+            Some("system") => Ok(Self::System),
+            Some(other) => Err(UnknownMalloc(other.to_string())),
+        }
+    }
+}
+
+/// `WORLD4RL_MALLOC` holds a value that names no setting.
+#[derive(Debug, thiserror::Error)]
+#[error("{ENV_VAR}={0:?} is not a setting: use `kept` (the default: freed tensor memory is reused) or `system` (the C library's defaults)")]
+pub struct UnknownMalloc(pub String);
+
+/// Applies the settings above unless `WORLD4RL_MALLOC=system`; call it once, before the first tensor.
+/// Returns the setting in force ([`Malloc::System`] on a C library other than glibc, where nothing
+/// changes), or an error when `WORLD4RL_MALLOC` names no setting.
+pub fn keep_freed_memory() -> Result<Malloc, UnknownMalloc> {
+    let value = std::env::var(ENV_VAR).ok();
+    match Malloc::requested(value.as_deref())? {
+        Malloc::System => Ok(Malloc::System),
+        Malloc::Kept if set_thresholds() => Ok(Malloc::Kept),
+        Malloc::Kept => Ok(Malloc::System),
+    }
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -48,6 +85,17 @@ fn set_thresholds() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_variable_names_a_setting_or_is_refused() {
+        assert_eq!(Malloc::requested(None).unwrap(), Malloc::Kept);
+        assert_eq!(Malloc::requested(Some("")).unwrap(), Malloc::Kept);
+        assert_eq!(Malloc::requested(Some("kept")).unwrap(), Malloc::Kept);
+        assert_eq!(Malloc::requested(Some("system")).unwrap(), Malloc::System);
+        let e = Malloc::requested(Some("jemalloc")).unwrap_err().to_string();
+        assert!(e.contains("WORLD4RL_MALLOC") && e.contains("jemalloc"), "{e}");
+        assert!(e.contains("system"), "{e}");
+    }
 
     #[test]
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
