@@ -61,7 +61,10 @@ fn unknown_allocator_setting_is_refused_before_any_work() {
     assert!(!o.status.success());
     let (out, err) = text(&o);
     assert!(out.is_empty(), "{out}");
-    assert!(err.contains("WORLD4RL_MALLOC") && err.contains("jemalloc"), "{err}");
+    assert!(
+        err.contains("WORLD4RL_MALLOC") && err.contains("jemalloc"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
     for ok in ["system", "kept"] {
         let o = Command::new(env!("CARGO_BIN_EXE_world4rl"))

@@ -93,7 +93,10 @@ mod tests {
         assert_eq!(Malloc::requested(Some("kept")).unwrap(), Malloc::Kept);
         assert_eq!(Malloc::requested(Some("system")).unwrap(), Malloc::System);
         let e = Malloc::requested(Some("jemalloc")).unwrap_err().to_string();
-        assert!(e.contains("WORLD4RL_MALLOC") && e.contains("jemalloc"), "{e}");
+        assert!(
+            e.contains("WORLD4RL_MALLOC") && e.contains("jemalloc"),
+            "{e}"
+        );
         assert!(e.contains("system"), "{e}");
     }
 
