@@ -24,7 +24,7 @@
 #   both sides world4rl's allocator settings.
 # Prints every round on stderr and, per preset, one JSON line on stdout: the median over rounds of
 # each side's median step time, the ratio, transitions per second, the time split (policy, world
-# model, classifier), the parameter counts and "pass".
+# model, classifier), each side's peak resident memory, the parameter counts and "pass".
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -99,6 +99,8 @@ print(
             "world4rl_transitions_per_sec": round(batch * 1e3 / rs_ms, 1),
             "pytorch_split_ms": {k: round(med(py, k), 2) for k in split},
             "world4rl_split_ms": {k: round(med(rs, k), 2) for k in split},
+            "pytorch_peak_rss_mib": round(max(r["peak_rss_mib"] for r in py)),
+            "world4rl_peak_rss_mib": round(max(r["peak_rss_mib"] or 0 for r in rs)),
             "params_pytorch": py[0]["params"],
             "params_world4rl": rs[0]["params"],
             "params_match": params_match,

@@ -26,6 +26,7 @@ Prints `IMAGINE median X ms` and, last, one JSON line.
 import json
 import math
 import os
+import resource
 import statistics
 import time
 
@@ -476,6 +477,8 @@ def main():
                 "world_model_ms_median": statistics.median(wm),
                 "classifier_ms_median": statistics.median(clf),
                 "transitions_per_sec": b * 1e3 / med,
+                # the process's peak resident memory (Linux reports ru_maxrss in KiB)
+                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             }
         )
     )

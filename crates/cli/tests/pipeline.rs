@@ -283,7 +283,20 @@ fn check_artifacts(out: &Path) {
     }
     // the BC-against-refined chart, and the report's own record of its files
     assert!(out.join("plots/success.svg").exists());
-    assert!(md.contains("## Stage wall-clock (minutes)") && md.contains("| all stages |"));
+    assert!(md.contains("## Stage wall-clock (minutes) and peak resident memory (MiB)"));
+    // every stage records its peak memory (Linux): the world model's row has a number of MiB
+    let wm_row = md
+        .lines()
+        .find(|l| l.starts_with("| world_model |"))
+        .unwrap_or_else(|| panic!("no world_model row in the stage table:\n{md}"));
+    let cells: Vec<&str> = wm_row.split('|').map(str::trim).collect();
+    if cfg!(target_os = "linux") {
+        let mib: f64 = cells[3]
+            .parse()
+            .unwrap_or_else(|_| panic!("peak cell: {wm_row}"));
+        assert!(mib > 10.0, "{wm_row}");
+    }
+    assert!(md.contains("| all stages |"));
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(
         html.contains("<table>")

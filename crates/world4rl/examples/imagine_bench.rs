@@ -298,6 +298,7 @@ fn main() -> Result<()> {
         "batch": batch,
         "threads": threads,
         "malloc": malloc,
+        "peak_rss_mib": world4rl::util::memory::peak_mib(),
         "precision": precision,
         "channels_last": channels_last,
         "steps": steps,

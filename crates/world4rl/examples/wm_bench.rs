@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p world4rl --example wm_bench -- [--preset tiny|cpu|paper | --spike]
 //!     [--size PX] [--batch B] [--steps N] [--warmup W] [--threads T] [--channels 32,32,64,64] [--depth D]
-//!     [--precision f32|bf16] [--train-precision f32|bf16] [--channels-last]
+//!     [--precision f32|bf16] [--train-precision f32|bf16] [--channels-last] [--train-only]
 //! ```
 //!
 //! `--spike` is the configuration of ../shared/spikes/bakeoff (channels [32,64,64,128], 2 res blocks
@@ -19,7 +19,11 @@ use world4rl::util::optim::{AdamW, AdamWConfig};
 use world4rl::world_model::train::TrainPasses;
 use world4rl::world_model::{Batch, Precision, WorldModel, WorldModelConfig};
 
+/// The median; NaN (printed as null) when nothing was timed.
 fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
@@ -120,7 +124,13 @@ fn main() -> Result<()> {
     wm.set_channels_last(channels_last);
     let mut fwd = vec![];
     let mut img = vec![];
-    for i in 0..warm + steps {
+    // `--train-only`: skip the forward and imagination timings (scripts/bench/training.sh)
+    let passes_after = if args.iter().any(|a| a == "--train-only") {
+        0
+    } else {
+        warm + steps
+    };
+    for i in 0..passes_after {
         let t0 = Instant::now();
         tch::no_grad(|| -> Result<()> {
             let _ = wm.loss(&batch_t)?.loss.double_value(&[]);
@@ -146,6 +156,7 @@ fn main() -> Result<()> {
         "batch": batch,
         "threads": threads,
         "malloc": malloc,
+        "peak_rss_mib": world4rl::util::memory::peak_mib(),
         "train_precision": train_precision,
         "train_step_ms_median": median(&mut train),
         "forward_ms_median": median(&mut fwd),

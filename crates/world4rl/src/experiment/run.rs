@@ -87,6 +87,10 @@ pub struct Done<R> {
     /// Where it ran (absent in runs of before 2026-12-06).
     #[serde(default)]
     pub machine: Option<crate::experiment::machine::Machine>,
+    /// The process's peak resident memory while the stage ran, MiB (Linux; absent before
+    /// 2026-12-07 and where the kernel does not report it).
+    #[serde(default)]
+    pub peak_rss_mib: Option<f64>,
 }
 
 /// A run directory.
@@ -352,11 +356,13 @@ mod tests {
             seconds: 1.5,
             record: vec![3u32, 4],
             machine: None,
+            peak_rss_mib: Some(812.5),
         };
         run.write_done(&done).unwrap();
         assert!(run.is_done("wm"));
         let back = run.done::<Vec<u32>>("wm").unwrap().unwrap();
         assert_eq!((back.record, back.seconds), (vec![3, 4], 1.5));
+        assert_eq!(back.peak_rss_mib, Some(812.5));
         // the wrong record type names the file and what to do
         let err = format!("{:#}", run.done::<String>("wm").unwrap_err());
         assert!(err.contains("does not hold a record of stage wm"), "{err}");

@@ -60,6 +60,7 @@ pub fn run_stage<S: Stage>(run: &RunDir, stage: &S) -> Result<Done<S::Record>> {
     }
     crate::util::interrupt::check_at(&format!("stage {name}"), "before it started")?;
     tracing::info!("stage {name}");
+    crate::util::memory::reset_peak();
     let t0 = Instant::now();
     let record = stage.run(run).with_context(|| format!("stage {name}"))?;
     let done = Done {
@@ -68,6 +69,7 @@ pub fn run_stage<S: Stage>(run: &RunDir, stage: &S) -> Result<Done<S::Record>> {
         seconds: t0.elapsed().as_secs_f64(),
         record,
         machine: Some(crate::experiment::machine::Machine::current()),
+        peak_rss_mib: crate::util::memory::peak_mib(),
     };
     run.write_done(&done)?;
     // what a later run will skip on must read back now, not fail then

@@ -74,6 +74,10 @@ struct Records {
     fidelity: Option<(f64, FidelityRecord)>,
     /// Seconds of the other stages, by name.
     other: Vec<(String, f64)>,
+    /// Seconds of the true-reward ceilings, by task.
+    ceiling_true: Vec<(String, f64)>,
+    /// Each finished stage's peak resident memory (MiB), by stage name, where it was recorded.
+    peaks: std::collections::BTreeMap<String, f64>,
 }
 
 fn per_task<R: serde::de::DeserializeOwned>(
@@ -102,7 +106,45 @@ impl Records {
                 other.push((d.stage, d.seconds));
             }
         }
+        let ceiling_true = per_task::<CeilingReport>(run, tasks, stage_name::ceiling_true)?
+            .into_iter()
+            .map(|(t, s, _)| (stage_name::ceiling_true(&t), s))
+            .collect();
+        let mut names: Vec<String> = [
+            stage_name::COLLECT_EXPERT,
+            stage_name::COLLECT_ROLLOUTS,
+            stage_name::COLLECT_HELDOUT,
+            stage_name::WORLD_MODEL,
+            stage_name::EVAL,
+            stage_name::FIDELITY,
+        ]
+        .map(String::from)
+        .to_vec();
+        for t in tasks {
+            names.extend(
+                [
+                    stage_name::bc,
+                    stage_name::bc_filtered,
+                    stage_name::reward,
+                    stage_name::refine,
+                    stage_name::ceiling,
+                    stage_name::ceiling_true,
+                ]
+                .map(|f| f(t)),
+            );
+        }
+        let mut peaks = std::collections::BTreeMap::new();
+        for name in names {
+            if let Some(p) = run
+                .done::<serde_json::Value>(&name)?
+                .and_then(|d| d.peak_rss_mib)
+            {
+                peaks.insert(name, p);
+            }
+        }
         Ok(Self {
+            ceiling_true,
+            peaks,
             bc: per_task(run, tasks, stage_name::bc)?,
             filtered: per_task(run, tasks, stage_name::bc_filtered)?,
             world_model: run
@@ -121,7 +163,8 @@ impl Records {
         })
     }
 
-    /// (stage, minutes) in the pipeline's order.
+    /// (stage, minutes, peak MiB) in the pipeline's order; the last row sums the minutes and
+    /// takes the highest peak.
     fn stage_minutes(&self) -> Vec<Vec<String>> {
         let mut rows: Vec<(String, f64)> = Vec::new();
         rows.extend(self.other.iter().take(1).cloned());
@@ -151,6 +194,7 @@ impl Records {
                 .iter()
                 .map(|(t, s, _)| (stage_name::ceiling(t), *s)),
         );
+        rows.extend(self.ceiling_true.iter().cloned());
         rows.extend(self.eval.iter().map(|(s, _)| (stage_name::EVAL.into(), *s)));
         rows.extend(
             self.fidelity
@@ -158,10 +202,29 @@ impl Records {
                 .map(|(s, _)| (stage_name::FIDELITY.into(), *s)),
         );
         let total: f64 = rows.iter().map(|r| r.1).sum();
-        rows.push(("all stages".into(), total));
-        rows.into_iter()
-            .map(|(n, s)| vec![n, format!("{:.1}", s / 60.0)])
-            .collect()
+        let peak = |name: &str| {
+            self.peaks
+                .get(name)
+                .map_or("-".to_string(), |p| format!("{p:.0}"))
+        };
+        let mut table: Vec<Vec<String>> = rows
+            .into_iter()
+            .map(|(n, s)| {
+                let p = peak(&n);
+                vec![n, format!("{:.1}", s / 60.0), p]
+            })
+            .collect();
+        let highest = self
+            .peaks
+            .values()
+            .copied()
+            .fold(None, |m: Option<f64>, p| Some(m.map_or(p, |m| m.max(p))));
+        table.push(vec![
+            "all stages".into(),
+            format!("{:.1}", total / 60.0),
+            highest.map_or("-".into(), |p| format!("{p:.0}")),
+        ]);
+        table
     }
 }
 
@@ -237,8 +300,8 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir) -> Result<Report> {
     reward_table(&rec, &mut r);
     imagination_table(cfg.refine.imagination.horizon, run, &rec, &mut r);
     r.tables.push((
-        "Stage wall-clock (minutes)".into(),
-        vec!["stage".into(), "minutes".into()],
+        "Stage wall-clock (minutes) and peak resident memory (MiB)".into(),
+        vec!["stage".into(), "minutes".into(), "peak memory (MiB)".into()],
         rec.stage_minutes(),
     ));
     charts(cfg, run, &mut r);
