@@ -79,7 +79,7 @@ def main():
     for i in range(warm + steps):
         t0 = time.perf_counter()
         loss = train_step(denoiser, opt, context, actions, nxt)
-        float(loss)
+        float(loss.detach())
         if i >= warm:
             times.append((time.perf_counter() - t0) * 1e3)
     med = statistics.median(times)

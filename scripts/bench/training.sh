@@ -33,8 +33,11 @@ run_pytorch() {
     "$PY" scripts/bench/train_reference.py | tail -n 1 >> "$TMP/$1.pytorch"
 }
 run_world4rl() {
+  # wm64 is wm_bench's --spike configuration (64 px, [32,64,64,128], depth 2, no level attention)
+  local shape=(--preset "$1")
+  if [ "$1" = wm64 ]; then shape=(--spike); fi
   # shellcheck disable=SC2086 # W4RL_ARGS is a list of flags
-  "$BIN" --preset "$1" --batch "$BATCH" --threads "$THREADS" --steps "$STEPS" --warmup "$WARM" \
+  "$BIN" "${shape[@]}" --batch "$BATCH" --threads "$THREADS" --steps "$STEPS" --warmup "$WARM" \
     --train-only $W4RL_ARGS | tail -n 1 >> "$TMP/$1.world4rl"
 }
 last_ms() {
