@@ -35,6 +35,8 @@ BIN=target/release/examples/imagine_bench
 cargo build --release --quiet -p world4rl --example imagine_bench
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
+# shellcheck source=scripts/bench/alternate.sh
+source scripts/bench/alternate.sh
 
 run_pytorch() {
   PRESET="$1" BATCH="$BATCH" THREADS="$THREADS" STEPS="$STEPS" WARM="$WARM" \
@@ -45,21 +47,9 @@ run_world4rl() {
   "$BIN" --preset "$1" --batch "$BATCH" --threads "$THREADS" --steps "$STEPS" --warmup "$WARM" \
     $W4RL_ARGS | tail -n 1 >> "$TMP/$1.world4rl"
 }
-last_ms() {
-  tail -n 1 "$1" | "$PY" -c \
-    'import json, sys; print(round(json.load(sys.stdin)["imagine_step_ms_median"], 1))'
-}
 
 for preset in $PRESETS; do
-  for r in $(seq "$ROUNDS"); do
-    if (( r % 2 )); then
-      run_pytorch "$preset"; run_world4rl "$preset"
-    else
-      run_world4rl "$preset"; run_pytorch "$preset"
-    fi
-    echo "$preset round $r: pytorch $(last_ms "$TMP/$preset.pytorch") ms," \
-      "world4rl $(last_ms "$TMP/$preset.world4rl") ms" >&2
-  done
+  alternate_rounds "$preset" imagine_step_ms_median
   "$PY" - "$preset" "$TMP/$preset.pytorch" "$TMP/$preset.world4rl" <<'EOF'
 import json
 import statistics
