@@ -72,6 +72,7 @@ pub fn refine(args: RefineArgs, device: Device, seed: Option<u64>) -> Result<()>
     }
     let tasks =
         world4rl::stages::choose_tasks(&args.task, &rc.tasks, || cfg.experiment.tasks.clone());
+    let eval = cfg.eval_config();
     if args.real_env {
         let mut out = Vec::new();
         for task in tasks {
@@ -80,6 +81,7 @@ pub fn refine(args: RefineArgs, device: Device, seed: Option<u64>) -> Result<()>
                 cfg: &rc,
                 task,
                 env: cfg.experiment.env_config(),
+                eval: &eval,
                 device,
             };
             out.push(run_stage(&run, &stage)?.record);
@@ -103,6 +105,7 @@ pub fn refine(args: RefineArgs, device: Device, seed: Option<u64>) -> Result<()>
             device,
             monitor_seed: cfg.experiment.seed,
             max_steps: cfg.experiment.max_steps,
+            eval: &eval,
         };
         reports.push(run_stage(&run, &stage)?.record);
     }

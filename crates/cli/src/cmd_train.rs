@@ -98,10 +98,7 @@ pub fn train_bc(args: TrainArgs, device: Device, seed: Option<u64>) -> Result<()
     let dataset = Dataset::open(&args.data)?;
     let run = open_run(&args.out, &args.config, seed)?;
     let mut reports = Vec::new();
-    let eval = world4rl::eval::evaluate::EvalConfig {
-        seed: cfg.experiment.seed,
-        ..cfg.eval.clone()
-    };
+    let eval = cfg.eval_config();
     for task in pick_tasks(&args.task, &cfg.bc.tasks, &dataset) {
         let stage = TrainBc {
             cfg: &cfg.bc,

@@ -281,6 +281,36 @@ fn check_artifacts(out: &Path) {
     ] {
         assert!(md.contains(needle), "report.md lacks '{needle}':\n{md}");
     }
+    // the refined policy and the ceilings were chosen on validation scenes among the start (iteration
+    // 0), the snapshots every `refine.checkpoint_every` iterations and the last checkpoint, each in
+    // every action mode; the standing file is the chosen candidate
+    for (stage, field) in [
+        ("refine/push-block", "policy"),
+        ("refine-real/push-block", ""),
+        ("refine-true/slide-handle", ""),
+    ] {
+        let done: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join(stage).join("done.json")).unwrap())
+                .unwrap();
+        let choice = &done["record"]["choice"];
+        let cands = choice["candidates"].as_array().expect("a choice was made");
+        let mut steps: Vec<u64> = cands.iter().map(|c| c["step"].as_u64().unwrap()).collect();
+        steps.dedup();
+        assert_eq!(steps, vec![0, 2, 3], "{stage}: {choice}");
+        assert!(out.join(stage).join("iter-0002.safetensors").exists());
+        let chosen = &cands[choice["chosen"].as_u64().unwrap() as usize];
+        let best = cands.iter().map(|c| c["successes"].as_u64().unwrap()).max();
+        assert_eq!(chosen["successes"].as_u64(), best, "{stage}: {choice}");
+        if !field.is_empty() {
+            let standing = done["record"][field].as_str().unwrap();
+            assert!(
+                std::fs::read(standing).unwrap()
+                    == std::fs::read(chosen["path"].as_str().unwrap()).unwrap(),
+                "{stage}: the standing policy is not the chosen candidate"
+            );
+        }
+    }
+    assert!(md.contains("| refined (mode, iteration) |"), "{md}");
     // the BC-against-refined chart, and the report's own record of its files
     assert!(out.join("plots/success.svg").exists());
     assert!(md.contains("## Stage wall-clock (minutes) and peak resident memory (MiB)"));

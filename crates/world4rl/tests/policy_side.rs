@@ -693,6 +693,7 @@ mod imagination {
         cfg.ppo.iterations = 3;
         cfg.ppo.critic_warmup_iters = 1;
         cfg.imagination.horizon = 3;
+        let eval = world4rl::eval::evaluate::EvalConfig::default();
         let refine = |cfg: &RefineConfig, task: &str, accept: Option<&Dataset>| {
             let stage = RefineTask {
                 cfg,
@@ -702,6 +703,7 @@ mod imagination {
                 device: tch::Device::Cpu,
                 monitor_seed: 0,
                 max_steps: 0,
+                eval: &eval,
             };
             run_stage(&run, &stage).map(|d| d.record)
         };
@@ -719,14 +721,18 @@ mod imagination {
                 .unwrap();
         assert_eq!(lines.len(), 3);
         assert!(run.is_done("refine/dots"));
-        // without an acceptance check the standing policy is the last checkpoint
-        assert!(r.acceptance.is_none());
+        // without an acceptance check, on a task with no environment to choose in, the standing
+        // policy is the last checkpoint
+        assert!(r.acceptance.is_none() && r.choice.is_none());
         assert_eq!(
             std::fs::read(&r.policy).unwrap(),
             std::fs::read(&r.last).unwrap()
         );
         // with it: a paired comparison in imagination decides between BC and the refined policy
         cfg.accept = world4rl::ppo::acceptance::AcceptRule::ImaginedGain;
+        // (a choice on validation scenes and the imagined acceptance check are refused together)
+        assert!(cfg.validate().is_err());
+        cfg.evaluate = world4rl::stages::refine::RefinedCheckpoint::Last;
         cfg.accept_episodes = 6;
         // and with the KL penalty to the starting policy, whose value is logged once the actor moves
         cfg.ppo.kl_to_initial = 1.0;

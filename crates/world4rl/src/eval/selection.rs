@@ -107,18 +107,18 @@ fn check(modes: &[ActionMode], episodes: usize) -> Result<()> {
     Ok(())
 }
 
-/// Evaluates every checkpoint in `checkpoints` (`(step, file)`) in every mode of `modes` on
-/// `episodes` validation episodes of `task` (seed base and environments from `eval`) and chooses the
-/// best.
+/// Evaluates every checkpoint in `checkpoints` (`(step, file)`) in every action mode it is read in
+/// ([`modes_for`] its own σ bound and `std_cap`) on `episodes` validation episodes of `task` (seed base
+/// and environments from `eval`) and chooses the best; a tie goes to the earlier checkpoint.
 pub fn choose(
     checkpoints: &[(Option<usize>, PathBuf)],
-    modes: &[ActionMode],
+    std_cap: f64,
     task: &str,
     eval: &EvalConfig,
     episodes: usize,
     device: Device,
 ) -> Result<Choice> {
-    check(modes, episodes)?;
+    ensure!(episodes > 0, "a choice needs validation episodes");
     ensure!(
         !checkpoints.is_empty(),
         "a choice needs at least one checkpoint"
@@ -128,7 +128,8 @@ pub fn choose(
     for (step, path) in checkpoints {
         let (policy, _) = GaussianPolicy::load(path, device)
             .with_context(|| format!("loading the checkpoint {}", path.display()))?;
-        candidates.extend(candidates_of(&policy, *step, path, modes, task, &val)?);
+        let modes = modes_for(policy.std_bounds().1, std_cap);
+        candidates.extend(candidates_of(&policy, *step, path, &modes, task, &val)?);
     }
     Ok(best_of(candidates))
 }

@@ -175,6 +175,15 @@ fn describe(path: &Path, text: &str, err: &toml::de::Error) -> String {
 }
 
 impl ExperimentConfig {
+    /// `[eval]` with the experiment's seed as the base of its seeds: the validation and test scenes
+    /// every stage that reads a policy in the real environment uses.
+    pub fn eval_config(&self) -> EvalConfig {
+        EvalConfig {
+            seed: self.experiment.seed,
+            ..self.eval.clone()
+        }
+    }
+
     /// Parses a config file. Unknown keys and wrong types are errors naming the file, line and key.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();

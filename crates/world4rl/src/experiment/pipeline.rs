@@ -126,6 +126,7 @@ pub fn run_stage_id(ctx: &StageContext, id: StageId) -> Result<()> {
                 (cfg.refine.real_env_control, CeilingReward::Classifier),
                 (cfg.refine.true_reward_control, CeilingReward::TrueSuccess),
             ];
+            let eval = cfg.eval_config();
             for task in ctx.refine_tasks() {
                 for (_, reward) in rewards.iter().filter(|r| r.0) {
                     go(
@@ -135,6 +136,7 @@ pub fn run_stage_id(ctx: &StageContext, id: StageId) -> Result<()> {
                             cfg: &cfg.refine,
                             task: task.clone(),
                             env: cfg.experiment.env_config(),
+                            eval: &eval,
                             device,
                         },
                     )?;
@@ -168,10 +170,7 @@ pub fn run_stage_id(ctx: &StageContext, id: StageId) -> Result<()> {
 fn bc(ctx: &StageContext, kind: BcKind) -> Result<()> {
     let cfg = ctx.cfg;
     let data = ctx.dataset()?;
-    let eval = crate::eval::evaluate::EvalConfig {
-        seed: cfg.experiment.seed,
-        ..cfg.eval.clone()
-    };
+    let eval = cfg.eval_config();
     for task in pick_tasks(ctx.tasks, &cfg.bc.tasks, &data) {
         go(
             ctx,
@@ -195,6 +194,7 @@ fn refine(ctx: &StageContext) -> Result<()> {
     let cfg = ctx.cfg;
     let data = ctx.dataset()?;
     let heldout = accept_starts(&cfg.refine, ctx.run)?;
+    let eval = cfg.eval_config();
     for task in ctx.refine_tasks() {
         go(
             ctx,
@@ -206,6 +206,7 @@ fn refine(ctx: &StageContext) -> Result<()> {
                 device: ctx.device,
                 monitor_seed: cfg.experiment.seed,
                 max_steps: cfg.experiment.max_steps,
+                eval: &eval,
             },
         )?;
     }

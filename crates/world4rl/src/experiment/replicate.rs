@@ -55,6 +55,10 @@ pub struct ReplicateTask {
     pub bc_mode: String,
     /// The refined policy's test success in its mode.
     pub refined: Option<f64>,
+    /// The PPO iterations behind the refined policy, when it was chosen on validation scenes (0: the
+    /// start stood).
+    #[serde(default)]
+    pub refined_iteration: Option<usize>,
     /// Refined − BC\*, paired.
     pub gain: Option<PairedDifference>,
     /// Filtered BC's test success.
@@ -155,6 +159,9 @@ pub fn read_replication(name: &str, seeds: &[u64], out: &Path) -> Result<Replica
                     .policy(BC_STAR)
                     .map_or("mean".into(), |p| p.mode.to_string()),
                 refined: rate_of(r, REFINED),
+                refined_iteration: r
+                    .policy(REFINED)
+                    .and_then(|p| p.choice.as_ref()?.best().step),
                 over_filtered: r.comparison(FILTERED_BC, REFINED).cloned(),
                 filtered: rate_of(r, FILTERED_BC),
                 ceiling: rate_of(r, CEILING),
@@ -290,7 +297,7 @@ impl Replication {
                 harmed.join(", ")
             }
         );
-        md.push_str("## Every replicate\n\n| seed | task | BC\\* % (mode) | refined % | refined − BC\\* | filtered BC % | refined − filtered | ceiling % | ceiling, true reward % | gap recovered | test scenes |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+        md.push_str("## Every replicate\n\n| seed | task | BC\\* % (mode) | refined % (iteration) | refined − BC\\* | filtered BC % | refined − filtered | ceiling % | ceiling, true reward % | gap recovered | test scenes |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
         for r in &self.rows {
             let _ = writeln!(
                 md,
@@ -299,7 +306,10 @@ impl Replication {
                 r.task,
                 pct(Some(r.bc_star)),
                 r.bc_mode,
-                pct(r.refined),
+                match r.refined_iteration {
+                    Some(i) => format!("{} ({i})", pct(r.refined)),
+                    None => pct(r.refined),
+                },
                 r.gain.as_ref().map_or("-".into(), |g| g.cell()),
                 pct(r.filtered),
                 r.over_filtered.as_ref().map_or("-".into(), |g| g.cell()),

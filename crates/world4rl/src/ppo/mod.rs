@@ -272,6 +272,50 @@ pub struct PpoOutput {
     pub best: PathBuf,
     /// Last checkpoint.
     pub last: PathBuf,
+    /// A copy of the policy every this many iterations (0 = none), at [`PpoOutput::snapshot`]: the
+    /// candidates of a choice on validation scenes.
+    pub snapshot_every: usize,
+}
+
+impl PpoOutput {
+    /// The policy after `iteration` PPO iterations: `iter-<iteration>.safetensors` beside `last`.
+    pub fn snapshot(&self, iteration: u64) -> PathBuf {
+        self.last
+            .with_file_name(format!("iter-{iteration:04}.safetensors"))
+    }
+
+    /// Every snapshot of `iterations` iterations run, in order, with its iteration.
+    pub fn snapshots(&self, iterations: u64) -> Vec<(u64, PathBuf)> {
+        if self.snapshot_every == 0 {
+            return Vec::new();
+        }
+        (1..=iterations)
+            .filter(|i| i % self.snapshot_every as u64 == 0)
+            .map(|i| (i, self.snapshot(i)))
+            .collect()
+    }
+
+    /// The candidates of a choice after `iterations` iterations from the policy in `start`: the start
+    /// (iteration 0), every snapshot, and the last checkpoint when no snapshot holds it; as
+    /// `(iteration, file)`, in order.
+    pub fn candidates(&self, start: &Path, iterations: u64) -> Vec<(Option<usize>, PathBuf)> {
+        let mut out = vec![(Some(0), start.to_path_buf())];
+        for (i, path) in self.snapshots(iterations) {
+            out.push((Some(i as usize), path));
+        }
+        if iterations > 0 && out.last().and_then(|c| c.0) != Some(iterations as usize) {
+            out.push((Some(iterations as usize), self.last.clone()));
+        }
+        out
+    }
+
+    /// The same locations with a snapshot every `every` iterations.
+    pub fn with_snapshots(self, every: usize) -> Self {
+        Self {
+            snapshot_every: every,
+            ..self
+        }
+    }
 }
 
 /// What [`train`] returns.
@@ -301,5 +345,34 @@ pub fn output_in(dir: &Path) -> PpoOutput {
     PpoOutput {
         best: dir.join("best.safetensors"),
         last: dir.join("last.safetensors"),
+        snapshot_every: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_choice_sees_the_start_every_snapshot_and_the_last_checkpoint_once() {
+        let out = output_in(Path::new("run/refine/t")).with_snapshots(10);
+        let steps = |iterations| -> Vec<Option<usize>> {
+            out.candidates(Path::new("start.safetensors"), iterations)
+                .into_iter()
+                .map(|c| c.0)
+                .collect()
+        };
+        assert_eq!(steps(30), [Some(0), Some(10), Some(20), Some(30)]);
+        // a run cut short (a time budget) ends between snapshots: its last checkpoint is added
+        assert_eq!(steps(25), [Some(0), Some(10), Some(20), Some(25)]);
+        assert_eq!(steps(0), [Some(0)]);
+        let c = out.candidates(Path::new("start.safetensors"), 30);
+        assert_eq!(c[0].1, Path::new("start.safetensors"));
+        assert_eq!(c[1].1, Path::new("run/refine/t/iter-0010.safetensors"));
+        // without snapshots: the start and the last checkpoint
+        let plain = output_in(Path::new("d"));
+        let c = plain.candidates(Path::new("s"), 3);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[1], (Some(3), PathBuf::from("d/last.safetensors")));
     }
 }

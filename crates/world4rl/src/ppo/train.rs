@@ -192,8 +192,8 @@ fn rollout<E: RolloutEnv>(
 }
 
 /// Refines `policy` with PPO in `env`. Writes `out.last` every `save_every` iterations and at the end,
-/// and `out.best` whenever an iteration's success rate is the best so far. `extra` is stored in the
-/// checkpoints' metadata.
+/// and `out.best` whenever an iteration's success rate is the best so far, and a snapshot every
+/// `out.snapshot_every` iterations. `extra` is stored in the checkpoints' metadata.
 pub fn train<E: RolloutEnv>(
     cfg: &PpoConfig,
     env: &mut E,
@@ -214,6 +214,7 @@ pub fn train<E: RolloutEnv>(
     for p in [&out.best, &out.last] {
         remove_stale(p)?;
     }
+    remove_stale_snapshots(out)?;
     tch::manual_seed(cfg.seed as i64);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     policy.set_std_bounds(cfg.std_min, cfg.std_max)?;
@@ -308,7 +309,13 @@ pub fn train<E: RolloutEnv>(
         bar.inc(1);
         bar.set_prefix(format!("success {:.2}", stats.success_rate));
 
-        // ---- last checkpoint
+        // ---- checkpoints
+        if out.snapshot_every > 0 && iter % out.snapshot_every as u64 == 0 {
+            policy.save(
+                &out.snapshot(iter),
+                tagged(extra, "snapshot", iter, f64::NAN),
+            )?;
+        }
         if iter % cfg.save_every as u64 == 0 {
             policy.save(&out.last, tagged(extra, "last", iter, f64::NAN))?;
         }
@@ -368,6 +375,22 @@ fn remove_stale(p: &std::path::Path) -> Result<()> {
     if p.exists() {
         std::fs::remove_file(p)
             .with_context(|| format!("removing the stale checkpoint {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes the `iter-<k>.safetensors` snapshots beside `out.last` left by an earlier attempt.
+fn remove_stale_snapshots(out: &PpoOutput) -> Result<()> {
+    let Some(dir) = out.last.parent().filter(|d| d.is_dir()) else {
+        return Ok(());
+    };
+    let entries = std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
+    for e in entries {
+        let path = e?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("iter-") && name.ends_with(".safetensors") {
+            remove_stale(&path)?;
+        }
     }
     Ok(())
 }

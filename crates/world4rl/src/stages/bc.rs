@@ -14,7 +14,7 @@ use tch::Device;
 use w4rl_data::{Dataset, Episode, EpisodeKind};
 
 use crate::eval::evaluate::{ActionMode, EvalConfig};
-use crate::eval::selection::{choose, modes_for, Choice};
+use crate::eval::selection::{choose, Choice};
 use crate::experiment::run::{stage_name, RunDir};
 use crate::experiment::stage::Stage;
 use crate::policy::bc::{train_task_on, BcConfig, BcReport};
@@ -135,10 +135,9 @@ impl Stage for TrainBc<'_> {
         )?;
         let path = dir.join("policy.safetensors");
         let choice = if choosing {
-            let modes = modes_for(policy.std_bounds().1, self.refine_std_max);
             let choice = choose(
                 &checkpoints,
-                &modes,
+                self.refine_std_max,
                 &self.task,
                 self.eval,
                 self.eval.validation_episodes,

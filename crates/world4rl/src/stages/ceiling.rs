@@ -10,11 +10,13 @@ use tch::Device;
 use w4rl_envs::EnvConfig;
 
 use crate::eval::ceiling::ClassifierRewardEnv;
+use crate::eval::evaluate::{ActionMode, EvalConfig};
+use crate::eval::selection::Choice;
 use crate::experiment::run::{stage_name, RunDir};
 use crate::experiment::stage::Stage;
 use crate::ppo::{output_in, train, Hooks, PpoSummary};
 use crate::reward::RewardClassifier;
-use crate::stages::refine::{load_start, RefineConfig};
+use crate::stages::refine::{choose_refined, chooses_on_validation, load_start, RefineConfig};
 use crate::world_model::outcome::SuccessRule;
 
 /// What the ceiling control of a task records.
@@ -24,10 +26,24 @@ pub struct CeilingReport {
     pub task: String,
     /// The PPO summary (success rates in the real environment as the reward judges them).
     pub ppo: PpoSummary,
-    /// Last checkpoint (the one evaluated).
+    /// Last checkpoint (the one evaluated when no choice was made).
     pub last: PathBuf,
     /// Best checkpoint.
     pub best: PathBuf,
+    /// The choice on validation scenes among the start, the snapshots and the last checkpoint
+    /// (`refine.evaluate = "validation"`, as for the refined policy), when it was made.
+    #[serde(default)]
+    pub choice: Option<Choice>,
+}
+
+impl CeilingReport {
+    /// The checkpoint that stands for the ceiling, and its mode when a choice made it.
+    pub fn standing(&self) -> (PathBuf, Option<ActionMode>) {
+        match &self.choice {
+            Some(c) => (c.best().path.clone(), Some(c.best().mode)),
+            None => (self.last.clone(), None),
+        }
+    }
 }
 
 /// What rewards the ceiling control.
@@ -50,6 +66,8 @@ pub struct RealEnvControl<'a> {
     pub task: String,
     /// The real environment: frame size, horizon (`experiment.max_steps`) and render options.
     pub env: EnvConfig,
+    /// `[eval]` with the experiment's seed: the validation scenes of the choice among checkpoints.
+    pub eval: &'a EvalConfig,
     /// Where it runs.
     pub device: Device,
 }
@@ -104,7 +122,12 @@ impl Stage for RealEnvControl<'_> {
                 SuccessRule { frames: 1 },
             )?,
         };
-        let out = output_in(&run.stage_dir(&self.name())?);
+        let choosing = chooses_on_validation(cfg, self.eval, task);
+        let out = output_in(&run.stage_dir(&self.name())?).with_snapshots(if choosing {
+            cfg.checkpoint_every
+        } else {
+            0
+        });
         let mut metrics = run.metrics(&self.name())?;
         metrics.truncate_after(0)?;
         let extra = serde_json::json!({"stage": self.name(), "task": task, "initial_policy": cfg.start.path(run, task)});
@@ -124,17 +147,31 @@ impl Stage for RealEnvControl<'_> {
         );
         let summary = train(&cfg.ppo, &mut env, &mut policy, &out, &extra, hooks)?;
         tracing::info!(
-            "ceiling control '{task}': {} iterations, success as its reward judges it {:.2} -> {:.2}; evaluate {}",
+            "ceiling control '{task}': {} iterations, success as its reward judges it {:.2} -> {:.2}",
             summary.iterations,
             summary.first_success_rate,
             summary.best_success_rate,
-            out.last.display()
         );
+        drop(env);
+        let choice = if choosing {
+            let checkpoints = out.candidates(&cfg.start.path(run, task), summary.iterations);
+            Some(choose_refined(
+                &checkpoints,
+                cfg,
+                task,
+                self.eval,
+                self.device,
+                "ceiling control",
+            )?)
+        } else {
+            None
+        };
         Ok(CeilingReport {
             task: task.to_string(),
             ppo: summary,
             last: out.last,
             best: out.best,
+            choice,
         })
     }
 }

@@ -29,6 +29,9 @@ use crate::util::seeds::Split;
 pub const BC_STAR: &str = "BC*";
 /// The refined policy's.
 pub const REFINED: &str = "refined";
+/// The refined policy's last checkpoint, read beside the refined policy when a choice on validation
+/// scenes stood on another (an earlier snapshot or the start).
+pub const REFINED_LAST: &str = "refined, last checkpoint";
 /// The data-matched control's.
 pub const FILTERED_BC: &str = "filtered BC";
 /// The ceiling control's (PPO in the real environment, classifier reward).
@@ -135,10 +138,7 @@ pub struct Evaluate<'a> {
 impl Evaluate<'_> {
     /// The `[eval]` section with the experiment's seed as the base of the evaluation seeds.
     fn eval_cfg(&self) -> EvalConfig {
-        EvalConfig {
-            seed: self.cfg.experiment.seed,
-            ..self.cfg.eval.clone()
-        }
+        self.cfg.eval_config()
     }
 
     /// Reads `policy` (loaded from `path`) in every mode on the test scenes; `mode` stands for it, or,
@@ -236,9 +236,15 @@ impl Stage for Evaluate<'_> {
             let bc = load(&bc_path, BC_STAR)?;
             let mut policies = vec![self.read(BC_STAR, task, &bc, &bc_path, Some(bc_mode))?];
             if let Some(done) = run.done::<RefineReport>(&stage_name::refine(task))? {
-                let path = &done.record.policy;
+                let rec = &done.record;
+                let path = &rec.policy;
                 let policy = load(path, REFINED)?;
-                policies.push(self.read(REFINED, task, &policy, path, None)?);
+                let chosen_mode = rec.choice.as_ref().map(|c| c.best().mode);
+                let mut refined = self.read(REFINED, task, &policy, path, chosen_mode)?;
+                if rec.choice.is_some() {
+                    refined.choice = rec.choice.clone();
+                }
+                policies.push(refined);
                 let gif = run.stage_dir(&self.name())?.join(gif_name(task));
                 policy_gif(
                     &policy,
@@ -247,6 +253,13 @@ impl Stage for Evaluate<'_> {
                     self.cfg.experiment.max_steps,
                     &gif,
                 )?;
+                if let Some(last) = last_of(rec) {
+                    let mode = last.best().mode;
+                    let policy = load(&rec.last, REFINED_LAST)?;
+                    let mut p = self.read(REFINED_LAST, task, &policy, &rec.last, Some(mode))?;
+                    p.choice = Some(last);
+                    policies.push(p);
+                }
             }
             if let Some(done) = run.done::<BcRecord>(&stage_name::bc_filtered(task))? {
                 let path = run.bc_filtered_policy(task);
@@ -264,9 +277,13 @@ impl Stage for Evaluate<'_> {
                 (stage_name::ceiling_true(task), CEILING_TRUE),
             ] {
                 if let Some(done) = run.done::<CeilingReport>(&stage)? {
-                    let path = &done.record.last;
-                    let policy = load(path, name)?;
-                    policies.push(self.read(name, task, &policy, path, None)?);
+                    let (path, mode) = done.record.standing();
+                    let policy = load(&path, name)?;
+                    let mut p = self.read(name, task, &policy, &path, mode)?;
+                    if done.record.choice.is_some() {
+                        p.choice = done.record.choice.clone();
+                    }
+                    policies.push(p);
                 }
             }
             let row = row_of(task, policies)?;
@@ -284,6 +301,27 @@ impl Stage for Evaluate<'_> {
     }
 }
 
+/// The last checkpoint's own choice of mode (the choice's candidates, pointing at the last
+/// checkpoint's best mode), when the refined policy was chosen on validation scenes and the choice
+/// stood on an earlier iteration.
+fn last_of(rec: &RefineReport) -> Option<Choice> {
+    let c = rec.choice.as_ref()?;
+    let last = Some(rec.ppo.iterations as usize);
+    if c.best().step == last {
+        return None;
+    }
+    let mut chosen = None;
+    for (i, x) in c.candidates.iter().enumerate() {
+        if x.step == last && chosen.is_none_or(|j: usize| x.successes > c.candidates[j].successes) {
+            chosen = Some(i);
+        }
+    }
+    Some(Choice {
+        candidates: c.candidates.clone(),
+        chosen: chosen?,
+    })
+}
+
 /// A task's row from its evaluated policies: the standing readings and the paired comparisons.
 fn row_of(task: &str, policies: Vec<PolicyEval>) -> Result<EvalRow> {
     let find = |n: &str| policies.iter().find(|p| p.name == n);
@@ -292,6 +330,8 @@ fn row_of(task: &str, policies: Vec<PolicyEval>) -> Result<EvalRow> {
     for (base, other) in [
         (BC_STAR, REFINED),
         (FILTERED_BC, REFINED),
+        (BC_STAR, REFINED_LAST),
+        (FILTERED_BC, REFINED_LAST),
         (BC_STAR, FILTERED_BC),
         (BC_STAR, CEILING),
         (BC_STAR, CEILING_TRUE),

@@ -1,9 +1,11 @@
 //! `refine/<task>`: stage 2, PPO inside the frozen world model (World4RL §III-C). The stage loads the
 //! run's world model, classifier and BC policy, builds the imagined environment, runs [`crate::ppo`]
-//! and, with `refine.accept = "imagined-gain"`, the acceptance check; the policy that stands as the
-//! refined one is copied to `RUN/refine/<task>/policy.safetensors`.
+//! and, with `refine.evaluate = "validation"` (the default), chooses the policy that stands among the
+//! start, the snapshots and the last checkpoint on validation scenes (with `refine.accept =
+//! "imagined-gain"` instead, the acceptance check); the policy that stands as the refined one is copied
+//! to `RUN/refine/<task>/policy.safetensors`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -11,12 +13,14 @@ use tch::Device;
 use w4rl_data::Dataset;
 
 use crate::diffusion::SamplerConfig;
+use crate::eval::evaluate::EvalConfig;
+use crate::eval::selection::{choose, Choice};
 use crate::experiment::run::{stage_name, RunDir};
 use crate::experiment::stage::Stage;
 use crate::policy::gaussian::GaussianPolicy;
 use crate::ppo::acceptance::{AcceptConfig, AcceptRule, Acceptance};
 use crate::ppo::imagined_env::{ImaginationStats, ImaginedEnv, ImaginedEnvConfig};
-use crate::ppo::{output_in, train, Hooks, PpoConfig, PpoSummary};
+use crate::ppo::{output_in, train, Hooks, PpoConfig, PpoOutput, PpoSummary};
 use crate::reward::{RewardClassifier, RewardMode};
 use crate::world_model::{Precision, WorldModel};
 
@@ -57,11 +61,16 @@ pub struct RefineConfig {
     pub monitor_every: usize,
     /// Episodes of each monitoring evaluation (default 50).
     pub monitor_episodes: usize,
-    /// Which checkpoint `world4rl run` evaluates in the real environment as the refined policy
-    /// (default `last`). `best` is the iteration with the highest imagined success rate, a one-batch
-    /// estimate that is noisy and biased towards the classifier's false positives (measured on
-    /// `turn-lever`: best at iteration 3 of 13 while the real success kept rising until the last).
+    /// Which policy stands as the refined one (default `validation`): `validation` the best on the
+    /// validation scenes (`eval.validation_episodes`) of the start (iteration 0), a snapshot every
+    /// `checkpoint_every` iterations and the last, each in every action mode, as BC\* is chosen among
+    /// its checkpoints; `last` the last checkpoint; `best` the iteration with the highest imagined
+    /// success rate, a one-batch estimate that is noisy and biased towards the classifier's false
+    /// positives (measured on `turn-lever`: best at iteration 3 of 13 while the real success kept
+    /// rising until the last).
     pub evaluate: RefinedCheckpoint,
+    /// Iterations between the snapshots `evaluate = "validation"` chooses among (default 10).
+    pub checkpoint_every: usize,
     /// Also run the ceiling control ([`crate::eval::ceiling`]): the same PPO in the real environment with the
     /// classifier as the reward, evaluated beside BC and the refined policy (default false).
     pub real_env_control: bool,
@@ -114,8 +123,12 @@ impl RefineStart {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RefinedCheckpoint {
-    /// `RUN/refine/<task>/last.safetensors`: the policy at the end of refinement.
+    /// The start, the snapshots (`RUN/refine/<task>/iter-<k>.safetensors`) and the last checkpoint,
+    /// each in every action mode, on the validation scenes: the best stands (a tie goes to the
+    /// earlier iteration).
     #[default]
+    Validation,
+    /// `RUN/refine/<task>/last.safetensors`: the policy at the end of refinement.
     Last,
     /// `RUN/refine/<task>/best.safetensors`: the iteration with the best imagined success rate.
     Best,
@@ -132,6 +145,14 @@ impl RefineConfig {
         ensure!(
             self.accept_margin.is_finite(),
             "refine.accept_margin must be a finite number"
+        );
+        ensure!(
+            !(self.evaluate == RefinedCheckpoint::Validation && self.accept == AcceptRule::ImaginedGain),
+            "refine.evaluate = \"validation\" already chooses between the start and the refined policy on validation scenes; refine.accept = \"imagined-gain\" needs refine.evaluate = \"last\" or \"best\""
+        );
+        ensure!(
+            self.evaluate != RefinedCheckpoint::Validation || self.checkpoint_every > 0,
+            "refine.checkpoint_every must be positive when refine.evaluate = \"validation\""
         );
         Ok(())
     }
@@ -151,7 +172,8 @@ impl Default for RefineConfig {
             reward_mode: None,
             monitor_every: 2,
             monitor_episodes: 50,
-            evaluate: RefinedCheckpoint::Last,
+            evaluate: RefinedCheckpoint::Validation,
+            checkpoint_every: 10,
             real_env_control: false,
             true_reward_control: false,
             accept: AcceptRule::Always,
@@ -187,6 +209,17 @@ pub struct RefineReport {
     /// checkpoint chosen by `refine.evaluate`, or of the BC policy when the acceptance check refused it).
     #[serde(default)]
     pub policy: PathBuf,
+    /// The choice on validation scenes (`refine.evaluate = "validation"`): every candidate (step =
+    /// PPO iterations behind it, 0 the start) in every mode, and the one that stands.
+    #[serde(default)]
+    pub choice: Option<Choice>,
+}
+
+impl RefineReport {
+    /// The PPO iterations behind the policy that stands, when a choice on validation scenes made it.
+    pub fn chosen_iteration(&self) -> Option<usize> {
+        self.choice.as_ref()?.best().step
+    }
 }
 
 /// The run's frozen world model and the classifier of `task`, as refinement uses them.
@@ -288,6 +321,8 @@ pub struct RefineTask<'a> {
     pub monitor_seed: u64,
     /// The monitor's episode length (`experiment.max_steps`; 0 = the task's own).
     pub max_steps: usize,
+    /// `[eval]` with the experiment's seed: the validation scenes of `refine.evaluate = "validation"`.
+    pub eval: &'a EvalConfig,
 }
 
 impl Stage for RefineTask<'_> {
@@ -322,7 +357,8 @@ impl Stage for RefineTask<'_> {
             &cfg.imagination,
         )?;
         let dir = run.stage_dir(&self.name())?;
-        let out = output_in(&dir);
+        let choosing = self.choosing();
+        let out = output_in(&dir).with_snapshots(if choosing { cfg.checkpoint_every } else { 0 });
         let mut metrics = run.metrics(&self.name())?;
         metrics.truncate_after(0)?;
         let extra = serde_json::json!({"stage": crate::experiment::stage_id::StageId::Refine.name(), "task": task, "initial_policy": bc_path});
@@ -356,9 +392,15 @@ impl Stage for RefineTask<'_> {
         let (horizon, start_episodes, imagination) =
             (env.horizon(), env.num_start_episodes(), env.stats());
         drop(env);
-        let chosen = match cfg.evaluate {
-            RefinedCheckpoint::Last => out.last.clone(),
-            RefinedCheckpoint::Best => out.best.clone(),
+        let choice = if choosing {
+            Some(self.choose(&bc_path, &out, summary.iterations)?)
+        } else {
+            None
+        };
+        let chosen = match (&choice, cfg.evaluate) {
+            (Some(c), _) => c.best().path.clone(),
+            (None, RefinedCheckpoint::Best) => out.best.clone(),
+            (None, _) => out.last.clone(),
         };
         let acceptance = match cfg.accept {
             AcceptRule::Always => None,
@@ -389,11 +431,31 @@ impl Stage for RefineTask<'_> {
             last: out.last,
             acceptance,
             policy: standing,
+            choice,
         })
     }
 }
 
 impl RefineTask<'_> {
+    /// Whether the refined policy is chosen on validation scenes.
+    fn choosing(&self) -> bool {
+        chooses_on_validation(self.cfg, self.eval, &self.task)
+    }
+
+    /// The start (iteration 0), every snapshot and the last checkpoint of `iterations` iterations, each
+    /// in every action mode on the validation scenes: the best.
+    fn choose(&self, start: &Path, out: &PpoOutput, iterations: u64) -> Result<Choice> {
+        let checkpoints = out.candidates(start, iterations);
+        choose_refined(
+            &checkpoints,
+            self.cfg,
+            &self.task,
+            self.eval,
+            self.device,
+            "refine",
+        )
+    }
+
     /// The acceptance check of the refined checkpoint `chosen` against the BC policy.
     fn acceptance(
         &self,
@@ -439,6 +501,53 @@ impl RefineTask<'_> {
         );
         Ok(a)
     }
+}
+
+/// Whether a PPO run of `task` (refinement or its ceilings) is chosen on validation scenes:
+/// `refine.evaluate = "validation"`, validation episodes, and an environment for the task (a task of
+/// imported data has none: the last checkpoint stands).
+pub fn chooses_on_validation(cfg: &RefineConfig, eval: &EvalConfig, task: &str) -> bool {
+    let asked = cfg.evaluate == RefinedCheckpoint::Validation && eval.validation_episodes > 0;
+    let has_env = w4rl_envs::task_names().iter().any(|t| t == task);
+    if asked && !has_env {
+        tracing::warn!(
+            "'{task}' has no environment here: the last checkpoint of its PPO stands, unchosen"
+        );
+    }
+    asked && has_env
+}
+
+/// Every candidate of `checkpoints` (`(iteration, file)`, the start at 0) in every action mode on the
+/// validation scenes: the best, logged under `what`.
+pub fn choose_refined(
+    checkpoints: &[(Option<usize>, PathBuf)],
+    cfg: &RefineConfig,
+    task: &str,
+    eval: &EvalConfig,
+    device: Device,
+    what: &str,
+) -> Result<Choice> {
+    let choice = choose(
+        checkpoints,
+        cfg.ppo.std_max,
+        task,
+        eval,
+        eval.validation_episodes,
+        device,
+    )
+    .with_context(|| format!("{what} '{task}': choosing among its checkpoints"))?;
+    let best = choice.best();
+    tracing::info!(
+        "{what} '{task}': {} read {} stands ({:.1} % on {} validation episodes)",
+        match best.step {
+            Some(0) | None => "the start".to_string(),
+            Some(i) => format!("iteration {i}"),
+        },
+        best.mode,
+        100.0 * best.rate(),
+        best.episodes
+    );
+    Ok(choice)
 }
 
 /// Refuses a policy that reads the state (the world model does not predict it); warns when the

@@ -360,6 +360,18 @@ fn protocol_tables(rec: &Records, start: RefineStart, r: &mut Report) {
                 p.mode
             )
         });
+        let refined = row.policy(REFINED).map_or("-".to_string(), |p| {
+            let at = match p.choice.as_ref().and_then(|c| c.best().step) {
+                Some(0) => ", the start".to_string(),
+                Some(i) => format!(", iteration {i}"),
+                None => String::new(),
+            };
+            format!(
+                "{:.1} % ({}{at})",
+                100.0 * p.standing().success_rate,
+                p.mode
+            )
+        });
         let cmp = |base: &str, other: &str| {
             row.comparison(base, other)
                 .map_or("-".to_string(), |d| d.cell())
@@ -370,7 +382,7 @@ fn protocol_tables(rec: &Records, start: RefineStart, r: &mut Report) {
         lead.push(vec![
             row.task.clone(),
             bc,
-            standing(REFINED),
+            refined,
             cmp(BC_STAR, REFINED),
             standing(FILTERED_BC),
             cmp(FILTERED_BC, REFINED),
@@ -424,7 +436,7 @@ fn protocol_tables(rec: &Records, start: RefineStart, r: &mut Report) {
         [
             "task",
             "BC* (mode, checkpoint)",
-            "refined (mode)",
+            "refined (mode, iteration)",
             "refined − BC*, points",
             "filtered BC",
             "refined − filtered BC",
