@@ -253,7 +253,7 @@ impl Stage for Evaluate<'_> {
                     self.cfg.experiment.max_steps,
                     &gif,
                 )?;
-                if let Some(last) = last_of(rec) {
+                if let Some(last) = last_of(rec.choice.as_ref(), rec.ppo.iterations) {
                     let mode = last.best().mode;
                     let policy = load(&rec.last, REFINED_LAST)?;
                     let mut p = self.read(REFINED_LAST, task, &policy, &rec.last, Some(mode))?;
@@ -304,9 +304,9 @@ impl Stage for Evaluate<'_> {
 /// The last checkpoint's own choice of mode (the choice's candidates, pointing at the last
 /// checkpoint's best mode), when the refined policy was chosen on validation scenes and the choice
 /// stood on an earlier iteration.
-fn last_of(rec: &RefineReport) -> Option<Choice> {
-    let c = rec.choice.as_ref()?;
-    let last = Some(rec.ppo.iterations as usize);
+fn last_of(choice: Option<&Choice>, iterations: u64) -> Option<Choice> {
+    let c = choice?;
+    let last = Some(iterations as usize);
     if c.best().step == last {
         return None;
     }
@@ -464,6 +464,34 @@ mod tests {
         assert!((d.diff - 0.25).abs() < 1e-12);
         assert!(row.comparison(FILTERED_BC, REFINED).is_none());
         assert!(row_of("t", vec![]).is_err());
+    }
+
+    #[test]
+    fn the_last_checkpoint_is_read_beside_an_earlier_choice_in_its_own_best_mode() {
+        use crate::eval::selection::Candidate;
+        let cand = |step: usize, mode: ActionMode, successes: usize| Candidate {
+            step: Some(step),
+            path: format!("iter-{step}").into(),
+            mode,
+            successes,
+            episodes: 100,
+        };
+        let choice = |chosen: usize| Choice {
+            candidates: vec![
+                cand(0, ActionMode::Mean, 50),
+                cand(0, ActionMode::Sampled, 60),
+                cand(30, ActionMode::Mean, 55),
+                cand(30, ActionMode::Sampled, 52),
+            ],
+            chosen,
+        };
+        // the start stood: the last checkpoint is read in its better mode (mean, 55)
+        let last = last_of(Some(&choice(1)), 30).unwrap();
+        assert_eq!(last.best().step, Some(30));
+        assert_eq!(last.best().mode, ActionMode::Mean);
+        // the last checkpoint stood, or no choice was made: nothing more to read
+        assert!(last_of(Some(&choice(2)), 30).is_none());
+        assert!(last_of(None, 30).is_none());
     }
 
     #[test]

@@ -215,12 +215,6 @@ pub struct RefineReport {
     pub choice: Option<Choice>,
 }
 
-impl RefineReport {
-    /// The PPO iterations behind the policy that stands, when a choice on validation scenes made it.
-    pub fn chosen_iteration(&self) -> Option<usize> {
-        self.choice.as_ref()?.best().step
-    }
-}
 
 /// The run's frozen world model and the classifier of `task`, as refinement uses them.
 pub fn load_imagination(
