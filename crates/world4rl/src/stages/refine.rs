@@ -215,7 +215,6 @@ pub struct RefineReport {
     pub choice: Option<Choice>,
 }
 
-
 /// The run's frozen world model and the classifier of `task`, as refinement uses them.
 pub fn load_imagination(
     cfg: &RefineConfig,
