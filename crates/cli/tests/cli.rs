@@ -397,7 +397,9 @@ fn a_learner_refuses_a_run_directory_made_with_another_config() {
     assert!(
         err.contains("made with a different config")
             && err.contains(&run.join("config.toml").display().to_string())
-            && err.contains("tabletop-tiny.toml"),
+            && err.contains("tabletop-tiny.toml")
+            // the keys that differ, with both values
+            && err.contains("experiment.name: \"tabletop-cpu\" → \"tabletop-tiny\""),
         "{err}"
     );
     assert_eq!(

@@ -93,6 +93,52 @@ pub struct Done<R> {
     pub peak_rss_mib: Option<f64>,
 }
 
+/// The keys whose values differ between two configs, as `key: old → new` (a key one side lacks shows
+/// as `-`), the first eight of them in key order.
+fn config_differences(old: &toml::Value, new: &toml::Value) -> Vec<String> {
+    fn flatten(
+        prefix: &str,
+        v: &toml::Value,
+        out: &mut std::collections::BTreeMap<String, String>,
+    ) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    flatten(&key, v, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.to_string());
+            }
+        }
+    }
+    let (mut a, mut b) = (Default::default(), Default::default());
+    flatten("", old, &mut a);
+    flatten("", new, &mut b);
+    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let mut out: Vec<String> = keys
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            let show = |m: &std::collections::BTreeMap<String, String>| {
+                m.get(k).cloned().unwrap_or_else(|| "-".into())
+            };
+            format!("{k}: {} → {}", show(&a), show(&b))
+        })
+        .collect();
+    if out.len() > 8 {
+        let more = out.len() - 8;
+        out.truncate(8);
+        out.push(format!("{more} more"));
+    }
+    out
+}
+
 /// A run directory.
 #[derive(Clone, Debug)]
 pub struct RunDir {
@@ -206,9 +252,20 @@ impl RunDir {
                 w4rl_data::write_atomic(&path, text.as_bytes())?;
                 return Ok(());
             }
+            // compared with its defaults filled in, so that only keys set to other values show
+            let differ = toml::from_str::<toml::Value>(resolved.as_deref().unwrap_or(&existing))
+                .ok()
+                .zip(toml::from_str::<toml::Value>(&text).ok())
+                .map(|(old, new)| config_differences(&old, &new))
+                .unwrap_or_default();
             bail!(
-                "{} holds a run made with a different config; pass another --out folder, or delete it to start over",
-                self.root.display()
+                "{} holds a run made with a different config{}; pass another --out folder, or delete it to start over",
+                self.root.display(),
+                if differ.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (the run's → this one's: {})", differ.join(", "))
+                }
             );
         }
         w4rl_data::write_atomic(&path, text.as_bytes())?;
@@ -339,7 +396,9 @@ mod tests {
         }
         run.write_config(&C { a: 1, b: 0 }).unwrap();
         run.write_config(&C { a: 1, b: 0 }).unwrap();
-        assert!(run.write_config(&C { a: 2, b: 0 }).is_err());
+        // the refusal names the keys that differ, the run's value first
+        let err = run.write_config(&C { a: 2, b: 0 }).unwrap_err().to_string();
+        assert!(err.contains("(the run's → this one's: a: 1 → 2)"), "{err}");
         // a run written before key `b` existed resumes under its default, and only then
         let cfg_path = run.path().join("config.toml");
         fs::write(&cfg_path, "a = 1\n").unwrap();
