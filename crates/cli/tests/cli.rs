@@ -398,8 +398,9 @@ fn a_learner_refuses_a_run_directory_made_with_another_config() {
         err.contains("made with a different config")
             && err.contains(&run.join("config.toml").display().to_string())
             && err.contains("tabletop-tiny.toml")
-            // the keys that differ, with both values
-            && err.contains("experiment.name: \"tabletop-cpu\" → \"tabletop-tiny\""),
+            // the keys that differ, with both values, the first eight of them
+            && err.contains("(the run's → this one's: bc.batch_size: 64 → 32, ")
+            && err.contains(" more); pass another --out folder"),
         "{err}"
     );
     assert_eq!(
