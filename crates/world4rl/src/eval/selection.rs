@@ -70,6 +70,8 @@ fn candidates_of(
     task: &str,
     val: &EvalConfig,
 ) -> Result<Vec<Candidate>> {
+    ensure!(!modes.is_empty(), "a choice needs at least one action mode");
+    ensure!(val.episodes > 0, "a choice needs validation episodes");
     let mut out = Vec::with_capacity(modes.len());
     for &mode in modes {
         let r = evaluate_policy(policy, task, &val.with_mode(mode))?;
@@ -101,12 +103,6 @@ fn best_of(candidates: Vec<Candidate>) -> Choice {
     Choice { candidates, chosen }
 }
 
-fn check(modes: &[ActionMode], episodes: usize) -> Result<()> {
-    ensure!(!modes.is_empty(), "a choice needs at least one action mode");
-    ensure!(episodes > 0, "a choice needs validation episodes");
-    Ok(())
-}
-
 /// Evaluates every checkpoint in `checkpoints` (`(step, file)`) in every action mode it is read in
 /// ([`modes_for`] its own σ bound and `std_cap`) on `episodes` validation episodes of `task` (seed base
 /// and environments from `eval`) and chooses the best; a tie goes to the earlier checkpoint.
@@ -118,7 +114,6 @@ pub fn choose(
     episodes: usize,
     device: Device,
 ) -> Result<Choice> {
-    ensure!(episodes > 0, "a choice needs validation episodes");
     ensure!(
         !checkpoints.is_empty(),
         "a choice needs at least one checkpoint"
@@ -144,7 +139,6 @@ pub fn choose_mode(
     eval: &EvalConfig,
     episodes: usize,
 ) -> Result<Choice> {
-    check(modes, episodes)?;
     let val = eval.on(Split::Validation, episodes);
     Ok(best_of(candidates_of(
         policy, None, path, modes, task, &val,

@@ -2,7 +2,7 @@
 //! environment with the run's classifier as the reward; and `refine-true/<task>`, the same with the
 //! environment's true success as the reward.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use tch::Device;
 use w4rl_envs::EnvConfig;
 
 use crate::eval::ceiling::ClassifierRewardEnv;
-use crate::eval::evaluate::{ActionMode, EvalConfig};
+use crate::eval::evaluate::EvalConfig;
 use crate::eval::selection::Choice;
 use crate::experiment::run::{stage_name, RunDir};
 use crate::experiment::stage::Stage;
@@ -37,12 +37,10 @@ pub struct CeilingReport {
 }
 
 impl CeilingReport {
-    /// The checkpoint that stands for the ceiling, and its mode when a choice made it.
-    pub fn standing(&self) -> (PathBuf, Option<ActionMode>) {
-        match &self.choice {
-            Some(c) => (c.best().path.clone(), Some(c.best().mode)),
-            None => (self.last.clone(), None),
-        }
+    /// The checkpoint that stands for the ceiling: the choice's, else the last (its mode is the
+    /// choice's).
+    pub fn standing(&self) -> &Path {
+        self.choice.as_ref().map_or(&self.last, |c| &c.best().path)
     }
 }
 
@@ -154,9 +152,8 @@ impl Stage for RealEnvControl<'_> {
         );
         drop(env);
         let choice = if choosing {
-            let checkpoints = out.candidates(&cfg.start.path(run, task), summary.iterations);
             Some(choose_refined(
-                &checkpoints,
+                &out.candidates(&cfg.start.path(run, task), summary.iterations),
                 cfg,
                 task,
                 self.eval,

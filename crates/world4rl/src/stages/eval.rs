@@ -187,6 +187,29 @@ impl Evaluate<'_> {
             test: reports,
         })
     }
+
+    /// Reads `policy` as [`Self::read`] does, in the mode of `choice` (made on validation scenes by
+    /// the stage that wrote the policy) and with that choice recorded; with none, `read` chooses.
+    fn read_chosen(
+        &self,
+        name: &str,
+        task: &str,
+        policy: &GaussianPolicy,
+        path: &Path,
+        choice: Option<Choice>,
+    ) -> Result<PolicyEval> {
+        let mut p = self.read(
+            name,
+            task,
+            policy,
+            path,
+            choice.as_ref().map(|c| c.best().mode),
+        )?;
+        if choice.is_some() {
+            p.choice = choice;
+        }
+        Ok(p)
+    }
 }
 
 impl Stage for Evaluate<'_> {
@@ -239,12 +262,13 @@ impl Stage for Evaluate<'_> {
                 let rec = &done.record;
                 let path = &rec.policy;
                 let policy = load(path, REFINED)?;
-                let chosen_mode = rec.choice.as_ref().map(|c| c.best().mode);
-                let mut refined = self.read(REFINED, task, &policy, path, chosen_mode)?;
-                if rec.choice.is_some() {
-                    refined.choice = rec.choice.clone();
-                }
-                policies.push(refined);
+                policies.push(self.read_chosen(
+                    REFINED,
+                    task,
+                    &policy,
+                    path,
+                    rec.choice.clone(),
+                )?);
                 let gif = run.stage_dir(&self.name())?.join(gif_name(task));
                 policy_gif(
                     &policy,
@@ -254,11 +278,14 @@ impl Stage for Evaluate<'_> {
                     &gif,
                 )?;
                 if let Some(last) = last_of(rec.choice.as_ref(), rec.ppo.iterations) {
-                    let mode = last.best().mode;
                     let policy = load(&rec.last, REFINED_LAST)?;
-                    let mut p = self.read(REFINED_LAST, task, &policy, &rec.last, Some(mode))?;
-                    p.choice = Some(last);
-                    policies.push(p);
+                    policies.push(self.read_chosen(
+                        REFINED_LAST,
+                        task,
+                        &policy,
+                        &rec.last,
+                        Some(last),
+                    )?);
                 }
             }
             if let Some(done) = run.done::<BcRecord>(&stage_name::bc_filtered(task))? {
@@ -277,13 +304,10 @@ impl Stage for Evaluate<'_> {
                 (stage_name::ceiling_true(task), CEILING_TRUE),
             ] {
                 if let Some(done) = run.done::<CeilingReport>(&stage)? {
-                    let (path, mode) = done.record.standing();
-                    let policy = load(&path, name)?;
-                    let mut p = self.read(name, task, &policy, &path, mode)?;
-                    if done.record.choice.is_some() {
-                        p.choice = done.record.choice.clone();
-                    }
-                    policies.push(p);
+                    let path = done.record.standing();
+                    let policy = load(path, name)?;
+                    let choice = done.record.choice.clone();
+                    policies.push(self.read_chosen(name, task, &policy, path, choice)?);
                 }
             }
             let row = row_of(task, policies)?;

@@ -5,7 +5,7 @@
 //! "imagined-gain"` instead, the acceptance check); the policy that stands as the refined one is copied
 //! to `RUN/refine/<task>/policy.safetensors`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -20,7 +20,7 @@ use crate::experiment::stage::Stage;
 use crate::policy::gaussian::GaussianPolicy;
 use crate::ppo::acceptance::{AcceptConfig, AcceptRule, Acceptance};
 use crate::ppo::imagined_env::{ImaginationStats, ImaginedEnv, ImaginedEnvConfig};
-use crate::ppo::{output_in, train, Hooks, PpoConfig, PpoOutput, PpoSummary};
+use crate::ppo::{output_in, train, Hooks, PpoConfig, PpoSummary};
 use crate::reward::{RewardClassifier, RewardMode};
 use crate::world_model::{Precision, WorldModel};
 
@@ -386,7 +386,14 @@ impl Stage for RefineTask<'_> {
             (env.horizon(), env.num_start_episodes(), env.stats());
         drop(env);
         let choice = if choosing {
-            Some(self.choose(&bc_path, &out, summary.iterations)?)
+            Some(choose_refined(
+                &out.candidates(&bc_path, summary.iterations),
+                cfg,
+                &self.task,
+                self.eval,
+                self.device,
+                "refine",
+            )?)
         } else {
             None
         };
@@ -433,20 +440,6 @@ impl RefineTask<'_> {
     /// Whether the refined policy is chosen on validation scenes.
     fn choosing(&self) -> bool {
         chooses_on_validation(self.cfg, self.eval, &self.task)
-    }
-
-    /// The start (iteration 0), every snapshot and the last checkpoint of `iterations` iterations, each
-    /// in every action mode on the validation scenes: the best.
-    fn choose(&self, start: &Path, out: &PpoOutput, iterations: u64) -> Result<Choice> {
-        let checkpoints = out.candidates(start, iterations);
-        choose_refined(
-            &checkpoints,
-            self.cfg,
-            &self.task,
-            self.eval,
-            self.device,
-            "refine",
-        )
     }
 
     /// The acceptance check of the refined checkpoint `chosen` against the BC policy.
@@ -510,7 +503,8 @@ pub fn chooses_on_validation(cfg: &RefineConfig, eval: &EvalConfig, task: &str) 
     asked && has_env
 }
 
-/// Every candidate of `checkpoints` (`(iteration, file)`, the start at 0) in every action mode on the
+/// Every candidate of `checkpoints` (`(iteration, file)`: the start at 0, a PPO run's snapshots and
+/// its last checkpoint, as [`crate::ppo::PpoOutput::candidates`] lists them) in every action mode on the
 /// validation scenes: the best, logged under `what`.
 pub fn choose_refined(
     checkpoints: &[(Option<usize>, PathBuf)],
