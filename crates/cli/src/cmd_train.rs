@@ -106,7 +106,6 @@ pub fn train_bc(args: TrainArgs, device: Device, seed: Option<u64>) -> Result<()
             task,
             kind: BcKind::Demos,
             eval: &eval,
-            refine_std_max: cfg.refine.ppo.std_max,
             device,
         };
         reports.push(run_stage(&run, &stage)?.record);

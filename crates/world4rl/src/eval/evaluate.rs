@@ -126,6 +126,10 @@ pub struct EvalConfig {
     /// rollouts); the `eval` stage reads every policy in every [`ActionMode`]. The draws come from
     /// libtorch's generator, seeded from `seed`, so the same settings give the same episodes.
     pub sample: bool,
+    /// The σ of the third action mode every choice and the `eval` stage read a policy in: sampled
+    /// with σ ≤ `std_cap`, for a policy whose own bound is above it (default 0.25, refinement's cap
+    /// before 2026-12-07; BC\* is chosen among its checkpoints in all three modes).
+    pub std_cap: f64,
     /// With `sample`: cap σ at this value (set by the caller, never read from a file).
     #[serde(skip)]
     pub std_max: Option<f64>,
@@ -178,6 +182,7 @@ impl Default for EvalConfig {
             render_size: 0,
             max_steps: 0,
             sample: false,
+            std_cap: 0.25,
             std_max: None,
             split: Split::Validation,
         }

@@ -268,6 +268,11 @@ impl ExperimentConfig {
         self.reward.validate()?;
         self.refine.validate()?;
         anyhow::ensure!(
+            self.eval.std_cap > 0.0 && self.eval.std_cap.is_finite(),
+            "eval.std_cap must be a positive number (got {})",
+            self.eval.std_cap
+        );
+        anyhow::ensure!(
             self.refine.start != crate::stages::refine::RefineStart::BcFiltered
                 || self.bc.filtered_control,
             "refine.start = \"bc-filtered\" refines the filtered BC: set bc.filtered_control = true"
@@ -435,6 +440,19 @@ mod tests {
             ExperimentConfig::parse(text, Path::new("c.toml")).unwrap_err()
         );
         assert!(err.contains("accept_episodes"), "{err}");
+    }
+
+    #[test]
+    fn a_reading_cap_that_is_not_a_positive_sigma_is_refused_at_load() {
+        for bad in ["0.0", "-0.25", "nan", "inf"] {
+            let text =
+                format!("[experiment]\ntasks = [\"push-block\"]\n\n[eval]\nstd_cap = {bad}\n");
+            let err = format!(
+                "{:#}",
+                ExperimentConfig::parse(&text, Path::new("c.toml")).unwrap_err()
+            );
+            assert!(err.contains("eval.std_cap"), "{bad}: {err}");
+        }
     }
 
     /// The recipe lives in the code's defaults: the demo's file may only name the experiment (tasks,

@@ -180,7 +180,6 @@ fn bc(ctx: &StageContext, kind: BcKind) -> Result<()> {
                 task,
                 kind,
                 eval: &eval,
-                refine_std_max: cfg.refine.ppo.std_max,
                 device: ctx.device,
             },
         )?;

@@ -97,8 +97,8 @@ pub struct PpoConfig {
     pub std_min: f64,
     /// Upper bound of σ. Default 0.25 (the paper caps log σ ≤ 0, σ ≤ 1): BC's own σ is about 0.6,
     /// where imagined rollouts are mostly noise and never succeed; capped at 0.25 the first imagined
-    /// rollouts of turn-lever succeed 45 % of the time. BC\* and the controls are also read with this
-    /// cap, so refinement is compared against the policy it starts from.
+    /// rollouts of turn-lever succeed 45 % of the time. Every policy is also read sampled with
+    /// σ ≤ `eval.std_cap` (0.25), so refinement is compared against the policy it starts from.
     pub std_max: f64,
     /// Critic image encoder (default: the same layout as the policy's).
     pub critic_encoder: Option<EncoderConfig>,

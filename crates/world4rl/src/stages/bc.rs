@@ -66,8 +66,6 @@ pub struct TrainBc<'a> {
     pub kind: BcKind,
     /// `[eval]` with the experiment's seed: the environments and seed base of the choice.
     pub eval: &'a EvalConfig,
-    /// Refinement's σ cap (`refine.ppo.std_max`): one more action mode to read BC in.
-    pub refine_std_max: f64,
     /// Where it trains.
     pub device: Device,
 }
@@ -137,7 +135,7 @@ impl Stage for TrainBc<'_> {
         let choice = if choosing {
             let choice = choose(
                 &checkpoints,
-                self.refine_std_max,
+                self.eval.std_cap,
                 &self.task,
                 self.eval,
                 self.eval.validation_episodes,

@@ -154,7 +154,6 @@ impl Stage for RealEnvControl<'_> {
         let choice = if choosing {
             Some(choose_refined(
                 &out.candidates(&cfg.start.path(run, task), summary.iterations),
-                cfg,
                 task,
                 self.eval,
                 self.device,

@@ -153,7 +153,7 @@ impl Evaluate<'_> {
         mode: Option<ActionMode>,
     ) -> Result<PolicyEval> {
         let eval = self.eval_cfg();
-        let mut modes = modes_for(policy.std_bounds().1, self.cfg.refine.ppo.std_max);
+        let mut modes = modes_for(policy.std_bounds().1, eval.std_cap);
         if let Some(m) = mode.filter(|m| !modes.contains(m)) {
             // a mode chosen elsewhere (BC's own stage, under another σ cap) is always read
             modes.push(m);

@@ -388,7 +388,6 @@ impl Stage for RefineTask<'_> {
         let choice = if choosing {
             Some(choose_refined(
                 &out.candidates(&bc_path, summary.iterations),
-                cfg,
                 &self.task,
                 self.eval,
                 self.device,
@@ -508,7 +507,6 @@ pub fn chooses_on_validation(cfg: &RefineConfig, eval: &EvalConfig, task: &str) 
 /// validation scenes: the best, logged under `what`.
 pub fn choose_refined(
     checkpoints: &[(Option<usize>, PathBuf)],
-    cfg: &RefineConfig,
     task: &str,
     eval: &EvalConfig,
     device: Device,
@@ -516,7 +514,7 @@ pub fn choose_refined(
 ) -> Result<Choice> {
     let choice = choose(
         checkpoints,
-        cfg.ppo.std_max,
+        eval.std_cap,
         task,
         eval,
         eval.validation_episodes,
