@@ -510,9 +510,10 @@ mod tests {
             crate::stages::refine::RefineStart::BcFiltered
         );
         assert_eq!(
-            (p.iterations, p.actor_lr, p.target_kl, p.std_max),
-            (30, 5e-5, 0.02, 0.25)
+            (p.iterations, p.actor_lr, p.target_kl, p.std_min, p.std_max),
+            (30, 5e-5, 0.02, 0.02, 1.0)
         );
+        assert_eq!(cfg.eval.std_cap, 0.25);
         assert!(p.anneal_lr && p.time_budget_secs == 0.0);
         assert_eq!((i.horizon, i.start_max_step, i.success_frames), (15, 49, 3));
         assert_eq!((cfg.bc.steps, cfg.bc.checkpoint_every), (16000, 2000));

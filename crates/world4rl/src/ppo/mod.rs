@@ -93,12 +93,15 @@ pub struct PpoConfig {
     /// that can be exploited, here the world model and the classifier. Measured on the demo (β 0.1, 30
     /// iterations): slide-handle held at BC, but turn-lever's gain went too (`docs/refinement.md`).
     pub kl_to_initial: f64,
-    /// Lower bound of σ during refinement. Default 0.05 (keeps exploration alive; DPPO: 0.01).
+    /// Lower bound of σ during refinement. Default 0.02, BC's own bound, so PPO starts exactly at the
+    /// policy it is compared against (DPPO: 0.01).
     pub std_min: f64,
-    /// Upper bound of σ. Default 0.25 (the paper caps log σ ≤ 0, σ ≤ 1): BC's own σ is about 0.6,
-    /// where imagined rollouts are mostly noise and never succeed; capped at 0.25 the first imagined
-    /// rollouts of turn-lever succeed 45 % of the time. Every policy is also read sampled with
-    /// σ ≤ `eval.std_cap` (0.25), so refinement is compared against the policy it starts from.
+    /// Upper bound of σ. Default 1.0, BC's own bound and the paper's cap (log σ ≤ 0). Until
+    /// 2026-12-07 it was 0.25 (a 6000-step BC's σ of about 0.6 made imagined rollouts noise); from
+    /// filtered BC, whose σ is about 0.25 on average, that cap cost the start's sampled reading 2.5 to
+    /// 10.5 points on validation scenes before PPO's first step, and without it every task of
+    /// replicate 3 refined further (`docs/refinement.md`, "PPO from the start's own σ"). Every policy
+    /// is still also read sampled with σ ≤ `eval.std_cap` (0.25).
     pub std_max: f64,
     /// Critic image encoder (default: the same layout as the policy's).
     pub critic_encoder: Option<EncoderConfig>,
@@ -133,8 +136,8 @@ impl Default for PpoConfig {
             max_grad_norm: 1.0,
             critic_warmup_iters: 2,
             kl_to_initial: 0.0,
-            std_min: 0.05,
-            std_max: 0.25,
+            std_min: 0.02,
+            std_max: 1.0,
             critic_encoder: None,
             critic_hidden: 256,
             critic_from_policy: true,
