@@ -104,11 +104,10 @@ fn best_of(candidates: Vec<Candidate>) -> Choice {
 }
 
 /// Evaluates every checkpoint in `checkpoints` (`(step, file)`) in every action mode it is read in
-/// ([`modes_for`] its own σ bound and `std_cap`) on `episodes` validation episodes of `task` (seed base
-/// and environments from `eval`) and chooses the best; a tie goes to the earlier checkpoint.
+/// ([`modes_for`] its own σ bound and `eval.std_cap`) on `episodes` validation episodes of `task` (seed
+/// base and environments from `eval`) and chooses the best; a tie goes to the earlier checkpoint.
 pub fn choose(
     checkpoints: &[(Option<usize>, PathBuf)],
-    std_cap: f64,
     task: &str,
     eval: &EvalConfig,
     episodes: usize,
@@ -123,7 +122,7 @@ pub fn choose(
     for (step, path) in checkpoints {
         let (policy, _) = GaussianPolicy::load(path, device)
             .with_context(|| format!("loading the checkpoint {}", path.display()))?;
-        let modes = modes_for(policy.std_bounds().1, std_cap);
+        let modes = modes_for(policy.std_bounds().1, eval.std_cap);
         candidates.extend(candidates_of(&policy, *step, path, &modes, task, &val)?);
     }
     Ok(best_of(candidates))

@@ -135,7 +135,6 @@ impl Stage for TrainBc<'_> {
         let choice = if choosing {
             let choice = choose(
                 &checkpoints,
-                self.eval.std_cap,
                 &self.task,
                 self.eval,
                 self.eval.validation_episodes,

@@ -512,15 +512,8 @@ pub fn choose_refined(
     device: Device,
     what: &str,
 ) -> Result<Choice> {
-    let choice = choose(
-        checkpoints,
-        eval.std_cap,
-        task,
-        eval,
-        eval.validation_episodes,
-        device,
-    )
-    .with_context(|| format!("{what} '{task}': choosing among its checkpoints"))?;
+    let choice = choose(checkpoints, task, eval, eval.validation_episodes, device)
+        .with_context(|| format!("{what} '{task}': choosing among its checkpoints"))?;
     let best = choice.best();
     tracing::info!(
         "{what} '{task}': {} read {} stands ({:.1} % on {} validation episodes)",
