@@ -102,6 +102,15 @@ fn replicates_run_end_to_end_and_pool_on_test_scenes_only() {
             "replication.md lacks '{needle}':\n{md}"
         );
     }
+    // the figure beside it: both replicates in both panels
+    let svg = std::fs::read_to_string(out.join("replication.svg")).unwrap();
+    for needle in [
+        "seed 1, paired 95 %",
+        "seed 2, paired 95 %",
+        "refined − filtered BC",
+    ] {
+        assert!(svg.contains(needle), "replication.svg lacks '{needle}'");
+    }
 
     // the seed sets: every episode any learner trains on (and the held-out rollouts) has a training
     // seed; the replicates saw different scenes

@@ -15,6 +15,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
@@ -282,6 +283,7 @@ impl Replication {
                 p.over_filtered.as_ref().map_or("-".into(), |g| g.cell()),
             );
         }
+        md.push_str("\n![each replicate's paired interval beside the pooled mean with its bootstrap interval](replication.svg)\n");
         let (gaining, harmed) = self.acceptance();
         let _ = writeln!(
             md,
@@ -340,11 +342,263 @@ impl Replication {
     /// Writes `out/replication.md` and `out/replication.json`, atomically.
     pub fn write(&self, out: &Path) -> Result<()> {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        w4rl_data::write_atomic(
+            &out.join("replication.svg"),
+            replication_svg(self)?.as_bytes(),
+        )?;
         w4rl_data::write_atomic(&out.join("replication.md"), self.markdown().as_bytes())?;
         w4rl_data::write_atomic(
             &out.join("replication.json"),
             serde_json::to_string_pretty(self)?.as_bytes(),
         )?;
         Ok(())
+    }
+}
+
+/// The replication figure (`replication.svg`): refined − BC\* (left) and refined − filtered BC
+/// (right) per task in points, each replicate's paired 95 % interval beside the pooled mean with its
+/// bootstrap interval, and the acceptance's line (a pooled gain of +10 points over BC\*; a pooled lower
+/// bound above −2 points against filtered BC).
+pub fn replication_svg(rep: &Replication) -> Result<String> {
+    use crate::experiment::report::COLORS;
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
+    let tasks: Vec<String> = rep.pooled.iter().map(|p| p.task.clone()).collect();
+    let n = tasks.len().max(1);
+    let seeds: Vec<u64> = rep.replicates.iter().map(|(s, _)| *s).collect();
+    // replicates spread left of each task's tick, the pooled estimate right of it
+    let offset = |i: usize| {
+        if seeds.len() < 2 {
+            -0.12
+        } else {
+            -0.32 + 0.4 * i as f64 / (seeds.len() - 1) as f64
+        }
+    };
+    let mut svg = String::new();
+    {
+        let width = 2 * (170 * n).max(340) as u32;
+        let root = SVGBackend::with_string(&mut svg, (width, 380)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        for (k, area) in root.split_evenly((1, 2)).iter().enumerate() {
+            let against_bc = k == 0;
+            let diff = |r: &ReplicateTask| {
+                if against_bc {
+                    r.gain.clone()
+                } else {
+                    r.over_filtered.clone()
+                }
+            };
+            let pool = |p: &PooledTask| {
+                if against_bc {
+                    p.gain.clone()
+                } else {
+                    p.over_filtered.clone()
+                }
+            };
+            let (title, line, line_label) = if against_bc {
+                ("refined − BC*", 10.0_f64, "pooled gain asked: +10")
+            } else {
+                (
+                    "refined − filtered BC",
+                    -2.0,
+                    "pooled lower bound asked: > −2",
+                )
+            };
+            let (mut lo, mut hi) = (line.min(0.0), line.max(0.0));
+            for (l, h) in rep
+                .rows
+                .iter()
+                .filter_map(|r| diff(r).map(|d| (d.lo, d.hi)))
+                .chain(
+                    rep.pooled
+                        .iter()
+                        .filter_map(|p| pool(p).map(|g| (g.lo, g.hi))),
+                )
+            {
+                (lo, hi) = (lo.min(100.0 * l), hi.max(100.0 * h));
+            }
+            let pad = ((hi - lo) * 0.08).max(1.0);
+            // the legend's room above the highest bar, so it never hides one
+            let legend_room = (hi - lo) * 0.5 + 4.0;
+            let (x0, x1) = (-0.5, n as f64 - 0.5);
+            let mut c = ChartBuilder::on(area)
+                .caption(format!("{title}, points"), ("sans-serif", 17))
+                .margin(12)
+                .x_label_area_size(34)
+                .y_label_area_size(44)
+                .build_cartesian_2d(x0..x1, (lo - pad)..(hi + pad + legend_room))
+                .map_err(|e| err(&e))?;
+            let names = tasks.clone();
+            let x_fmt = move |x: &f64| {
+                let t = x.round();
+                if (x - t).abs() < 1e-6 && t >= 0.0 {
+                    names.get(t as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            };
+            c.configure_mesh()
+                .x_labels(2 * n + 1)
+                .x_label_formatter(&x_fmt)
+                .y_label_formatter(&|y: &f64| format!("{y:+.0}"))
+                .light_line_style(WHITE.mix(0.0))
+                .draw()
+                .map_err(|e| err(&e))?;
+            c.draw_series(LineSeries::new([(x0, 0.0), (x1, 0.0)], BLACK.mix(0.5)))
+                .map_err(|e| err(&e))?;
+            c.draw_series(DashedLineSeries::new(
+                [(x0, line), (x1, line)],
+                6,
+                4,
+                RED.mix(0.8).stroke_width(1),
+            ))
+            .map_err(|e| err(&e))?
+            .label(line_label)
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED.mix(0.8)));
+            for (i, seed) in seeds.iter().enumerate() {
+                let color = COLORS[i % COLORS.len()];
+                let bars: Vec<_> = rep
+                    .rows
+                    .iter()
+                    .filter(|r| r.seed == *seed)
+                    .filter_map(|r| {
+                        let t = tasks.iter().position(|t| *t == r.task)?;
+                        let d = diff(r)?;
+                        Some(ErrorBar::new_vertical(
+                            t as f64 + offset(i),
+                            100.0 * d.lo,
+                            100.0 * d.diff,
+                            100.0 * d.hi,
+                            color.filled().stroke_width(2),
+                            8,
+                        ))
+                    })
+                    .collect();
+                c.draw_series(bars)
+                    .map_err(|e| err(&e))?
+                    .label(format!("seed {seed}, paired 95 %"))
+                    .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+            }
+            let pooled: Vec<_> = rep
+                .pooled
+                .iter()
+                .enumerate()
+                .filter_map(|(t, p)| {
+                    let g = pool(p)?;
+                    Some(ErrorBar::new_vertical(
+                        t as f64 + 0.28,
+                        100.0 * g.lo,
+                        100.0 * g.mean,
+                        100.0 * g.hi,
+                        BLACK.filled().stroke_width(3),
+                        12,
+                    ))
+                })
+                .collect();
+            c.draw_series(pooled)
+                .map_err(|e| err(&e))?
+                .label("pooled mean, 95 % bootstrap")
+                .legend(|(x, y)| Circle::new((x + 8, y), 5, BLACK.filled()));
+            c.configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK.mix(0.3))
+                .draw()
+                .map_err(|e| err(&e))?;
+        }
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn diff(d: f64) -> PairedDifference {
+        PairedDifference {
+            n: 1000,
+            both: 500,
+            only_base: 100,
+            only_other: 100 + (1000.0 * d) as usize,
+            base: 0.6,
+            other: 0.6 + d,
+            diff: d,
+            lo: d - 0.03,
+            hi: d + 0.03,
+        }
+    }
+
+    fn row(seed: u64, task: &str, d: f64, filtered: Option<f64>) -> ReplicateTask {
+        ReplicateTask {
+            seed,
+            task: task.into(),
+            bc_star: 0.5,
+            bc_mode: "sampled".into(),
+            refined: Some(0.5 + d),
+            refined_iteration: Some(30),
+            gain: Some(diff(d)),
+            filtered: filtered.map(|f| 0.5 + d - f),
+            over_filtered: filtered.map(diff),
+            ceiling: None,
+            ceiling_true: None,
+            gap_recovered: None,
+            episodes: 1000,
+        }
+    }
+
+    fn pooled(task: &str, mean: f64) -> PooledTask {
+        let g = PooledGain {
+            replicates: 2,
+            mean,
+            lo: mean - 0.05,
+            hi: mean + 0.05,
+            probability_of_improvement: 0.9,
+        };
+        PooledTask {
+            task: task.into(),
+            gain: Some(g.clone()),
+            over_filtered: Some(g),
+            every_replicate_above_zero: true,
+            worst_lower_bound: Some(mean - 0.08),
+        }
+    }
+
+    #[test]
+    fn the_figure_draws_every_replicate_and_the_pooled_estimate_per_task() {
+        let rep = Replication {
+            name: "t".into(),
+            replicates: vec![(3, vec![]), (4, vec![])],
+            rows: vec![
+                row(3, "push-block", 0.2, Some(0.08)),
+                row(4, "push-block", 0.15, None),
+                row(3, "turn-lever", 0.3, Some(0.1)),
+                row(4, "turn-lever", -0.04, Some(-0.2)),
+            ],
+            pooled: vec![pooled("push-block", 0.17), pooled("turn-lever", 0.13)],
+            missing: vec![],
+        };
+        let svg = replication_svg(&rep).unwrap();
+        for text in [
+            "refined − BC*, points",
+            "refined − filtered BC, points",
+            "seed 3, paired 95 %",
+            "seed 4, paired 95 %",
+            "pooled mean, 95 % bootstrap",
+            "push-block",
+            "turn-lever",
+        ] {
+            // twice for the legends and titles drawn in both panels, at least once for the tasks
+            assert!(svg.contains(text), "{text} missing from the figure");
+        }
+        // the report links it
+        assert!(rep.markdown().contains("](replication.svg)"));
+        // nothing finished yet: an empty figure, not an error
+        let empty = Replication {
+            replicates: vec![],
+            rows: vec![],
+            pooled: vec![],
+            ..rep
+        };
+        assert!(replication_svg(&empty).unwrap().starts_with("<svg"));
     }
 }

@@ -131,7 +131,8 @@ pub struct Report {
     pub gifs: Vec<(String, PathBuf)>,
 }
 
-const COLORS: [RGBColor; 6] = [
+/// The series' colours (matplotlib's first six), shared by every figure of the reports.
+pub(crate) const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),

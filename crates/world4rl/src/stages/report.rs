@@ -267,7 +267,6 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir) -> Result<Report> {
         ("tasks".into(), e.tasks.join(", ")),
         ("frames".into(), format!("{0}x{0}", e.image_size)),
         ("seed".into(), e.seed.to_string()),
-        ("threads".into(), tch::get_num_threads().to_string()),
     ];
     let machines = run.machines().unwrap_or_default();
     if !machines.is_empty() {
