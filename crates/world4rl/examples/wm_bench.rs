@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release -p world4rl --example wm_bench -- [--preset tiny|cpu|paper | --spike]
 //!     [--size PX] [--batch B] [--steps N] [--warmup W] [--threads T] [--channels 32,32,64,64] [--depth D]
-//!     [--precision f32|bf16] [--train-precision f32|bf16] [--channels-last] [--train-only]
+//!     [--precision f32|bf16] [--train-precision f32|bf16] [--channels-last] [--train-channels-last] [--train-only]
 //! ```
 //!
 //! `--spike` is the configuration of ../shared/spikes/bakeoff (channels [32,64,64,128], 2 res blocks
@@ -91,6 +91,8 @@ fn main() -> Result<()> {
         .map(|p| p.parse())
         .transpose()?
         .unwrap_or_default();
+    // `--train-channels-last`: the training step on channels-last activations too
+    wm.set_channels_last(args.iter().any(|a| a == "--train-channels-last"));
     let mut passes = TrainPasses::new(&wm, train_precision)?;
     let s = cfg.image_size as i64;
     let l = cfg.context as i64;
@@ -158,6 +160,7 @@ fn main() -> Result<()> {
         "malloc": malloc,
         "peak_rss_mib": world4rl::util::memory::peak_mib(),
         "train_precision": train_precision,
+        "train_channels_last": args.iter().any(|a| a == "--train-channels-last"),
         "train_step_ms_median": median(&mut train),
         "forward_ms_median": median(&mut fwd),
         "imagine_step_ms_median": median(&mut img),
