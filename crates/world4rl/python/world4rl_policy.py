@@ -134,6 +134,13 @@ class World4RLPolicy(torch.nn.Module):
         self.fc2 = torch.nn.Linear(hidden, hidden)
         self.mean = torch.nn.Linear(hidden, action_dim)
         self.log_std = torch.nn.Linear(hidden, action_dim)
+        # a policy refined as a residual on its frozen start: mean + scale * tanh(out(relu(fc(h))))
+        self.residual_scale = None
+        if config.get("residual"):
+            self.residual_scale = float(config["residual"]["scale"])
+            self.residual = torch.nn.Module()
+            self.residual.fc = torch.nn.Linear(hidden, hidden)
+            self.residual.out = torch.nn.Linear(hidden, action_dim)
         self.register_buffer("state_mean", torch.zeros(max(state_dim, 1)))
         self.register_buffer("state_std", torch.ones(max(state_dim, 1)))
         self.action_low = torch.tensor(config["action_low"], dtype=torch.float32)
@@ -179,6 +186,9 @@ class World4RLPolicy(torch.nn.Module):
             parts.append((torch.as_tensor(state).float() - self.state_mean) / self.state_std)
         h = torch.relu(self.fc2(torch.relu(self.fc1(torch.cat(parts, 1)))))
         mean = torch.tanh(self.mean(h))
+        if self.residual_scale is not None:
+            r = self.residual.out(torch.relu(self.residual.fc(h)))
+            mean = mean + self.residual_scale * torch.tanh(r)
         log_std = self.log_std(h).clamp(*self.log_std_bounds)
         return mean, log_std
 

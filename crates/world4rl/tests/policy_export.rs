@@ -231,3 +231,27 @@ fn export_refuses_a_folder_with_other_files_and_a_non_policy_checkpoint() {
     let err = GaussianPolicy::load(&out.join("model.safetensors"), Device::Cpu).unwrap_err();
     assert!(err.to_string().contains("not a policy checkpoint"), "{err}");
 }
+
+#[test]
+fn exported_residual_policy_matches_rust() {
+    // a policy refined as a bounded residual on its frozen start (`refine.ppo.residual_scale`)
+    let dir = tempfile::tempdir().unwrap();
+    let mut policy =
+        GaussianPolicy::new(&PolicyConfig::default(), &spec(32, 32, 0), Device::Cpu).unwrap();
+    policy.add_residual(0.3).unwrap();
+    randomise(&policy);
+    let ckpt = dir.path().join("policy.safetensors");
+    policy.save(&ckpt, serde_json::json!({})).unwrap();
+    let (policy, _) = GaussianPolicy::load(&ckpt, Device::Cpu).unwrap();
+    assert_eq!(policy.residual_scale(), Some(0.3));
+    export::export_policy(&policy, &ckpt, &dir.path().join("export")).unwrap();
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("export/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["residual"]["scale"], serde_json::json!(0.3));
+
+    let obs = frames(6, 32, 2);
+    let rust = policy.act_mean(&policy.obs_batch(&obs).unwrap()).unwrap();
+    let py = python_actions(dir.path(), &[obs]);
+    assert_close(&rust, &py);
+}

@@ -55,7 +55,7 @@ pub fn export_config(policy: &GaussianPolicy, source: &Path) -> serde_json::Valu
         );
     }
     let (lo, hi) = policy.std_bounds();
-    serde_json::json!({
+    let mut config = serde_json::json!({
         "type": "world4rl_gaussian",
         "world4rl_version": env!("CARGO_PKG_VERSION"),
         "task": spec.task,
@@ -79,7 +79,11 @@ pub fn export_config(policy: &GaussianPolicy, source: &Path) -> serde_json::Valu
         "action_low": spec.action_low,
         "action_high": spec.action_high,
         "std_bounds": [lo, hi],
-    })
+    });
+    if let Some(scale) = policy.residual_scale() {
+        config["residual"] = serde_json::json!({"scale": scale});
+    }
+    config
 }
 
 /// Writes the export of `policy` (loaded from `source`) into `out` (created when missing). A folder

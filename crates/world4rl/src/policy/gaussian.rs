@@ -10,6 +10,11 @@
 //!   sampled actions are clipped to the box when sent to an environment (the world model's two-hot
 //!   encoding clamps them anyway), while their log-probability is computed on the unclipped sample.
 //! * At evaluation the policy acts with its mean μ(x).
+//! * Refinement may add a **residual** on the mean (`refine.ppo.residual_scale`, ResiP and Policy
+//!   Decorator's idea): `μ(x) = tanh(W h) + s · tanh(r(h))`, `r` a two-layer MLP on the frozen trunk's
+//!   features `h` whose last layer starts at zero, so the refined policy starts exactly at the one it
+//!   refines and its mean moves at most `s` from it; the trunk and the mean head stay frozen, `r` and
+//!   the log-σ head train.
 
 use std::borrow::Borrow;
 use std::path::Path;
@@ -232,10 +237,21 @@ pub struct GaussianPolicy {
     trunk: Trunk,
     mean_head: nn::Linear,
     log_std_head: nn::Linear,
+    residual: Option<Residual>,
     state_mean: Tensor,
     state_std: Tensor,
     log_std_bounds: (f64, f64),
 }
+
+/// The residual on the mean (`root/residual/{fc,out}`): `s · tanh(out(relu(fc(h))))`.
+struct Residual {
+    scale: f64,
+    fc: nn::Linear,
+    out: nn::Linear,
+}
+
+/// The variable-name prefix of the residual's layers.
+const RESIDUAL: &str = "residual";
 
 impl std::fmt::Debug for GaussianPolicy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -243,6 +259,7 @@ impl std::fmt::Debug for GaussianPolicy {
             .field("cfg", &self.cfg)
             .field("spec", &self.spec)
             .field("log_std_bounds", &self.log_std_bounds)
+            .field("residual_scale", &self.residual_scale())
             .finish()
     }
 }
@@ -295,10 +312,56 @@ impl GaussianPolicy {
             trunk,
             mean_head,
             log_std_head,
+            residual: None,
             state_mean,
             state_std,
             log_std_bounds: (cfg.std_min.ln(), cfg.std_max.ln()),
         })
+    }
+
+    /// The bound `s` of the residual on the mean, when the policy has one.
+    pub fn residual_scale(&self) -> Option<f64> {
+        self.residual.as_ref().map(|r| r.scale)
+    }
+
+    /// Adds the residual's layers, its output layer at zero (the policy acts as before).
+    fn attach_residual(&mut self, scale: f64) -> Result<()> {
+        ensure!(
+            self.residual.is_none(),
+            "the policy already has a residual (scale {}); refine the policy it was refined from",
+            self.residual_scale().unwrap_or(f64::NAN)
+        );
+        ensure!(
+            scale > 0.0 && scale <= 2.0,
+            "a residual's scale must lie in (0, 2], the width of the normalised action box (got {scale})"
+        );
+        let root = self.vs.root() / RESIDUAL;
+        let h = self.cfg.hidden;
+        let a = self.spec.action_dim as i64;
+        let fc = nn::linear(&root / "fc", h, h, Default::default());
+        let zero = nn::LinearConfig {
+            ws_init: nn::Init::Const(0.0),
+            bs_init: Some(nn::Init::Const(0.0)),
+            bias: true,
+        };
+        let out = nn::linear(&root / "out", h, a, zero);
+        self.residual = Some(Residual { scale, fc, out });
+        Ok(())
+    }
+
+    /// Turns the policy into its own frozen base plus a zero-initialised residual on the mean of at
+    /// most `scale` (in the normalised box): only the residual and the log-σ head train from now on
+    /// (an optimiser built over [`var_store`](Self::var_store) skips the frozen variables, which get
+    /// no gradients).
+    pub fn add_residual(&mut self, scale: f64) -> Result<()> {
+        self.attach_residual(scale)?;
+        for (name, t) in self.vs.variables() {
+            let trains = name.starts_with(&format!("{RESIDUAL}.")) || name.starts_with("log_std.");
+            if !trains {
+                let _ = t.set_requires_grad(false);
+            }
+        }
+        Ok(())
     }
 
     /// The variables (for optimisers and checkpoints).
@@ -329,6 +392,9 @@ impl GaussianPolicy {
     /// An independent copy (same weights, σ bounds and state normalisation), e.g. a frozen reference.
     pub fn duplicate(&self) -> Result<Self> {
         let mut p = Self::new(&self.cfg, &self.spec, self.device())?;
+        if let Some(scale) = self.residual_scale() {
+            p.attach_residual(scale)?;
+        }
         p.vs.copy(&self.vs)?;
         p.state_mean = self.state_mean.copy();
         p.state_std = self.state_std.copy();
@@ -462,7 +528,10 @@ impl GaussianPolicy {
             false => None,
         };
         let h = self.trunk.forward(frames.as_ref(), state)?;
-        let mean = self.mean_head.forward(&h).tanh();
+        let mut mean = self.mean_head.forward(&h).tanh();
+        if let Some(r) = &self.residual {
+            mean = mean + h.apply(&r.fc).relu().apply(&r.out).tanh() * r.scale;
+        }
         let log_std = self
             .log_std_head
             .forward(&h)
@@ -537,6 +606,7 @@ impl GaussianPolicy {
             "config": self.cfg,
             "spec": self.spec,
             "std_bounds": [self.std_bounds().0, self.std_bounds().1],
+            "residual": self.residual_scale().map(|s| serde_json::json!({"scale": s})),
             "extra": extra,
         });
         checkpoint::save(path, &self.vs, &meta)
@@ -557,6 +627,16 @@ impl GaussianPolicy {
         let spec: PolicySpec = serde_json::from_value(meta["spec"].clone())
             .with_context(|| format!("{}: bad policy spec in metadata", path.display()))?;
         let mut p = Self::new(&cfg, &spec, device)?;
+        match meta.get("residual").filter(|r| !r.is_null()) {
+            None => {}
+            Some(r) => {
+                let scale = r["scale"].as_f64().with_context(|| {
+                    format!("{}: the residual's metadata has no scale", path.display())
+                })?;
+                p.attach_residual(scale)
+                    .with_context(|| format!("{}: bad residual in metadata", path.display()))?;
+            }
+        }
         checkpoint::copy_into_varstore(&tensors, &mut p.vs, "model.", path)?;
         let bounds = meta["std_bounds"].as_array();
         let lo = bounds.and_then(|v| v.first()).and_then(|x| x.as_f64());
@@ -577,6 +657,116 @@ mod tests {
         GaussianOut {
             mean: Tensor::from_slice(mean).view([1, -1]),
             log_std: Tensor::from_slice(log_std).view([1, -1]),
+        }
+    }
+
+    fn small_policy() -> GaussianPolicy {
+        let cfg = PolicyConfig {
+            encoder: EncoderConfig {
+                channels: vec![8, 8],
+                strides: vec![2, 1],
+                spatial_softmax: true,
+                pool: 4,
+                features: 16,
+            },
+            hidden: 32,
+            ..PolicyConfig::default()
+        };
+        let spec = PolicySpec {
+            image_size: 16,
+            action_dim: 2,
+            state_dim: 0,
+            action_low: vec![-1.0, -1.0],
+            action_high: vec![1.0, 1.0],
+            task: "t".into(),
+            render_size: 0,
+            render: Default::default(),
+        };
+        tch::manual_seed(3);
+        let p = GaussianPolicy::new(&cfg, &spec, Device::Cpu).unwrap();
+        // heads away from zero so the base's mean is not trivially 0
+        tch::no_grad(|| {
+            for (name, mut t) in p.var_store().variables() {
+                if name.starts_with("mean.") {
+                    t.copy_(&(t.randn_like() * 0.3));
+                }
+            }
+        });
+        p
+    }
+
+    fn obs(n: usize) -> Vec<Obs> {
+        tch::manual_seed(11);
+        let t = Tensor::randint(256, [n as i64, 16 * 16 * 3], (Kind::Uint8, Device::Cpu));
+        (0..n)
+            .map(|i| Obs {
+                frame: Vec::<u8>::try_from(t.get(i as i64)).unwrap(),
+                size: 16,
+                state: vec![],
+            })
+            .collect()
+    }
+
+    fn max_abs(a: &Tensor) -> f64 {
+        a.abs().max().double_value(&[])
+    }
+
+    #[test]
+    fn a_residual_starts_at_its_base_moves_at_most_its_scale_and_trains_alone() {
+        use tch::nn::OptimizerConfig;
+        let mut p = small_policy();
+        let base = p.duplicate().unwrap();
+        let ob = p.obs_batch(&obs(6)).unwrap();
+        let before = base.forward(&ob, 0).unwrap();
+        p.add_residual(0.2).unwrap();
+        assert_eq!(p.residual_scale(), Some(0.2));
+        let start = p.forward(&ob, 0).unwrap();
+        // exactly the base: the residual's output layer starts at zero
+        assert_eq!(max_abs(&(&start.mean - &before.mean)), 0.0);
+        assert_eq!(max_abs(&(&start.log_std - &before.log_std)), 0.0);
+
+        // a few optimiser steps pushing every mean towards +1: only the residual and log σ move
+        let frozen: Vec<(String, Tensor)> = p
+            .var_store()
+            .variables()
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with("residual.") && !n.starts_with("log_std."))
+            .map(|(n, t)| (n, t.copy()))
+            .collect();
+        let mut opt = tch::nn::Adam::default().build(p.var_store(), 0.05).unwrap();
+        for _ in 0..30 {
+            let o = p.forward(&ob, 0).unwrap();
+            let loss = (-&o.mean + 1.0).square().mean(Kind::Float) + o.log_std.mean(Kind::Float);
+            opt.zero_grad();
+            loss.backward();
+            opt.clip_grad_norm(1.0);
+            opt.step();
+        }
+        let vars = p.var_store().variables();
+        for (name, old) in &frozen {
+            assert_eq!(max_abs(&(&vars[name] - old)), 0.0, "{name} moved");
+        }
+        let after = p.forward(&ob, 0).unwrap();
+        let moved = &after.mean - &before.mean;
+        assert!(max_abs(&moved) > 0.1, "the residual did not learn");
+        assert!(max_abs(&moved) <= 0.2 + 1e-6, "the residual left its bound");
+        assert!(max_abs(&(&after.log_std - &before.log_std)) > 0.0);
+
+        // saved and loaded (and duplicated), it acts the same
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.safetensors");
+        p.save(&path, serde_json::json!({})).unwrap();
+        let (q, _) = GaussianPolicy::load(&path, Device::Cpu).unwrap();
+        assert_eq!(q.residual_scale(), Some(0.2));
+        for r in [&q, &p.duplicate().unwrap()] {
+            let o = r.forward(&ob, 0).unwrap();
+            assert_eq!(max_abs(&(&o.mean - &after.mean)), 0.0);
+        }
+        // a residual on a residual, or one out of its range, is refused
+        let e = p.add_residual(0.1).unwrap_err().to_string();
+        assert!(e.contains("already has a residual"), "{e}");
+        for bad in [0.0, -0.1, 2.5, f64::NAN] {
+            assert!(small_policy().add_residual(bad).is_err(), "{bad}");
         }
     }
 

@@ -103,6 +103,13 @@ pub struct PpoConfig {
     /// replicate 3 refined further (`docs/refinement.md`, "PPO from the start's own σ"). Every policy
     /// is still also read sampled with σ ≤ `eval.std_cap` (0.25).
     pub std_max: f64,
+    /// Refine a bounded residual on the frozen start instead of the whole policy (0 = off, the
+    /// default): the start's mean plus `residual_scale · tanh(r(h))`, `r` a zero-initialised MLP on the
+    /// start's frozen features, so PPO starts exactly at the start and its mean moves at most this far
+    /// in the normalised action box `[-1, 1]`; only `r` and the log-σ head train (ResiP, Policy
+    /// Decorator: a residual keeps what imitation learned where the reward says nothing, and bounds
+    /// how far a learned world model can be exploited).
+    pub residual_scale: f64,
     /// Critic image encoder (default: the same layout as the policy's).
     pub critic_encoder: Option<EncoderConfig>,
     /// Critic hidden width. Default 256.
@@ -138,6 +145,7 @@ impl Default for PpoConfig {
             kl_to_initial: 0.0,
             std_min: 0.02,
             std_max: 1.0,
+            residual_scale: 0.0,
             critic_encoder: None,
             critic_hidden: 256,
             critic_from_policy: true,
@@ -191,6 +199,11 @@ impl PpoConfig {
         ensure!(self.critic_hidden > 0, "ppo.critic_hidden must be positive");
         ensure!(self.save_every > 0, "ppo.save_every must be positive");
         check_std_bounds(self.std_min, self.std_max)?;
+        ensure!(
+            (0.0..=2.0).contains(&self.residual_scale),
+            "ppo.residual_scale must lie in [0, 2] (0: refine the whole policy; got {})",
+            self.residual_scale
+        );
         match &self.critic_encoder {
             Some(e) => e.validate(),
             None => Ok(()),

@@ -218,6 +218,9 @@ pub fn train<E: RolloutEnv>(
     tch::manual_seed(cfg.seed as i64);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     policy.set_std_bounds(cfg.std_min, cfg.std_max)?;
+    if cfg.residual_scale > 0.0 {
+        policy.add_residual(cfg.residual_scale)?;
+    }
     let critic = Critic::new(cfg, policy)?;
     let reference = if cfg.kl_to_initial > 0.0 {
         Some(policy.duplicate()?)
