@@ -528,10 +528,11 @@ impl GaussianPolicy {
             false => None,
         };
         let h = self.trunk.forward(frames.as_ref(), state)?;
-        let mut mean = self.mean_head.forward(&h).tanh();
-        if let Some(r) = &self.residual {
-            mean = mean + h.apply(&r.fc).relu().apply(&r.out).tanh() * r.scale;
-        }
+        let base = self.mean_head.forward(&h).tanh();
+        let mean = match &self.residual {
+            Some(r) => base + h.apply(&r.fc).relu().apply(&r.out).tanh() * r.scale,
+            None => base,
+        };
         let log_std = self
             .log_std_head
             .forward(&h)
