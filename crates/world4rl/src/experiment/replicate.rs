@@ -360,7 +360,7 @@ impl Replication {
 /// bootstrap interval, and the acceptance's line (a pooled gain of +10 points over BC\*; a pooled lower
 /// bound above −2 points against filtered BC).
 pub fn replication_svg(rep: &Replication) -> Result<String> {
-    use crate::experiment::report::COLORS;
+    use crate::experiment::report::{task_ticks, COLORS};
     let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
     let tasks: Vec<String> = rep.pooled.iter().map(|p| p.task.clone()).collect();
     let n = tasks.len().max(1);
@@ -427,15 +427,7 @@ pub fn replication_svg(rep: &Replication) -> Result<String> {
                 .y_label_area_size(44)
                 .build_cartesian_2d(x0..x1, (lo - pad)..(hi + pad + legend_room))
                 .map_err(|e| err(&e))?;
-            let names = tasks.clone();
-            let x_fmt = move |x: &f64| {
-                let t = x.round();
-                if (x - t).abs() < 1e-6 && t >= 0.0 {
-                    names.get(t as usize).cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            };
+            let x_fmt = task_ticks(tasks.clone());
             c.configure_mesh()
                 .x_labels(2 * n + 1)
                 .x_label_formatter(&x_fmt)

@@ -244,6 +244,19 @@ pub fn chart_svg(chart: &Chart) -> Result<String> {
     Ok(svg)
 }
 
+/// The x-axis labels of a per-task figure whose task `i` sits at `x = i`: the task's name on its
+/// integer tick, nothing between.
+pub(crate) fn task_ticks(names: Vec<String>) -> impl Fn(&f64) -> String {
+    move |x: &f64| {
+        let k = x.round();
+        if (x - k).abs() < 1e-6 && k >= 0.0 {
+            names.get(k as usize).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
+    }
+}
+
 /// BC against refined per task: each success rate as a dot with its 95 % interval as a bar.
 pub fn success_svg(rows: &[SuccessRow]) -> Result<String> {
     let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
@@ -263,15 +276,7 @@ pub fn success_svg(rows: &[SuccessRow]) -> Result<String> {
             .y_label_area_size(48)
             .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..100.0)
             .map_err(|e| err(&e))?;
-        let names: Vec<String> = rows.iter().map(|r| r.task.clone()).collect();
-        let x_fmt = move |x: &f64| {
-            let k = x.round();
-            if (x - k).abs() < 1e-6 && k >= 0.0 {
-                names.get(k as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        };
+        let x_fmt = task_ticks(rows.iter().map(|r| r.task.clone()).collect());
         c.configure_mesh()
             .x_labels(2 * n + 1)
             .x_label_formatter(&x_fmt)

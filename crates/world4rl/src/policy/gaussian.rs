@@ -355,8 +355,9 @@ impl GaussianPolicy {
     /// no gradients).
     pub fn add_residual(&mut self, scale: f64) -> Result<()> {
         self.attach_residual(scale)?;
+        let residual = format!("{RESIDUAL}.");
         for (name, t) in self.vs.variables() {
-            let trains = name.starts_with(&format!("{RESIDUAL}.")) || name.starts_with("log_std.");
+            let trains = name.starts_with(&residual) || name.starts_with("log_std.");
             if !trains {
                 let _ = t.set_requires_grad(false);
             }
@@ -628,15 +629,12 @@ impl GaussianPolicy {
         let spec: PolicySpec = serde_json::from_value(meta["spec"].clone())
             .with_context(|| format!("{}: bad policy spec in metadata", path.display()))?;
         let mut p = Self::new(&cfg, &spec, device)?;
-        match meta.get("residual").filter(|r| !r.is_null()) {
-            None => {}
-            Some(r) => {
-                let scale = r["scale"].as_f64().with_context(|| {
-                    format!("{}: the residual's metadata has no scale", path.display())
-                })?;
-                p.attach_residual(scale)
-                    .with_context(|| format!("{}: bad residual in metadata", path.display()))?;
-            }
+        if let Some(r) = meta.get("residual").filter(|r| !r.is_null()) {
+            let scale = r["scale"].as_f64().with_context(|| {
+                format!("{}: the residual's metadata has no scale", path.display())
+            })?;
+            p.attach_residual(scale)
+                .with_context(|| format!("{}: bad residual in metadata", path.display()))?;
         }
         checkpoint::copy_into_varstore(&tensors, &mut p.vs, "model.", path)?;
         let bounds = meta["std_bounds"].as_array();
