@@ -182,4 +182,61 @@ fn replicates_run_end_to_end_and_pool_on_test_scenes_only() {
     assert_eq!(after["missing"], serde_json::json!([3]));
     let before: serde_json::Value = serde_json::from_str(&before).unwrap();
     assert_eq!(after["pooled"], before["pooled"]);
+
+    // a replicate's record kept apart from its models (scripts/archive_run.sh) pools exactly as the
+    // run does: the same rows, the same pooled intervals, the same machines
+    let archive = dir.path().join("archive");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/archive_run.sh");
+    for seed in [1, 2] {
+        let o = std::process::Command::new("bash")
+            .arg(&script)
+            .arg(out.join(format!("seed-{seed}")))
+            .arg(archive.join(format!("seed-{seed}")))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let mut kept = Vec::new();
+    let mut stack = vec![archive.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                kept.push(e.path());
+            }
+        }
+    }
+    assert!(
+        kept.iter()
+            .all(|p| ["json", "toml", "md", "svg"]
+                .contains(&p.extension().unwrap().to_str().unwrap())),
+        "the archive holds more than records: {kept:?}"
+    );
+    let o = world4rl(&[
+        "replicate",
+        cfg_s,
+        "--seeds",
+        "1,2",
+        "--out",
+        archive.to_str().unwrap(),
+        "--report-only",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let from_archive: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    for key in ["rows", "pooled", "replicates", "missing"] {
+        assert_eq!(from_archive[key], before[key], "{key}");
+    }
+    // a run without a finished evaluation is not archived
+    let o = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(dir.path().join("nowhere"))
+        .arg(archive.join("seed-9"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(!archive.join("seed-9").exists());
 }
