@@ -23,8 +23,10 @@ trap 'rm -rf "$TMP"' EXIT
     mkdir -p "$TMP/$(dirname "$f")"
     cp -p "$RUN/$f" "$TMP/$f"
   done
-# replace the folder's content only once the whole copy is there
-rm -rf "$DEST"
+# replace the folder only once the whole copy is there; the old one is removed after the swap
+OLD="$DEST.old.$$"
+mv "$DEST" "$OLD"
 mv "$TMP" "$DEST"
 trap - EXIT
+rm -rf "$OLD"
 echo "archived $(find "$DEST" -type f | wc -l) files ($(du -sh "$DEST" | cut -f1)) of $RUN in $DEST"
