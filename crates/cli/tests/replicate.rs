@@ -186,14 +186,19 @@ fn replicates_run_end_to_end_and_pool_on_test_scenes_only() {
     // a replicate's record kept apart from its models (scripts/archive_run.sh) pools exactly as the
     // run does: the same rows, the same pooled intervals, the same machines
     let archive = dir.path().join("archive");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/archive_run.sh");
-    for seed in [1, 2] {
-        let o = std::process::Command::new("bash")
-            .arg(&script)
-            .arg(out.join(format!("seed-{seed}")))
-            .arg(archive.join(format!("seed-{seed}")))
+    let archive_run = |run: &Path, dest: &Path| {
+        std::process::Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/archive_run.sh"))
+            .arg(run)
+            .arg(dest)
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    for seed in [1, 2] {
+        let o = archive_run(
+            &out.join(format!("seed-{seed}")),
+            &archive.join(format!("seed-{seed}")),
+        );
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let mut kept = Vec::new();
@@ -231,12 +236,7 @@ fn replicates_run_end_to_end_and_pool_on_test_scenes_only() {
         assert_eq!(from_archive[key], before[key], "{key}");
     }
     // a run without a finished evaluation is not archived
-    let o = std::process::Command::new("bash")
-        .arg(&script)
-        .arg(dir.path().join("nowhere"))
-        .arg(archive.join("seed-9"))
-        .output()
-        .unwrap();
+    let o = archive_run(&dir.path().join("nowhere"), &archive.join("seed-9"));
     assert!(!o.status.success());
     assert!(!archive.join("seed-9").exists());
 }
