@@ -213,6 +213,12 @@ pub trait Env: Send {
     fn reset(&mut self, seed: u64) -> Obs;
     /// Applies one action.
     fn step(&mut self, action: &[f32]) -> Result<Step, EnvError>;
+    /// Whether a step costs enough (milliseconds of physics and rendering) that a batch of these
+    /// environments is worth stepping in parallel. Cheap environments (microseconds a step) step one by
+    /// one: handing them to a thread pool costs about what it saves, while the policy's threads still spin.
+    fn costly_step(&self) -> bool {
+        false
+    }
 }
 
 /// Checks an action against a spec and returns it clipped to `[low, high]`.

@@ -244,6 +244,11 @@ impl Env for MetaWorldEnv {
             info: Info { success: s.success },
         })
     }
+
+    /// MuJoCo physics and an offscreen render: about 10 ms a step on one core.
+    fn costly_step(&self) -> bool {
+        true
+    }
 }
 
 /// The scripted expert of a Meta-World task (see [`expert_action`]); reads the 39-D state.

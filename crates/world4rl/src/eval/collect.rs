@@ -250,10 +250,8 @@ fn run_batch(
                     .collect()
             }
         };
-        for (&i, a) in live.iter().zip(actions) {
-            let step = envs[i]
-                .step(&a)
-                .with_context(|| format!("stepping {task}"))?;
+        for (i, a, step) in crate::eval::evaluate::step_rows(&mut envs, &live, actions) {
+            let step = step.with_context(|| format!("stepping {task}"))?;
             eps[i].push(
                 &a,
                 step.reward,

@@ -10,8 +10,9 @@
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use w4rl_envs::{make, Env, EnvConfig, Obs};
+use w4rl_envs::{make, Env, EnvConfig, EnvError, Obs, Step};
 
 use crate::eval::collect::BatchPolicy;
 use crate::policy::gaussian::{GaussianPolicy, ObsHistory};
@@ -223,6 +224,47 @@ pub struct EvalReport {
     pub outcomes: Vec<u8>,
 }
 
+/// Steps `envs[rows[j]]` with `actions[j]` for every `j` (`rows` ascending) and returns
+/// `(row, action, step)` in the order of `rows`. Environments whose step is costly (Meta-World's physics
+/// and rendering, [`Env::costly_step`]) step in parallel on rayon's pool: 1.3-1.4x faster evaluation and
+/// collection on 2 cores. Every environment is independent, so the results are those of stepping them one
+/// by one.
+pub(crate) fn step_rows(
+    envs: &mut [Box<dyn Env>],
+    rows: &[usize],
+    actions: Vec<Vec<f32>>,
+) -> Vec<(usize, Vec<f32>, Result<Step, EnvError>)> {
+    debug_assert!(rows.windows(2).all(|w| w[0] < w[1]), "rows must ascend");
+    let mut todo: Vec<Option<Vec<f32>>> = vec![None; envs.len()];
+    for (&i, a) in rows.iter().zip(actions) {
+        todo[i] = Some(a);
+    }
+    if envs.iter().any(|e| e.costly_step()) {
+        envs.par_iter_mut()
+            .zip(todo.into_par_iter())
+            .enumerate()
+            .filter_map(step_one)
+            .collect()
+    } else {
+        envs.iter_mut()
+            .zip(todo)
+            .enumerate()
+            .filter_map(step_one)
+            .collect()
+    }
+}
+
+/// An environment of [`step_rows`] with its row and its action, if it steps.
+type RowTodo<'a> = (usize, (&'a mut Box<dyn Env>, Option<Vec<f32>>));
+
+/// One environment's step for [`step_rows`], when it has an action.
+fn step_one((i, (env, a)): RowTodo<'_>) -> Option<(usize, Vec<f32>, Result<Step, EnvError>)> {
+    a.map(|a| {
+        let st = env.step(&a);
+        (i, a, st)
+    })
+}
+
 /// Runs `cfg.episodes` episodes of `task` on the seeds of `cfg.split` with the policy's mean action
 /// (or, with `cfg.sample`, with samples of its Gaussian, σ capped at `cfg.std_max` when set).
 pub fn evaluate_policy(
@@ -302,10 +344,8 @@ pub fn evaluate_policy(
         } else {
             policy.act_mean(&obs)?
         };
-        for (&i, a) in rows.iter().zip(actions) {
-            let st = envs[i]
-                .step(&a)
-                .with_context(|| format!("stepping '{task}'"))?;
+        for (i, _, st) in step_rows(&mut envs, &rows, actions) {
+            let st = st.with_context(|| format!("stepping '{task}'"))?;
             len[i] += 1;
             if st.terminated || st.truncated {
                 done_eps += 1;
@@ -416,6 +456,83 @@ impl BatchPolicy for HistoryActor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tabletop environment that declares its step costly, so [`step_rows`] steps it on rayon's pool.
+    struct Costly(Box<dyn Env>);
+
+    impl Env for Costly {
+        fn task(&self) -> &str {
+            self.0.task()
+        }
+        fn suite(&self) -> &str {
+            self.0.suite()
+        }
+        fn action_spec(&self) -> &w4rl_envs::ActionSpec {
+            self.0.action_spec()
+        }
+        fn max_steps(&self) -> usize {
+            self.0.max_steps()
+        }
+        fn state_dim(&self) -> usize {
+            self.0.state_dim()
+        }
+        fn image_size(&self) -> usize {
+            self.0.image_size()
+        }
+        fn reset(&mut self, seed: u64) -> Obs {
+            self.0.reset(seed)
+        }
+        fn step(&mut self, action: &[f32]) -> Result<Step, EnvError> {
+            self.0.step(action)
+        }
+        fn costly_step(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn batched_steps_equal_one_by_one() {
+        // four push-block scenes, three of them stepped (row 1 is finished), one by one and on rayon's
+        // pool: both must give exactly the steps of stepping each environment alone, in the rows' order
+        let cfg = EnvConfig::default();
+        let fresh = |costly: bool| -> Vec<Box<dyn Env>> {
+            (0..4u64)
+                .map(|s| {
+                    let mut e = make("push-block", &cfg).unwrap();
+                    e.reset(100 + s);
+                    if costly {
+                        Box::new(Costly(e)) as Box<dyn Env>
+                    } else {
+                        e
+                    }
+                })
+                .collect()
+        };
+        let rows = [0usize, 2, 3];
+        for costly in [false, true] {
+            let mut batched = fresh(costly);
+            let mut alone = fresh(false);
+            for t in 0..20 {
+                let actions: Vec<Vec<f32>> = rows
+                    .iter()
+                    .map(|&i| {
+                        let (t, i) = (t as f32, i as f32);
+                        vec![((t + i) * 0.37).sin(), (t * i * 0.11).cos()]
+                    })
+                    .collect();
+                let got = step_rows(&mut batched, &rows, actions.clone());
+                assert_eq!(got.len(), rows.len());
+                for ((i, a, st), (&j, b)) in got.into_iter().zip(rows.iter().zip(&actions)) {
+                    assert_eq!((i, &a), (j, b));
+                    let want = alone[j].step(b).unwrap();
+                    assert_eq!(st.unwrap(), want, "env {j}, step {t}, costly {costly}");
+                }
+            }
+            // a bad action is reported for its row, the other row steps
+            let got = step_rows(&mut batched, &[1, 2], vec![vec![0.0; 7], vec![0.0, 0.0]]);
+            assert!(got[0].2.is_err() && got[1].2.is_ok());
+        }
+    }
 
     #[test]
     fn wilson_known_values() {

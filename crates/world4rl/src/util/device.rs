@@ -32,13 +32,20 @@ pub fn resolve(name: &str) -> Result<Device> {
     }
 }
 
-/// Sets libtorch's intra-op thread count (and a single inter-op thread). libtorch's OpenMP threads
+/// Sets libtorch's intra-op thread count (and a single inter-op thread) and the size of rayon's pool. libtorch's OpenMP threads
 /// collapse when cores are oversubscribed, so every command sets this explicitly.
 pub fn set_threads(n: usize) {
     let n = n.max(1);
     flush_denormals();
     tch::set_num_threads(n as i32);
     tch::set_num_interop_threads(1);
+    // rayon steps the real environments of a batch in parallel (evaluation, collection, PPO in the
+    // real environment): the same number of threads, each with the same subnormal handling. Building
+    // the global pool fails only when it exists already (a second call in one process), which keeps it.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .start_handler(|_| flush_denormals())
+        .build_global();
 }
 
 /// Makes the CPU treat subnormal floats as zero (the FTZ and DAZ bits of x86-64's MXCSR, what
