@@ -535,6 +535,26 @@ fn stage_commands_train_what_world4rl_run_trains() {
         vec!["stage", "fidelity", cfg_s, "--out", s],
         vec!["stage", "report", cfg_s, "--out", s],
     ];
+    // `--task` on a stage that works on every task at once is refused before any episode is written
+    let o = bin()
+        .args([
+            "--threads",
+            "1",
+            "stage",
+            "collect-expert",
+            cfg_s,
+            "--out",
+            s,
+        ])
+        .args(["--task", "push-block"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("`--task` narrows a per-task stage"),
+        "{err}"
+    );
+    assert!(!data.exists());
     for args in &steps {
         let o = bin().args(["--threads", "1"]).args(args).output().unwrap();
         assert!(
