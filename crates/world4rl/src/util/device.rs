@@ -32,8 +32,9 @@ pub fn resolve(name: &str) -> Result<Device> {
     }
 }
 
-/// Sets libtorch's intra-op thread count (and a single inter-op thread) and the size of rayon's pool. libtorch's OpenMP threads
-/// collapse when cores are oversubscribed, so every command sets this explicitly.
+/// Sets libtorch's intra-op thread count (and a single inter-op thread) and the size of rayon's pool.
+/// libtorch's OpenMP threads collapse when cores are oversubscribed, so every command sets this
+/// explicitly.
 pub fn set_threads(n: usize) {
     let n = n.max(1);
     flush_denormals();
