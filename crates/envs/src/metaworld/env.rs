@@ -244,14 +244,6 @@ impl Env for MetaWorldEnv {
             info: Info { success: s.success },
         })
     }
-
-    /// MuJoCo physics and an offscreen render take about 9 ms a step on one core, and stepped in
-    /// parallel evaluation ran 1.36x faster; but one parallel BC\* validation (hammer, 2026-12-07)
-    /// crashed inside Mesa's software rasteriser (`swrast_dri.so`), so Meta-World steps one by one until
-    /// that is understood (`docs/speed.md`).
-    fn costly_step(&self) -> bool {
-        false
-    }
 }
 
 /// The scripted expert of a Meta-World task (see [`expert_action`]); reads the 39-D state.

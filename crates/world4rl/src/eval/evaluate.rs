@@ -225,10 +225,9 @@ pub struct EvalReport {
 }
 
 /// Steps `envs[rows[j]]` with `actions[j]` for every `j` (`rows` ascending) and returns
-/// `(row, action, step)` in the order of `rows`. Environments whose step is costly (Meta-World's physics
-/// and rendering, [`Env::costly_step`]) step in parallel on rayon's pool: 1.3-1.4x faster evaluation and
-/// collection on 2 cores. Every environment is independent, so the results are those of stepping them one
-/// by one.
+/// `(row, action, step)` in the order of `rows`. Environments whose step is costly
+/// ([`Env::costly_step`]; none is marked so today) step in parallel on rayon's pool. Every environment
+/// is independent, so the results are those of stepping them one by one.
 pub(crate) fn step_rows(
     envs: &mut [Box<dyn Env>],
     rows: &[usize],

@@ -80,16 +80,16 @@ fn go<S: Stage>(ctx: &StageContext, stage: S) -> Result<()> {
 /// task.
 pub fn run_stage_id(ctx: &StageContext, id: StageId) -> Result<()> {
     let (cfg, device) = (ctx.cfg, ctx.device);
-    let per_task = matches!(
-        id,
-        StageId::Bc | StageId::BcFiltered | StageId::Reward | StageId::Refine | StageId::RefineReal
-    );
     anyhow::ensure!(
-        ctx.tasks.is_empty() || per_task,
-        "`--task` narrows a per-task stage (bc, bc-filtered, reward, refine, refine-real); the stage \
-         `{}` works on every task of the config at once: run it without `--task`, or give the config \
-         only the tasks you want",
-        id.name()
+        ctx.tasks.is_empty() || id.per_task(),
+        "`--task` narrows a per-task stage ({}); the stage `{id}` works on every task of the config at \
+         once: run it without `--task`, or give the config only the tasks you want",
+        StageId::ALL
+            .into_iter()
+            .filter(|s| s.per_task())
+            .map(StageId::name)
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     match id {
         StageId::CollectExpert => go(ctx, collect::CollectExpert { cfg }),

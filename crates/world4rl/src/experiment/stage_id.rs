@@ -76,6 +76,15 @@ impl StageId {
         }
     }
 
+    /// Whether the stage runs once per task (`bc/<task>`), so that `world4rl stage --task` can narrow
+    /// it; the others work on every task of the config at once.
+    pub const fn per_task(self) -> bool {
+        matches!(
+            self,
+            Self::Bc | Self::BcFiltered | Self::Reward | Self::Refine | Self::RefineReal
+        )
+    }
+
     /// The folder of the stage's run for `task` (`bc/push-block`).
     pub fn of_task(self, task: &str) -> String {
         format!("{}/{task}", self.name())

@@ -40,8 +40,9 @@ pub fn set_threads(n: usize) {
     flush_denormals();
     tch::set_num_threads(n as i32);
     tch::set_num_interop_threads(1);
-    // rayon steps the real environments of a batch in parallel (evaluation, collection, PPO in the
-    // real environment): the same number of threads, each with the same subnormal handling. Building
+    // rayon steps batches of real environments in parallel (PPO in the real environment; evaluation
+    // and collection for costly environments): the same number of threads as libtorch's, each with the
+    // same subnormal handling. Building
     // the global pool fails only when it exists already (a second call in one process), which keeps it.
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(n)
