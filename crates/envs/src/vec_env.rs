@@ -24,7 +24,10 @@ pub trait VecEnv {
     fn step(&mut self, actions: &[Vec<f32>]) -> Result<Vec<Step>, EnvError>;
 }
 
-/// Owns N boxed environments and steps them in parallel on the rayon thread pool.
+/// Owns N boxed environments and steps them together: in parallel on the rayon thread pool when their steps
+/// are costly ([`Env::costly_step`]), one by one otherwise (the same rule as evaluation and collection; a
+/// tabletop step takes microseconds, and Meta-World's parallel rendering once crashed Mesa, `docs/speed.md`).
+/// Every environment is independent, so the results are the same either way.
 ///
 /// No auto-reset (see [`VecEnv`]); [`SyncVecEnv::reset_one`] resets a single environment.
 pub struct SyncVecEnv {
@@ -79,6 +82,11 @@ impl SyncVecEnv {
     pub fn envs(&self) -> &[Box<dyn Env>] {
         &self.envs
     }
+
+    /// Whether a batch steps on rayon's pool: when any environment's step is costly.
+    fn parallel(&self) -> bool {
+        self.envs.iter().any(|e| e.costly_step())
+    }
 }
 
 impl VecEnv for SyncVecEnv {
@@ -96,11 +104,19 @@ impl VecEnv for SyncVecEnv {
 
     fn reset(&mut self, seeds: &[u64]) -> Vec<Obs> {
         let seeds = expand_seeds(seeds, self.envs.len());
-        self.envs
-            .par_iter_mut()
-            .zip(seeds.par_iter())
-            .map(|(e, &s)| e.reset(s))
-            .collect()
+        if self.parallel() {
+            self.envs
+                .par_iter_mut()
+                .zip(seeds.par_iter())
+                .map(|(e, &s)| e.reset(s))
+                .collect()
+        } else {
+            self.envs
+                .iter_mut()
+                .zip(&seeds)
+                .map(|(e, &s)| e.reset(s))
+                .collect()
+        }
     }
 
     fn step(&mut self, actions: &[Vec<f32>]) -> Result<Vec<Step>, EnvError> {
@@ -113,11 +129,19 @@ impl VecEnv for SyncVecEnv {
         for (e, a) in self.envs.iter().zip(actions) {
             check_action(e.task(), &self.spec, a)?;
         }
-        self.envs
-            .par_iter_mut()
-            .zip(actions.par_iter())
-            .map(|(e, a)| e.step(a))
-            .collect()
+        if self.parallel() {
+            self.envs
+                .par_iter_mut()
+                .zip(actions.par_iter())
+                .map(|(e, a)| e.step(a))
+                .collect()
+        } else {
+            self.envs
+                .iter_mut()
+                .zip(actions)
+                .map(|(e, a)| e.step(a))
+                .collect()
+        }
     }
 }
 
