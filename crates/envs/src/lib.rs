@@ -37,4 +37,4 @@ pub use policy::{rollout, rollout_with, Controller, NoisyExpert, RandomPolicy, R
 pub use registry::{
     list_tasks, make, make_expert, make_noisy_expert, make_random_policy, task_names, TaskInfo,
 };
-pub use vec_env::{expand_seeds, SyncVecEnv, VecEnv};
+pub use vec_env::{expand_seeds, steps_in_parallel, SyncVecEnv, VecEnv};

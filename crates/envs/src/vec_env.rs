@@ -82,11 +82,6 @@ impl SyncVecEnv {
     pub fn envs(&self) -> &[Box<dyn Env>] {
         &self.envs
     }
-
-    /// Whether a batch steps on rayon's pool: when any environment's step is costly.
-    fn parallel(&self) -> bool {
-        self.envs.iter().any(|e| e.costly_step())
-    }
 }
 
 impl VecEnv for SyncVecEnv {
@@ -104,7 +99,7 @@ impl VecEnv for SyncVecEnv {
 
     fn reset(&mut self, seeds: &[u64]) -> Vec<Obs> {
         let seeds = expand_seeds(seeds, self.envs.len());
-        if self.parallel() {
+        if steps_in_parallel(&self.envs) {
             self.envs
                 .par_iter_mut()
                 .zip(seeds.par_iter())
@@ -129,7 +124,7 @@ impl VecEnv for SyncVecEnv {
         for (e, a) in self.envs.iter().zip(actions) {
             check_action(e.task(), &self.spec, a)?;
         }
-        if self.parallel() {
+        if steps_in_parallel(&self.envs) {
             self.envs
                 .par_iter_mut()
                 .zip(actions.par_iter())
@@ -143,6 +138,13 @@ impl VecEnv for SyncVecEnv {
                 .collect()
         }
     }
+}
+
+/// Whether a batch of `envs` steps on rayon's pool: when any of them declares its step costly
+/// ([`Env::costly_step`]). The one rule for every batch of real environments (this type, evaluation and
+/// collection).
+pub fn steps_in_parallel(envs: &[Box<dyn Env>]) -> bool {
+    envs.iter().any(|e| e.costly_step())
 }
 
 /// The seed of every environment given a possibly shorter list (see [`VecEnv::reset`]).

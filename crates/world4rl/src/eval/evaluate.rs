@@ -238,7 +238,7 @@ pub(crate) fn step_rows(
     for (&i, a) in rows.iter().zip(actions) {
         todo[i] = Some(a);
     }
-    if envs.iter().any(|e| e.costly_step()) {
+    if w4rl_envs::steps_in_parallel(envs) {
         envs.par_iter_mut()
             .zip(todo.into_par_iter())
             .enumerate()

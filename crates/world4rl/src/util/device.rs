@@ -40,10 +40,9 @@ pub fn set_threads(n: usize) {
     flush_denormals();
     tch::set_num_threads(n as i32);
     tch::set_num_interop_threads(1);
-    // rayon steps batches of real environments in parallel (PPO in the real environment; evaluation
-    // and collection for costly environments): the same number of threads as libtorch's, each with the
-    // same subnormal handling. Building
-    // the global pool fails only when it exists already (a second call in one process), which keeps it.
+    // rayon steps batches of costly real environments in parallel (`w4rl_envs::steps_in_parallel`):
+    // the same number of threads as libtorch's, each with the same subnormal handling. Building the
+    // global pool fails only when it exists already (a second call in one process), which keeps it.
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .start_handler(|_| flush_denormals())
