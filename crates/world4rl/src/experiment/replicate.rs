@@ -105,6 +105,44 @@ pub struct Replication {
     pub pooled: Vec<PooledTask>,
     /// Seeds whose evaluation has not finished (left out).
     pub missing: Vec<u64>,
+    /// Per replicate whose config differs from the first replicate's (their seeds aside), the keys
+    /// that differ as `key: first's → this one's` ([`recipe_differences`]). Empty when every
+    /// replicate ran the same config.
+    #[serde(default)]
+    pub recipe_differences: Vec<(u64, Vec<String>)>,
+}
+
+/// The experiment a run directory recorded (`RUN/config.toml` as the run wrote it, every key
+/// world4rl had when it was written), without its master seed.
+fn recipe_of(dir: &Path) -> Result<toml::Value> {
+    let path = dir.join("config.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut v: toml::Value = toml::from_str(&text)
+        .with_context(|| format!("{} is not a TOML config", path.display()))?;
+    if let Some(e) = v.get_mut("experiment").and_then(|e| e.as_table_mut()) {
+        e.remove("seed");
+    }
+    Ok(v)
+}
+
+/// How the replicates' recipes differ: per replicate (after the first) whose recorded config is not
+/// the first one's once the seeds are set aside, the keys that differ. A key one run lacks (shown as
+/// `-`) was added to world4rl after that run wrote its config: its stages ran without it, so pooling
+/// it with the others mixes two recipes.
+pub fn recipe_differences(dirs: &[(u64, PathBuf)]) -> Result<Vec<(u64, Vec<String>)>> {
+    let mut out = Vec::new();
+    let Some(((_, first), rest)) = dirs.split_first() else {
+        return Ok(out);
+    };
+    let base = recipe_of(first)?;
+    for (seed, dir) in rest {
+        let differ = crate::experiment::run::config_differences(&base, &recipe_of(dir)?);
+        if !differ.is_empty() {
+            out.push((*seed, differ));
+        }
+    }
+    Ok(out)
 }
 
 fn rate_of(row: &EvalRow, name: &str) -> Option<f64> {
@@ -119,6 +157,7 @@ pub fn read_replication(name: &str, seeds: &[u64], out: &Path) -> Result<Replica
         rows: Vec::new(),
         pooled: Vec::new(),
         missing: Vec::new(),
+        recipe_differences: Vec::new(),
     };
     // (task, seed, row) of every replicate that evaluated with the protocol
     let mut evals: Vec<(u64, Vec<EvalRow>)> = Vec::new();
@@ -141,6 +180,11 @@ pub fn read_replication(name: &str, seeds: &[u64], out: &Path) -> Result<Replica
             None => rep.missing.push(seed),
         }
     }
+    let dirs: Vec<(u64, PathBuf)> = evals
+        .iter()
+        .map(|(seed, _)| (*seed, replicate_dir(out, *seed)))
+        .collect();
+    rep.recipe_differences = recipe_differences(&dirs)?;
     let mut tasks: Vec<String> = Vec::new();
     for (_, rows) in &evals {
         for r in rows {
@@ -263,6 +307,23 @@ impl Replication {
                 )
             }
         );
+        if let Some((first, _)) = self.replicates.first() {
+            if self.recipe_differences.is_empty() {
+                let _ = writeln!(
+                    md,
+                    "Every replicate ran the same config, its seed aside (each run's `config.toml`).\n"
+                );
+            } else {
+                let _ = writeln!(
+                    md,
+                    "**The replicates did not all run the same config**: the pooled numbers mix recipes. Against seed {first}'s config (`-`: the key is absent from that run's `config.toml`, which was written before world4rl had it):\n"
+                );
+                for (seed, differ) in &self.recipe_differences {
+                    let _ = writeln!(md, "- seed {seed}: {}", differ.join("; "));
+                }
+                md.push('\n');
+            }
+        }
         md.push_str("## Pooled over replicates\n\n");
         md.push_str("| task | refined − BC\\*, mean [95 % bootstrap] | P(refined > BC\\*) | every replicate above 0 | refined − filtered BC [95 %] |\n|---|---|---|---|---|\n");
         for p in &self.pooled {
@@ -568,6 +629,7 @@ mod tests {
             ],
             pooled: vec![pooled("push-block", 0.17), pooled("turn-lever", 0.13)],
             missing: vec![],
+            recipe_differences: vec![],
         };
         let svg = replication_svg(&rep).unwrap();
         for text in [
@@ -592,5 +654,56 @@ mod tests {
             ..rep
         };
         assert!(replication_svg(&empty).unwrap().starts_with("<svg"));
+    }
+
+    #[test]
+    fn replicates_run_under_another_config_are_named_with_the_keys_that_differ() {
+        let tmp = tempfile::tempdir().unwrap();
+        let write = |seed: u64, text: &str| {
+            let dir = tmp.path().join(format!("seed-{seed}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("config.toml"), text).unwrap();
+            (seed, dir)
+        };
+        let old = "[experiment]\nname = \"t\"\nseed = 0\n\n[bc]\nsteps = 100\n";
+        let dirs = vec![
+            write(0, old),
+            // another seed only: the same recipe
+            write(4, &old.replace("seed = 0", "seed = 4")),
+            // a key the first run lacks, and another value
+            write(
+                6,
+                "[experiment]\nname = \"t\"\nseed = 6\n\n[bc]\nsteps = 200\nmax_grad_norm = 10.0\n",
+            ),
+        ];
+        let differ = recipe_differences(&dirs).unwrap();
+        assert_eq!(differ.len(), 1, "{differ:?}");
+        assert_eq!(differ[0].0, 6);
+        assert_eq!(
+            differ[0].1,
+            vec!["bc.max_grad_norm: - → 10.0", "bc.steps: 100 → 200"]
+        );
+        let rep = Replication {
+            name: "t".into(),
+            replicates: vec![(0, vec![]), (4, vec![]), (6, vec![])],
+            rows: vec![],
+            pooled: vec![],
+            missing: vec![],
+            recipe_differences: differ,
+        };
+        let md = rep.markdown();
+        assert!(md.contains("did not all run the same config"), "{md}");
+        assert!(md.contains("- seed 6: bc.max_grad_norm: - → 10.0; bc.steps: 100 → 200"));
+        let same = Replication {
+            recipe_differences: vec![],
+            ..rep
+        };
+        assert!(same
+            .markdown()
+            .contains("Every replicate ran the same config"));
+        // a replicate without its config is an error that names the file
+        std::fs::remove_file(tmp.path().join("seed-4/config.toml")).unwrap();
+        let err = recipe_differences(&dirs).unwrap_err();
+        assert!(format!("{err:#}").contains("seed-4/config.toml"), "{err:#}");
     }
 }

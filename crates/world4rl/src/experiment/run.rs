@@ -95,7 +95,7 @@ pub struct Done<R> {
 
 /// The keys whose values differ between two configs, as `key: old → new` (a key one side lacks shows
 /// as `-`), the first eight of them in key order.
-fn config_differences(old: &toml::Value, new: &toml::Value) -> Vec<String> {
+pub(crate) fn config_differences(old: &toml::Value, new: &toml::Value) -> Vec<String> {
     fn flatten(
         prefix: &str,
         v: &toml::Value,
