@@ -249,6 +249,17 @@ impl RunDir {
                 .ok()
                 .and_then(|old| toml::to_string_pretty(&old).ok());
             if resolved.as_deref() == Some(text.as_str()) {
+                // the keys world4rl gained since: the run's finished stages ran without them
+                let added = toml::from_str::<toml::Value>(&existing)
+                    .ok()
+                    .zip(toml::from_str::<toml::Value>(&text).ok())
+                    .map(|(old, new)| config_differences(&old, &new))
+                    .unwrap_or_default();
+                tracing::warn!(
+                    "{} was begun by an older world4rl; keys added since (the run's → their defaults now): {}. Its finished stages ran without them, its remaining stages use the defaults",
+                    self.root.display(),
+                    added.join(", ")
+                );
                 w4rl_data::write_atomic(&path, text.as_bytes())?;
                 return Ok(());
             }
