@@ -255,11 +255,13 @@ impl RunDir {
                     .zip(toml::from_str::<toml::Value>(&text).ok())
                     .map(|(old, new)| config_differences(&old, &new))
                     .unwrap_or_default();
-                tracing::warn!(
-                    "{} was begun by an older world4rl; keys added since (the run's → their defaults now): {}. Its finished stages ran without them, its remaining stages use the defaults",
-                    self.root.display(),
-                    added.join(", ")
-                );
+                if !added.is_empty() {
+                    tracing::warn!(
+                        "{} was begun by an older world4rl; keys added since (the run's → their defaults now): {}. Its finished stages ran without them, its remaining stages use the defaults",
+                        self.root.display(),
+                        added.join(", ")
+                    );
+                }
                 w4rl_data::write_atomic(&path, text.as_bytes())?;
                 return Ok(());
             }
