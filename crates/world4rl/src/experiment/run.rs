@@ -248,13 +248,17 @@ impl RunDir {
             let resolved = toml::from_str::<C>(&existing)
                 .ok()
                 .and_then(|old| toml::to_string_pretty(&old).ok());
-            if resolved.as_deref() == Some(text.as_str()) {
-                // the keys world4rl gained since: the run's finished stages ran without them
-                let added = toml::from_str::<toml::Value>(&existing)
+            // the keys that differ between two config texts (none when either does not parse)
+            let differences = |old: &str| {
+                toml::from_str::<toml::Value>(old)
                     .ok()
                     .zip(toml::from_str::<toml::Value>(&text).ok())
                     .map(|(old, new)| config_differences(&old, &new))
-                    .unwrap_or_default();
+                    .unwrap_or_default()
+            };
+            if resolved.as_deref() == Some(text.as_str()) {
+                // the keys world4rl gained since: the run's finished stages ran without them
+                let added = differences(&existing);
                 if !added.is_empty() {
                     tracing::warn!(
                         "{} was begun by an older world4rl; keys added since (the run's → their defaults now): {}. Its finished stages ran without them, its remaining stages use the defaults",
@@ -266,11 +270,7 @@ impl RunDir {
                 return Ok(());
             }
             // compared with its defaults filled in, so that only keys set to other values show
-            let differ = toml::from_str::<toml::Value>(resolved.as_deref().unwrap_or(&existing))
-                .ok()
-                .zip(toml::from_str::<toml::Value>(&text).ok())
-                .map(|(old, new)| config_differences(&old, &new))
-                .unwrap_or_default();
+            let differ = differences(resolved.as_deref().unwrap_or(&existing));
             bail!(
                 "{} holds a run made with a different config{}; pass another --out folder, or delete it to start over",
                 self.root.display(),
