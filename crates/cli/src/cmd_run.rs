@@ -40,6 +40,12 @@ pub struct ReplicateArgs {
     /// replicates run on other machines or days).
     #[arg(long)]
     pub report_only: bool,
+    /// A control: the folder of replicates of the same seeds run without the setting under test
+    /// (e.g. the f32 replicates beside bf16 ones). The report adds both sets' pooled gains, whether
+    /// this set's lies inside the control's interval, and this refined policy − the control's on the
+    /// same test scenes.
+    #[arg(long)]
+    pub control: Option<PathBuf>,
     /// Print the replication report as one JSON object as the last line.
     #[arg(long)]
     pub json: bool,
@@ -52,17 +58,28 @@ pub fn replicate(args: ReplicateArgs, device: Device) -> Result<()> {
     for s in &args.seeds {
         anyhow::ensure!(seen.insert(*s), "--seeds names seed {s} twice");
     }
+    if let Some(c) = &args.control {
+        // before hours of replicates, not after
+        anyhow::ensure!(c.is_dir(), "--control {}: no such folder", c.display());
+    }
     if !args.report_only {
         for &seed in &args.seeds {
             eprintln!("[replicate] seed {seed}");
             world4rl::experiment::replicate::run_replicate(&cfg, seed, &args.out, device)?;
         }
     }
-    let rep = world4rl::experiment::replicate::read_replication(
+    let mut rep = world4rl::experiment::replicate::read_replication(
         &cfg.experiment.name,
         &args.seeds,
         &args.out,
     )?;
+    if let Some(control) = &args.control {
+        rep.control = Some(world4rl::experiment::replicate::compare_with_control(
+            &args.seeds,
+            &args.out,
+            control,
+        )?);
+    }
     rep.write(&args.out)?;
     print!("{}", rep.markdown());
     eprintln!(

@@ -235,6 +235,149 @@ fn replicates_run_end_to_end_and_pool_on_test_scenes_only() {
     for key in ["rows", "pooled", "replicates", "missing"] {
         assert_eq!(from_archive[key], before[key], "{key}");
     }
+
+    // a control: the same seeds elsewhere. Against its own archive nothing differs: every refined
+    // policy equals its control scene by scene
+    let o = world4rl(&[
+        "replicate",
+        cfg_s,
+        "--seeds",
+        "1,2",
+        "--out",
+        &out_s,
+        "--report-only",
+        "--control",
+        archive.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let with: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let control = &with["control"];
+    assert_eq!(control["seeds"], serde_json::json!([1, 2]));
+    assert_eq!(control["settings"], serde_json::json!([]));
+    for t in control["tasks"].as_array().unwrap() {
+        assert_eq!(t["gain"], t["control_gain"], "{t}");
+        let d = &t["refined_difference"];
+        assert_eq!(
+            (d["mean"].as_f64(), d["lo"].as_f64(), d["hi"].as_f64()),
+            (Some(0.0), Some(0.0), Some(0.0)),
+            "{t}"
+        );
+        assert_eq!(t["per_seed"].as_array().unwrap().len(), 2);
+    }
+    assert!(stdout.contains("## Against the control"));
+    // a control whose refined policy failed every test scene of seed 1: the difference there is this
+    // set's refined success rate, and the setting (another value of a key) is named
+    let doctored = dir.path().join("control");
+    for seed in [1, 2] {
+        let o = archive_run(
+            &out.join(format!("seed-{seed}")),
+            &doctored.join(format!("seed-{seed}")),
+        );
+        assert!(o.status.success());
+    }
+    let eval_path = doctored.join("seed-1/eval/done.json");
+    let mut eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&eval_path).unwrap()).unwrap();
+    let mut refined_here = Vec::new();
+    for row in eval["record"].as_array_mut().unwrap() {
+        let task = row["task"].as_str().unwrap().to_string();
+        for p in row["policies"].as_array_mut().unwrap() {
+            if p["name"] == "refined" {
+                let mode = p["mode"].clone();
+                for t in p["test"].as_array_mut().unwrap() {
+                    let n = t["outcomes"].as_array().unwrap().len();
+                    if t["mode"] == mode {
+                        let wins = t["outcomes"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .filter(|v| v.as_u64() == Some(1))
+                            .count();
+                        refined_here.push((task.clone(), wins as f64 / n as f64));
+                    }
+                    t["outcomes"] = serde_json::json!(vec![0; n]);
+                }
+            }
+        }
+    }
+    std::fs::write(&eval_path, serde_json::to_string(&eval).unwrap()).unwrap();
+    let cfg_path = doctored.join("seed-1/config.toml");
+    let mut v: toml::Value = toml::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    v["refine"]
+        .as_table_mut()
+        .unwrap()
+        .insert("made_up_setting".into(), toml::Value::Integer(1));
+    std::fs::write(&cfg_path, toml::to_string(&v).unwrap()).unwrap();
+    let o = world4rl(&[
+        "replicate",
+        cfg_s,
+        "--seeds",
+        "1,2",
+        "--out",
+        &out_s,
+        "--report-only",
+        "--control",
+        doctored.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let with: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        with["control"]["settings"],
+        serde_json::json!(["refine.made_up_setting: 1 → -"])
+    );
+    assert_eq!(refined_here.len(), 2);
+    for (task, rate) in &refined_here {
+        let t = with["control"]["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["task"] == task.as_str())
+            .unwrap();
+        let (seed, d) = (&t["per_seed"][0][0], &t["per_seed"][0][1]);
+        assert_eq!(seed, 1);
+        assert!(
+            (d["diff"].as_f64().unwrap() - rate).abs() < 1e-12,
+            "{task}: {d} against {rate}"
+        );
+    }
+    // test scenes that differ are refused, and a missing control is refused before anything runs
+    let mut v: toml::Value = toml::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    v["eval"]["episodes"] = toml::Value::Integer(999);
+    std::fs::write(&cfg_path, toml::to_string(&v).unwrap()).unwrap();
+    let o = world4rl(&[
+        "replicate",
+        cfg_s,
+        "--seeds",
+        "1,2",
+        "--out",
+        &out_s,
+        "--report-only",
+        "--control",
+        doctored.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("same test scenes"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = world4rl(&[
+        "replicate",
+        cfg_s,
+        "--seeds",
+        "3",
+        "--out",
+        &out_s,
+        "--control",
+        dir.path().join("none").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no such folder"));
+    assert!(!out.join("seed-3").exists());
     // a run without a finished evaluation is not archived
     let o = archive_run(&dir.path().join("nowhere"), &archive.join("seed-9"));
     assert!(!o.status.success());

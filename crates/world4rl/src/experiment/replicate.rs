@@ -14,12 +14,14 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use tch::Device;
 
-use crate::eval::paired::{pool_replicates, PairedDifference, PooledGain, ReplicatePair};
+use crate::eval::paired::{
+    paired_difference, pool_replicates, PairedDifference, PooledGain, ReplicatePair,
+};
 use crate::experiment::config::ExperimentConfig;
 use crate::experiment::machine::Machine;
 use crate::experiment::run::{stage_name, RunDir};
@@ -110,6 +112,261 @@ pub struct Replication {
     /// replicate ran the same config.
     #[serde(default)]
     pub recipe_differences: Vec<(u64, Vec<String>)>,
+    /// These replicates against a control set run without the setting under test
+    /// (`world4rl replicate --control DIR`), when one was given.
+    #[serde(default)]
+    pub control: Option<ControlComparison>,
+}
+
+/// One task of a setting against its control: the same seeds run with and without it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ControlTask {
+    /// Task.
+    pub task: String,
+    /// Refined − BC\* with the setting, pooled over the seeds both sets finished.
+    pub gain: Option<PooledGain>,
+    /// Refined − BC\* in the control, over the same seeds.
+    pub control_gain: Option<PooledGain>,
+    /// The refined policy with the setting − the control's, scene by scene on the same test
+    /// scenes, pooled over the seeds.
+    pub refined_difference: Option<PooledGain>,
+    /// Per seed: the refined policy with the setting − the control's, paired on the test scenes.
+    pub per_seed: Vec<(u64, PairedDifference)>,
+}
+
+impl ControlTask {
+    /// Whether the pooled gain with the setting lies inside the control's pooled interval (issue 41's
+    /// rule for turning a speed setting on: it must not move the result beyond the control's spread).
+    pub fn inside_control(&self) -> Option<bool> {
+        let (g, c) = (self.gain.as_ref()?, self.control_gain.as_ref()?);
+        Some(c.lo <= g.mean && g.mean <= c.hi)
+    }
+}
+
+/// A set of replicates against a control set: the same seeds, the same test scenes, one setting
+/// changed (`world4rl replicate CFG --seeds ... --out DIR --control CONTROL`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ControlComparison {
+    /// The control's folder.
+    pub control: String,
+    /// The seeds both sets finished (the comparison's replicates).
+    pub seeds: Vec<u64>,
+    /// Seeds finished here whose control has not finished (left out).
+    pub missing: Vec<u64>,
+    /// The settings under test: the keys whose values differ between the control's recorded
+    /// config and this set's (`key: control's → this one's`), seeds aside.
+    pub settings: Vec<String>,
+    /// Per task.
+    pub tasks: Vec<ControlTask>,
+}
+
+/// One seed's test-scene outcomes of one task in a set and in its control.
+struct SeedOutcomes {
+    seed: u64,
+    bc: Vec<u8>,
+    refined: Vec<u8>,
+    control_bc: Vec<u8>,
+    control_refined: Vec<u8>,
+}
+
+/// Compares the finished replicates `seeds` of `out` with the replicates of the same seeds in
+/// `control`. Both must have evaluated on the same test scenes: the same tasks, the same `[eval]`
+/// settings and the same number of test episodes (the scenes follow from the seed).
+pub fn compare_with_control(
+    seeds: &[u64],
+    out: &Path,
+    control: &Path,
+) -> Result<ControlComparison> {
+    let (here, _) = read_finished(seeds, out)?;
+    let (there, _) = read_finished(seeds, control)
+        .with_context(|| format!("reading the control {}", control.display()))?;
+    let mut cmp = ControlComparison {
+        control: control.display().to_string(),
+        seeds: Vec::new(),
+        missing: Vec::new(),
+        settings: Vec::new(),
+        tasks: Vec::new(),
+    };
+    // (seed, this set's rows, the control's rows)
+    let mut pairs: Vec<(u64, &Vec<EvalRow>, &Vec<EvalRow>)> = Vec::new();
+    for (seed, _, rows) in &here {
+        match there.iter().find(|(s, _, _)| s == seed) {
+            Some((_, _, c)) => pairs.push((*seed, rows, c)),
+            None => cmp.missing.push(*seed),
+        }
+    }
+    ensure!(
+        !pairs.is_empty(),
+        "{} has no finished replicate of the seeds {} finished ({}): nothing to compare",
+        control.display(),
+        out.display(),
+        here.iter()
+            .map(|(s, _, _)| s.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    cmp.seeds = pairs.iter().map(|(s, _, _)| *s).collect();
+    let first = cmp.seeds[0];
+    cmp.settings = crate::experiment::run::config_differences(
+        &recipe_of(&replicate_dir(control, first))?,
+        &recipe_of(&replicate_dir(out, first))?,
+    );
+    let scene_keys: Vec<&String> = cmp
+        .settings
+        .iter()
+        .filter(|k| k.starts_with("eval.") || k.starts_with("experiment.tasks"))
+        .collect();
+    ensure!(
+        scene_keys.is_empty(),
+        "{} and {} did not evaluate on the same test scenes (control's → this one's: {}); a paired comparison needs the same scenes",
+        control.display(),
+        out.display(),
+        scene_keys
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let mut tasks: Vec<String> = Vec::new();
+    for (_, rows, _) in &pairs {
+        for r in rows.iter() {
+            if !tasks.contains(&r.task) {
+                tasks.push(r.task.clone());
+            }
+        }
+    }
+    let outcomes = |r: &EvalRow, name: &str| -> Option<Vec<u8>> {
+        Some(r.policy(name)?.standing().outcomes.clone())
+    };
+    for task in tasks {
+        let mut found: Vec<SeedOutcomes> = Vec::new();
+        for (seed, rows, c) in &pairs {
+            let (Some(a), Some(b)) = (
+                rows.iter().find(|r| r.task == task),
+                c.iter().find(|r| r.task == task),
+            ) else {
+                continue;
+            };
+            if let (Some(bc), Some(refined), Some(cbc), Some(crefined)) = (
+                outcomes(a, BC_STAR),
+                outcomes(a, REFINED),
+                outcomes(b, BC_STAR),
+                outcomes(b, REFINED),
+            ) {
+                ensure!(
+                    refined.len() == crefined.len(),
+                    "seed {seed}, {task}: {} test scenes here and {} in the control",
+                    refined.len(),
+                    crefined.len()
+                );
+                found.push(SeedOutcomes {
+                    seed: *seed,
+                    bc,
+                    refined,
+                    control_bc: cbc,
+                    control_refined: crefined,
+                });
+            }
+        }
+        if found.is_empty() {
+            cmp.tasks.push(ControlTask {
+                task,
+                gain: None,
+                control_gain: None,
+                refined_difference: None,
+                per_seed: Vec::new(),
+            });
+            continue;
+        }
+        let pool = |pick: fn(&SeedOutcomes) -> (&[u8], &[u8])| {
+            let reps: Vec<ReplicatePair> = found
+                .iter()
+                .map(|f| {
+                    let (base, other) = pick(f);
+                    ReplicatePair { base, other }
+                })
+                .collect();
+            pool_replicates(&reps, RESAMPLES, crate::util::seeds::mix(0x005E_ED0F_B007))
+        };
+        let per_seed = found
+            .iter()
+            .map(|f| Ok((f.seed, paired_difference(&f.control_refined, &f.refined)?)))
+            .collect::<Result<Vec<_>>>()?;
+        cmp.tasks.push(ControlTask {
+            gain: Some(pool(|f| (&f.bc, &f.refined))?),
+            control_gain: Some(pool(|f| (&f.control_bc, &f.control_refined))?),
+            refined_difference: Some(pool(|f| (&f.control_refined, &f.refined))?),
+            per_seed,
+            task,
+        });
+    }
+    Ok(cmp)
+}
+
+impl ControlComparison {
+    /// The comparison as a Markdown section.
+    pub fn markdown(&self) -> String {
+        let mut md = String::from(
+            "## Against the control
+
+",
+        );
+        let _ = writeln!(
+            md,
+            "The control `{}`: the same seeds ({}) run without the setting under test, evaluated on the same test scenes{}. The settings that differ (control's → these replicates'): {}.\n",
+            self.control,
+            self.seeds
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if self.missing.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (seeds without a finished control, left out: {})",
+                    self.missing
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+            if self.settings.is_empty() {
+                "none, the two sets ran the same config".to_string()
+            } else {
+                self.settings
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
+        );
+        md.push_str("| task | refined − BC\\*, these [95 %] | refined − BC\\*, control [95 %] | inside the control's interval | refined here − refined in the control [95 %] | per seed, paired [95 %] |\n|---|---|---|---|---|---|\n");
+        for t in &self.tasks {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} |",
+                t.task,
+                t.gain.as_ref().map_or("-".into(), |g| g.cell()),
+                t.control_gain.as_ref().map_or("-".into(), |g| g.cell()),
+                match t.inside_control() {
+                    Some(true) => "yes",
+                    Some(false) => "**no**",
+                    None => "-",
+                },
+                t.refined_difference
+                    .as_ref()
+                    .map_or("-".into(), |g| g.cell()),
+                t.per_seed
+                    .iter()
+                    .map(|(s, d)| format!("seed {s}: {}", d.cell()))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
+        md
+    }
 }
 
 /// The experiment a run directory recorded (`RUN/config.toml` as the run wrote it, every key
@@ -149,36 +406,49 @@ fn rate_of(row: &EvalRow, name: &str) -> Option<f64> {
     row.policy(name).map(|p| p.standing().success_rate)
 }
 
-/// Reads the finished replicates `seeds` of `out` and pools them.
-pub fn read_replication(name: &str, seeds: &[u64], out: &Path) -> Result<Replication> {
-    let mut rep = Replication {
-        name: name.into(),
-        replicates: Vec::new(),
-        rows: Vec::new(),
-        pooled: Vec::new(),
-        missing: Vec::new(),
-        recipe_differences: Vec::new(),
-    };
-    // (task, seed, row) of every replicate that evaluated with the protocol
-    let mut evals: Vec<(u64, Vec<EvalRow>)> = Vec::new();
+/// The replicates of `seeds` in `out` whose evaluation finished, as (seed, the machines its stages ran
+/// on, its evaluation rows), and the seeds that have not finished.
+type Finished = (Vec<(u64, Vec<Machine>, Vec<EvalRow>)>, Vec<u64>);
+
+fn read_finished(seeds: &[u64], out: &Path) -> Result<Finished> {
+    let (mut done, mut missing) = (Vec::new(), Vec::new());
     for &seed in seeds {
         let dir = replicate_dir(out, seed);
         if !dir.exists() {
-            rep.missing.push(seed);
+            missing.push(seed);
             continue;
         }
         let run = RunDir::open(&dir)?;
         match run.done::<Vec<EvalRow>>(stage_name::EVAL)? {
             Some(d) if d.record.iter().all(|r| !r.policies.is_empty()) => {
-                rep.replicates.push((seed, run.machines()?));
-                evals.push((seed, d.record));
+                done.push((seed, run.machines()?, d.record));
             }
             Some(_) => bail!(
                 "{}: its evaluation predates the protocol (no test-scene outcomes); run `world4rl stage eval` on it again",
                 dir.display()
             ),
-            None => rep.missing.push(seed),
+            None => missing.push(seed),
         }
+    }
+    Ok((done, missing))
+}
+
+/// Reads the finished replicates `seeds` of `out` and pools them.
+pub fn read_replication(name: &str, seeds: &[u64], out: &Path) -> Result<Replication> {
+    let (finished, missing) = read_finished(seeds, out)?;
+    let mut rep = Replication {
+        name: name.into(),
+        replicates: Vec::new(),
+        rows: Vec::new(),
+        pooled: Vec::new(),
+        missing,
+        recipe_differences: Vec::new(),
+        control: None,
+    };
+    let mut evals: Vec<(u64, Vec<EvalRow>)> = Vec::new();
+    for (seed, machines, rows) in finished {
+        rep.replicates.push((seed, machines));
+        evals.push((seed, rows));
     }
     let dirs: Vec<(u64, PathBuf)> = evals
         .iter()
@@ -381,6 +651,10 @@ impl Replication {
                 r.gap_recovered.map_or("-".into(), |g| format!("{g:.2}")),
                 r.episodes
             );
+        }
+        if let Some(c) = &self.control {
+            md.push('\n');
+            md.push_str(&c.markdown());
         }
         md.push_str("\n## Machines\n\n");
         for (seed, ms) in &self.replicates {
@@ -630,6 +904,7 @@ mod tests {
             pooled: vec![pooled("push-block", 0.17), pooled("turn-lever", 0.13)],
             missing: vec![],
             recipe_differences: vec![],
+            control: None,
         };
         let svg = replication_svg(&rep).unwrap();
         for text in [
@@ -690,6 +965,7 @@ mod tests {
             pooled: vec![],
             missing: vec![],
             recipe_differences: differ,
+            control: None,
         };
         let md = rep.markdown();
         assert!(md.contains("did not all run the same config"), "{md}");

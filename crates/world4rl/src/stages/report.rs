@@ -283,9 +283,10 @@ pub fn build_report(cfg: &ExperimentConfig, run: &RunDir) -> Result<Report> {
         r.facts.push((
             "world model".into(),
             format!(
-                "{} steps in {:.1} min, held-out loss {}",
+                "{} steps in {:.1} min{}, held-out loss {}",
                 wm.steps,
                 wm.seconds / 60.0,
+                wm.precision.map_or(String::new(), |p| format!(" ({p})")),
                 wm.final_val_loss.map_or("-".into(), |v| format!("{v:.5}"))
             ),
         ));

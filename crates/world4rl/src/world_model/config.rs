@@ -216,6 +216,26 @@ pub enum Precision {
     /// `f32`). On CPUs with AVX-512 BF16/AMX it makes an imagination step about 1.6x faster (cpu
     /// preset, batch 64, 2 cores: 334 -> 205 ms); on older CPUs it is emulated and slower.
     Bf16,
+    /// `bf16` where the CPU computes bfloat16 natively (AVX-512 BF16 or AMX-BF16 in
+    /// `/proc/cpuinfo`), `f32` elsewhere: chosen by the machine at run time ([`Precision::resolved`]),
+    /// and the choice recorded (the world-model stage's `precision`), since the two round differently.
+    Auto,
+}
+
+impl Precision {
+    /// The format used on this machine: `auto` resolved by the CPU's flags, the others as they are.
+    pub fn resolved(self) -> Precision {
+        match self {
+            Self::Auto => {
+                if crate::util::device::cpu_has_native_bf16() == Some(true) {
+                    Self::Bf16
+                } else {
+                    Self::F32
+                }
+            }
+            other => other,
+        }
+    }
 }
 
 impl std::fmt::Display for Precision {
@@ -223,6 +243,7 @@ impl std::fmt::Display for Precision {
         f.write_str(match self {
             Self::F32 => "f32",
             Self::Bf16 => "bf16",
+            Self::Auto => "auto",
         })
     }
 }
@@ -233,7 +254,8 @@ impl std::str::FromStr for Precision {
         match s {
             "f32" => Ok(Self::F32),
             "bf16" => Ok(Self::Bf16),
-            other => bail!("precision '{other}' is unknown; use f32 or bf16"),
+            "auto" => Ok(Self::Auto),
+            other => bail!("precision '{other}' is unknown; use f32, bf16 or auto"),
         }
     }
 }

@@ -20,9 +20,10 @@ pub struct TrainPasses {
 }
 
 impl TrainPasses {
-    /// Builds the working copy of `model` that `precision` asks for (none for f32).
+    /// Builds the working copy of `model` that `precision` asks for on this machine (none for f32;
+    /// `auto` is bf16 where the CPU computes it natively).
     pub fn new(model: &WorldModel, precision: Precision) -> Result<Self> {
-        let working = match precision {
+        let working = match precision.resolved() {
             Precision::F32 => None,
             low => {
                 let device = model.device();

@@ -104,13 +104,14 @@ impl WorldModel {
         &mut self.vs
     }
 
-    /// Converts the weights to `precision` for imagination (training needs `f32`). Lossy: going back
+    /// Converts the weights to `precision` (`auto` resolved on this machine) for imagination
+    /// (training needs `f32`). Lossy: going back
     /// to `f32` after `bf16` keeps the bf16-rounded values; load the checkpoint again for the exact
     /// weights.
     pub fn set_precision(&mut self, precision: Precision) {
-        match precision {
-            Precision::F32 => self.vs.float(),
+        match precision.resolved() {
             Precision::Bf16 => self.vs.bfloat16(),
+            _ => self.vs.float(),
         }
     }
 
@@ -541,6 +542,23 @@ mod tests {
             Precision::Bf16
         );
         assert!("fp8".parse::<Precision>().is_err());
+        // auto: bf16 exactly where the CPU computes it natively, and the weights follow the choice
+        assert_eq!("auto".parse::<Precision>().unwrap(), Precision::Auto);
+        let native = crate::util::device::cpu_has_native_bf16() == Some(true);
+        let want = if native {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        };
+        assert_eq!(Precision::Auto.resolved(), want);
+        assert_eq!(Precision::Bf16.resolved(), Precision::Bf16);
+        wm.set_precision(Precision::Auto);
+        let kind = if native { Kind::BFloat16 } else { Kind::Float };
+        assert!(wm
+            .var_store()
+            .variables()
+            .values()
+            .all(|v| v.kind() == kind));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 use w4rl_data::{Dataset, Episode, WindowConfig, WindowSampler};
 
-use super::{Batch, TrainLossOptions, WorldModel};
+use super::{Batch, Precision, TrainLossOptions, WorldModel};
 use crate::util::metrics_log::MetricsLog;
 use crate::util::optim::warmup_lr;
 
@@ -46,6 +46,10 @@ pub struct TrainSummary {
     pub train_episodes: usize,
     pub holdout_episodes: usize,
     pub stopped_by: String,
+    /// The training passes' number format on the machine that ran the last of them (`f32` or
+    /// `bf16`; `world_model.precision = "auto"` resolved). Absent in runs of before 2026-12-08.
+    #[serde(default)]
+    pub precision: Option<Precision>,
 }
 
 /// The files of a world-model training folder.
@@ -311,6 +315,7 @@ pub fn train(
         train_episodes: td.train.len(),
         holdout_episodes: td.held.len(),
         stopped_by: stopped_by.into(),
+        precision: Some(cfg.precision.resolved()),
     })
 }
 
@@ -469,7 +474,9 @@ pub(crate) mod tests {
         let before = mean_loss(&init, &held, 4, 16, 3).unwrap();
         let held_out_loss = |cfg: &WorldModelTrainConfig, name: &str| {
             let run = dir.path().join(name);
-            train(cfg, &data, &run, Device::Cpu, &TrainOptions::default()).unwrap();
+            let summary = train(cfg, &data, &run, Device::Cpu, &TrainOptions::default()).unwrap();
+            // the format the passes ran in is recorded
+            assert_eq!(summary.precision, Some(cfg.precision.resolved()));
             let (trained, _) =
                 WorldModel::load(&WorldModelFiles::in_dir(&run).model, Device::Cpu).unwrap();
             assert!(trained

@@ -78,6 +78,8 @@ pub struct WorldModelTrainConfig {
     /// bfloat16 copy of the weights refreshed every step. On CPUs with AVX-512 BF16/AMX a `cpu`
     /// preset step takes about 0.65x the time (2 cores, batch 16: 154 -> 99 ms), so a time budget
     /// buys about 1.5x the steps; elsewhere bfloat16 is emulated and slower. The saved model is f32.
+    /// `auto`: bf16 where the CPU computes it natively, f32 elsewhere (the choice is recorded in the
+    /// stage's `precision`).
     pub precision: Precision,
     /// The preset the section's other keys modify (`tiny`, `cpu` or `paper`; default `cpu`). Read
     /// from config files only: a resolved config holds every key and no preset.
