@@ -206,27 +206,27 @@ pub fn compare_with_control(
             .join(", ")
     );
     cmp.seeds = pairs.iter().map(|(s, _, _)| *s).collect();
-    let first = cmp.seeds[0];
-    cmp.settings = crate::experiment::run::config_differences(
-        &recipe_of(&replicate_dir(control, first))?,
-        &recipe_of(&replicate_dir(out, first))?,
-    );
-    let scene_keys: Vec<&String> = cmp
-        .settings
-        .iter()
-        .filter(|k| k.starts_with("eval.") || k.starts_with("experiment.tasks"))
-        .collect();
-    ensure!(
-        scene_keys.is_empty(),
-        "{} and {} did not evaluate on the same test scenes (control's → this one's: {}); a paired comparison needs the same scenes",
-        control.display(),
-        out.display(),
-        scene_keys
+    for (i, &seed) in cmp.seeds.iter().enumerate() {
+        let differ = crate::experiment::run::config_differences(
+            &recipe_of(&replicate_dir(control, seed))?,
+            &recipe_of(&replicate_dir(out, seed))?,
+        );
+        let scene_keys: Vec<&str> = differ
             .iter()
+            .filter(|k| k.starts_with("eval.") || k.starts_with("experiment.tasks"))
             .map(|k| k.as_str())
-            .collect::<Vec<_>>()
-            .join("; ")
-    );
+            .collect();
+        ensure!(
+            scene_keys.is_empty(),
+            "seed {seed}: {} and {} did not evaluate on the same test scenes (control's → this one's: {}); a paired comparison needs the same scenes",
+            control.display(),
+            out.display(),
+            scene_keys.join("; ")
+        );
+        if i == 0 {
+            cmp.settings = differ;
+        }
+    }
     let mut tasks: Vec<String> = Vec::new();
     for (_, rows, _) in &pairs {
         for r in rows.iter() {
