@@ -238,18 +238,22 @@ fn replicates_run_end_to_end_and_pool_on_test_scenes_only() {
 
     // a control: the same seeds elsewhere. Against its own archive nothing differs: every refined
     // policy equals its control scene by scene
-    let o = world4rl(&[
-        "replicate",
-        cfg_s,
-        "--seeds",
-        "1,2",
-        "--out",
-        &out_s,
-        "--report-only",
-        "--control",
-        archive.to_str().unwrap(),
-        "--json",
-    ]);
+    // the report of seeds 1 and 2 against a control folder, with the JSON line
+    let against = |control: &Path| {
+        world4rl(&[
+            "replicate",
+            cfg_s,
+            "--seeds",
+            "1,2",
+            "--out",
+            &out_s,
+            "--report-only",
+            "--control",
+            control.to_str().unwrap(),
+            "--json",
+        ])
+    };
+    let o = against(&archive);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     let with: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
@@ -310,18 +314,7 @@ fn replicates_run_end_to_end_and_pool_on_test_scenes_only() {
         .unwrap()
         .insert("made_up_setting".into(), toml::Value::Integer(1));
     std::fs::write(&cfg_path, toml::to_string(&v).unwrap()).unwrap();
-    let o = world4rl(&[
-        "replicate",
-        cfg_s,
-        "--seeds",
-        "1,2",
-        "--out",
-        &out_s,
-        "--report-only",
-        "--control",
-        doctored.to_str().unwrap(),
-        "--json",
-    ]);
+    let o = against(&doctored);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     let with: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
@@ -348,17 +341,7 @@ fn replicates_run_end_to_end_and_pool_on_test_scenes_only() {
     let mut v: toml::Value = toml::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
     v["eval"]["episodes"] = toml::Value::Integer(999);
     std::fs::write(&cfg_path, toml::to_string(&v).unwrap()).unwrap();
-    let o = world4rl(&[
-        "replicate",
-        cfg_s,
-        "--seeds",
-        "1,2",
-        "--out",
-        &out_s,
-        "--report-only",
-        "--control",
-        doctored.to_str().unwrap(),
-    ]);
+    let o = against(&doctored);
     assert!(!o.status.success());
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("same test scenes"),

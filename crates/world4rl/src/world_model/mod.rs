@@ -506,21 +506,8 @@ mod tests {
     /// child process of this test binary.
     #[test]
     fn bf16_imagination_stays_close_to_f32() {
-        let exe = std::env::current_exe().unwrap();
-        let out = std::process::Command::new(exe)
-            .args([
-                "--exact",
-                "world_model::tests::bf16_imagination_in_own_process",
-                "--ignored",
-                "--test-threads=1",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
-            "child test failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        crate::world_model::train::tests::run_alone(
+            "world_model::tests::bf16_imagination_in_own_process",
         );
     }
 

@@ -500,11 +500,18 @@ pub(crate) mod tests {
     /// concurrently, so the exact-resume check runs alone in a child process of this test binary.
     #[test]
     fn resuming_reproduces_an_uninterrupted_run() {
+        run_alone("world_model::train::tests::resume_in_own_process");
+    }
+
+    /// Runs the ignored test `name` (its full path) alone in a child process of this test binary and
+    /// asserts that it passed: for tests that seed libtorch's global generator, which the other tests
+    /// draw from concurrently.
+    pub(crate) fn run_alone(name: &str) {
         let exe = std::env::current_exe().unwrap();
         let out = std::process::Command::new(exe)
             .args([
                 "--exact",
-                "world_model::train::tests::resume_in_own_process",
+                name,
                 "--ignored",
                 "--test-threads=1",
                 "--nocapture",
